@@ -1,0 +1,260 @@
+//! Command line: clap definitions, Terraform-style single-dash options, dispatch.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+use jiff::Timestamp;
+use miette::{Context, IntoDiagnostic, Result};
+
+use crate::config::Config;
+use crate::exit::ExitStatus;
+use crate::planner::{self, CycleRequest, Plan, PlanOptions};
+use crate::state::{LocalState, write_atomic};
+
+/// Deploy KernelCI staging and production from a YAML plan file.
+#[derive(Debug, Parser)]
+#[command(name = "kcideploy", version, about, long_about = None)]
+pub struct Cli {
+    /// Never use colours.
+    #[arg(long = "no-color", global = true)]
+    pub no_color: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what a deploy would do, and why.
+    Plan(PlanArgs),
+    /// Check a plan file: syntax, names, globs, dependency cycles.
+    Validate {
+        /// The plan file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Print the step graph as Graphviz DOT.
+    Graph {
+        /// The plan file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// A plan saved with `plan -out`: mark the steps it runs.
+        #[arg(long)]
+        plan: Option<PathBuf>,
+    },
+    /// Print the JSON schema of plan files (draft-07).
+    Schema,
+    /// Show a plan saved with `plan -out`.
+    Show {
+        /// The saved plan.
+        planfile: PathBuf,
+        /// Print the plan JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make local repos with pending branches and plan them.
+    Demo {
+        /// Directory to create the demo in (default: a new temporary directory, kept).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// The plan file.
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Save the plan, with a fingerprint of every input, for `apply`.
+    #[arg(long = "out", value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Exit 0 when there is nothing to do, 2 when steps would run, 1 on error.
+    #[arg(long = "detailed-exitcode")]
+    pub detailed_exitcode: bool,
+    /// Which cycle: partial, full, or auto (ask the policy).
+    #[arg(long, value_enum, default_value_t = CycleRequest::Auto)]
+    pub cycle: CycleRequest,
+    /// Plan as if it were this time (RFC 3339), for the policy and `max_age`.
+    #[arg(long, value_name = "RFC3339")]
+    pub at: Option<String>,
+    /// Where fetched repos are cached (default: beside the state file).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Terraform writes long options with one dash (`-out`, `-detailed-exitcode`); accept both.
+pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    const LONG: &[&str] = &[
+        "out",
+        "detailed-exitcode",
+        "json",
+        "no-color",
+        "cycle",
+        "at",
+        "refresh",
+        "auto-approve",
+        "parallelism",
+        "lock-timeout",
+        "target",
+        "file",
+        "plan",
+        "cache-dir",
+    ];
+    args.into_iter()
+        .map(|arg| {
+            let Some(rest) = arg.strip_prefix('-') else { return arg };
+            if rest.starts_with('-') {
+                return arg;
+            }
+            let name = rest.split('=').next().unwrap_or(rest);
+            if LONG.contains(&name) { format!("-{arg}") } else { arg }
+        })
+        .collect()
+}
+
+/// Whether to colour output written to stdout.
+fn use_color(cli_no_color: bool) -> bool {
+    !cli_no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
+}
+
+/// Run the command line; errors come back as miette reports.
+pub fn run(cli: Cli) -> Result<ExitStatus> {
+    let color = use_color(cli.no_color);
+    match cli.command {
+        Command::Plan(args) => cmd_plan(args, color),
+        Command::Validate { file } => {
+            let config = Config::load(&file)?;
+            let f = &config.file;
+            println!(
+                "{}: valid plan file `{}` ({} repo(s), {} component(s), {} step(s))",
+                file.display(),
+                f.name,
+                f.repos.len(),
+                f.components.len(),
+                f.steps.len()
+            );
+            Ok(ExitStatus::Success)
+        }
+        Command::Graph { file, plan } => {
+            let config = Config::load(&file)?;
+            let saved = plan.map(|p| read_saved_plan(&p)).transpose()?;
+            print!("{}", planner::render::dot(&config, saved.as_ref()));
+            Ok(ExitStatus::Success)
+        }
+        Command::Schema => {
+            println!("{}", crate::schema::plan_schema_json());
+            Ok(ExitStatus::Success)
+        }
+        Command::Show { planfile, json } => {
+            let plan = read_saved_plan(&planfile)?;
+            if json {
+                println!("{}", to_json(&plan)?);
+            } else {
+                print!("{}", planner::render::text(&plan, color));
+            }
+            Ok(ExitStatus::Success)
+        }
+        Command::Demo { dir } => crate::demo::run(dir.as_deref(), color),
+    }
+}
+
+/// Parse `--at`, or take the clock.
+pub fn parse_now(at: Option<&str>) -> Result<Timestamp> {
+    match at {
+        None => Ok(Timestamp::now()),
+        Some(text) => text
+            .parse::<Timestamp>()
+            .into_diagnostic()
+            .wrap_err_with(|| format!("--at `{text}` is not an RFC 3339 time such as 2026-11-24T08:00:00Z")),
+    }
+}
+
+/// Load, fetch, plan: everything `plan` and `demo` share.
+pub fn make_plan(
+    file: &Path,
+    cycle: CycleRequest,
+    now: Timestamp,
+    cache_dir: Option<&Path>,
+) -> Result<Plan> {
+    let config = Config::load(file)?;
+    let state = LocalState::new(config.state_path()).read()?;
+    let cache = cache_dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| crate::forge::default_cache_dir(&config));
+    let snapshot = crate::forge::snapshot(&config, &cache)?;
+    let plan = planner::plan(&config, &snapshot, state.as_ref(), PlanOptions { cycle, now })?;
+    Ok(plan)
+}
+
+fn cmd_plan(args: PlanArgs, color: bool) -> Result<ExitStatus> {
+    let now = parse_now(args.at.as_deref())?;
+    let plan = make_plan(&args.file, args.cycle, now, args.cache_dir.as_deref())?;
+    if let Some(out) = &args.out {
+        let mut json = to_json(&plan)?.into_bytes();
+        json.push(b'\n');
+        write_atomic(out, &json)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot save the plan to {}", out.display()))?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    let rendered = if args.json {
+        format!("{}\n", to_json(&plan)?)
+    } else {
+        let mut text = planner::render::text(&plan, color);
+        if let Some(out) = &args.out {
+            text.push_str(&format!("\nSaved the plan to {}.\n", out.display()));
+        }
+        text
+    };
+    // A closed pipe (`| head`) is not an error worth a backtrace.
+    let _ = stdout.write_all(rendered.as_bytes());
+    Ok(if args.detailed_exitcode && plan.has_changes() {
+        ExitStatus::Changes
+    } else {
+        ExitStatus::Success
+    })
+}
+
+fn to_json(plan: &Plan) -> Result<String> {
+    serde_json::to_string_pretty(plan).into_diagnostic()
+}
+
+/// Read a plan saved with `-out`, checking its format version and fingerprint digest.
+pub fn read_saved_plan(path: &Path) -> Result<Plan> {
+    let text = std::fs::read_to_string(path)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot read saved plan {}", path.display()))?;
+    let plan: Plan = serde_json::from_str(&text)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("{} is not a saved kcideploy plan", path.display()))?;
+    if plan.format_version != planner::PLAN_FORMAT_VERSION {
+        miette::bail!(
+            "{} has plan format version {}; this kcideploy reads version {}",
+            path.display(),
+            plan.format_version,
+            planner::PLAN_FORMAT_VERSION
+        );
+    }
+    if planner::fingerprint_digest(&plan.fingerprint) != plan.fingerprint.digest {
+        miette::bail!("{}: the fingerprint does not match its digest: the file was edited", path.display());
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_args;
+
+    #[test]
+    fn single_dash_long_options() {
+        let args = ["kcideploy", "plan", "-f", "x.yaml", "-out", "p.json", "-detailed-exitcode", "-out=q", "--json"]
+            .map(String::from);
+        assert_eq!(
+            normalize_args(args),
+            ["kcideploy", "plan", "-f", "x.yaml", "--out", "p.json", "--detailed-exitcode", "--out=q", "--json"]
+        );
+    }
+}

@@ -1,0 +1,290 @@
+//! Plan file v1: the serde + schemars types. Field names are the contract.
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+use super::duration::HumanDuration;
+
+/// A string that remembers where it stood in the plan file.
+pub type SpannedString = Spanned<String>;
+
+/// The plan file: what a KernelCI instance is made of and how to deploy it.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "kcideploy plan file")]
+pub struct PlanFile {
+    /// Plan file format version. Only `1` exists.
+    #[schemars(with = "u32")]
+    pub version: Spanned<u32>,
+    /// Name of the deployment (`staging`, `production`).
+    pub name: String,
+    /// Where state is kept. Default: `.kcideploy/<name>.state.json` beside the plan file.
+    #[serde(default)]
+    pub state: StateConfig,
+    /// When cycles may run.
+    #[serde(default)]
+    pub policy: Policy,
+    /// Git repositories taking part, by name.
+    pub repos: IndexMap<String, RepoConfig>,
+    /// Named sets of paths in one repo.
+    #[serde(default)]
+    pub components: IndexMap<String, Component>,
+    /// Units of deploy work, by name.
+    #[serde(default)]
+    pub steps: IndexMap<String, StepConfig>,
+}
+
+/// Where state lives (local backend).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// Path of the state file, relative to the plan file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// Throttling rules of the staging proposal.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Wait this long after an event before deploying, so fixups are included.
+    #[serde(default = "Policy::default_settle")]
+    pub settle: HumanDuration,
+    /// Minimum time between the end of one deploy and the start of the next.
+    #[serde(default = "Policy::default_cooldown")]
+    pub cooldown: HumanDuration,
+    /// A full cycle is due when the last one is at least this old.
+    #[serde(default = "Policy::default_full_cycle_interval")]
+    pub full_cycle_interval: HumanDuration,
+    /// How many times one partial deploy may be restarted by new events.
+    #[serde(default = "Policy::default_max_restarts")]
+    pub max_restarts: u32,
+}
+
+impl Policy {
+    fn default_settle() -> HumanDuration {
+        HumanDuration::from_secs(5 * 60)
+    }
+    fn default_cooldown() -> HumanDuration {
+        HumanDuration::from_secs(30 * 60)
+    }
+    fn default_full_cycle_interval() -> HumanDuration {
+        HumanDuration::from_secs(6 * 3600)
+    }
+    fn default_max_restarts() -> u32 {
+        1
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            settle: Self::default_settle(),
+            cooldown: Self::default_cooldown(),
+            full_cycle_interval: Self::default_full_cycle_interval(),
+            max_restarts: Self::default_max_restarts(),
+        }
+    }
+}
+
+/// Where pending changes of a repo come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ForgeKind {
+    /// A plain git remote: pending changes are branches matching `pending.branches`.
+    #[default]
+    Git,
+    /// GitHub pull requests (REST API).
+    Github,
+}
+
+/// A git repository taking part in the deployment.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    /// Clone URL: https://, ssh, file://, or a local path relative to the plan file.
+    pub url: String,
+    /// Branch the pending changes are merged onto.
+    #[serde(default = "RepoConfig::default_base")]
+    pub base: String,
+    /// Branch the staging revision is pushed to.
+    #[serde(default = "RepoConfig::default_staging_branch")]
+    pub staging_branch: String,
+    /// Where pending changes come from.
+    #[serde(default)]
+    pub forge: ForgeKind,
+    /// Which pending changes are merged.
+    #[serde(default)]
+    pub pending: PendingRules,
+}
+
+impl RepoConfig {
+    fn default_base() -> String {
+        "main".into()
+    }
+    fn default_staging_branch() -> String {
+        "staging.kernelci.org".into()
+    }
+}
+
+/// Rules selecting the pending changes of a repo.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PendingRules {
+    /// git forge: remote branches matching this glob are pending changes.
+    #[serde(default = "PendingRules::default_branches")]
+    #[schemars(with = "String")]
+    pub branches: SpannedString,
+    /// Trusted authors: head commit author emails (git forge) or logins (github).
+    /// Omitted: every author is trusted. Empty list: nobody is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted: Option<Vec<String>>,
+    /// Changes never merged: branch names (git) or `user/branch` (github); globs allowed.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub skip: Vec<SpannedString>,
+    /// github only: PRs carrying this label are left out.
+    #[serde(default = "PendingRules::default_skip_label")]
+    pub skip_label: String,
+    /// Changes whose head commit is older than this are left out as stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<HumanDuration>,
+}
+
+impl PendingRules {
+    fn default_branches() -> SpannedString {
+        super::unspanned("pr/*".to_string())
+    }
+    fn default_skip_label() -> String {
+        "staging-skip".into()
+    }
+}
+
+impl Default for PendingRules {
+    fn default() -> Self {
+        PendingRules {
+            branches: Self::default_branches(),
+            trusted: None,
+            skip: Vec::new(),
+            skip_label: Self::default_skip_label(),
+            max_age: None,
+        }
+    }
+}
+
+/// A named set of paths in one repo.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Component {
+    /// The repo (a key of `repos`).
+    #[schemars(with = "String")]
+    pub repo: SpannedString,
+    /// Glob patterns (`config/**`, `src/*.py`); `**` crosses directories, `*` does not.
+    #[schemars(with = "Vec<String>")]
+    pub paths: Vec<SpannedString>,
+    /// Paths matching these globs are not part of the component.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub exclude: Vec<SpannedString>,
+    /// What this component is, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// Which cycle a step belongs to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Cycle {
+    /// Deploy only: runs in partial and in full cycles.
+    #[default]
+    Partial,
+    /// Runs only in full cycles (test kernel, rootfs, result check).
+    Full,
+}
+
+impl Cycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cycle::Partial => "partial",
+            Cycle::Full => "full",
+        }
+    }
+}
+
+/// What a step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// Run a command (argv or shell string).
+    Command,
+    /// Push a repo's staging revision to its staging branch.
+    GitPush,
+    /// Build a Docker image.
+    DockerBuild,
+    /// Push a Docker image to a registry.
+    DockerPush,
+    /// Restart containers and wait until they run.
+    ContainerRestart,
+    /// docker compose up/down/pull.
+    Compose,
+    /// Remove old images built by kcideploy.
+    DockerPrune,
+    /// Wait until an HTTP endpoint answers.
+    HttpWait,
+    /// Wait until the KernelCI queue is empty.
+    KernelciDrain,
+    /// Push the test kernel and check its results.
+    PipeCleaner,
+}
+
+impl StepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Command => "command",
+            StepKind::GitPush => "git_push",
+            StepKind::DockerBuild => "docker_build",
+            StepKind::DockerPush => "docker_push",
+            StepKind::ContainerRestart => "container_restart",
+            StepKind::Compose => "compose",
+            StepKind::DockerPrune => "docker_prune",
+            StepKind::HttpWait => "http_wait",
+            StepKind::KernelciDrain => "kernelci_drain",
+            StepKind::PipeCleaner => "pipe_cleaner",
+        }
+    }
+}
+
+/// A unit of deploy work.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepConfig {
+    /// What the step does.
+    pub kind: StepKind,
+    /// Components whose change triggers this step.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub on: Vec<SpannedString>,
+    /// Steps that must run first; when one of them is triggered, so is this step.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub needs: Vec<SpannedString>,
+    /// Steps this one runs after when both run; unlike `needs`, their triggering does not
+    /// trigger this step (ordering only).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub after: Vec<SpannedString>,
+    /// `partial` (default): every cycle; `full`: only full cycles.
+    #[serde(default)]
+    pub cycle: Cycle,
+    /// Run in every cycle this step belongs to, whatever changed (the pipe-cleaner kernel).
+    #[serde(default)]
+    pub always: bool,
+    /// What this step does, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Settings of the step's kind.
+    #[serde(default, rename = "with")]
+    pub with: IndexMap<String, serde_json::Value>,
+}

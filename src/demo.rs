@@ -1,0 +1,184 @@
+//! `kcideploy demo`: local repos with pending branches, a seeded state, and their plan.
+
+use std::path::{Path, PathBuf};
+
+use git2::{Oid, Repository};
+use jiff::Timestamp;
+use miette::{Context, IntoDiagnostic, Result};
+
+use crate::exit::ExitStatus;
+use crate::gitops::scratch::{commit, set_branch};
+use crate::planner::CycleRequest;
+use crate::state::{ChangeRef, CycleTimes, LocalState, RepoState, State};
+
+/// The embedded demo plan file.
+pub const DEMO_PLAN: &str = include_str!("../plans/demo.yaml");
+
+const ALICE: (&str, &str) = ("Alice", "alice@example.org");
+const BOB: (&str, &str) = ("Bob", "bob@example.org");
+const MALLORY: (&str, &str) = ("Mallory", "mallory@example.net");
+
+/// What [`build`] made.
+pub struct Demo {
+    pub dir: PathBuf,
+    pub plan_file: PathBuf,
+}
+
+/// Create the demo in `dir`: two bare repos with `main` and pending `pr/*` branches, the plan
+/// file, and a state recording both `main`s as deployed two hours before `now`.
+pub fn build(dir: &Path, now: Timestamp) -> Result<Demo> {
+    let t = now.as_second();
+    let day = 86_400;
+    let repos = dir.join("repos");
+    std::fs::create_dir_all(&repos).into_diagnostic()?;
+    let git = |what: &str| format!("demo: cannot {what}");
+
+    let pipeline = Repository::init_bare(repos.join("kernelci-pipeline.git"))
+        .into_diagnostic()
+        .wrap_err(git("create kernelci-pipeline"))?;
+    let main = commit(
+        &pipeline,
+        None,
+        &[
+            ("README.md", Some("# kernelci-pipeline\n")),
+            ("doc/setup.md", Some("How to set up the pipeline.\n")),
+            ("config/pipeline.yaml", Some("trees:\n  mainline: {}\nlabs:\n  lava-collabora: {}\n")),
+            ("config/jobs.yaml", Some("jobs:\n  baseline: {}\n")),
+            ("src/trigger.py", Some("print('trigger')\n")),
+            ("requirements.txt", Some("requests\n")),
+            ("docker-compose.yaml", Some("services:\n  trigger: {}\n")),
+        ],
+        ALICE,
+        t - 10 * day,
+        "Initial pipeline",
+    )
+    .into_diagnostic()
+    .wrap_err(git("commit"))?;
+    let branches: Vec<(&str, (&str, &str), i64, &[(&str, Option<&str>)], &str)> = vec![
+        (
+            "pr/1",
+            ALICE,
+            t - day,
+            &[("config/pipeline.yaml", Some("trees:\n  mainline: {}\n  next: {}\nlabs:\n  lava-collabora: {}\n"))],
+            "config: add the next tree",
+        ),
+        ("pr/2", MALLORY, t - day, &[("src/trigger.py", Some("print('pwned')\n"))], "trigger: improve"),
+        (
+            "pr/3",
+            BOB,
+            t - day,
+            &[("config/pipeline.yaml", Some("trees:\n  mainline: {}\n  stable: {}\nlabs:\n  lava-collabora: {}\n"))],
+            "config: add the stable tree",
+        ),
+        (
+            "pr/4",
+            BOB,
+            t - day,
+            &[("README.md", Some("# kernelci-pipeline\n\nSee doc/.\n")), ("doc/setup.md", Some("Set up.\n"))],
+            "doc: tidy up",
+        ),
+        ("pr/6", ALICE, t - 30 * day, &[("config/jobs.yaml", Some("jobs: {}\n"))], "jobs: old experiment"),
+        (
+            "pr/10",
+            ALICE,
+            t - 3600,
+            &[("src/trigger.py", Some("print('trigger v2')\n"))],
+            "trigger: retry on timeouts",
+        ),
+        ("pr/wip-rework", ALICE, t - 3600, &[("src/new.py", Some("pass\n"))], "WIP"),
+    ];
+    set_branch(&pipeline, "main", main).into_diagnostic()?;
+    for (name, author, time, edits, message) in branches {
+        let head = commit(&pipeline, Some(main), edits, author, time, message)
+            .into_diagnostic()
+            .wrap_err(git("commit"))?;
+        set_branch(&pipeline, name, head).into_diagnostic()?;
+    }
+
+    let api = Repository::init_bare(repos.join("kernelci-api.git"))
+        .into_diagnostic()
+        .wrap_err(git("create kernelci-api"))?;
+    let api_main = commit(
+        &api,
+        None,
+        &[
+            ("api/main.py", Some("app = 'api'\n")),
+            ("docker-compose.yaml", Some("services:\n  api: {}\n  db: {}\n  redis: {}\n")),
+            ("tests/test_api.py", Some("def test(): pass\n")),
+        ],
+        BOB,
+        t - 10 * day,
+        "Initial API",
+    )
+    .into_diagnostic()
+    .wrap_err(git("commit"))?;
+    set_branch(&api, "main", api_main).into_diagnostic()?;
+    let api_pr = commit(
+        &api,
+        Some(api_main),
+        &[("tests/test_api.py", Some("def test(): assert True\n"))],
+        BOB,
+        t - day,
+        "tests: assert something",
+    )
+    .into_diagnostic()?;
+    set_branch(&api, "pr/7", api_pr).into_diagnostic()?;
+
+    let plan_file = dir.join("demo.yaml");
+    let text = DEMO_PLAN.replace("../schemas/plan.schema.json", "plan.schema.json");
+    std::fs::write(&plan_file, text).into_diagnostic()?;
+    std::fs::write(dir.join("plan.schema.json"), crate::schema::plan_schema_json()).into_diagnostic()?;
+
+    // Until `apply` records it, seed state as if both `main`s were deployed 2 hours ago.
+    let config = crate::config::Config::load(&plan_file)?;
+    let deployed = |oid: Oid| RepoState {
+        deployed: oid.to_string(),
+        base: Some(oid.to_string()),
+        included: Vec::<ChangeRef>::new(),
+        deployed_at: Timestamp::from_second(t - 7200).ok(),
+    };
+    let mut state = State::new();
+    state.repos.insert("kernelci-pipeline".into(), deployed(main));
+    state.repos.insert("kernelci-api".into(), deployed(api_main));
+    state.cycles = CycleTimes {
+        last_partial: Timestamp::from_second(t - 7200).ok(),
+        last_full: Timestamp::from_second(t - 7200).ok(),
+    };
+    LocalState::new(config.state_path()).write(&mut state)?;
+    Ok(Demo {
+        dir: dir.to_path_buf(),
+        plan_file,
+    })
+}
+
+/// `kcideploy demo`.
+pub fn run(dir: Option<&Path>, color: bool) -> Result<ExitStatus> {
+    let dir = match dir {
+        Some(d) => {
+            if d.exists() && std::fs::read_dir(d).into_diagnostic()?.next().is_some() {
+                miette::bail!("{} is not empty: give `kcideploy demo --dir` a new or empty directory", d.display());
+            }
+            std::fs::create_dir_all(d).into_diagnostic()?;
+            d.to_path_buf()
+        }
+        None => tempfile::Builder::new()
+            .prefix("kcideploy-demo-")
+            .tempdir()
+            .into_diagnostic()?
+            .keep(),
+    };
+    let now = Timestamp::now();
+    let demo = build(&dir, now)?;
+    println!("Demo in {}:", demo.dir.display());
+    println!("  repos/kernelci-pipeline.git  main + pr/1 pr/2 pr/3 pr/4 pr/6 pr/10 pr/wip-rework");
+    println!("  repos/kernelci-api.git       main + pr/7");
+    println!("  state: both `main`s deployed 2 hours ago (full cycle)\n");
+    println!("$ kcideploy plan -f {}\n", demo.plan_file.display());
+    let plan = crate::cli::make_plan(&demo.plan_file, CycleRequest::Auto, now, None)?;
+    print!("{}", crate::planner::render::text(&plan, color));
+    println!(
+        "\nTry: kcideploy plan -f {} --cycle full --json | less",
+        demo.plan_file.display()
+    );
+    Ok(ExitStatus::Success)
+}

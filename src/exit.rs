@@ -1,0 +1,22 @@
+//! Exit codes, in one place. Terraform's convention for `plan -detailed-exitcode`.
+
+/// How the process ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// 0: done; with `-detailed-exitcode`, nothing to do.
+    Success,
+    /// 1: an error (bad plan file, fetch failure, ...).
+    Error,
+    /// 2: with `-detailed-exitcode`, the plan has steps to run.
+    Changes,
+}
+
+impl ExitStatus {
+    pub fn code(self) -> u8 {
+        match self {
+            ExitStatus::Success => 0,
+            ExitStatus::Error => 1,
+            ExitStatus::Changes => 2,
+        }
+    }
+}

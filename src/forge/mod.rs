@@ -1,0 +1,102 @@
+//! Forges: where pending changes come from. A forge turns a repo's configuration into a
+//! [`RepoSnapshot`]; everything after that (planning) is deterministic.
+
+pub mod git;
+
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, ForgeKind};
+
+/// A pull request or a pending branch, as the forge saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingChange {
+    /// `pr/12` (git forge: the branch name) or `#12` (github).
+    pub id: String,
+    /// Head commit SHA.
+    pub head: String,
+    /// Head commit author email (git) or PR author login (github).
+    pub author: String,
+    /// First line of the head commit message, or the PR title.
+    pub title: String,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub draft: bool,
+    /// Head commit time (git) or the PR's `updated_at` (github).
+    pub updated_at: Timestamp,
+}
+
+/// One repo's inputs to planning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoSnapshot {
+    /// Base branch name and its SHA.
+    pub base_branch: String,
+    pub base: String,
+    /// The staging branch's SHA on the remote, if it exists.
+    pub remote_staging: Option<String>,
+    /// Pending changes in the forge's order (git: natural sort of branch names).
+    pub changes: Vec<PendingChange>,
+    /// The local cache repository holding every commit above.
+    pub cache: PathBuf,
+}
+
+/// Everything the forges said, per repo.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgeSnapshot {
+    pub repos: IndexMap<String, RepoSnapshot>,
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ForgeError {
+    #[error("cannot fetch repo `{repo}` from {url}: {message}")]
+    #[diagnostic(help("check the repo's `url` in the plan file and that `git fetch` works from this machine"))]
+    Fetch {
+        repo: String,
+        url: String,
+        message: String,
+    },
+    #[error("repo `{repo}`: base branch `{branch}` does not exist at {url}")]
+    NoBase {
+        repo: String,
+        branch: String,
+        url: String,
+    },
+    #[error("repo `{repo}` uses forge `github`, which this version of kcideploy cannot read yet")]
+    #[diagnostic(help("use `forge: git` with a branch pattern in `pending.branches`"))]
+    Unsupported { repo: String },
+    #[error("repo `{repo}`: cache repository {}: {source}", path.display())]
+    Cache {
+        repo: String,
+        path: PathBuf,
+        source: git2::Error,
+    },
+}
+
+/// Fetch every repo of the plan file and list its pending changes.
+pub fn snapshot(config: &Config, cache_dir: &Path) -> Result<ForgeSnapshot, ForgeError> {
+    let mut snap = ForgeSnapshot::default();
+    for (name, repo) in &config.file.repos {
+        let repo_snap = match repo.forge {
+            ForgeKind::Git => git::snapshot(name, repo, &config.repo_url(repo), cache_dir)?,
+            ForgeKind::Github => {
+                return Err(ForgeError::Unsupported { repo: name.clone() });
+            }
+        };
+        snap.repos.insert(name.clone(), repo_snap);
+    }
+    Ok(snap)
+}
+
+/// Default cache directory for a plan: beside its state file.
+pub fn default_cache_dir(config: &Config) -> PathBuf {
+    let state = config.state_path();
+    state
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("cache")
+        .join(&config.file.name)
+}

@@ -1,0 +1,90 @@
+//! Local git operations with git2: merge a change set into a staging revision, tree diffs.
+//! No work tree is touched; every object lands in the cache repository.
+
+pub mod scratch;
+
+use std::collections::BTreeSet;
+
+use git2::{Oid, Repository, Signature, Time};
+
+/// Identity of the merge commits kcideploy makes.
+pub const MERGER_NAME: &str = "kcideploy";
+pub const MERGER_EMAIL: &str = "kcideploy@kernelci.org";
+
+/// What merging one change onto the current staging tip gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergeStep {
+    /// A new merge commit: the new staging tip.
+    Merged(Oid),
+    /// The change conflicts with what is merged so far, in these paths.
+    Conflict(Vec<String>),
+    /// The change brings nothing the tip does not already have.
+    Empty,
+    /// The change shares no history with the base.
+    Unrelated,
+}
+
+/// Merge `head` onto `tip`. The merge commit is deterministic: fixed identity, time of the
+/// newer parent, so planning the same inputs twice gives the same staging SHA.
+pub fn merge_change(
+    repo: &Repository,
+    tip: Oid,
+    head: Oid,
+    message: &str,
+) -> Result<MergeStep, git2::Error> {
+    if tip == head || repo.graph_descendant_of(tip, head)? {
+        return Ok(MergeStep::Empty);
+    }
+    let ours = repo.find_commit(tip)?;
+    let theirs = repo.find_commit(head)?;
+    if repo.merge_base(tip, head).is_err() {
+        return Ok(MergeStep::Unrelated);
+    }
+    let mut index = repo.merge_commits(&ours, &theirs, None)?;
+    if index.has_conflicts() {
+        let mut paths = BTreeSet::new();
+        for conflict in index.conflicts()? {
+            let conflict = conflict?;
+            for entry in [conflict.ancestor, conflict.our, conflict.their].into_iter().flatten() {
+                paths.insert(String::from_utf8_lossy(&entry.path).into_owned());
+            }
+        }
+        return Ok(MergeStep::Conflict(paths.into_iter().collect()));
+    }
+    let tree_id = index.write_tree_to(repo)?;
+    if tree_id == ours.tree_id() {
+        return Ok(MergeStep::Empty);
+    }
+    let tree = repo.find_tree(tree_id)?;
+    let when = ours.time().seconds().max(theirs.time().seconds());
+    let sig = Signature::new(MERGER_NAME, MERGER_EMAIL, &Time::new(when, 0))?;
+    let commit = repo.commit(None, &sig, &sig, message, &tree, &[&ours, &theirs])?;
+    Ok(MergeStep::Merged(commit))
+}
+
+/// Paths that differ between two commits' trees (both sides of renames), sorted.
+pub fn diff_paths(repo: &Repository, old: Oid, new: Oid) -> Result<BTreeSet<String>, git2::Error> {
+    let old_tree = repo.find_commit(old)?.tree()?;
+    let new_tree = repo.find_commit(new)?.tree()?;
+    let diff = repo.diff_tree_to_tree(Some(&old_tree), Some(&new_tree), None)?;
+    let mut paths = BTreeSet::new();
+    for delta in diff.deltas() {
+        for file in [delta.old_file(), delta.new_file()] {
+            if let Some(p) = file.path() {
+                paths.insert(p.to_string_lossy().into_owned());
+            }
+        }
+    }
+    Ok(paths)
+}
+
+/// Paths a change touches: its head against its merge base with `base`.
+pub fn change_paths(repo: &Repository, base: Oid, head: Oid) -> Result<BTreeSet<String>, git2::Error> {
+    let fork = repo.merge_base(base, head)?;
+    diff_paths(repo, fork, head)
+}
+
+/// Whether the object database has this commit.
+pub fn has_commit(repo: &Repository, sha: &str) -> bool {
+    Oid::from_str(sha).is_ok_and(|oid| repo.find_commit(oid).is_ok())
+}

@@ -1,0 +1,14 @@
+//! kcideploy: deploy KernelCI staging and production from a YAML plan file.
+//!
+//! Data flow: plan file → [`config`] → [`forge`] snapshot → [`planner`] (merge with
+//! [`gitops`], affected components, triggered steps, policy) → [`planner::Plan`].
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod exit;
+pub mod forge;
+pub mod gitops;
+pub mod planner;
+pub mod schema;
+pub mod state;

@@ -1,0 +1,183 @@
+//! Affected components and triggered steps. Pure.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+use globset::GlobSetBuilder;
+use indexmap::IndexMap;
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use super::types::{
+    Action, ComponentPlan, DiffBasis, PathReason, RepoPlan, StepPlan, StepReason,
+};
+use crate::config::{Config, Cycle, glob};
+
+/// Match every component's globs against its repo's changed paths.
+pub fn affected_components(
+    config: &Config,
+    repos: &IndexMap<String, RepoPlan>,
+) -> IndexMap<String, ComponentPlan> {
+    let mut out = IndexMap::new();
+    for (name, component) in &config.file.components {
+        let repo_name = component.repo.value.clone();
+        let mut plan = ComponentPlan {
+            repo: repo_name.clone(),
+            affected: false,
+            initial: false,
+            because: Vec::new(),
+        };
+        let Some(repo) = repos.get(&repo_name) else {
+            out.insert(name.clone(), plan);
+            continue;
+        };
+        if repo.diff_basis != DiffBasis::Deployed {
+            plan.affected = true;
+            plan.initial = true;
+            out.insert(name.clone(), plan);
+            continue;
+        }
+        let (include, exclude) = (globset(&component.paths), globset(&component.exclude));
+        for changed in &repo.attribution {
+            let hits = include.matches(&changed.path);
+            let Some(&first) = hits.first() else { continue };
+            if exclude.is_match(&changed.path) {
+                continue;
+            }
+            for change in &changed.changes {
+                plan.because.push(PathReason {
+                    change: change.clone(),
+                    path: changed.path.clone(),
+                    pattern: component.paths[first].value.clone(),
+                });
+            }
+        }
+        plan.affected = !plan.because.is_empty();
+        out.insert(name.clone(), plan);
+    }
+    out
+}
+
+fn globset(patterns: &[crate::config::SpannedString]) -> globset::GlobSet {
+    let mut builder = GlobSetBuilder::new();
+    for p in patterns {
+        // Patterns were validated with the plan file.
+        if let Ok(g) = glob(&p.value) {
+            builder.add(g);
+        }
+    }
+    builder.build().unwrap_or_else(|_| globset::GlobSet::empty())
+}
+
+/// The step graph: an edge from each step in `needs` or `after` to the step naming it.
+pub fn step_graph(config: &Config) -> (DiGraph<String, ()>, HashMap<String, NodeIndex>) {
+    let mut graph = DiGraph::new();
+    let mut index = HashMap::new();
+    for name in config.file.steps.keys() {
+        index.insert(name.clone(), graph.add_node(name.clone()));
+    }
+    for (name, step) in &config.file.steps {
+        for need in step.needs.iter().chain(&step.after) {
+            if let (Some(&from), Some(&to)) = (index.get(&need.value), index.get(name)) {
+                graph.add_edge(from, to, ());
+            }
+        }
+    }
+    (graph, index)
+}
+
+/// Steps in dependency order; among steps free to go, plan file order first.
+/// Steps on a cycle (rejected by validation) come last, in file order.
+pub fn step_order(config: &Config) -> Vec<String> {
+    let (graph, _) = step_graph(config);
+    let mut indegree: Vec<usize> = graph
+        .node_indices()
+        .map(|n| graph.neighbors_directed(n, petgraph::Direction::Incoming).count())
+        .collect();
+    let mut ready: BinaryHeap<Reverse<usize>> = indegree
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| **d == 0)
+        .map(|(i, _)| Reverse(i))
+        .collect();
+    let mut order = Vec::with_capacity(indegree.len());
+    let mut placed = vec![false; indegree.len()];
+    while let Some(Reverse(i)) = ready.pop() {
+        placed[i] = true;
+        order.push(graph[NodeIndex::new(i)].clone());
+        for next in graph.neighbors_directed(NodeIndex::new(i), petgraph::Direction::Outgoing) {
+            let j = next.index();
+            indegree[j] -= 1;
+            if indegree[j] == 0 {
+                ready.push(Reverse(j));
+            }
+        }
+    }
+    for (i, done) in placed.iter().enumerate() {
+        if !done {
+            order.push(graph[NodeIndex::new(i)].clone());
+        }
+    }
+    order
+}
+
+/// Decide every step: triggered by components, by `needs`, or `always`; full-only steps wait
+/// for a full cycle. Triggering propagates through `needs` whatever the cycle.
+pub fn plan_steps(
+    config: &Config,
+    components: &IndexMap<String, ComponentPlan>,
+    cycle: Cycle,
+) -> Vec<StepPlan> {
+    let mut triggered: HashMap<String, bool> = HashMap::new();
+    let mut out = Vec::new();
+    for name in step_order(config) {
+        let step = &config.file.steps[&name];
+        let mut because = Vec::new();
+        for on in &step.on {
+            let Some(component) = components.get(&on.value) else { continue };
+            if component.initial {
+                because.push(StepReason::Initial {
+                    component: on.value.clone(),
+                });
+            }
+            for r in &component.because {
+                because.push(StepReason::Component {
+                    component: on.value.clone(),
+                    change: r.change.clone(),
+                    path: r.path.clone(),
+                    pattern: r.pattern.clone(),
+                });
+            }
+        }
+        for need in &step.needs {
+            if triggered.get(&need.value).copied().unwrap_or(false) {
+                because.push(StepReason::Needs {
+                    step: need.value.clone(),
+                });
+            }
+        }
+        if step.always && (step.cycle == Cycle::Partial || cycle == Cycle::Full) {
+            because.push(StepReason::Always { cycle: step.cycle });
+        }
+        let is_triggered = !because.is_empty();
+        triggered.insert(name.clone(), is_triggered);
+        let action = if !is_triggered {
+            because.push(StepReason::NotTriggered);
+            Action::Skip
+        } else if step.cycle == Cycle::Full && cycle == Cycle::Partial {
+            because.insert(0, StepReason::FullCycleOnly);
+            Action::Skip
+        } else {
+            Action::Run
+        };
+        out.push(StepPlan {
+            name: name.clone(),
+            kind: step.kind.as_str().to_string(),
+            cycle: step.cycle,
+            action,
+            needs: step.needs.iter().map(|n| n.value.clone()).collect(),
+            after: step.after.iter().map(|n| n.value.clone()).collect(),
+            because,
+        });
+    }
+    out
+}

@@ -1,0 +1,77 @@
+//! Which cycle to run. Pure: (request, policy, recorded cycle times, now).
+
+use jiff::Timestamp;
+
+use super::types::CycleDecision;
+use crate::config::{Cycle, Policy};
+use crate::state::CycleTimes;
+
+/// What the user asked for on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum CycleRequest {
+    Partial,
+    Full,
+    /// Ask the policy: full when the last full cycle is older than `full_cycle_interval`.
+    #[default]
+    Auto,
+}
+
+pub fn decide(request: CycleRequest, policy: &Policy, times: &CycleTimes, now: Timestamp) -> CycleDecision {
+    let (cycle, requested, reason) = match request {
+        CycleRequest::Partial => (Cycle::Partial, "partial", "asked for on the command line".to_string()),
+        CycleRequest::Full => (Cycle::Full, "full", "asked for on the command line".to_string()),
+        CycleRequest::Auto => {
+            let interval = policy.full_cycle_interval;
+            match times.last_full {
+                None => (Cycle::Full, "auto", "no full cycle recorded yet".to_string()),
+                Some(last) => {
+                    let ago = now.as_second() - last.as_second();
+                    let since = super::render::age(ago);
+                    if ago >= interval.as_secs() as i64 {
+                        (
+                            Cycle::Full,
+                            "auto",
+                            format!("last full cycle {since} ago, full_cycle_interval is {interval}"),
+                        )
+                    } else {
+                        let due = super::render::age(interval.as_secs() as i64 - ago);
+                        (
+                            Cycle::Partial,
+                            "auto",
+                            format!("last full cycle {since} ago; next one due in {due}"),
+                        )
+                    }
+                }
+            }
+        }
+    };
+    CycleDecision {
+        cycle,
+        requested: requested.to_string(),
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_follows_interval() {
+        let policy = Policy::default();
+        let t = |s: i64| Timestamp::from_second(s).expect("ts");
+        let none = CycleTimes::default();
+        assert_eq!(decide(CycleRequest::Auto, &policy, &none, t(0)).cycle, Cycle::Full);
+        let times = CycleTimes {
+            last_full: Some(t(1_000_000)),
+            last_partial: None,
+        };
+        let d = decide(CycleRequest::Auto, &policy, &times, t(1_000_000 + 5 * 3600));
+        assert_eq!(d.cycle, Cycle::Partial);
+        assert_eq!(d.reason, "last full cycle 5h ago; next one due in 1h");
+        let d = decide(CycleRequest::Auto, &policy, &times, t(1_000_000 + 6 * 3600));
+        assert_eq!(d.cycle, Cycle::Full);
+        let d = decide(CycleRequest::Partial, &policy, &none, t(0));
+        assert_eq!(d.cycle, Cycle::Partial);
+    }
+}

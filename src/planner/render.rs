@@ -1,0 +1,247 @@
+//! Render a plan for people (text, like `terraform plan`) and the step graph as DOT.
+
+use std::fmt::Write;
+
+use owo_colors::{OwoColorize, Style};
+
+use super::short;
+use super::types::{Action, DiffBasis, Plan, StepReason};
+use crate::config::Config;
+
+/// How many reason chains of one step the text output shows before "(+N more)".
+const MAX_REASONS: usize = 5;
+
+/// A compact age: `45s`, `12m`, `5h`, `3d`, `1h 30m` style rounding to the two largest units.
+pub fn age(seconds: i64) -> String {
+    let s = seconds.max(0);
+    let (d, h, m, sec) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{sec}s"),
+        (0, 0, _) => format!("{m}m"),
+        (0, _, 0) => format!("{h}h"),
+        (0, _, _) => format!("{h}h {m}m"),
+        (_, 0, _) => format!("{d}d"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+struct Styles {
+    add: Style,
+    remove: Style,
+    dim: Style,
+    bold: Style,
+}
+
+impl Styles {
+    fn new(color: bool) -> Styles {
+        if color {
+            Styles {
+                add: Style::new().green(),
+                remove: Style::new().red(),
+                dim: Style::new().dimmed(),
+                bold: Style::new().bold(),
+            }
+        } else {
+            Styles {
+                add: Style::new(),
+                remove: Style::new(),
+                dim: Style::new(),
+                bold: Style::new(),
+            }
+        }
+    }
+}
+
+/// The plan as text. `color` adds ANSI colours (only on a TTY).
+pub fn text(plan: &Plan, color: bool) -> String {
+    let st = Styles::new(color);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} {} — {} cycle ({}: {})",
+        "kcideploy plan:".style(st.bold),
+        plan.name,
+        plan.cycle.as_str(),
+        plan.cycle_decision.requested,
+        plan.cycle_decision.reason
+    );
+    out.push('\n');
+    let _ = writeln!(out, "{}", "Repos:".style(st.bold));
+    for (name, repo) in &plan.repos {
+        let from = match (&repo.diff_basis, &repo.deployed) {
+            (DiffBasis::Deployed, Some(d)) => format!("deployed {}", short(d)),
+            (DiffBasis::UnknownDeployed, Some(d)) => {
+                format!("deployed {} (not in the cache: every component counts as changed)", short(d))
+            }
+            _ => "nothing deployed yet".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "  {name}: {} {} + {} change(s) → staging {} ({from}, {} path(s) changed)",
+            repo.base_branch,
+            short(&repo.base),
+            repo.included.len(),
+            short(&repo.staging),
+            repo.changed_paths.len()
+        );
+        for c in &repo.included {
+            let _ = writeln!(
+                out,
+                "    {} {} {} {} {}",
+                "+".style(st.add),
+                c.id.style(st.add),
+                short(&c.head),
+                c.author.style(st.dim),
+                format!("\"{}\"", c.title).style(st.dim)
+            );
+        }
+    }
+    out.push('\n');
+
+    let runs: Vec<_> = plan.steps.iter().filter(|s| s.action == Action::Run).collect();
+    if runs.is_empty() {
+        let _ = writeln!(out, "{}", "No steps to run: the deployed revisions are up to date.".style(st.bold));
+    } else {
+        let _ = writeln!(out, "{}", "Steps to run, in order:".style(st.bold));
+    }
+    for step in &runs {
+        let _ = writeln!(out, "  {} {} ({})", "+".style(st.add), step.name.style(st.add), step.kind);
+        let shown: Vec<_> = step.because.iter().take(MAX_REASONS).collect();
+        for reason in &shown {
+            let _ = writeln!(out, "      {}", reason_text(reason, &step.name).style(st.dim));
+        }
+        if step.because.len() > shown.len() {
+            let _ = writeln!(
+                out,
+                "      {}",
+                format!("(+{} more)", step.because.len() - shown.len()).style(st.dim)
+            );
+        }
+    }
+    let held: Vec<_> = plan
+        .steps
+        .iter()
+        .filter(|s| s.because.first() == Some(&StepReason::FullCycleOnly))
+        .collect();
+    if !held.is_empty() {
+        out.push('\n');
+        let _ = writeln!(out, "{}", "Triggered, held for the next full cycle:".style(st.bold));
+        for step in held {
+            let _ = writeln!(out, "  ~ {} ({})", step.name, step.kind);
+        }
+    }
+
+    let excluded: Vec<_> = plan
+        .repos
+        .iter()
+        .flat_map(|(name, r)| r.excluded.iter().map(move |e| (name, e)))
+        .collect();
+    if !excluded.is_empty() {
+        out.push('\n');
+        let _ = writeln!(out, "{}", "Changes left out:".style(st.bold));
+        for (repo, e) in excluded {
+            let _ = writeln!(
+                out,
+                "  {} {repo} {} {} {}: {}",
+                "-".style(st.remove),
+                e.id.style(st.remove),
+                short(&e.head),
+                e.reason.as_str(),
+                e.detail
+            );
+        }
+    }
+    out.push('\n');
+    let s = &plan.summary;
+    let _ = writeln!(
+        out,
+        "{} {} to run, {} unchanged{}; {} change(s) included, {} left out.",
+        "Plan:".style(st.bold),
+        count(s.run, "step"),
+        s.skip - s.held_for_full,
+        if s.held_for_full > 0 {
+            format!(", {} held for a full cycle", s.held_for_full)
+        } else {
+            String::new()
+        },
+        s.included,
+        s.excluded
+    );
+    out
+}
+
+fn count(n: usize, what: &str) -> String {
+    if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
+}
+
+/// One reason as a chain: change → path → pattern → component → step.
+pub fn reason_text(reason: &StepReason, step: &str) -> String {
+    match reason {
+        StepReason::Component {
+            component,
+            change,
+            path,
+            pattern,
+        } => format!("{change} → {path} → {pattern} → {component} → {step}"),
+        StepReason::Initial { component } => {
+            format!("nothing deployed yet → {component} → {step}")
+        }
+        StepReason::Needs { step: need } => format!("needs {need}, which runs"),
+        StepReason::Always { cycle } => format!("always runs in a {} cycle", cycle.as_str()),
+        StepReason::NotTriggered => "nothing it depends on changed".to_string(),
+        StepReason::FullCycleOnly => "runs only in full cycles".to_string(),
+    }
+}
+
+/// The step graph in Graphviz DOT. With a plan, steps that run are filled and steps held for
+/// a full cycle are dashed.
+pub fn dot(config: &Config, plan: Option<&Plan>) -> String {
+    let mut out = String::from("digraph kcideploy {\n  rankdir=LR;\n  node [shape=box];\n");
+    for (name, step) in &config.file.steps {
+        let mut attrs = vec![format!(
+            "label=\"{}\\n{}{}\"",
+            escape(name),
+            step.kind.as_str(),
+            if step.cycle == crate::config::Cycle::Full { " (full)" } else { "" }
+        )];
+        if let Some(p) = plan.and_then(|p| p.steps.iter().find(|s| &s.name == name)) {
+            if p.action == Action::Run {
+                attrs.push("style=filled".into());
+                attrs.push("fillcolor=palegreen".into());
+            } else if p.because.first() == Some(&StepReason::FullCycleOnly) {
+                attrs.push("style=dashed".into());
+            }
+        }
+        let _ = writeln!(out, "  \"{}\" [{}];", escape(name), attrs.join(", "));
+    }
+    for (name, step) in &config.file.steps {
+        for need in &step.needs {
+            let _ = writeln!(out, "  \"{}\" -> \"{}\";", escape(&need.value), escape(name));
+        }
+        for after in &step.after {
+            let _ = writeln!(out, "  \"{}\" -> \"{}\" [style=dotted];", escape(&after.value), escape(name));
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::age;
+
+    #[test]
+    fn ages() {
+        assert_eq!(age(42), "42s");
+        assert_eq!(age(300), "5m");
+        assert_eq!(age(5400), "1h 30m");
+        assert_eq!(age(6 * 3600), "6h");
+        assert_eq!(age(20 * 86_400), "20d");
+        assert_eq!(age(86_400 + 7200), "1d 2h");
+        assert_eq!(age(-5), "0s");
+    }
+}

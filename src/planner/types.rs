@@ -1,0 +1,237 @@
+//! The computed plan: what would run and why. Serialized as `--json` and by `-out`.
+
+use indexmap::IndexMap;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Cycle;
+
+/// Version of the plan JSON document.
+pub const PLAN_FORMAT_VERSION: &str = "1";
+
+/// Why a pending change is left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExclusionReason {
+    /// The author is not in `pending.trusted`.
+    Untrusted,
+    /// Listed in `pending.skip`.
+    SkipList,
+    /// Carries the skip label (github).
+    SkipLabel,
+    /// A draft PR (github).
+    Draft,
+    /// Head commit older than `pending.max_age`.
+    Stale,
+    /// Does not merge with what was merged before it.
+    Conflict,
+    /// Nothing beyond the base (or the changes merged before it).
+    Empty,
+}
+
+impl ExclusionReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExclusionReason::Untrusted => "untrusted",
+            ExclusionReason::SkipList => "skip_list",
+            ExclusionReason::SkipLabel => "skip_label",
+            ExclusionReason::Draft => "draft",
+            ExclusionReason::Stale => "stale",
+            ExclusionReason::Conflict => "conflict",
+            ExclusionReason::Empty => "empty",
+        }
+    }
+}
+
+/// A change merged into the staging revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Included {
+    pub id: String,
+    pub head: String,
+    pub author: String,
+    pub title: String,
+    /// Paths this change touches (against its fork point from the base).
+    pub paths: Vec<String>,
+}
+
+/// A change left out, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Excluded {
+    pub id: String,
+    pub head: String,
+    pub author: String,
+    pub reason: ExclusionReason,
+    /// The reason in words.
+    pub detail: String,
+    /// For `conflict`: the conflicting paths.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+}
+
+/// What the changed paths are compared against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiffBasis {
+    /// The deployed revision recorded in state.
+    Deployed,
+    /// Nothing deployed yet: every component is affected.
+    Initial,
+    /// State names a deployed revision the cache does not have: every component is affected.
+    UnknownDeployed,
+}
+
+/// A path that differs between the deployed and staging revisions, and who changed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangedPath {
+    pub path: String,
+    /// Ids of included changes touching it; `base` when the base branch moved;
+    /// `removed` when a change deployed before is no longer included.
+    pub changes: Vec<String>,
+}
+
+/// One repo in the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoPlan {
+    pub base_branch: String,
+    /// Base SHA.
+    pub base: String,
+    /// The staging revision: base + included changes.
+    pub staging: String,
+    /// The deployed revision from state, if any.
+    pub deployed: Option<String>,
+    pub diff_basis: DiffBasis,
+    pub included: Vec<Included>,
+    pub excluded: Vec<Excluded>,
+    /// Paths that differ between deployed and staging revisions.
+    pub changed_paths: Vec<String>,
+    /// The same paths, each with the changes it is attributed to.
+    pub attribution: Vec<ChangedPath>,
+}
+
+/// One link of a reason chain: change → path → pattern → component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathReason {
+    pub change: String,
+    pub path: String,
+    pub pattern: String,
+}
+
+/// Whether a component is affected, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentPlan {
+    pub repo: String,
+    pub affected: bool,
+    /// Affected because nothing is deployed yet (no path reasons then).
+    pub initial: bool,
+    pub because: Vec<PathReason>,
+}
+
+/// Run or skip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Run,
+    Skip,
+}
+
+/// Why a step runs or is skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum StepReason {
+    /// An `on` component is affected by these paths.
+    Component {
+        component: String,
+        change: String,
+        path: String,
+        pattern: String,
+    },
+    /// An `on` component is affected because nothing is deployed yet.
+    Initial { component: String },
+    /// A step in `needs` is triggered.
+    Needs { step: String },
+    /// `always: true`: runs in every cycle it belongs to.
+    Always { cycle: Cycle },
+    /// Skipped: nothing it depends on changed.
+    NotTriggered,
+    /// Skipped: triggered, but it runs only in full cycles and this one is partial.
+    FullCycleOnly,
+}
+
+/// One step in the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepPlan {
+    pub name: String,
+    pub kind: String,
+    pub cycle: Cycle,
+    pub action: Action,
+    pub needs: Vec<String>,
+    /// Ordering only: runs after these when they run too.
+    #[serde(default)]
+    pub after: Vec<String>,
+    pub because: Vec<StepReason>,
+}
+
+/// The cycle chosen and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CycleDecision {
+    pub cycle: Cycle,
+    /// `partial`, `full` or `auto`, as asked.
+    pub requested: String,
+    pub reason: String,
+}
+
+/// Every input the plan was computed from; `apply` refuses a plan whose inputs moved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// SHA-256 of the plan file's text.
+    pub plan_file: String,
+    pub state_serial: u64,
+    pub state_lineage: Option<String>,
+    pub repos: IndexMap<String, RepoFingerprint>,
+    /// SHA-256 over all of the above.
+    pub digest: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoFingerprint {
+    pub base: String,
+    /// Head SHA of every pending change seen, included or not, by id.
+    pub heads: IndexMap<String, String>,
+    pub staging: String,
+}
+
+/// Step counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub run: usize,
+    pub skip: usize,
+    /// Triggered steps held back because the cycle is partial.
+    pub held_for_full: usize,
+    pub included: usize,
+    pub excluded: usize,
+}
+
+/// The computed plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format_version: String,
+    /// The plan file's `name`.
+    pub name: String,
+    /// "now" as used for planning.
+    pub planned_at: Timestamp,
+    pub cycle: Cycle,
+    pub cycle_decision: CycleDecision,
+    pub repos: IndexMap<String, RepoPlan>,
+    pub components: IndexMap<String, ComponentPlan>,
+    /// Steps in the order apply would run them.
+    pub steps: Vec<StepPlan>,
+    pub summary: Summary,
+    pub fingerprint: Fingerprint,
+}
+
+impl Plan {
+    /// True when at least one step would run.
+    pub fn has_changes(&self) -> bool {
+        self.summary.run > 0
+    }
+}

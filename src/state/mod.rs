@@ -1,0 +1,263 @@
+//! State: what is deployed and what happened. JSON, `serial` + `lineage` like Terraform.
+//! `plan` only reads it; writes go through [`write_atomic`] (temp file, fsync, rename).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Cycle;
+
+/// The state format version this build reads and writes.
+pub const STATE_FORMAT_VERSION: u32 = 1;
+
+/// Everything kcideploy remembers about one deployment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub format_version: u32,
+    /// Increments on every write.
+    pub serial: u64,
+    /// Set when the state is created; never changes.
+    pub lineage: String,
+    /// Deployed revision per repo.
+    #[serde(default)]
+    pub repos: BTreeMap<String, RepoState>,
+    /// When the last cycles finished.
+    #[serde(default)]
+    pub cycles: CycleTimes,
+    /// Per-step record of the last run (input digest and result), for resuming.
+    #[serde(default)]
+    pub steps: BTreeMap<String, StepRecord>,
+}
+
+/// What runs now for one repo.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepoState {
+    /// The deployed staging revision (a commit SHA).
+    pub deployed: String,
+    /// The base SHA it was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// The changes merged into it: (id, head SHA).
+    #[serde(default)]
+    pub included: Vec<ChangeRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed_at: Option<Timestamp>,
+}
+
+/// A pending change at a given head.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeRef {
+    pub id: String,
+    pub head: String,
+}
+
+/// When the last partial and full cycles finished.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CycleTimes {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_partial: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_full: Option<Timestamp>,
+}
+
+impl CycleTimes {
+    pub fn last(&self, cycle: Cycle) -> Option<Timestamp> {
+        match cycle {
+            Cycle::Partial => self.last_partial,
+            Cycle::Full => self.last_full,
+        }
+    }
+}
+
+/// The last run of a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Digest of the step's inputs when it ran.
+    pub digest: String,
+    /// `success` or `failure`.
+    pub result: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+}
+
+impl State {
+    /// A new, empty state with a fresh lineage.
+    pub fn new() -> State {
+        State {
+            format_version: STATE_FORMAT_VERSION,
+            serial: 0,
+            lineage: new_lineage(),
+            repos: BTreeMap::new(),
+            cycles: CycleTimes::default(),
+            steps: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State::new()
+    }
+}
+
+/// A random identifier for a new state's lineage.
+fn new_lineage() -> String {
+    let mut bytes = [0u8; 16];
+    // getrandom only fails when the OS has no entropy source at all.
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = Timestamp::now().as_nanosecond();
+        bytes.copy_from_slice(&nanos.to_le_bytes());
+    }
+    hex::encode(bytes)
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum StateError {
+    #[error("cannot read state file {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("state file {} is not valid state JSON: {source}", path.display())]
+    #[diagnostic(help("the state file is written by kcideploy only; restore it from its backup (.backup beside it) or move it away to start from nothing"))]
+    Parse { path: PathBuf, source: serde_json::Error },
+    #[error("state file {} has format version {found}; this kcideploy reads version {STATE_FORMAT_VERSION}", path.display())]
+    #[diagnostic(help("use a newer kcideploy"))]
+    Version { path: PathBuf, found: u32 },
+    #[error("cannot write state file {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// Local file backend.
+#[derive(Debug, Clone)]
+pub struct LocalState {
+    pub path: PathBuf,
+}
+
+impl LocalState {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        LocalState { path: path.into() }
+    }
+
+    /// The state, or `None` when nothing was ever deployed (no file).
+    pub fn read(&self) -> Result<Option<State>, StateError> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StateError::Read {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
+        parse_state(&self.path, &text).map(Some)
+    }
+
+    /// Replace the state file atomically; `serial` is incremented first.
+    pub fn write(&self, state: &mut State) -> Result<(), StateError> {
+        state.serial += 1;
+        let mut json = serde_json::to_vec_pretty(state).map_err(|e| StateError::Write {
+            path: self.path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        json.push(b'\n');
+        write_atomic(&self.path, &json).map_err(|source| StateError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+fn parse_state(path: &Path, text: &str) -> Result<State, StateError> {
+    #[derive(Deserialize)]
+    struct Probe {
+        format_version: u32,
+    }
+    let probe: Probe = serde_json::from_str(text).map_err(|source| StateError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if probe.format_version != STATE_FORMAT_VERSION {
+        return Err(StateError::Version {
+            path: path.to_path_buf(),
+            found: probe.format_version,
+        });
+    }
+    serde_json::from_str(text).map_err(|source| StateError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Write a file so that readers see the old or the new content, never a mix:
+/// a temporary file in the same directory, fsync, rename over the target, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".kcideploy-tmp-")
+        .tempfile_in(&dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    if let Ok(d) = std::fs::File::open(&dir) {
+        // Directory fsync makes the rename durable; not every filesystem supports it.
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_is_no_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = LocalState::new(dir.path().join("none.json"));
+        assert_eq!(backend.read().expect("read"), None);
+    }
+
+    #[test]
+    fn write_increments_serial_and_keeps_lineage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = LocalState::new(dir.path().join("sub/s.json"));
+        let mut state = State::new();
+        let lineage = state.lineage.clone();
+        backend.write(&mut state).expect("write");
+        backend.write(&mut state).expect("write");
+        let read = backend.read().expect("read").expect("some");
+        assert_eq!(read.serial, 2);
+        assert_eq!(read.lineage, lineage);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
+            .expect("ls")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".kcideploy-tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "temporary files left behind");
+    }
+
+    #[test]
+    fn newer_format_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.json");
+        std::fs::write(&path, r#"{"format_version": 7, "serial": 1, "lineage": "x"}"#).expect("w");
+        let err = LocalState::new(&path).read().unwrap_err();
+        assert!(err.to_string().contains("format version 7"), "{err}");
+    }
+
+    #[test]
+    fn garbage_is_a_parse_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.json");
+        std::fs::write(&path, "{not json").expect("w");
+        assert!(matches!(
+            LocalState::new(&path).read(),
+            Err(StateError::Parse { .. })
+        ));
+    }
+}
