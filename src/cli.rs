@@ -105,12 +105,18 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
     ];
     args.into_iter()
         .map(|arg| {
-            let Some(rest) = arg.strip_prefix('-') else { return arg };
+            let Some(rest) = arg.strip_prefix('-') else {
+                return arg;
+            };
             if rest.starts_with('-') {
                 return arg;
             }
             let name = rest.split('=').next().unwrap_or(rest);
-            if LONG.contains(&name) { format!("-{arg}") } else { arg }
+            if LONG.contains(&name) {
+                format!("-{arg}")
+            } else {
+                arg
+            }
         })
         .collect()
 }
@@ -168,7 +174,9 @@ pub fn parse_now(at: Option<&str>) -> Result<Timestamp> {
         Some(text) => text
             .parse::<Timestamp>()
             .into_diagnostic()
-            .wrap_err_with(|| format!("--at `{text}` is not an RFC 3339 time such as 2026-11-24T08:00:00Z")),
+            .wrap_err_with(|| {
+                format!("--at `{text}` is not an RFC 3339 time such as 2026-11-24T08:00:00Z")
+            }),
     }
 }
 
@@ -185,7 +193,12 @@ pub fn make_plan(
         .map(Path::to_path_buf)
         .unwrap_or_else(|| crate::forge::default_cache_dir(&config));
     let snapshot = crate::forge::snapshot(&config, &cache)?;
-    let plan = planner::plan(&config, &snapshot, state.as_ref(), PlanOptions { cycle, now })?;
+    let plan = planner::plan(
+        &config,
+        &snapshot,
+        state.as_ref(),
+        PlanOptions { cycle, now },
+    )?;
     Ok(plan)
 }
 
@@ -239,7 +252,10 @@ pub fn read_saved_plan(path: &Path) -> Result<Plan> {
         );
     }
     if planner::fingerprint_digest(&plan.fingerprint) != plan.fingerprint.digest {
-        miette::bail!("{}: the fingerprint does not match its digest: the file was edited", path.display());
+        miette::bail!(
+            "{}: the fingerprint does not match its digest: the file was edited",
+            path.display()
+        );
     }
     Ok(plan)
 }
@@ -250,11 +266,31 @@ mod tests {
 
     #[test]
     fn single_dash_long_options() {
-        let args = ["kcideploy", "plan", "-f", "x.yaml", "-out", "p.json", "-detailed-exitcode", "-out=q", "--json"]
-            .map(String::from);
+        let args = [
+            "kcideploy",
+            "plan",
+            "-f",
+            "x.yaml",
+            "-out",
+            "p.json",
+            "-detailed-exitcode",
+            "-out=q",
+            "--json",
+        ]
+        .map(String::from);
         assert_eq!(
             normalize_args(args),
-            ["kcideploy", "plan", "-f", "x.yaml", "--out", "p.json", "--detailed-exitcode", "--out=q", "--json"]
+            [
+                "kcideploy",
+                "plan",
+                "-f",
+                "x.yaml",
+                "--out",
+                "p.json",
+                "--detailed-exitcode",
+                "--out=q",
+                "--json"
+            ]
         );
     }
 }

@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use miette::{Context, IntoDiagnostic, Result};
 
 use crate::exit::ExitStatus;
-use crate::gitops::scratch::{commit, set_branch};
+use crate::gitops::scratch::{Edit, commit, set_branch};
 use crate::planner::CycleRequest;
 use crate::state::{ChangeRef, CycleTimes, LocalState, RepoState, State};
 
@@ -17,6 +17,9 @@ pub const DEMO_PLAN: &str = include_str!("../plans/demo.yaml");
 const ALICE: (&str, &str) = ("Alice", "alice@example.org");
 const BOB: (&str, &str) = ("Bob", "bob@example.org");
 const MALLORY: (&str, &str) = ("Mallory", "mallory@example.net");
+
+/// A demo branch: name, author, commit time, edits, message.
+type PendingBranch<'a> = (&'a str, (&'a str, &'a str), i64, &'a [Edit<'a>], &'a str);
 
 /// What [`build`] made.
 pub struct Demo {
@@ -42,7 +45,10 @@ pub fn build(dir: &Path, now: Timestamp) -> Result<Demo> {
         &[
             ("README.md", Some("# kernelci-pipeline\n")),
             ("doc/setup.md", Some("How to set up the pipeline.\n")),
-            ("config/pipeline.yaml", Some("trees:\n  mainline: {}\nlabs:\n  lava-collabora: {}\n")),
+            (
+                "config/pipeline.yaml",
+                Some("trees:\n  mainline: {}\nlabs:\n  lava-collabora: {}\n"),
+            ),
             ("config/jobs.yaml", Some("jobs:\n  baseline: {}\n")),
             ("src/trigger.py", Some("print('trigger')\n")),
             ("requirements.txt", Some("requests\n")),
@@ -54,30 +60,51 @@ pub fn build(dir: &Path, now: Timestamp) -> Result<Demo> {
     )
     .into_diagnostic()
     .wrap_err(git("commit"))?;
-    let branches: Vec<(&str, (&str, &str), i64, &[(&str, Option<&str>)], &str)> = vec![
+    let branches: Vec<PendingBranch<'_>> = vec![
         (
             "pr/1",
             ALICE,
             t - day,
-            &[("config/pipeline.yaml", Some("trees:\n  mainline: {}\n  next: {}\nlabs:\n  lava-collabora: {}\n"))],
+            &[(
+                "config/pipeline.yaml",
+                Some("trees:\n  mainline: {}\n  next: {}\nlabs:\n  lava-collabora: {}\n"),
+            )],
             "config: add the next tree",
         ),
-        ("pr/2", MALLORY, t - day, &[("src/trigger.py", Some("print('pwned')\n"))], "trigger: improve"),
+        (
+            "pr/2",
+            MALLORY,
+            t - day,
+            &[("src/trigger.py", Some("print('pwned')\n"))],
+            "trigger: improve",
+        ),
         (
             "pr/3",
             BOB,
             t - day,
-            &[("config/pipeline.yaml", Some("trees:\n  mainline: {}\n  stable: {}\nlabs:\n  lava-collabora: {}\n"))],
+            &[(
+                "config/pipeline.yaml",
+                Some("trees:\n  mainline: {}\n  stable: {}\nlabs:\n  lava-collabora: {}\n"),
+            )],
             "config: add the stable tree",
         ),
         (
             "pr/4",
             BOB,
             t - day,
-            &[("README.md", Some("# kernelci-pipeline\n\nSee doc/.\n")), ("doc/setup.md", Some("Set up.\n"))],
+            &[
+                ("README.md", Some("# kernelci-pipeline\n\nSee doc/.\n")),
+                ("doc/setup.md", Some("Set up.\n")),
+            ],
             "doc: tidy up",
         ),
-        ("pr/6", ALICE, t - 30 * day, &[("config/jobs.yaml", Some("jobs: {}\n"))], "jobs: old experiment"),
+        (
+            "pr/6",
+            ALICE,
+            t - 30 * day,
+            &[("config/jobs.yaml", Some("jobs: {}\n"))],
+            "jobs: old experiment",
+        ),
         (
             "pr/10",
             ALICE,
@@ -85,7 +112,13 @@ pub fn build(dir: &Path, now: Timestamp) -> Result<Demo> {
             &[("src/trigger.py", Some("print('trigger v2')\n"))],
             "trigger: retry on timeouts",
         ),
-        ("pr/wip-rework", ALICE, t - 3600, &[("src/new.py", Some("pass\n"))], "WIP"),
+        (
+            "pr/wip-rework",
+            ALICE,
+            t - 3600,
+            &[("src/new.py", Some("pass\n"))],
+            "WIP",
+        ),
     ];
     set_branch(&pipeline, "main", main).into_diagnostic()?;
     for (name, author, time, edits, message) in branches {
@@ -103,7 +136,10 @@ pub fn build(dir: &Path, now: Timestamp) -> Result<Demo> {
         None,
         &[
             ("api/main.py", Some("app = 'api'\n")),
-            ("docker-compose.yaml", Some("services:\n  api: {}\n  db: {}\n  redis: {}\n")),
+            (
+                "docker-compose.yaml",
+                Some("services:\n  api: {}\n  db: {}\n  redis: {}\n"),
+            ),
             ("tests/test_api.py", Some("def test(): pass\n")),
         ],
         BOB,
@@ -127,7 +163,11 @@ pub fn build(dir: &Path, now: Timestamp) -> Result<Demo> {
     let plan_file = dir.join("demo.yaml");
     let text = DEMO_PLAN.replace("../schemas/plan.schema.json", "plan.schema.json");
     std::fs::write(&plan_file, text).into_diagnostic()?;
-    std::fs::write(dir.join("plan.schema.json"), crate::schema::plan_schema_json()).into_diagnostic()?;
+    std::fs::write(
+        dir.join("plan.schema.json"),
+        crate::schema::plan_schema_json(),
+    )
+    .into_diagnostic()?;
 
     // Until `apply` records it, seed state as if both `main`s were deployed 2 hours ago.
     let config = crate::config::Config::load(&plan_file)?;
@@ -138,8 +178,12 @@ pub fn build(dir: &Path, now: Timestamp) -> Result<Demo> {
         deployed_at: Timestamp::from_second(t - 7200).ok(),
     };
     let mut state = State::new();
-    state.repos.insert("kernelci-pipeline".into(), deployed(main));
-    state.repos.insert("kernelci-api".into(), deployed(api_main));
+    state
+        .repos
+        .insert("kernelci-pipeline".into(), deployed(main));
+    state
+        .repos
+        .insert("kernelci-api".into(), deployed(api_main));
     state.cycles = CycleTimes {
         last_partial: Timestamp::from_second(t - 7200).ok(),
         last_full: Timestamp::from_second(t - 7200).ok(),
@@ -156,7 +200,10 @@ pub fn run(dir: Option<&Path>, color: bool) -> Result<ExitStatus> {
     let dir = match dir {
         Some(d) => {
             if d.exists() && std::fs::read_dir(d).into_diagnostic()?.next().is_some() {
-                miette::bail!("{} is not empty: give `kcideploy demo --dir` a new or empty directory", d.display());
+                miette::bail!(
+                    "{} is not empty: give `kcideploy demo --dir` a new or empty directory",
+                    d.display()
+                );
             }
             std::fs::create_dir_all(d).into_diagnostic()?;
             d.to_path_buf()

@@ -59,7 +59,13 @@ impl Config {
             .map_err(|e| ConfigError::Syntax(Box::new(YamlError::new(path, &source, &e))))?;
         let dir = path
             .parent()
-            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
             .unwrap_or(Path::new("."))
             .to_path_buf();
         let config = Config {
@@ -176,7 +182,10 @@ impl Config {
                     let mut e = self.error_at(
                         &on.referenced,
                         on.value.len(),
-                        format!("step `{name}` is triggered by unknown component `{}`", on.value),
+                        format!(
+                            "step `{name}` is triggered by unknown component `{}`",
+                            on.value
+                        ),
                         "not a key of `components`",
                     );
                     e.help = Some(suggest(&on.value, f.components.keys(), "components"));
@@ -268,7 +277,10 @@ impl Config {
                 column,
                 src: self.named_source(),
                 labels,
-                help: Some("remove one of these `needs` or `after` entries so the steps can run in order".into()),
+                help: Some(
+                    "remove one of these `needs` or `after` entries so the steps can run in order"
+                        .into(),
+                ),
             });
         }
         errors
@@ -315,7 +327,11 @@ fn suggest<'a>(wrong: &str, known: impl Iterator<Item = &'a String>, what: &str)
         None if known.is_empty() => format!("`{what}` is empty"),
         None => format!(
             "known {what}: {}",
-            known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+            known
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
@@ -385,7 +401,12 @@ fn yaml_message(err: &serde_saphyr::Error) -> String {
         Some((pos, rest)) if pos.contains(" column ") => rest,
         _ => first,
     };
-    first.trim_end_matches(':').to_string()
+    let first = first.trim_end_matches(':');
+    if let Some(key) = first.strip_prefix("duplicate mapping key: ") {
+        let key = key.split(", set DuplicateKeyPolicy").next().unwrap_or(key);
+        return format!("duplicate key `{key}`: a key may appear only once in a mapping");
+    }
+    first.to_string()
 }
 
 /// All semantic errors of one plan file.

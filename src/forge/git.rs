@@ -29,7 +29,8 @@ pub fn snapshot(
     let git_repo = match git2::Repository::open_bare(&cache) {
         Ok(r) => r,
         Err(_) => {
-            std::fs::create_dir_all(&cache).map_err(|e| cache_err(git2::Error::from_str(&e.to_string())))?;
+            std::fs::create_dir_all(&cache)
+                .map_err(|e| cache_err(git2::Error::from_str(&e.to_string())))?;
             git2::Repository::init_bare(&cache).map_err(cache_err)?
         }
     };
@@ -103,7 +104,13 @@ fn fetch(name: &str, url: &str, cache: &Path) -> Result<(), ForgeError> {
     let output = Command::new("git")
         .arg("--git-dir")
         .arg(cache)
-        .args(["fetch", "--prune", "--no-tags", "--quiet", "--no-write-fetch-head"])
+        .args([
+            "fetch",
+            "--prune",
+            "--no-tags",
+            "--quiet",
+            "--no-write-fetch-head",
+        ])
         .arg(url)
         .arg(&refspec)
         .env("GIT_TERMINAL_PROMPT", "0")

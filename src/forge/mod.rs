@@ -53,7 +53,9 @@ pub struct ForgeSnapshot {
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum ForgeError {
     #[error("cannot fetch repo `{repo}` from {url}: {message}")]
-    #[diagnostic(help("check the repo's `url` in the plan file and that `git fetch` works from this machine"))]
+    #[diagnostic(help(
+        "check the repo's `url` in the plan file and that `git fetch` works from this machine"
+    ))]
     Fetch {
         repo: String,
         url: String,

@@ -45,7 +45,10 @@ pub fn merge_change(
         let mut paths = BTreeSet::new();
         for conflict in index.conflicts()? {
             let conflict = conflict?;
-            for entry in [conflict.ancestor, conflict.our, conflict.their].into_iter().flatten() {
+            for entry in [conflict.ancestor, conflict.our, conflict.their]
+                .into_iter()
+                .flatten()
+            {
                 paths.insert(String::from_utf8_lossy(&entry.path).into_owned());
             }
         }
@@ -79,7 +82,11 @@ pub fn diff_paths(repo: &Repository, old: Oid, new: Oid) -> Result<BTreeSet<Stri
 }
 
 /// Paths a change touches: its head against its merge base with `base`.
-pub fn change_paths(repo: &Repository, base: Oid, head: Oid) -> Result<BTreeSet<String>, git2::Error> {
+pub fn change_paths(
+    repo: &Repository,
+    base: Oid,
+    head: Oid,
+) -> Result<BTreeSet<String>, git2::Error> {
     let fork = repo.merge_base(base, head)?;
     diff_paths(repo, fork, head)
 }

@@ -54,7 +54,12 @@ pub fn commit(
 
 /// Point `refs/heads/<name>` at `oid`, creating or moving it.
 pub fn set_branch(repo: &Repository, name: &str, oid: Oid) -> Result<(), git2::Error> {
-    repo.reference(&format!("refs/heads/{name}"), oid, true, "kcideploy scratch")?;
+    repo.reference(
+        &format!("refs/heads/{name}"),
+        oid,
+        true,
+        "kcideploy scratch",
+    )?;
     Ok(())
 }
 

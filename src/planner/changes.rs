@@ -27,16 +27,22 @@ pub fn screen(
     if change.draft {
         return Some((ExclusionReason::Draft, "draft".into()));
     }
-    if change.labels.iter().any(|l| *l == rules.skip_label) {
+    if change.labels.contains(&rules.skip_label) {
         return Some((
             ExclusionReason::SkipLabel,
             format!("carries the label `{}`", rules.skip_label),
         ));
     }
     if let Some(trusted) = &rules.trusted {
-        let ok = trusted.iter().any(|t| t.eq_ignore_ascii_case(&change.author));
+        let ok = trusted
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(&change.author));
         if !ok {
-            let who = if change.author.is_empty() { "(no email)" } else { &change.author };
+            let who = if change.author.is_empty() {
+                "(no email)"
+            } else {
+                &change.author
+            };
             return Some((
                 ExclusionReason::Untrusted,
                 format!("author {who} is not in pending.trusted"),
@@ -83,7 +89,10 @@ mod tests {
             max_age: Some(HumanDuration::from_secs(14 * 86_400)),
             ..PendingRules::default()
         };
-        assert_eq!(screen(&rules, &change("alice@example.org", 99 * 86_400), now), None);
+        assert_eq!(
+            screen(&rules, &change("alice@example.org", 99 * 86_400), now),
+            None
+        );
         let untrusted = screen(&rules, &change("eve@example.org", 99 * 86_400), now);
         assert_eq!(untrusted.map(|r| r.0), Some(ExclusionReason::Untrusted));
         let stale = screen(&rules, &change("alice@example.org", 80 * 86_400), now);

@@ -7,9 +7,7 @@ use globset::GlobSetBuilder;
 use indexmap::IndexMap;
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use super::types::{
-    Action, ComponentPlan, DiffBasis, PathReason, RepoPlan, StepPlan, StepReason,
-};
+use super::types::{Action, ComponentPlan, DiffBasis, PathReason, RepoPlan, StepPlan, StepReason};
 use crate::config::{Config, Cycle, glob};
 
 /// Match every component's globs against its repo's changed paths.
@@ -65,7 +63,9 @@ fn globset(patterns: &[crate::config::SpannedString]) -> globset::GlobSet {
             builder.add(g);
         }
     }
-    builder.build().unwrap_or_else(|_| globset::GlobSet::empty())
+    builder
+        .build()
+        .unwrap_or_else(|_| globset::GlobSet::empty())
 }
 
 /// The step graph: an edge from each step in `needs` or `after` to the step naming it.
@@ -91,7 +91,11 @@ pub fn step_order(config: &Config) -> Vec<String> {
     let (graph, _) = step_graph(config);
     let mut indegree: Vec<usize> = graph
         .node_indices()
-        .map(|n| graph.neighbors_directed(n, petgraph::Direction::Incoming).count())
+        .map(|n| {
+            graph
+                .neighbors_directed(n, petgraph::Direction::Incoming)
+                .count()
+        })
         .collect();
     let mut ready: BinaryHeap<Reverse<usize>> = indegree
         .iter()
@@ -133,7 +137,9 @@ pub fn plan_steps(
         let step = &config.file.steps[&name];
         let mut because = Vec::new();
         for on in &step.on {
-            let Some(component) = components.get(&on.value) else { continue };
+            let Some(component) = components.get(&on.value) else {
+                continue;
+            };
             if component.initial {
                 because.push(StepReason::Initial {
                     component: on.value.clone(),

@@ -103,8 +103,10 @@ fn plan_repo(
             source,
         }
     };
-    let repo = Repository::open_bare(&snap.cache)
-        .map_err(git_err(format!("cannot open cache {}", snap.cache.display())))?;
+    let repo = Repository::open_bare(&snap.cache).map_err(git_err(format!(
+        "cannot open cache {}",
+        snap.cache.display()
+    )))?;
     let base = Oid::from_str(&snap.base).map_err(git_err("bad base SHA".into()))?;
     let mut tip = base;
     let mut included = Vec::new();
@@ -122,7 +124,8 @@ fn plan_repo(
             excluded.push(exclude(reason, detail, Vec::new()));
             continue;
         }
-        let head = Oid::from_str(&change.head).map_err(git_err(format!("bad head SHA of {}", change.id)))?;
+        let head = Oid::from_str(&change.head)
+            .map_err(git_err(format!("bad head SHA of {}", change.id)))?;
         let message = format!(
             "kcideploy: merge {} ({}) into {}\n\n{}\n",
             change.id,
@@ -153,7 +156,11 @@ fn plan_repo(
                     } else {
                         format!(
                             "what is merged before it ({})",
-                            included.iter().map(|i: &Included| i.id.as_str()).collect::<Vec<_>>().join(", ")
+                            included
+                                .iter()
+                                .map(|i: &Included| i.id.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         )
                     },
                     paths.join(", ")
@@ -162,7 +169,10 @@ fn plan_repo(
             }
             MergeStep::Empty => excluded.push(exclude(
                 types::ExclusionReason::Empty,
-                format!("nothing beyond {} and the changes merged before it", snap.base_branch),
+                format!(
+                    "nothing beyond {} and the changes merged before it",
+                    snap.base_branch
+                ),
                 Vec::new(),
             )),
             MergeStep::Unrelated => excluded.push(exclude(
@@ -188,9 +198,17 @@ fn plan_repo(
                 Err(_) => BTreeSet::new(),
             };
             let before: BTreeMap<&str, &str> = deployed
-                .map(|d| d.included.iter().map(|c| (c.id.as_str(), c.head.as_str())).collect())
+                .map(|d| {
+                    d.included
+                        .iter()
+                        .map(|c| (c.id.as_str(), c.head.as_str()))
+                        .collect()
+                })
                 .unwrap_or_default();
-            (DiffBasis::Deployed, attribute(&changed, &included, &base_paths, &before))
+            (
+                DiffBasis::Deployed,
+                attribute(&changed, &included, &base_paths, &before),
+            )
         }
     };
     Ok(RepoPlan {
@@ -221,7 +239,9 @@ fn attribute(
             let touching = |new: bool| -> Vec<String> {
                 included
                     .iter()
-                    .filter(|c| (deployed_before.get(c.id.as_str()) != Some(&c.head.as_str())) == new)
+                    .filter(|c| {
+                        (deployed_before.get(c.id.as_str()) != Some(&c.head.as_str())) == new
+                    })
                     .filter(|c| c.paths.binary_search(path).is_ok())
                     .map(|c| c.id.clone())
                     .collect()
@@ -262,8 +282,15 @@ fn fingerprint(
                     name.clone(),
                     RepoFingerprint {
                         base: snap.base.clone(),
-                        heads: snap.changes.iter().map(|c| (c.id.clone(), c.head.clone())).collect(),
-                        staging: repos.get(name).map(|r| r.staging.clone()).unwrap_or_default(),
+                        heads: snap
+                            .changes
+                            .iter()
+                            .map(|c| (c.id.clone(), c.head.clone()))
+                            .collect(),
+                        staging: repos
+                            .get(name)
+                            .map(|r| r.staging.clone())
+                            .unwrap_or_default(),
                     },
                 )
             })

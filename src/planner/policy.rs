@@ -16,14 +16,31 @@ pub enum CycleRequest {
     Auto,
 }
 
-pub fn decide(request: CycleRequest, policy: &Policy, times: &CycleTimes, now: Timestamp) -> CycleDecision {
+pub fn decide(
+    request: CycleRequest,
+    policy: &Policy,
+    times: &CycleTimes,
+    now: Timestamp,
+) -> CycleDecision {
     let (cycle, requested, reason) = match request {
-        CycleRequest::Partial => (Cycle::Partial, "partial", "asked for on the command line".to_string()),
-        CycleRequest::Full => (Cycle::Full, "full", "asked for on the command line".to_string()),
+        CycleRequest::Partial => (
+            Cycle::Partial,
+            "partial",
+            "asked for on the command line".to_string(),
+        ),
+        CycleRequest::Full => (
+            Cycle::Full,
+            "full",
+            "asked for on the command line".to_string(),
+        ),
         CycleRequest::Auto => {
             let interval = policy.full_cycle_interval;
             match times.last_full {
-                None => (Cycle::Full, "auto", "no full cycle recorded yet".to_string()),
+                None => (
+                    Cycle::Full,
+                    "auto",
+                    "no full cycle recorded yet".to_string(),
+                ),
                 Some(last) => {
                     let ago = now.as_second() - last.as_second();
                     let since = super::render::age(ago);
@@ -31,7 +48,9 @@ pub fn decide(request: CycleRequest, policy: &Policy, times: &CycleTimes, now: T
                         (
                             Cycle::Full,
                             "auto",
-                            format!("last full cycle {since} ago, full_cycle_interval is {interval}"),
+                            format!(
+                                "last full cycle {since} ago, full_cycle_interval is {interval}"
+                            ),
                         )
                     } else {
                         let due = super::render::age(interval.as_secs() as i64 - ago);
@@ -61,7 +80,10 @@ mod tests {
         let policy = Policy::default();
         let t = |s: i64| Timestamp::from_second(s).expect("ts");
         let none = CycleTimes::default();
-        assert_eq!(decide(CycleRequest::Auto, &policy, &none, t(0)).cycle, Cycle::Full);
+        assert_eq!(
+            decide(CycleRequest::Auto, &policy, &none, t(0)).cycle,
+            Cycle::Full
+        );
         let times = CycleTimes {
             last_full: Some(t(1_000_000)),
             last_partial: None,

@@ -71,7 +71,10 @@ pub fn text(plan: &Plan, color: bool) -> String {
         let from = match (&repo.diff_basis, &repo.deployed) {
             (DiffBasis::Deployed, Some(d)) => format!("deployed {}", short(d)),
             (DiffBasis::UnknownDeployed, Some(d)) => {
-                format!("deployed {} (not in the cache: every component counts as changed)", short(d))
+                format!(
+                    "deployed {} (not in the cache: every component counts as changed)",
+                    short(d)
+                )
             }
             _ => "nothing deployed yet".to_string(),
         };
@@ -98,17 +101,35 @@ pub fn text(plan: &Plan, color: bool) -> String {
     }
     out.push('\n');
 
-    let runs: Vec<_> = plan.steps.iter().filter(|s| s.action == Action::Run).collect();
+    let runs: Vec<_> = plan
+        .steps
+        .iter()
+        .filter(|s| s.action == Action::Run)
+        .collect();
     if runs.is_empty() {
-        let _ = writeln!(out, "{}", "No steps to run: the deployed revisions are up to date.".style(st.bold));
+        let _ = writeln!(
+            out,
+            "{}",
+            "No steps to run: the deployed revisions are up to date.".style(st.bold)
+        );
     } else {
         let _ = writeln!(out, "{}", "Steps to run, in order:".style(st.bold));
     }
     for step in &runs {
-        let _ = writeln!(out, "  {} {} ({})", "+".style(st.add), step.name.style(st.add), step.kind);
+        let _ = writeln!(
+            out,
+            "  {} {} ({})",
+            "+".style(st.add),
+            step.name.style(st.add),
+            step.kind
+        );
         let shown: Vec<_> = step.because.iter().take(MAX_REASONS).collect();
         for reason in &shown {
-            let _ = writeln!(out, "      {}", reason_text(reason, &step.name).style(st.dim));
+            let _ = writeln!(
+                out,
+                "      {}",
+                reason_text(reason, &step.name).style(st.dim)
+            );
         }
         if step.because.len() > shown.len() {
             let _ = writeln!(
@@ -125,7 +146,11 @@ pub fn text(plan: &Plan, color: bool) -> String {
         .collect();
     if !held.is_empty() {
         out.push('\n');
-        let _ = writeln!(out, "{}", "Triggered, held for the next full cycle:".style(st.bold));
+        let _ = writeln!(
+            out,
+            "{}",
+            "Triggered, held for the next full cycle:".style(st.bold)
+        );
         for step in held {
             let _ = writeln!(out, "  ~ {} ({})", step.name, step.kind);
         }
@@ -171,7 +196,11 @@ pub fn text(plan: &Plan, color: bool) -> String {
 }
 
 fn count(n: usize, what: &str) -> String {
-    if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 /// One reason as a chain: change → path → pattern → component → step.
@@ -202,7 +231,11 @@ pub fn dot(config: &Config, plan: Option<&Plan>) -> String {
             "label=\"{}\\n{}{}\"",
             escape(name),
             step.kind.as_str(),
-            if step.cycle == crate::config::Cycle::Full { " (full)" } else { "" }
+            if step.cycle == crate::config::Cycle::Full {
+                " (full)"
+            } else {
+                ""
+            }
         )];
         if let Some(p) = plan.and_then(|p| p.steps.iter().find(|s| &s.name == name)) {
             if p.action == Action::Run {
@@ -216,10 +249,20 @@ pub fn dot(config: &Config, plan: Option<&Plan>) -> String {
     }
     for (name, step) in &config.file.steps {
         for need in &step.needs {
-            let _ = writeln!(out, "  \"{}\" -> \"{}\";", escape(&need.value), escape(name));
+            let _ = writeln!(
+                out,
+                "  \"{}\" -> \"{}\";",
+                escape(&need.value),
+                escape(name)
+            );
         }
         for after in &step.after {
-            let _ = writeln!(out, "  \"{}\" -> \"{}\" [style=dotted];", escape(&after.value), escape(name));
+            let _ = writeln!(
+                out,
+                "  \"{}\" -> \"{}\" [style=dotted];",
+                escape(&after.value),
+                escape(name)
+            );
         }
     }
     out.push_str("}\n");

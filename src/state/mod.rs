@@ -117,15 +117,26 @@ fn new_lineage() -> String {
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum StateError {
     #[error("cannot read state file {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("state file {} is not valid state JSON: {source}", path.display())]
-    #[diagnostic(help("the state file is written by kcideploy only; restore it from its backup (.backup beside it) or move it away to start from nothing"))]
-    Parse { path: PathBuf, source: serde_json::Error },
+    #[diagnostic(help(
+        "the state file is written by kcideploy only; restore it from its backup (.backup beside it) or move it away to start from nothing"
+    ))]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("state file {} has format version {found}; this kcideploy reads version {STATE_FORMAT_VERSION}", path.display())]
     #[diagnostic(help("use a newer kcideploy"))]
     Version { path: PathBuf, found: u32 },
     #[error("cannot write state file {}: {source}", path.display())]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Local file backend.
@@ -236,7 +247,11 @@ mod tests {
         let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
             .expect("ls")
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with(".kcideploy-tmp"))
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".kcideploy-tmp")
+            })
             .collect();
         assert!(leftovers.is_empty(), "temporary files left behind");
     }
@@ -245,7 +260,11 @@ mod tests {
     fn newer_format_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.json");
-        std::fs::write(&path, r#"{"format_version": 7, "serial": 1, "lineage": "x"}"#).expect("w");
+        std::fs::write(
+            &path,
+            r#"{"format_version": 7, "serial": 1, "lineage": "x"}"#,
+        )
+        .expect("w");
         let err = LocalState::new(&path).read().unwrap_err();
         assert!(err.to_string().contains("format version 7"), "{err}");
     }

@@ -1,0 +1,327 @@
+//! The real binary on temporary fixtures: exit codes, saved plans, JSON, DOT, demo, schema.
+
+mod common;
+
+use assert_cmd::Command;
+use common::*;
+
+const PLAN: &str = r#"
+version: 1
+name: cli
+repos:
+  pipe:
+    url: repos/pipe.git
+    pending: { branches: "pr/*", trusted: [alice@example.org] }
+components:
+  config: { repo: pipe, paths: ["config/**"] }
+steps:
+  restart: { kind: command, on: [config], with: { run: ["true"] } }
+  kernel: { kind: command, cycle: full, always: true, needs: [restart] }
+"#;
+
+fn kcideploy() -> Command {
+    let mut cmd = Command::cargo_bin("kcideploy").expect("binary");
+    cmd.env("NO_COLOR", "1");
+    cmd
+}
+
+fn fixture_with_change() -> (Fixture, std::path::PathBuf) {
+    let fx = Fixture::new();
+    let remote = fx.repo("pipe", &[("config/a.yaml", Some("a: 1\n"))]);
+    remote.branch("pr/1", ALICE, &[("config/a.yaml", Some("a: 2\n"))]);
+    let config = fx.config(PLAN);
+    fx.deploy(&config, &[("pipe", remote.main)], Some(NOW - 3600));
+    let path = config.path.clone();
+    (fx, path)
+}
+
+fn stdout_of(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const AT: &str = "2026-11-24T08:00:00Z";
+
+#[test]
+fn detailed_exitcode_is_2_with_changes_and_0_without() {
+    let (fx, plan) = fixture_with_change();
+    let (code, out, err) = stdout_of(kcideploy().args(["plan", "-f"]).arg(&plan).args([
+        "-detailed-exitcode",
+        "--at",
+        AT,
+    ]));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.contains("+ restart (command)"), "{out}");
+    assert!(
+        out.contains("pr/1 → config/a.yaml → config/** → config → restart"),
+        "{out}"
+    );
+    assert!(out.contains("Plan: 1 step to run"), "{out}");
+    // Without the flag, changes are still success.
+    let (code, _, _) = stdout_of(
+        kcideploy()
+            .args(["plan", "-f"])
+            .arg(&plan)
+            .args(["--at", AT]),
+    );
+    assert_eq!(code, 0);
+    // Nothing pending: 0.
+    let remote = git2::Repository::open_bare(fx.path().join("repos/pipe.git")).expect("repo");
+    kcideploy::gitops::scratch::delete_branch(&remote, "pr/1").expect("delete");
+    let (code, out, _) = stdout_of(kcideploy().args(["plan", "-f"]).arg(&plan).args([
+        "-detailed-exitcode",
+        "--cycle",
+        "partial",
+        "--at",
+        AT,
+    ]));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("No steps to run"), "{out}");
+}
+
+#[test]
+fn saved_plan_round_trips_and_tampering_is_detected() {
+    let (fx, plan) = fixture_with_change();
+    let saved = fx.path().join("out/plan.json");
+    let (code, out, err) = stdout_of(
+        kcideploy()
+            .args(["plan", "-f"])
+            .arg(&plan)
+            .arg("-out")
+            .arg(&saved)
+            .args(["--at", AT]),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("Saved the plan to {}", saved.display())),
+        "{out}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&saved).expect("saved")).expect("json");
+    assert_eq!(json["format_version"], "1");
+    assert_eq!(
+        json["fingerprint"]["repos"]["pipe"]["heads"]["pr/1"]
+            .as_str()
+            .map(str::len),
+        Some(40)
+    );
+
+    let (code, shown, _) = stdout_of(kcideploy().arg("show").arg(&saved));
+    assert_eq!(code, 0);
+    assert!(shown.contains("+ restart (command)"), "{shown}");
+
+    let tampered = std::fs::read_to_string(&saved)
+        .expect("read")
+        .replace("\"state_serial\": 1", "\"state_serial\": 7");
+    std::fs::write(&saved, tampered).expect("write");
+    let (code, _, err) = stdout_of(kcideploy().arg("show").arg(&saved));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("the fingerprint does not match its digest"),
+        "{err}"
+    );
+}
+
+#[test]
+fn json_output_has_the_documented_shape() {
+    let (_fx, plan) = fixture_with_change();
+    let (code, out, _) = stdout_of(
+        kcideploy()
+            .args(["plan", "--json", "-f"])
+            .arg(&plan)
+            .args(["--at", AT]),
+    );
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert_eq!(json["format_version"], "1");
+    assert_eq!(json["cycle"], "partial");
+    let repo = &json["repos"]["pipe"];
+    for key in ["base", "staging"] {
+        assert_eq!(repo[key].as_str().map(str::len), Some(40), "{key}");
+    }
+    assert_eq!(repo["included"][0]["id"], "pr/1");
+    assert_eq!(repo["changed_paths"], serde_json::json!(["config/a.yaml"]));
+    assert_eq!(json["components"]["config"]["affected"], true);
+    assert_eq!(
+        json["components"]["config"]["because"][0],
+        serde_json::json!({"change": "pr/1", "path": "config/a.yaml", "pattern": "config/**"})
+    );
+    assert_eq!(json["steps"][0]["name"], "restart");
+    assert_eq!(json["steps"][0]["action"], "run");
+    assert_eq!(json["steps"][1]["action"], "skip");
+    assert_eq!(json["steps"][1]["because"][0]["reason"], "full_cycle_only");
+}
+
+#[test]
+fn bad_input_exits_1_with_a_location() {
+    let fx = Fixture::new();
+    let plan = fx.plan_file(&PLAN.replace("on: [config]", "on: [konfig]"));
+    let (code, out, err) = stdout_of(kcideploy().args(["plan", "-f"]).arg(&plan));
+    assert_eq!(code, 1);
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains(&format!(
+            "{}:11:34: step `restart` is triggered by unknown component `konfig`",
+            plan.display()
+        )),
+        "{err}"
+    );
+
+    let (code, _, err) = stdout_of(kcideploy().args(["validate", "-f"]).arg(&plan));
+    assert_eq!(code, 1);
+    assert!(err.contains("did you mean `config`?"), "{err}");
+
+    let (code, _, err) = stdout_of(
+        kcideploy()
+            .args(["plan", "-f"])
+            .arg(fx.path().join("missing.yaml")),
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot read plan file"), "{err}");
+}
+
+#[test]
+fn bad_at_and_unreachable_repo_are_clear_errors() {
+    let (_fx, plan) = fixture_with_change();
+    let (code, _, err) = stdout_of(
+        kcideploy()
+            .args(["plan", "-f"])
+            .arg(&plan)
+            .args(["--at", "yesterday"]),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--at `yesterday` is not an RFC 3339 time"),
+        "{err}"
+    );
+
+    let fx = Fixture::new();
+    let plan = fx.plan_file(PLAN);
+    let (code, _, err) = stdout_of(kcideploy().args(["plan", "-f"]).arg(&plan));
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot fetch repo `pipe`"), "{err}");
+}
+
+#[test]
+fn state_with_a_newer_format_is_refused() {
+    let (fx, plan) = fixture_with_change();
+    let state = fx.path().join(".kcideploy/cli.state.json");
+    std::fs::write(
+        &state,
+        r#"{"format_version": 9, "serial": 3, "lineage": "x"}"#,
+    )
+    .expect("write");
+    let (code, _, err) = stdout_of(kcideploy().args(["plan", "-f"]).arg(&plan));
+    assert_eq!(code, 1);
+    assert!(err.contains("format version 9"), "{err}");
+}
+
+#[test]
+fn graph_is_dot_and_marks_planned_steps() {
+    let (fx, plan) = fixture_with_change();
+    let (code, dot, _) = stdout_of(kcideploy().args(["graph", "-f"]).arg(&plan));
+    assert_eq!(code, 0);
+    assert!(dot.starts_with("digraph kcideploy {"), "{dot}");
+    assert!(dot.contains("\"restart\" -> \"kernel\";"), "{dot}");
+    assert!(!dot.contains("filled"), "{dot}");
+    let saved = fx.path().join("plan.json");
+    kcideploy()
+        .args(["plan", "-f"])
+        .arg(&plan)
+        .arg("-out")
+        .arg(&saved)
+        .args(["--at", AT])
+        .assert()
+        .success();
+    let (_, dot, _) = stdout_of(
+        kcideploy()
+            .args(["graph", "-f"])
+            .arg(&plan)
+            .arg("--plan")
+            .arg(&saved),
+    );
+    assert!(
+        dot.contains(
+            "\"restart\" [label=\"restart\\ncommand\", style=filled, fillcolor=palegreen];"
+        ),
+        "{dot}"
+    );
+    assert!(
+        dot.contains("\"kernel\" [label=\"kernel\\ncommand (full)\", style=dashed];"),
+        "{dot}"
+    );
+}
+
+#[test]
+fn committed_schema_is_fresh() {
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/plan.schema.json"
+    ))
+    .expect("schemas/plan.schema.json");
+    let generated = format!("{}\n", kcideploy::schema::plan_schema_json());
+    assert!(
+        committed == generated,
+        "schemas/plan.schema.json is stale: run `cargo run -- schema > schemas/plan.schema.json`"
+    );
+    let schema: serde_json::Value = serde_json::from_str(&generated).expect("json");
+    assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#");
+    assert_eq!(
+        schema["additionalProperties"], false,
+        "unknown fields must be rejected by editors too"
+    );
+}
+
+#[test]
+fn shipped_plans_validate() {
+    for plan in ["plans/demo.yaml", "plans/staging.yaml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(plan);
+        let (code, out, err) = stdout_of(kcideploy().args(["validate", "-f"]).arg(&path));
+        assert_eq!(code, 0, "{plan}: {err}");
+        assert!(out.contains("valid plan file"), "{out}");
+    }
+}
+
+#[test]
+fn demo_plans_the_local_repos() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let demo = dir.path().join("demo");
+    let (code, out, err) = stdout_of(kcideploy().args(["demo", "--dir"]).arg(&demo));
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "partial cycle (auto: last full cycle 2h ago; next one due in 4h)",
+        "+ pr/1 ",
+        "+ pr/10 ",
+        "pr/2 ",
+        "untrusted: author mallory@example.net is not in pending.trusted",
+        "conflict: conflicts with what is merged before it (pr/1) in config/pipeline.yaml",
+        "stale: head commit is 30d old",
+        "skip_list: listed in pending.skip",
+        "pr/10 → src/trigger.py → src/** → pipeline-src → build-pipeline-image",
+        "~ push-test-kernel",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    // The docs-only change is merged but triggers no image build or restart.
+    assert!(out.contains("+ pr/4 "), "{out}");
+    assert!(
+        !out.contains("pr/4 → README.md → ** → pipeline-any → restart"),
+        "{out}"
+    );
+    // The demo's plan file works with the CLI afterwards.
+    let (code, _, err) = stdout_of(
+        kcideploy()
+            .args(["plan", "-f"])
+            .arg(demo.join("demo.yaml"))
+            .args(["--cycle", "full"]),
+    );
+    assert_eq!(code, 0, "{err}");
+    // A non-empty directory is refused.
+    let (code, _, err) = stdout_of(kcideploy().args(["demo", "--dir"]).arg(&demo));
+    assert_eq!(code, 1);
+    assert!(err.contains("is not empty"), "{err}");
+}

@@ -1,0 +1,178 @@
+//! Test helpers: real bare git repos made with git2, plan files in temp dirs, planning at a
+//! fixed time.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use git2::{Oid, Repository};
+use jiff::Timestamp;
+use kcideploy::config::Config;
+use kcideploy::gitops::scratch::{self, Edit};
+use kcideploy::planner::{self, CycleRequest, Plan, PlanOptions};
+use kcideploy::state::{LocalState, RepoState, State};
+
+/// 2026-11-24T08:00:00Z: "now" in every test.
+pub const NOW: i64 = 1_795_507_200;
+pub const DAY: i64 = 86_400;
+pub const ALICE: (&str, &str) = ("Alice", "alice@example.org");
+pub const BOB: (&str, &str) = ("Bob", "bob@example.org");
+pub const EVE: (&str, &str) = ("Eve", "eve@example.net");
+
+pub fn now() -> Timestamp {
+    Timestamp::from_second(NOW).expect("valid time")
+}
+
+/// A temp dir holding bare "remote" repos and a plan file.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        Fixture {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A bare repo `repos/<name>.git` with `main` holding `files` (committed 10 days ago).
+    pub fn repo(&self, name: &str, files: &[Edit<'_>]) -> Remote {
+        let path = self.path().join("repos").join(format!("{name}.git"));
+        let repo = Repository::init_bare(&path).expect("init bare");
+        let main =
+            scratch::commit(&repo, None, files, ALICE, NOW - 10 * DAY, "initial").expect("commit");
+        scratch::set_branch(&repo, "main", main).expect("branch");
+        Remote { repo, path, main }
+    }
+
+    /// Write the plan file and return its path.
+    pub fn plan_file(&self, text: &str) -> PathBuf {
+        let path = self.path().join("plan.yaml");
+        std::fs::write(&path, text).expect("write plan file");
+        path
+    }
+
+    pub fn config(&self, text: &str) -> Config {
+        let path = self.plan_file(text);
+        match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => panic!("plan file does not load: {:?}", miette::Report::new(e)),
+        }
+    }
+
+    /// Record `deployed` (repo → SHA) in the plan's state file.
+    pub fn deploy(
+        &self,
+        config: &Config,
+        deployed: &[(&str, Oid)],
+        last_full: Option<i64>,
+    ) -> State {
+        let backend = LocalState::new(config.state_path());
+        let mut state = backend.read().expect("read state").unwrap_or_default();
+        for (repo, sha) in deployed {
+            state.repos.insert(
+                repo.to_string(),
+                RepoState {
+                    deployed: sha.to_string(),
+                    base: None,
+                    included: vec![],
+                    deployed_at: None,
+                },
+            );
+        }
+        state.cycles.last_full = last_full.map(|t| Timestamp::from_second(t).expect("ts"));
+        backend.write(&mut state).expect("write state");
+        state
+    }
+
+    /// Fetch and plan at [`NOW`].
+    pub fn plan(&self, config: &Config, cycle: CycleRequest) -> Plan {
+        self.plan_at(config, cycle, now())
+    }
+
+    pub fn plan_at(&self, config: &Config, cycle: CycleRequest, at: Timestamp) -> Plan {
+        let state = LocalState::new(config.state_path())
+            .read()
+            .expect("read state");
+        let snapshot =
+            kcideploy::forge::snapshot(config, &self.path().join("cache")).expect("snapshot");
+        planner::plan(
+            config,
+            &snapshot,
+            state.as_ref(),
+            PlanOptions { cycle, now: at },
+        )
+        .expect("plan")
+    }
+}
+
+/// A bare repo standing in for a remote.
+pub struct Remote {
+    pub repo: Repository,
+    pub path: PathBuf,
+    pub main: Oid,
+}
+
+impl Remote {
+    /// Branch `name` off `main` with one commit of `edits` by `author`, one day old.
+    pub fn branch(&self, name: &str, author: (&str, &str), edits: &[Edit<'_>]) -> Oid {
+        self.branch_at(name, author, NOW - DAY, edits)
+    }
+
+    pub fn branch_at(
+        &self,
+        name: &str,
+        author: (&str, &str),
+        time: i64,
+        edits: &[Edit<'_>],
+    ) -> Oid {
+        let head = scratch::commit(
+            &self.repo,
+            Some(self.main),
+            edits,
+            author,
+            time,
+            &format!("{name}: change"),
+        )
+        .expect("commit");
+        scratch::set_branch(&self.repo, name, head).expect("branch");
+        head
+    }
+
+    /// Add a commit on `main`.
+    pub fn advance_main(&mut self, edits: &[Edit<'_>]) -> Oid {
+        let head = scratch::commit(
+            &self.repo,
+            Some(self.main),
+            edits,
+            BOB,
+            NOW - 2 * DAY,
+            "main moves",
+        )
+        .expect("commit");
+        scratch::set_branch(&self.repo, "main", head).expect("branch");
+        self.main = head;
+        head
+    }
+
+    /// The content of `path` in commit `sha` (a staging revision lives in the cache repo).
+    pub fn file_at(cache: &Path, sha: &str, path: &str) -> Option<String> {
+        let repo = Repository::open_bare(cache).ok()?;
+        let commit = repo.find_commit(Oid::from_str(sha).ok()?).ok()?;
+        let entry = commit.tree().ok()?.get_path(Path::new(path)).ok()?;
+        let blob = repo.find_blob(entry.id()).ok()?;
+        Some(String::from_utf8_lossy(blob.content()).into_owned())
+    }
+}
+
+/// Names of the steps that run.
+pub fn runs(plan: &Plan) -> Vec<&str> {
+    plan.steps
+        .iter()
+        .filter(|s| s.action == planner::Action::Run)
+        .map(|s| s.name.as_str())
+        .collect()
+}

@@ -1,0 +1,227 @@
+//! Every plan file error names file:line:col.
+
+use std::path::Path;
+
+use kcideploy::config::{Config, ConfigError};
+
+const GOOD: &str = r#"version: 1
+name: t
+repos:
+  pipe:
+    url: repos/pipe.git
+components:
+  config:
+    repo: pipe
+    paths: ["config/**"]
+steps:
+  build:
+    kind: command
+    on: [config]
+  restart:
+    kind: command
+    needs: [build]
+"#;
+
+/// The error messages (each starts with file:line:col).
+fn errors(text: &str) -> Vec<String> {
+    match Config::from_str(Path::new("plans/bad.yaml"), text.to_string()) {
+        Ok(_) => panic!("plan file was accepted:\n{text}"),
+        Err(ConfigError::Syntax(e)) => vec![e.message.clone()],
+        Err(ConfigError::Invalid(list)) => list.errors.iter().map(|e| e.message.clone()).collect(),
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+fn one_error(text: &str) -> String {
+    let mut all = errors(text);
+    assert_eq!(all.len(), 1, "{all:?}");
+    all.remove(0)
+}
+
+/// Render a report the way the CLI does, without colours.
+fn rendered(text: &str) -> String {
+    let err = Config::from_str(Path::new("plans/bad.yaml"), text.to_string()).expect_err("invalid");
+    let mut out = String::new();
+    miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+        .with_width(100)
+        .render_report(&mut out, &err)
+        .expect("render");
+    out
+}
+
+#[test]
+fn good_plan_file_loads() {
+    let config = Config::from_str(Path::new("plans/good.yaml"), GOOD.to_string()).expect("valid");
+    assert_eq!(config.file.steps.len(), 2);
+    assert_eq!(
+        config.state_path(),
+        Path::new("plans/.kcideploy/t.state.json")
+    );
+    assert_eq!(config.file.policy.full_cycle_interval.as_secs(), 6 * 3600);
+}
+
+#[test]
+fn unknown_repo_in_component() {
+    let text = GOOD.replace("    repo: pipe", "    repo: pipes");
+    assert_eq!(
+        one_error(&text),
+        "plans/bad.yaml:8:11: component `config` names unknown repo `pipes`"
+    );
+    assert!(
+        rendered(&text).contains("did you mean `pipe`?"),
+        "{}",
+        rendered(&text)
+    );
+}
+
+#[test]
+fn unknown_component_in_on() {
+    let text = GOOD.replace("on: [config]", "on: [configs]");
+    assert_eq!(
+        one_error(&text),
+        "plans/bad.yaml:13:10: step `build` is triggered by unknown component `configs`"
+    );
+}
+
+#[test]
+fn unknown_step_in_needs_and_after() {
+    let text = GOOD.replace("needs: [build]", "needs: [biuld]\n    after: [nope]");
+    assert_eq!(
+        errors(&text),
+        [
+            "plans/bad.yaml:16:13: step `restart` needs unknown step `biuld`",
+            "plans/bad.yaml:17:13: step `restart` runs after unknown step `nope`",
+        ]
+    );
+    let report = rendered(&text);
+    assert!(report.contains("did you mean `build`?"), "{report}");
+    assert!(
+        report.contains("known steps: `build`, `restart`"),
+        "{report}"
+    );
+}
+
+#[test]
+fn dependency_cycle_names_every_step() {
+    let text = GOOD.replace(
+        "    on: [config]\n",
+        "    on: [config]\n    needs: [deploy]\n  deploy:\n    kind: command\n    needs: [restart]\n",
+    );
+    let message = one_error(&text);
+    assert_eq!(
+        message,
+        "plans/bad.yaml:14:13: dependency cycle among steps `build`, `deploy`, `restart`"
+    );
+    let report = rendered(&text);
+    for label in [
+        "`build` needs `deploy`",
+        "`deploy` needs `restart`",
+        "`restart` needs `build`",
+    ] {
+        assert!(report.contains(label), "missing {label}:\n{report}");
+    }
+}
+
+#[test]
+fn self_dependency_is_a_cycle() {
+    let text = GOOD.replace("needs: [build]", "needs: [restart]");
+    assert_eq!(
+        one_error(&text),
+        "plans/bad.yaml:16:13: dependency cycle among steps `restart`"
+    );
+}
+
+#[test]
+fn invalid_glob() {
+    let text = GOOD.replace(
+        r#"paths: ["config/**"]"#,
+        r#"paths: ["config/**", "src/[a-"]"#,
+    );
+    let message = one_error(&text);
+    assert!(
+        message.starts_with("plans/bad.yaml:9:26: invalid glob `src/[a-` in component path"),
+        "{message}"
+    );
+}
+
+#[test]
+fn invalid_branch_pattern() {
+    let text = GOOD.replace(
+        "    url: repos/pipe.git\n",
+        "    url: repos/pipe.git\n    pending: { branches: \"pr/{a\" }\n",
+    );
+    let message = one_error(&text);
+    assert!(
+        message.starts_with("plans/bad.yaml:6:26: invalid glob `pr/{a` in pending.branches"),
+        "{message}"
+    );
+}
+
+#[test]
+fn duplicate_key() {
+    let text = GOOD.replace("  restart:\n", "  build:\n");
+    let message = one_error(&text);
+    assert!(message.starts_with("plans/bad.yaml:14:3: "), "{message}");
+    assert!(
+        message.ends_with("duplicate key `build`: a key may appear only once in a mapping"),
+        "{message}"
+    );
+}
+
+#[test]
+fn bad_duration() {
+    let text = format!("{GOOD}policy: {{ settle: 5 parsecs }}\n");
+    let message = one_error(&text);
+    assert!(message.starts_with("plans/bad.yaml:17:19: "), "{message}");
+    assert!(
+        message.ends_with(
+            "invalid duration `5 parsecs`: write a number and a unit, such as 30s, 5m, 6h or 14d"
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn unknown_field_is_rejected() {
+    let text = GOOD.replace(
+        "    kind: command\n    on:",
+        "    kind: command\n    onn: [x]\n    on:",
+    );
+    let message = one_error(&text);
+    assert!(message.starts_with("plans/bad.yaml:13:5: "), "{message}");
+    assert!(message.contains("onn"), "{message}");
+}
+
+#[test]
+fn unknown_step_kind_is_rejected() {
+    let text = GOOD.replacen("kind: command", "kind: comand", 1);
+    let message = one_error(&text);
+    assert!(message.starts_with("plans/bad.yaml:12:11: "), "{message}");
+    assert!(message.contains("comand"), "{message}");
+}
+
+#[test]
+fn unsupported_version() {
+    let text = GOOD.replace("version: 1", "version: 2");
+    assert_eq!(
+        one_error(&text),
+        "plans/bad.yaml:1:10: unsupported plan file version 2: this kcideploy reads version 1"
+    );
+}
+
+#[test]
+fn several_errors_are_all_reported_in_file_order() {
+    let text = GOOD
+        .replace("on: [config]", "on: [nope]")
+        .replace("    repo: pipe", "    repo: nope");
+    let all = errors(&text);
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(all[0].starts_with("plans/bad.yaml:8:11:"));
+    assert!(all[1].starts_with("plans/bad.yaml:13:10:"));
+}
+
+#[test]
+fn report_shows_the_line_with_a_caret() {
+    let text = GOOD.replace("on: [config]", "on: [configs]");
+    insta::assert_snapshot!(rendered(&text));
+}
