@@ -16,7 +16,7 @@ components:
   config: { repo: pipe, paths: ["config/**"] }
 steps:
   restart: { kind: command, on: [config], with: { run: ["true"] } }
-  kernel: { kind: command, cycle: full, always: true, needs: [restart] }
+  kernel: { kind: command, cycle: full, always: true, needs: [restart], with: { shell: "true" } }
 "#;
 
 fn kcideploy() -> Command {

@@ -17,9 +17,11 @@ steps:
   build:
     kind: command
     on: [config]
+    with: { run: ["true"] }
   restart:
     kind: command
     needs: [build]
+    with: { shell: "true" }
 "#;
 
 /// The error messages (each starts with file:line:col).
@@ -89,8 +91,8 @@ fn unknown_step_in_needs_and_after() {
     assert_eq!(
         errors(&text),
         [
-            "plans/bad.yaml:16:13: step `restart` needs unknown step `biuld`",
-            "plans/bad.yaml:17:13: step `restart` runs after unknown step `nope`",
+            "plans/bad.yaml:17:13: step `restart` needs unknown step `biuld`",
+            "plans/bad.yaml:18:13: step `restart` runs after unknown step `nope`",
         ]
     );
     let report = rendered(&text);
@@ -103,9 +105,9 @@ fn unknown_step_in_needs_and_after() {
 
 #[test]
 fn dependency_cycle_names_every_step() {
-    let text = GOOD.replace(
-        "    on: [config]\n",
-        "    on: [config]\n    needs: [deploy]\n  deploy:\n    kind: command\n    needs: [restart]\n",
+    let text = GOOD.replace("    on: [config]\n", "    on: [config]\n    needs: [deploy]\n").replace(
+        "  restart:\n",
+        "  deploy:\n    kind: command\n    needs: [restart]\n    with: { run: [\"true\"] }\n  restart:\n",
     );
     let message = one_error(&text);
     assert_eq!(
@@ -127,7 +129,7 @@ fn self_dependency_is_a_cycle() {
     let text = GOOD.replace("needs: [build]", "needs: [restart]");
     assert_eq!(
         one_error(&text),
-        "plans/bad.yaml:16:13: dependency cycle among steps `restart`"
+        "plans/bad.yaml:17:13: dependency cycle among steps `restart`"
     );
 }
 
@@ -161,7 +163,7 @@ fn invalid_branch_pattern() {
 fn duplicate_key() {
     let text = GOOD.replace("  restart:\n", "  build:\n");
     let message = one_error(&text);
-    assert!(message.starts_with("plans/bad.yaml:14:3: "), "{message}");
+    assert!(message.starts_with("plans/bad.yaml:15:3: "), "{message}");
     assert!(
         message.ends_with("duplicate key `build`: a key may appear only once in a mapping"),
         "{message}"
@@ -172,7 +174,7 @@ fn duplicate_key() {
 fn bad_duration() {
     let text = format!("{GOOD}policy: {{ settle: 5 parsecs }}\n");
     let message = one_error(&text);
-    assert!(message.starts_with("plans/bad.yaml:17:19: "), "{message}");
+    assert!(message.starts_with("plans/bad.yaml:19:19: "), "{message}");
     assert!(
         message.ends_with(
             "invalid duration `5 parsecs`: write a number and a unit, such as 30s, 5m, 6h or 14d"
@@ -198,6 +200,40 @@ fn unknown_step_kind_is_rejected() {
     let message = one_error(&text);
     assert!(message.starts_with("plans/bad.yaml:12:11: "), "{message}");
     assert!(message.contains("comand"), "{message}");
+}
+
+#[test]
+fn invalid_kind_settings_name_the_field() {
+    let text = GOOD.replace(r#"with: { run: ["true"] }"#, r#"with: { run: "true" }"#);
+    assert_eq!(
+        one_error(&text),
+        "plans/bad.yaml:14:11: step `build` (command): with.run: invalid type: string \"true\", expected a sequence"
+    );
+    let text = GOOD.replace(
+        r#"with: { run: ["true"] }"#,
+        r#"with: { run: ["true"], shell: "true" }"#,
+    );
+    assert!(
+        one_error(&text)
+            .ends_with("a command step needs exactly one of with.run (argv) and with.shell")
+    );
+    let text = GOOD.replace(
+        r#"with: { run: ["true"] }"#,
+        r#"with: { run: ["true"], repo: pipes }"#,
+    );
+    assert_eq!(
+        one_error(&text),
+        "plans/bad.yaml:14:11: step `build`: with.repo names unknown repo `pipes`"
+    );
+    let text = GOOD.replace(
+        r#"    with: { run: ["true"] }
+"#,
+        "",
+    );
+    assert_eq!(
+        one_error(&text.replace("    with: { run: [\"true\"] }\n", "")),
+        "plans/bad.yaml:12:11: step `build` (command): a command step needs exactly one of with.run (argv) and with.shell"
+    );
 }
 
 #[test]

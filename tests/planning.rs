@@ -20,11 +20,11 @@ components:
   config: { repo: pipe, paths: ["config/**"], exclude: ["**/*.md"] }
   src: { repo: pipe, paths: ["src/*.py"] }
 steps:
-  push: { kind: git_push, on: [config, src] }
-  build: { kind: command, on: [src], after: [push] }
-  restart: { kind: command, on: [config], needs: [build] }
-  kernel: { kind: command, cycle: full, always: true, needs: [restart] }
-  check: { kind: command, cycle: full, needs: [kernel] }
+  push: { kind: git_push, on: [config, src], with: { repo: pipe } }
+  build: { kind: command, on: [src], after: [push], with: { run: ["true"] } }
+  restart: { kind: command, on: [config], needs: [build], with: { run: ["true"] } }
+  kernel: { kind: command, cycle: full, always: true, needs: [restart], with: { run: ["true"] } }
+  check: { kind: command, cycle: full, needs: [kernel], with: { run: ["true"] } }
 "#;
 
 const TEN_LINES: &str = "1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n";

@@ -1,6 +1,7 @@
 //! Plan file: loading, YAML errors with locations, semantic validation.
 
 mod duration;
+pub mod kinds;
 mod types;
 
 use std::collections::{BTreeSet, HashMap};
@@ -43,6 +44,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// The checked `with:` settings of a step (validated when the plan file loaded).
+    pub fn settings(&self, step: &str) -> kinds::KindSettings {
+        self.file
+            .steps
+            .get(step)
+            .and_then(|s| kinds::parse_with(s.kind.value, &s.with.value).ok())
+            .unwrap_or(kinds::KindSettings::Unchecked)
+    }
+
     /// Read, parse and validate a plan file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -190,6 +200,35 @@ impl Config {
                     );
                     e.help = Some(suggest(&on.value, f.components.keys(), "components"));
                     errors.push(e);
+                }
+            }
+            match kinds::parse_with(step.kind.value, &step.with.value) {
+                Err(message) => {
+                    let loc = if step.with.referenced.line() > 0 {
+                        &step.with.referenced
+                    } else {
+                        &step.kind.referenced
+                    };
+                    errors.push(self.error_at(
+                        loc,
+                        1,
+                        format!("step `{name}` ({}): {message}", step.kind.value.as_str()),
+                        "invalid settings",
+                    ));
+                }
+                Ok(settings) => {
+                    if let Some(repo) = settings.repo()
+                        && !f.repos.contains_key(repo)
+                    {
+                        let mut e = self.error_at(
+                            &step.with.referenced,
+                            1,
+                            format!("step `{name}`: with.repo names unknown repo `{repo}`"),
+                            "not a key of `repos`",
+                        );
+                        e.help = Some(suggest(repo, f.repos.keys(), "repos"));
+                        errors.push(e);
+                    }
                 }
             }
             let deps = step.needs.iter().map(|n| ("needs", n));

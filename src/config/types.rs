@@ -263,7 +263,8 @@ impl StepKind {
 #[serde(deny_unknown_fields)]
 pub struct StepConfig {
     /// What the step does.
-    pub kind: StepKind,
+    #[schemars(with = "StepKind")]
+    pub kind: Spanned<StepKind>,
     /// Components whose change triggers this step.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
@@ -286,7 +287,42 @@ pub struct StepConfig {
     /// What this step does, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Give up on one attempt after this long (default 1h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+    /// Attempts after the first one fails.
+    #[serde(default)]
+    pub retries: u32,
+    /// Wait before the first retry; doubles for each further one (default 2s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_delay: Option<HumanDuration>,
     /// Settings of the step's kind.
-    #[serde(default, rename = "with")]
-    pub with: IndexMap<String, serde_json::Value>,
+    #[serde(default = "StepConfig::empty_with", rename = "with")]
+    #[schemars(with = "IndexMap<String, serde_json::Value>")]
+    pub with: Spanned<IndexMap<String, serde_json::Value>>,
+}
+
+impl StepConfig {
+    fn empty_with() -> Spanned<IndexMap<String, serde_json::Value>> {
+        super::unspanned(IndexMap::new())
+    }
+
+    /// One attempt's time limit.
+    pub fn timeout(&self) -> std::time::Duration {
+        self.timeout
+            .map(|d| d.0)
+            .unwrap_or(std::time::Duration::from_secs(3600))
+    }
+
+    /// Delay before retry number `n` (1-based): `retry_delay` doubled each time, at most 5 minutes.
+    pub fn retry_delay(&self, n: u32) -> std::time::Duration {
+        let first = self
+            .retry_delay
+            .map(|d| d.0)
+            .unwrap_or(std::time::Duration::from_secs(2));
+        let factor = 2u32.saturating_pow(n.saturating_sub(1).min(16));
+        first
+            .saturating_mul(factor)
+            .min(std::time::Duration::from_secs(300))
+    }
 }

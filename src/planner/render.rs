@@ -230,7 +230,7 @@ pub fn dot(config: &Config, plan: Option<&Plan>) -> String {
         let mut attrs = vec![format!(
             "label=\"{}\\n{}{}\"",
             escape(name),
-            step.kind.as_str(),
+            step.kind.value.as_str(),
             if step.cycle == crate::config::Cycle::Full {
                 " (full)"
             } else {
