@@ -52,7 +52,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Make local repos with pending branches and plan them.
+    /// Run a saved plan, or plan and run after confirmation.
+    Apply(ApplyArgs),
+    /// Look at the state.
+    #[command(subcommand)]
+    State(StateCommand),
+    /// Remove the state lock ID left by a run that is gone for good.
+    ForceUnlock {
+        /// The lock ID, as named by the error.
+        id: String,
+        /// The plan file whose state is locked.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Make local repos with pending branches, plan, apply, and plan again.
     Demo {
         /// Directory to create the demo in (default: a new temporary directory, kept).
         #[arg(long)]
@@ -85,6 +98,63 @@ pub struct PlanArgs {
     pub cache_dir: Option<PathBuf>,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// A plan saved with `plan -out`.
+    #[arg(conflicts_with = "file", required_unless_present = "file")]
+    pub planfile: Option<PathBuf>,
+    /// Plan this plan file now and apply after confirmation.
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Do not ask for confirmation.
+    #[arg(long = "auto-approve")]
+    pub auto_approve: bool,
+    /// Steps running at once.
+    #[arg(long, default_value_t = 10)]
+    pub parallelism: usize,
+    /// Wait this long for the state lock (e.g. 30s, 5m).
+    #[arg(long = "lock-timeout", default_value = "0s", value_parser = parse_duration)]
+    pub lock_timeout: crate::config::HumanDuration,
+    /// Time between SIGTERM and SIGKILL for a step being stopped.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub grace: crate::config::HumanDuration,
+    /// One JSON object per event on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Which cycle, with -f: partial, full, or auto.
+    #[arg(long, value_enum, default_value_t = CycleRequest::Auto)]
+    pub cycle: CycleRequest,
+    /// Where fetched repos are cached, with -f.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Deployed revisions, cycle times, the current run.
+    Show {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// The state JSON as it is.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The last runs with per-step results and durations.
+    History {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// How many runs.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        count: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<crate::config::HumanDuration, String> {
+    crate::config::HumanDuration::parse(text)
+}
+
 /// Terraform writes long options with one dash (`-out`, `-detailed-exitcode`); accept both.
 pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
     const LONG: &[&str] = &[
@@ -102,6 +172,7 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
         "file",
         "plan",
         "cache-dir",
+        "grace",
     ];
     args.into_iter()
         .map(|arg| {
@@ -163,8 +234,177 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
             }
             Ok(ExitStatus::Success)
         }
+        Command::Apply(args) => cmd_apply(args, color),
+        Command::State(cmd) => cmd_state(cmd),
+        Command::ForceUnlock { id, file } => {
+            let config = Config::load(&file)?;
+            let info = crate::state::lock::force_unlock(&config.state_path(), &id)?;
+            println!("Removed the {info}.");
+            Ok(ExitStatus::Success)
+        }
         Command::Demo { dir } => crate::demo::run(dir.as_deref(), color),
     }
+}
+
+/// Load, lock, check or make the plan, confirm, apply.
+fn cmd_apply(args: ApplyArgs, color: bool) -> Result<ExitStatus> {
+    use crate::apply::events::{JsonReporter, PlainReporter, Reporter, TtyReporter};
+    let saved = args.planfile.as_deref().map(read_saved_plan).transpose()?;
+    let plan_path = match (&args.file, &saved) {
+        (Some(f), _) => f.clone(),
+        (None, Some(p)) => PathBuf::from(&p.plan_file),
+        (None, None) => miette::bail!("give a saved plan, or -f PLAN.yaml"),
+    };
+    let config = Config::load(&plan_path)?;
+    let backend = LocalState::new(config.state_path());
+    let lock = crate::state::StateLock::acquire(&backend.path, "apply", args.lock_timeout.0)?;
+    let state = backend.read()?;
+    let plan = match saved {
+        Some(saved) => {
+            let cache = PathBuf::from(&saved.cache_dir);
+            let snapshot = crate::forge::snapshot(&config, &cache)?;
+            let request = match saved.cycle {
+                crate::config::Cycle::Partial => CycleRequest::Partial,
+                crate::config::Cycle::Full => CycleRequest::Full,
+            };
+            let fresh = planner::plan(
+                &config,
+                &snapshot,
+                state.as_ref(),
+                PlanOptions {
+                    cycle: request,
+                    now: saved.planned_at,
+                },
+            )?;
+            let own_serial = state
+                .as_ref()
+                .and_then(|s| s.current_run.as_ref())
+                .is_some_and(|r| {
+                    r.plan_digest == saved.fingerprint.digest
+                        && r.start_serial == saved.fingerprint.state_serial
+                });
+            let moved = crate::apply::stale::differences(
+                &saved.fingerprint,
+                &fresh.fingerprint,
+                own_serial,
+            );
+            if !moved.is_empty() {
+                miette::bail!(
+                    help = format!(
+                        "plan again (kcideploy plan -f {} -out FILE) and apply the new plan",
+                        plan_path.display()
+                    ),
+                    "the saved plan is stale; since it was made:\n  - {}",
+                    moved.join("\n  - ")
+                );
+            }
+            saved
+        }
+        None => {
+            let now = Timestamp::now();
+            let cache = args
+                .cache_dir
+                .clone()
+                .unwrap_or_else(|| crate::forge::default_cache_dir(&config));
+            let snapshot = crate::forge::snapshot(&config, &cache)?;
+            let plan = planner::plan(
+                &config,
+                &snapshot,
+                state.as_ref(),
+                PlanOptions {
+                    cycle: args.cycle,
+                    now,
+                },
+            )?;
+            if !args.json {
+                print!("{}", planner::render::text(&plan, color));
+            }
+            if plan.has_changes() && !args.auto_approve {
+                confirm()?;
+            }
+            plan
+        }
+    };
+    let mut reporter: Box<dyn Reporter> = if args.json {
+        Box::new(JsonReporter)
+    } else if std::io::stdout().is_terminal() {
+        Box::new(TtyReporter::new())
+    } else {
+        Box::new(PlainReporter::default())
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .into_diagnostic()?;
+    let opts = crate::apply::ApplyOptions {
+        parallelism: args.parallelism,
+        grace: args.grace.0,
+        ..Default::default()
+    };
+    let report = runtime.block_on(crate::apply::apply(
+        config,
+        plan,
+        &backend,
+        &lock,
+        opts,
+        reporter.as_mut(),
+    ))?;
+    drop(lock);
+    Ok(if report.succeeded() {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Error
+    })
+}
+
+/// Ask on the terminal; only `yes` goes on.
+fn confirm() -> Result<()> {
+    if !std::io::stdin().is_terminal() {
+        miette::bail!(
+            help =
+                "pass -auto-approve, or save the plan with `plan -out FILE` and run `apply FILE`",
+            "no terminal to confirm the plan on"
+        );
+    }
+    print!("\nDo you want to perform these actions? Only 'yes' will be accepted: ");
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).into_diagnostic()?;
+    if answer.trim() != "yes" {
+        miette::bail!("apply cancelled: the answer was not `yes`");
+    }
+    Ok(())
+}
+
+fn cmd_state(cmd: StateCommand) -> Result<ExitStatus> {
+    let (file, json) = match &cmd {
+        StateCommand::Show { file, json } | StateCommand::History { file, json, .. } => {
+            (file, *json)
+        }
+    };
+    let config = Config::load(file)?;
+    let path = config.state_path();
+    let Some(state) = LocalState::new(&path).read()? else {
+        println!("No state at {}: nothing was applied yet.", path.display());
+        return Ok(ExitStatus::Success);
+    };
+    match cmd {
+        StateCommand::Show { .. } if json => println!(
+            "{}",
+            serde_json::to_string_pretty(&state).into_diagnostic()?
+        ),
+        StateCommand::Show { .. } => print!("{}", crate::state::render::show(&state, &path)),
+        StateCommand::History { count, .. } => {
+            let runs: Vec<_> = state.history.iter().rev().take(count).collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&runs).into_diagnostic()?);
+            } else {
+                print!("{}", crate::state::render::history(&runs));
+            }
+        }
+    }
+    Ok(ExitStatus::Success)
 }
 
 /// Parse `--at`, or take the clock.

@@ -3,6 +3,7 @@
 //! Data flow: plan file → [`config`] → [`forge`] snapshot → [`planner`] (merge with
 //! [`gitops`], affected components, triggered steps, policy) → [`planner::Plan`].
 
+pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod demo;

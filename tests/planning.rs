@@ -425,5 +425,7 @@ fn output_is_deterministic_snapshot() {
     // The lineage is random per state; everything else is fixed by the inputs.
     json["fingerprint"]["state_lineage"] = serde_json::json!("<lineage>");
     json["fingerprint"]["digest"] = serde_json::json!("<digest>");
+    json["plan_file"] = serde_json::json!("<tmp>/plan.yaml");
+    json["cache_dir"] = serde_json::json!("<tmp>/cache");
     insta::assert_json_snapshot!("plan_json", json);
 }

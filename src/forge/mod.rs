@@ -48,6 +48,9 @@ pub struct RepoSnapshot {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForgeSnapshot {
     pub repos: IndexMap<String, RepoSnapshot>,
+    /// Where the cache repositories are.
+    #[serde(default)]
+    pub cache_dir: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -80,7 +83,10 @@ pub enum ForgeError {
 
 /// Fetch every repo of the plan file and list its pending changes.
 pub fn snapshot(config: &Config, cache_dir: &Path) -> Result<ForgeSnapshot, ForgeError> {
-    let mut snap = ForgeSnapshot::default();
+    let mut snap = ForgeSnapshot {
+        cache_dir: cache_dir.to_path_buf(),
+        ..ForgeSnapshot::default()
+    };
     for (name, repo) in &config.file.repos {
         let repo_snap = match repo.forge {
             ForgeKind::Git => git::snapshot(name, repo, &config.repo_url(repo), cache_dir)?,

@@ -77,6 +77,14 @@ pub fn plan(
     Ok(Plan {
         format_version: PLAN_FORMAT_VERSION.to_string(),
         name: config.file.name.clone(),
+        plan_file: std::fs::canonicalize(&config.path)
+            .unwrap_or_else(|_| config.path.clone())
+            .display()
+            .to_string(),
+        cache_dir: std::path::absolute(&snapshot.cache_dir)
+            .unwrap_or_else(|_| snapshot.cache_dir.clone())
+            .display()
+            .to_string(),
         planned_at: opts.now,
         cycle: decision.cycle,
         cycle_decision: decision,
@@ -216,6 +224,7 @@ fn plan_repo(
         base: snap.base.clone(),
         staging: staging.to_string(),
         deployed: deployed_sha,
+        remote_staging: snap.remote_staging.clone(),
         diff_basis,
         included,
         excluded,

@@ -99,6 +99,9 @@ pub struct RepoPlan {
     pub staging: String,
     /// The deployed revision from state, if any.
     pub deployed: Option<String>,
+    /// The staging branch on the remote when planning (`git_push` refuses if it moved).
+    #[serde(default)]
+    pub remote_staging: Option<String>,
     pub diff_basis: DiffBasis,
     pub included: Vec<Included>,
     pub excluded: Vec<Excluded>,
@@ -217,6 +220,12 @@ pub struct Plan {
     pub format_version: String,
     /// The plan file's `name`.
     pub name: String,
+    /// The plan file, as an absolute path (`apply PLANFILE` loads it).
+    #[serde(default)]
+    pub plan_file: String,
+    /// The cache repositories' directory (they hold the staging revisions).
+    #[serde(default)]
+    pub cache_dir: String,
     /// "now" as used for planning.
     pub planned_at: Timestamp,
     pub cycle: Cycle,

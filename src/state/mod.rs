@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Cycle;
 
+pub mod lock;
+pub mod render;
+
+pub use lock::{LockError, LockInfo, StateLock};
+
 /// The state format version this build reads and writes.
 pub const STATE_FORMAT_VERSION: u32 = 1;
 
@@ -30,6 +35,52 @@ pub struct State {
     /// Per-step record of the last run (input digest and result), for resuming.
     #[serde(default)]
     pub steps: BTreeMap<String, StepRecord>,
+    /// The run in progress, or the last one if it did not succeed (resumable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_run: Option<RunRecord>,
+    /// Finished runs, oldest first; the newest [`HISTORY_KEEP`] are kept.
+    #[serde(default)]
+    pub history: Vec<RunRecord>,
+}
+
+/// How many finished runs state keeps.
+pub const HISTORY_KEEP: usize = 50;
+
+/// One apply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    /// Digest of the saved plan it ran (the plan's fingerprint digest).
+    pub plan_digest: String,
+    /// Digest of what the run deploys (cycle, staging revisions, plan file); a later apply
+    /// with the same inputs resumes this run.
+    pub inputs_digest: String,
+    pub cycle: Cycle,
+    /// State serial when the run started.
+    pub start_serial: u64,
+    pub started_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// `running`, `success`, `failed` or `cancelled`.
+    pub result: String,
+    #[serde(default)]
+    pub steps: Vec<RunStep>,
+}
+
+/// A step's outcome within a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStep {
+    pub name: String,
+    /// `success`, `failed`, `skipped`, `done_before` or `cancelled`.
+    pub result: String,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub duration_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
 }
 
 /// What runs now for one repo.
@@ -77,10 +128,15 @@ impl CycleTimes {
 pub struct StepRecord {
     /// Digest of the step's inputs when it ran.
     pub digest: String,
-    /// `success` or `failure`.
+    /// `success` or `failed`.
     pub result: String,
+    /// The run it belonged to.
+    #[serde(default)]
+    pub run_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Timestamp>,
+    #[serde(default)]
+    pub duration_ms: u64,
 }
 
 impl State {
@@ -93,6 +149,8 @@ impl State {
             repos: BTreeMap::new(),
             cycles: CycleTimes::default(),
             steps: BTreeMap::new(),
+            current_run: None,
+            history: Vec::new(),
         }
     }
 }
@@ -105,11 +163,22 @@ impl Default for State {
 
 /// A random identifier for a new state's lineage.
 fn new_lineage() -> String {
-    let mut bytes = [0u8; 16];
+    random_hex::<16>()
+}
+
+/// A short random identifier (lock ids).
+pub fn random_id() -> String {
+    random_hex::<8>()
+}
+
+fn random_hex<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
     // getrandom only fails when the OS has no entropy source at all.
     if getrandom::fill(&mut bytes).is_err() {
-        let nanos = Timestamp::now().as_nanosecond();
-        bytes.copy_from_slice(&nanos.to_le_bytes());
+        let nanos = Timestamp::now().as_nanosecond().to_le_bytes();
+        for (b, n) in bytes.iter_mut().zip(nanos.iter().cycle()) {
+            *b = *n;
+        }
     }
     hex::encode(bytes)
 }

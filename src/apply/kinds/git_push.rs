@@ -1,0 +1,196 @@
+//! `git_push`: push a repo's staging revision to its staging branch with the git CLI
+//! (refusing if the remote moved since planning), and a dated tag with retention.
+
+use std::io::Write;
+
+use tokio::process::Command;
+
+use super::{StepCtx, StepError};
+use crate::apply::process;
+use crate::config::kinds::GitPushWith;
+use crate::forge::git::redact_url;
+
+pub async fn run(ctx: &mut StepCtx<'_>, with: &GitPushWith) -> Result<(), StepError> {
+    let run = ctx.run;
+    let repo_cfg = run
+        .config
+        .file
+        .repos
+        .get(&with.repo)
+        .ok_or_else(|| StepError::Failed(format!("unknown repo `{}`", with.repo)))?;
+    let repo_plan = run
+        .plan
+        .repos
+        .get(&with.repo)
+        .ok_or_else(|| StepError::Failed(format!("repo `{}` is not in the plan", with.repo)))?;
+    let url = with
+        .url
+        .clone()
+        .unwrap_or_else(|| run.config.repo_url(repo_cfg));
+    let cache = run.cache_dir.join(format!("{}.git", with.repo));
+    let branch = &repo_cfg.staging_branch;
+    let sha = &repo_plan.staging;
+
+    let git = |args: Vec<String>| {
+        let mut cmd = Command::new("git");
+        cmd.arg("--git-dir")
+            .arg(&cache)
+            .args(args)
+            .env("GIT_TERMINAL_PROMPT", "0");
+        cmd
+    };
+    let limit = ctx.step.timeout();
+    let grace = run.grace;
+
+    let mut log = ctx.log;
+    if repo_plan.remote_staging.as_deref() == Some(sha.as_str()) {
+        let _ = writeln!(log, "{branch} is already at {sha}");
+    } else {
+        let lease = if with.force {
+            "--force".to_string()
+        } else {
+            format!(
+                "--force-with-lease=refs/heads/{branch}:{}",
+                repo_plan.remote_staging.clone().unwrap_or_default()
+            )
+        };
+        let _ = writeln!(log, "push {sha} to {} {branch}", redact_url(&url));
+        let cmd = git(vec![
+            "push".into(),
+            "--porcelain".into(),
+            lease,
+            url.clone(),
+            format!("{sha}:refs/heads/{branch}"),
+        ]);
+        if let Err(e) = process::run(
+            cmd,
+            "git push",
+            ctx.log,
+            false,
+            limit,
+            grace,
+            &mut ctx.cancel,
+        )
+        .await
+        {
+            let tail = process::tail(ctx.log_path, 20);
+            if tail.contains("stale info") || tail.contains("[rejected]") {
+                return Err(StepError::Failed(format!(
+                    "the remote branch {branch} moved since planning (expected {}); plan again, or set `force: true`",
+                    repo_plan.remote_staging.as_deref().unwrap_or("no branch")
+                )));
+            }
+            return Err(e.into());
+        }
+    }
+
+    let Some(prefix) = &with.tag_prefix else {
+        return Ok(());
+    };
+    let listing = process::run(
+        git(vec![
+            "ls-remote".into(),
+            "--tags".into(),
+            url.clone(),
+            format!("refs/tags/{prefix}*"),
+        ]),
+        "git ls-remote",
+        ctx.log,
+        true,
+        limit,
+        grace,
+        &mut ctx.cancel,
+    )
+    .await?;
+    let tags = parse_tags(&String::from_utf8_lossy(&listing.stdout), prefix);
+    let today = run.now.strftime("%Y%m%d").to_string();
+    let mut refspecs = Vec::new();
+    let mut kept = tags.clone();
+    if tags.iter().any(|t| t.date == today && t.sha == *sha) {
+        let _ = writeln!(log, "a tag of today already points at {sha}");
+    } else {
+        let n = tags
+            .iter()
+            .filter(|t| t.date == today)
+            .map(|t| t.n)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let name = format!("{prefix}{today}.{n}");
+        let _ = writeln!(log, "tag {name}");
+        refspecs.push(format!("{sha}:refs/tags/{name}"));
+        kept.push(DatedTag {
+            name,
+            date: today,
+            n,
+            sha: sha.clone(),
+        });
+    }
+    kept.sort_by(|a, b| (&b.date, b.n).cmp(&(&a.date, a.n)));
+    for old in kept.iter().skip(with.tag_keep) {
+        let _ = writeln!(log, "delete old tag {}", old.name);
+        refspecs.push(format!(":refs/tags/{}", old.name));
+    }
+    if refspecs.is_empty() {
+        return Ok(());
+    }
+    let mut args = vec!["push".to_string(), "--porcelain".into(), url];
+    args.extend(refspecs);
+    process::run(
+        git(args),
+        "git push (tags)",
+        ctx.log,
+        false,
+        limit,
+        grace,
+        &mut ctx.cancel,
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DatedTag {
+    name: String,
+    date: String,
+    n: u32,
+    sha: String,
+}
+
+/// `<sha>\trefs/tags/<prefix>YYYYMMDD.N` lines; other tags and peeled (`^{}`) lines are ignored.
+fn parse_tags(listing: &str, prefix: &str) -> Vec<DatedTag> {
+    listing
+        .lines()
+        .filter_map(|line| {
+            let (sha, name) = line.split_once('\t')?;
+            let name = name.strip_prefix("refs/tags/")?;
+            let rest = name.strip_prefix(prefix)?;
+            let (date, n) = rest.split_once('.')?;
+            if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            Some(DatedTag {
+                name: name.to_string(),
+                date: date.to_string(),
+                n: n.parse().ok()?,
+                sha: sha.to_string(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_tags;
+
+    #[test]
+    fn parses_dated_tags_only() {
+        let listing = "a\trefs/tags/staging-20261124.2\nb\trefs/tags/staging-20261124.10\nc\trefs/tags/staging-2026.1\nd\trefs/tags/staging-20261124.2^{}\ne\trefs/tags/other-20261124.1\n";
+        let tags = parse_tags(listing, "staging-");
+        let names: Vec<(&str, u32)> = tags.iter().map(|t| (t.name.as_str(), t.n)).collect();
+        assert_eq!(
+            names,
+            [("staging-20261124.2", 2), ("staging-20261124.10", 10)]
+        );
+    }
+}

@@ -1,0 +1,60 @@
+//! `http_wait`: poll a URL until it answers with the expected status (and body text).
+
+use std::io::Write;
+use std::time::Instant;
+
+use super::{StepCtx, StepError};
+use crate::apply::process::Cancel;
+use crate::config::kinds::HttpWaitWith;
+
+pub async fn run(ctx: &mut StepCtx<'_>, with: &HttpWaitWith) -> Result<(), StepError> {
+    let client = ctx.run.http_client().map_err(StepError::Failed)?;
+    let limit = ctx.step.timeout();
+    let start = Instant::now();
+    let mut log = ctx.log;
+    loop {
+        if *ctx.cancel.borrow() >= Cancel::Graceful {
+            return Err(StepError::Cancelled);
+        }
+        let left = limit.saturating_sub(start.elapsed());
+        let request = client
+            .get(&with.url)
+            .timeout(left.min(std::time::Duration::from_secs(30)));
+        let last = match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let body = response.text().await.unwrap_or_default();
+                let body_ok = with
+                    .body_contains
+                    .as_ref()
+                    .is_none_or(|needle| body.contains(needle.as_str()));
+                if status == with.status && body_ok {
+                    let _ = writeln!(log, "{}: {status}, as expected", with.url);
+                    return Ok(());
+                }
+                if status != with.status {
+                    format!("status {status}, expected {}", with.status)
+                } else {
+                    format!(
+                        "status {status}, but the body lacks {:?}",
+                        with.body_contains.as_deref().unwrap_or("")
+                    )
+                }
+            }
+            Err(e) => format!("no answer: {e}"),
+        };
+        let _ = writeln!(log, "{}: {last}", with.url);
+        let left = limit.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return Err(StepError::Failed(format!(
+                "{} did not answer as expected within {} (last: {last})",
+                with.url,
+                crate::planner::render::age(limit.as_secs() as i64)
+            )));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(with.interval.0.min(left)) => {}
+            _ = crate::apply::process::cancelled(&mut ctx.cancel, Cancel::Graceful) => return Err(StepError::Cancelled),
+        }
+    }
+}

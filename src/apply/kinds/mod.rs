@@ -1,0 +1,105 @@
+//! Step kinds: what one attempt of a step does.
+
+mod command;
+mod git_push;
+mod http_wait;
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::RunContext;
+use super::process::{Cancel, ProcessError};
+use crate::config::kinds::KindSettings;
+use crate::config::{StepConfig, StepKind};
+
+/// Why one attempt of a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("cancelled")]
+    Cancelled,
+    #[error("timed out after {}", crate::planner::render::age(.0.as_secs() as i64))]
+    Timeout(Duration),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<ProcessError> for StepError {
+    fn from(e: ProcessError) -> Self {
+        match e {
+            ProcessError::Cancelled => StepError::Cancelled,
+            ProcessError::Timeout(d) => StepError::Timeout(d),
+            other => StepError::Failed(other.to_string()),
+        }
+    }
+}
+
+/// Everything one attempt of a step may use.
+pub struct StepCtx<'a> {
+    pub run: &'a RunContext,
+    pub name: &'a str,
+    pub step: &'a StepConfig,
+    pub attempt: u32,
+    pub log: &'a File,
+    pub log_path: &'a PathBuf,
+    pub cancel: watch::Receiver<Cancel>,
+}
+
+impl StepCtx<'_> {
+    /// Environment every process of the step gets: plan name, run, step, cycle, revisions.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let plan = &self.run.plan;
+        let mut env = vec![
+            ("KCIDEPLOY_PLAN".to_string(), plan.name.clone()),
+            ("KCIDEPLOY_RUN_ID".to_string(), self.run.run_id.clone()),
+            ("KCIDEPLOY_STEP".to_string(), self.name.to_string()),
+            (
+                "KCIDEPLOY_CYCLE".to_string(),
+                plan.cycle.as_str().to_string(),
+            ),
+            ("KCIDEPLOY_ATTEMPT".to_string(), self.attempt.to_string()),
+        ];
+        for (name, repo) in &plan.repos {
+            let key = env_key(name);
+            env.push((format!("KCIDEPLOY_REPO_{key}_SHA"), repo.staging.clone()));
+            env.push((format!("KCIDEPLOY_REPO_{key}_BASE"), repo.base.clone()));
+            env.push((
+                format!("KCIDEPLOY_REPO_{key}_BRANCH"),
+                repo.base_branch.clone(),
+            ));
+        }
+        env
+    }
+}
+
+/// `kernelci-api` → `KERNELCI_API`.
+pub fn env_key(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Run one attempt of the step.
+pub async fn execute(ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
+    match ctx.run.config.settings(ctx.name) {
+        KindSettings::Command(with) => command::run(ctx, &with).await,
+        KindSettings::GitPush(with) => git_push::run(ctx, &with).await,
+        KindSettings::HttpWait(with) => http_wait::run(ctx, &with).await,
+        KindSettings::Unchecked => Err(StepError::Failed(format!(
+            "step kind `{}` cannot run in this version of kcideploy yet",
+            kind_name(ctx.step.kind.value)
+        ))),
+    }
+}
+
+fn kind_name(kind: StepKind) -> &'static str {
+    kind.as_str()
+}

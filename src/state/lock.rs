@@ -1,0 +1,247 @@
+//! One apply at a time per state: an OS file lock (released by the kernel when the holder
+//! dies, even by `kill -9`) on `<state>.lock`, which also records who holds it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Who holds the lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    pub id: String,
+    pub pid: u32,
+    pub host: String,
+    pub operation: String,
+    pub created: Timestamp,
+}
+
+impl std::fmt::Display for LockInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "lock {} held by pid {} on {} for `{}` since {}",
+            self.id, self.pid, self.host, self.operation, self.created
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum LockError {
+    #[error("the state is locked: {}", holder.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "holder unknown".into()))]
+    #[diagnostic(help(
+        "wait for that run, retry with -lock-timeout DURATION, or if it is gone for good: kcideploy force-unlock {}",
+        holder.as_ref().map(|h| h.id.as_str()).unwrap_or("ID")
+    ))]
+    Locked { holder: Option<LockInfo> },
+    #[error("cannot lock the state at {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the lock at {} is not held", path.display())]
+    NotLocked { path: PathBuf },
+    #[error("lock ID mismatch: asked to unlock {asked}, but the {holder}")]
+    WrongId { asked: String, holder: LockInfo },
+}
+
+/// Proof that this process holds the state lock; released on drop.
+#[derive(Debug)]
+pub struct StateLock {
+    file: File,
+    path: PathBuf,
+    pub info: LockInfo,
+}
+
+/// The lock file of a state file.
+pub fn lock_path(state: &Path) -> PathBuf {
+    let mut name = state
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".lock");
+    state.with_file_name(name)
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+fn read_info(file: &mut File) -> Option<LockInfo> {
+    let mut text = String::new();
+    file.rewind().ok()?;
+    file.read_to_string(&mut text).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+impl StateLock {
+    /// Take the lock of `state`, waiting up to `timeout` for another holder to let go.
+    pub fn acquire(
+        state: &Path,
+        operation: &str,
+        timeout: Duration,
+    ) -> Result<StateLock, LockError> {
+        let path = lock_path(state);
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(io)?;
+            match file.try_lock() {
+                Ok(()) => {
+                    // force-unlock may have removed the file we opened: lock the current one.
+                    let same = match (file.metadata(), std::fs::metadata(&path)) {
+                        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+                        _ => false,
+                    };
+                    if !same {
+                        continue;
+                    }
+                    let info = LockInfo {
+                        id: crate::state::random_id(),
+                        pid: std::process::id(),
+                        host: hostname(),
+                        operation: operation.to_string(),
+                        created: Timestamp::now(),
+                    };
+                    let json =
+                        serde_json::to_vec(&info).map_err(|e| io(std::io::Error::other(e)))?;
+                    file.set_len(0).map_err(io)?;
+                    file.rewind().map_err(io)?;
+                    file.write_all(&json).map_err(io)?;
+                    file.sync_all().map_err(io)?;
+                    return Ok(StateLock { file, path, info });
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if start.elapsed() >= timeout {
+                        return Err(LockError::Locked {
+                            holder: read_info(&mut file),
+                        });
+                    }
+                    std::thread::sleep(pause.min(timeout.saturating_sub(start.elapsed())));
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        // Remove the file only while it is still ours (force-unlock may have replaced it).
+        let ours = match (self.file.metadata(), std::fs::metadata(&self.path)) {
+            (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+            _ => false,
+        };
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+        let _ = self.file.unlock();
+    }
+}
+
+/// Who holds the lock of `state`, if anybody.
+pub fn holder(state: &Path) -> Result<Option<LockInfo>, LockError> {
+    let path = lock_path(state);
+    let mut file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(LockError::Io { path, source }),
+    };
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.unlock();
+            Ok(None)
+        }
+        Err(_) => Ok(read_info(&mut file)),
+    }
+}
+
+/// Remove the lock `id` of `state` whatever holds it. The holder, if still running, keeps
+/// running unlocked: only for a holder that is gone for good.
+pub fn force_unlock(state: &Path, id: &str) -> Result<LockInfo, LockError> {
+    let path = lock_path(state);
+    let Some(info) = holder(state)? else {
+        return Err(LockError::NotLocked { path });
+    };
+    if info.id != id {
+        return Err(LockError::WrongId {
+            asked: id.to_string(),
+            holder: info,
+        });
+    }
+    std::fs::remove_file(&path).map_err(|source| LockError::Io { path, source })?;
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_fails_naming_the_holder_then_succeeds_after_release() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("s.json");
+        let first = StateLock::acquire(&state, "apply", Duration::ZERO).expect("first");
+        let err = StateLock::acquire(&state, "apply", Duration::from_millis(50)).unwrap_err();
+        let LockError::Locked {
+            holder: Some(holder),
+        } = &err
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!(holder, &first.info);
+        assert_eq!(
+            super::holder(&state).expect("holder"),
+            Some(first.info.clone())
+        );
+        drop(first);
+        assert!(!lock_path(&state).exists(), "lock file left behind");
+        assert_eq!(super::holder(&state).expect("holder"), None);
+        StateLock::acquire(&state, "apply", Duration::ZERO).expect("after release");
+    }
+
+    #[test]
+    fn force_unlock_checks_the_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("s.json");
+        let first = StateLock::acquire(&state, "apply", Duration::ZERO).expect("first");
+        assert!(matches!(
+            force_unlock(&state, "nope"),
+            Err(LockError::WrongId { .. })
+        ));
+        let removed = force_unlock(&state, &first.info.id).expect("force");
+        assert_eq!(removed.id, first.info.id);
+        let second =
+            StateLock::acquire(&state, "apply", Duration::ZERO).expect("after force-unlock");
+        drop(first); // must not remove the new holder's file
+        assert_eq!(
+            super::holder(&state).expect("holder"),
+            Some(second.info.clone())
+        );
+    }
+}

@@ -1,0 +1,93 @@
+//! State for people: `state show` and `state history`.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use super::{RunRecord, State};
+use crate::planner::short;
+
+pub fn show(state: &State, path: &Path) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "State {} (serial {}, lineage {})",
+        path.display(),
+        state.serial,
+        state.lineage
+    );
+    let _ = writeln!(out, "\nDeployed:");
+    if state.repos.is_empty() {
+        let _ = writeln!(out, "  nothing yet");
+    }
+    for (name, repo) in &state.repos {
+        let changes: Vec<&str> = repo.included.iter().map(|c| c.id.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "  {name}: {}{}{}",
+            short(&repo.deployed),
+            repo.deployed_at
+                .map(|t| format!(" at {t}"))
+                .unwrap_or_default(),
+            if changes.is_empty() {
+                String::new()
+            } else {
+                format!(" with {}", changes.join(", "))
+            }
+        );
+    }
+    let when =
+        |t: Option<jiff::Timestamp>| t.map(|t| t.to_string()).unwrap_or_else(|| "never".into());
+    let _ = writeln!(
+        out,
+        "\nLast partial cycle: {}",
+        when(state.cycles.last_partial)
+    );
+    let _ = writeln!(out, "Last full cycle:    {}", when(state.cycles.last_full));
+    if let Some(run) = &state.current_run {
+        let _ = writeln!(
+            out,
+            "\nUnfinished run {} ({}): applying the same inputs again resumes it.",
+            run.id, run.result
+        );
+    }
+    out
+}
+
+pub fn history(runs: &[&RunRecord]) -> String {
+    let mut out = String::new();
+    if runs.is_empty() {
+        let _ = writeln!(out, "No runs yet.");
+    }
+    for run in runs {
+        let _ = writeln!(
+            out,
+            "{} {} cycle, {} (started {}{})",
+            run.id,
+            run.cycle.as_str(),
+            run.result,
+            run.started_at,
+            run.finished_at
+                .map(|t| format!(", finished {t}"))
+                .unwrap_or_default()
+        );
+        for step in &run.steps {
+            let _ = writeln!(
+                out,
+                "  {:<12} {:<28} {:>8.1}s{}{}",
+                step.result,
+                step.name,
+                step.duration_ms as f64 / 1000.0,
+                if step.attempts > 1 {
+                    format!("  {} attempts", step.attempts)
+                } else {
+                    String::new()
+                },
+                step.detail
+                    .as_deref()
+                    .map(|d| format!("  {d}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    out
+}
