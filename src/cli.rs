@@ -332,30 +332,37 @@ fn cmd_apply(args: ApplyArgs, color: bool) -> Result<ExitStatus> {
     } else {
         Box::new(PlainReporter::default())
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .into_diagnostic()?;
     let opts = crate::apply::ApplyOptions {
         parallelism: args.parallelism,
         grace: args.grace.0,
         ..Default::default()
     };
-    let report = runtime.block_on(crate::apply::apply(
-        config,
-        plan,
-        &backend,
-        &lock,
-        opts,
-        reporter.as_mut(),
-    ))?;
+    let report = run_apply(config, plan, &backend, &lock, opts, reporter.as_mut())?;
     drop(lock);
     Ok(if report.succeeded() {
         ExitStatus::Success
     } else {
         ExitStatus::Error
     })
+}
+
+/// Apply on a fresh tokio runtime.
+pub fn run_apply(
+    config: Config,
+    plan: Plan,
+    backend: &LocalState,
+    lock: &crate::state::StateLock,
+    opts: crate::apply::ApplyOptions,
+    reporter: &mut dyn crate::apply::events::Reporter,
+) -> Result<crate::apply::ApplyReport> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .into_diagnostic()?;
+    Ok(runtime.block_on(crate::apply::apply(
+        config, plan, backend, lock, opts, reporter,
+    ))?)
 }
 
 /// Ask on the terminal; only `yes` goes on.

@@ -195,7 +195,7 @@ pub fn build(dir: &Path, now: Timestamp) -> Result<Demo> {
     })
 }
 
-/// `kcideploy demo`.
+/// `kcideploy demo`: plan, apply (real pushes into the local bare repos), plan again.
 pub fn run(dir: Option<&Path>, color: bool) -> Result<ExitStatus> {
     let dir = match dir {
         Some(d) => {
@@ -223,8 +223,41 @@ pub fn run(dir: Option<&Path>, color: bool) -> Result<ExitStatus> {
     println!("$ kcideploy plan -f {}\n", demo.plan_file.display());
     let plan = crate::cli::make_plan(&demo.plan_file, CycleRequest::Auto, now, None)?;
     print!("{}", crate::planner::render::text(&plan, color));
+
     println!(
-        "\nTry: kcideploy plan -f {} --cycle full --json | less",
+        "\n$ kcideploy apply -f {} -auto-approve\n",
+        demo.plan_file.display()
+    );
+    let config = crate::config::Config::load(&demo.plan_file)?;
+    let backend = LocalState::new(config.state_path());
+    let lock = crate::state::StateLock::acquire(&backend.path, "apply", std::time::Duration::ZERO)?;
+    let mut reporter = crate::apply::events::PlainReporter::default();
+    let report = crate::cli::run_apply(
+        config,
+        plan,
+        &backend,
+        &lock,
+        Default::default(),
+        &mut reporter,
+    )?;
+    drop(lock);
+    if !report.succeeded() {
+        miette::bail!("the demo's apply did not succeed: {}", report.result);
+    }
+    let pushed = Repository::open_bare(demo.dir.join("repos/kernelci-pipeline.git"))
+        .and_then(|r| r.refname_to_id("refs/heads/staging.kernelci.org"))
+        .map(|o| o.to_string())
+        .unwrap_or_else(|_| "(not pushed)".into());
+    println!(
+        "\nrepos/kernelci-pipeline.git: staging.kernelci.org is now {}",
+        crate::planner::short(&pushed)
+    );
+
+    println!("\n$ kcideploy plan -f {}\n", demo.plan_file.display());
+    let again = crate::cli::make_plan(&demo.plan_file, CycleRequest::Auto, Timestamp::now(), None)?;
+    print!("{}", crate::planner::render::text(&again, color));
+    println!(
+        "\nTry: kcideploy state history -f {0}\n     kcideploy plan -f {0} --cycle full",
         demo.plan_file.display()
     );
     Ok(ExitStatus::Success)

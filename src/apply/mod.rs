@@ -374,12 +374,20 @@ pub async fn apply(
                     )
                 });
                 if let Some(&d) = failed_dep {
-                    let detail = format!("dependency failed: {}", nodes[d].name);
-                    nodes[i].status = Some(StepResult::Skipped);
+                    // Behind a cancelled step a step is cancelled too, not skipped.
+                    let (result, detail) = if nodes[d].status == Some(StepResult::Cancelled) {
+                        (StepResult::Cancelled, "not started: cancelled".to_string())
+                    } else {
+                        (
+                            StepResult::Skipped,
+                            format!("dependency failed: {}", nodes[d].name),
+                        )
+                    };
+                    nodes[i].status = Some(result);
                     record_step(
                         &mut state,
                         &nodes[i].name,
-                        StepResult::Skipped,
+                        result,
                         0,
                         0,
                         Some(detail.clone()),
@@ -387,7 +395,7 @@ pub async fn apply(
                     );
                     reporter.event(&finished_event(
                         &nodes[i].name,
-                        StepResult::Skipped,
+                        result,
                         0,
                         Duration::ZERO,
                         Some(detail),

@@ -12,15 +12,19 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &HttpWaitWith) -> Result<(), StepE
     let limit = ctx.step.timeout();
     let start = Instant::now();
     let mut log = ctx.log;
+    // The last answer worth reporting (a request cut short by the deadline is not one).
+    let mut last = String::from("no answer");
     loop {
         if *ctx.cancel.borrow() >= Cancel::Graceful {
             return Err(StepError::Cancelled);
         }
         let left = limit.saturating_sub(start.elapsed());
-        let request = client
-            .get(&with.url)
-            .timeout(left.min(std::time::Duration::from_secs(30)));
-        let last = match request.send().await {
+        let per_request = left.clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(30),
+        );
+        let request = client.get(&with.url).timeout(per_request);
+        let answer = match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
                 let body = response.text().await.unwrap_or_default();
@@ -41,8 +45,10 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &HttpWaitWith) -> Result<(), StepE
                     )
                 }
             }
-            Err(e) => format!("no answer: {e}"),
+            Err(e) if e.is_timeout() && last != "no answer" => last.clone(),
+            Err(e) => format!("no answer: {}", error_chain(&e)),
         };
+        last = answer;
         let _ = writeln!(log, "{}: {last}", with.url);
         let left = limit.saturating_sub(start.elapsed());
         if left.is_zero() {
@@ -57,4 +63,19 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &HttpWaitWith) -> Result<(), StepE
             _ = crate::apply::process::cancelled(&mut ctx.cancel, Cancel::Graceful) => return Err(StepError::Cancelled),
         }
     }
+}
+
+/// An error and its sources: `error sending request: connection refused`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
 }

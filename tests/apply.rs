@@ -1,0 +1,612 @@
+//! `kcideploy apply` with the real binary: failure isolation, resume, stale plans, lock
+//! contention between processes, SIGTERM, dated tags, the remote-moved check, http_wait.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command as StdCommand, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use common::*;
+use kcideploy::state::{LocalState, State};
+
+fn kcideploy() -> Command {
+    let mut cmd = Command::cargo_bin("kcideploy").expect("binary");
+    cmd.env("NO_COLOR", "1");
+    cmd
+}
+
+fn bin() -> StdCommand {
+    let mut cmd = StdCommand::new(assert_cmd::cargo::cargo_bin("kcideploy"));
+    cmd.env("NO_COLOR", "1");
+    cmd
+}
+
+fn output(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn state_of(fx: &Fixture, name: &str) -> State {
+    LocalState::new(fx.path().join(format!(".kcideploy/{name}.state.json")))
+        .read()
+        .expect("state parses")
+        .expect("state exists")
+}
+
+/// Whether a process runs (a zombie nobody reaped yet counts as gone).
+fn alive(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Wait until `path` exists (a step says it started), at most 20 s.
+fn wait_for_file(path: &Path) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn plan_with_steps(steps: &str) -> String {
+    format!(
+        r#"version: 1
+name: t
+repos:
+  pipe: {{ url: repos/pipe.git, pending: {{ branches: "pr/*" }} }}
+components:
+  config: {{ repo: pipe, paths: ["config/**"] }}
+steps:
+{steps}"#
+    )
+}
+
+fn fixture(steps: &str) -> (Fixture, std::path::PathBuf) {
+    let fx = Fixture::new();
+    fx.repo("pipe", &[("config/a.yaml", Some("a: 1\n"))]);
+    let path = fx.plan_file(&plan_with_steps(steps));
+    (fx, path)
+}
+
+#[test]
+fn failed_step_skips_dependents_and_independent_branch_goes_on() {
+    let (fx, plan) = fixture(
+        r#"  a: { kind: command, always: true, with: { shell: "echo a-out; echo a-err >&2; exit 3" } }
+  b: { kind: command, always: true, needs: [a], with: { run: ["true"] } }
+  c: { kind: command, always: true, after: [b], with: { run: ["true"] } }
+  d: { kind: command, always: true, with: { shell: "echo d >> d.txt" } }
+"#,
+    );
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["apply", "-auto-approve", "--cycle", "partial", "-f"])
+            .arg(&plan),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("FAILED  a after 1 attempt(s)"), "{out}");
+    assert!(out.contains("`sh` exited with exit status: 3"), "{out}");
+    assert!(
+        out.contains("| a-out") && out.contains("| a-err"),
+        "log tail shown: {out}"
+    );
+    assert!(out.contains("skipped b (dependency failed: a)"), "{out}");
+    assert!(out.contains("skipped c (dependency failed: b)"), "{out}");
+    assert!(out.contains("done    d"), "{out}");
+    assert!(out.contains("1 done, 1 failed, 2 skipped"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(fx.path().join("d.txt")).expect("d ran"),
+        "d\n"
+    );
+    let state = state_of(&fx, "t");
+    let run = state
+        .current_run
+        .as_ref()
+        .expect("failed run kept for resuming");
+    assert_eq!(run.result, "failed");
+    assert!(state.repos.is_empty() || state.repos["pipe"].deployed.len() == 40);
+}
+
+#[test]
+fn resume_after_failure_does_not_repeat_finished_steps() {
+    let (fx, plan) = fixture(
+        r#"  a: { kind: command, always: true, with: { shell: "echo a >> ran.txt" } }
+  b: { kind: command, always: true, needs: [a], with: { shell: "echo b >> ran.txt; test -f ok" } }
+  c: { kind: command, always: true, needs: [b], with: { shell: "echo c >> ran.txt" } }
+"#,
+    );
+    let apply = || {
+        output(
+            kcideploy()
+                .args(["apply", "-auto-approve", "--cycle", "partial", "-f"])
+                .arg(&plan),
+        )
+    };
+    let (code, out, _) = apply();
+    assert_eq!(code, 1, "{out}");
+    std::fs::write(fx.path().join("ok"), "").expect("marker");
+    let (code, out, err) = apply();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Resuming run"), "{out}");
+    assert!(
+        out.contains("done    a (before, with the same inputs)"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fx.path().join("ran.txt")).expect("ran"),
+        "a\nb\nb\nc\n"
+    );
+    let state = state_of(&fx, "t");
+    assert!(state.current_run.is_none());
+    assert_eq!(
+        state.history.last().map(|r| r.result.as_str()),
+        Some("success")
+    );
+    assert_eq!(state.history.len(), 1, "one run, resumed");
+    // A new run runs `always` steps again.
+    let (code, _, _) = apply();
+    assert_eq!(code, 0);
+    assert_eq!(
+        std::fs::read_to_string(fx.path().join("ran.txt")).expect("ran"),
+        "a\nb\nb\nc\na\nb\nc\n"
+    );
+}
+
+#[test]
+fn retries_with_backoff_then_success() {
+    let (fx, plan) = fixture(
+        r#"  flaky:
+    kind: command
+    always: true
+    retries: 2
+    retry_delay: 1s
+    with: { shell: "echo x >> tries; test $(wc -l < tries) -ge 3" }
+"#,
+    );
+    let start = Instant::now();
+    let (code, out, _) = output(
+        kcideploy()
+            .args(["apply", "-auto-approve", "--cycle", "partial", "-f"])
+            .arg(&plan),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        start.elapsed() >= Duration::from_secs(3),
+        "1s then 2s of backoff"
+    );
+    assert!(out.contains("retry   flaky: attempt 1 failed"), "{out}");
+    assert!(out.contains("next in 2.0s"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(fx.path().join("tries"))
+            .expect("tries")
+            .lines()
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn step_timeout_stops_the_process_group() {
+    let (fx, plan) = fixture(
+        r#"  slow: { kind: command, always: true, timeout: 1s, with: { shell: "sleep 30 & echo $! > child.pid; wait" } }
+"#,
+    );
+    let start = Instant::now();
+    let (code, out, _) = output(
+        kcideploy()
+            .args([
+                "apply",
+                "-auto-approve",
+                "--cycle",
+                "partial",
+                "--grace",
+                "1s",
+                "-f",
+            ])
+            .arg(&plan),
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "timeout honoured"
+    );
+    assert!(out.contains("timed out after 1s"), "{out}");
+    let pid = std::fs::read_to_string(fx.path().join("child.pid")).expect("pid");
+    assert!(!alive(&pid), "grandchild killed with its group");
+}
+
+#[test]
+fn stale_saved_plan_is_refused_naming_what_moved() {
+    let fx = Fixture::new();
+    let remote = fx.repo("pipe", &[("config/a.yaml", Some("a: 1\n"))]);
+    remote.branch("pr/1", ALICE, &[("config/a.yaml", Some("a: 2\n"))]);
+    let plan = fx.plan_file(&plan_with_steps(
+        "  restart: { kind: command, on: [config], with: { run: [\"true\"] } }\n",
+    ));
+    let saved = fx.path().join("p.json");
+    kcideploy()
+        .args(["plan", "-f"])
+        .arg(&plan)
+        .arg("-out")
+        .arg(&saved)
+        .assert()
+        .success();
+    remote.branch("pr/1", ALICE, &[("config/a.yaml", Some("a: 3\n"))]);
+    remote.branch("pr/2", ALICE, &[("config/b.yaml", Some("b\n"))]);
+    let (code, out, err) = output(kcideploy().arg("apply").arg(&saved));
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("the saved plan is stale"), "{err}");
+    assert!(err.contains("repo `pipe`: change pr/1 moved from"), "{err}");
+    assert!(err.contains("repo `pipe`: new change pr/2"), "{err}");
+    assert!(
+        !fx.path().join(".kcideploy/t.state.json").exists(),
+        "nothing applied"
+    );
+
+    // A fresh plan applies; applying it twice is refused: the state moved.
+    kcideploy()
+        .args(["plan", "-f"])
+        .arg(&plan)
+        .arg("-out")
+        .arg(&saved)
+        .assert()
+        .success();
+    let (code, out, err) = output(kcideploy().arg("apply").arg(&saved));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = output(kcideploy().arg("apply").arg(&saved));
+    assert_eq!(code, 1);
+    assert!(err.contains("the state moved from serial 0 to"), "{err}");
+}
+
+#[test]
+fn no_terminal_and_no_auto_approve_is_an_error() {
+    let (fx, plan) = fixture("  a: { kind: command, always: true, with: { run: [\"true\"] } }\n");
+    let (code, _, err) = output(
+        kcideploy()
+            .args(["apply", "--cycle", "partial", "-f"])
+            .arg(&plan),
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("no terminal to confirm the plan on"), "{err}");
+    assert!(!fx.path().join(".kcideploy/t.state.json").exists());
+}
+
+#[test]
+fn lock_contention_between_two_processes() {
+    let (fx, plan) = fixture(
+        r#"  hold: { kind: command, always: true, with: { shell: "touch started; while [ ! -f release ]; do sleep 0.05; done" } }
+"#,
+    );
+    let mut first = bin()
+        .args(["apply", "-auto-approve", "--cycle", "partial", "-f"])
+        .arg(&plan)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("first apply");
+    wait_for_file(&fx.path().join("started"));
+    let start = Instant::now();
+    let (code, _, err) = output(
+        kcideploy()
+            .args([
+                "apply",
+                "-auto-approve",
+                "--cycle",
+                "partial",
+                "-lock-timeout",
+                "500ms",
+                "-f",
+            ])
+            .arg(&plan),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        start.elapsed() >= Duration::from_millis(500),
+        "waited for the lock"
+    );
+    assert!(
+        err.contains(&format!("held by pid {} on", first.id())),
+        "{err}"
+    );
+    assert!(err.contains("for `apply`"), "{err}");
+    let id = err
+        .split("lock ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("lock id")
+        .to_string();
+    assert!(
+        err.contains(&format!("kcideploy force-unlock {id}")),
+        "{err}"
+    );
+    // `state show` works while locked; the second apply waits when given enough time.
+    let mut second = bin()
+        .args([
+            "apply",
+            "-auto-approve",
+            "--cycle",
+            "partial",
+            "-lock-timeout",
+            "30s",
+            "-f",
+        ])
+        .arg(&plan)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("second apply");
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(fx.path().join("release"), "").expect("release");
+    assert!(first.wait().expect("first").success());
+    assert!(
+        second.wait().expect("second").success(),
+        "second apply got the lock after the first"
+    );
+}
+
+#[test]
+fn sigterm_during_a_long_step_leaves_state_consistent() {
+    let (fx, plan) = fixture(
+        r#"  quick: { kind: command, always: true, with: { run: ["true"] } }
+  long: { kind: command, always: true, needs: [quick], with: { shell: "echo $$ > long.pid; exec sleep 60" } }
+  after: { kind: command, always: true, needs: [long], with: { run: ["true"] } }
+"#,
+    );
+    let mut child = bin()
+        .args([
+            "apply",
+            "-auto-approve",
+            "--cycle",
+            "partial",
+            "--grace",
+            "2s",
+            "-f",
+        ])
+        .arg(&plan)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("apply");
+    wait_for_file(&fx.path().join("long.pid"));
+    std::thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let status = child.wait().expect("wait");
+    assert!(!status.success());
+    assert!(start.elapsed() < Duration::from_secs(10));
+    let pid = std::fs::read_to_string(fx.path().join("long.pid")).expect("pid");
+    assert!(!alive(&pid), "the step's process is gone");
+    let state = state_of(&fx, "t");
+    let run = state.current_run.as_ref().expect("run kept");
+    assert_eq!(run.result, "cancelled");
+    let results: Vec<(&str, &str)> = run
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.result.as_str()))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("quick", "success"),
+            ("long", "cancelled"),
+            ("after", "cancelled")
+        ]
+    );
+    assert_eq!(state.steps["quick"].result, "success");
+    assert!(!state.steps.contains_key("long"));
+    assert!(
+        kcideploy::state::lock::holder(&fx.path().join(".kcideploy/t.state.json"))
+            .expect("lock")
+            .is_none()
+    );
+}
+
+#[test]
+fn git_push_dated_tags_and_retention() {
+    let fx = Fixture::new();
+    let remote = fx.repo("pipe", &[("config/a.yaml", Some("a: 1\n"))]);
+    remote.branch("pr/1", ALICE, &[("config/a.yaml", Some("a: 2\n"))]);
+    let today = jiff::Timestamp::now().strftime("%Y%m%d").to_string();
+    for tag in [
+        "staging-20200101.1",
+        "staging-20200102.1",
+        "staging-20200102.2",
+        &format!("staging-{today}.1"),
+        "other-20200101.1",
+    ] {
+        remote
+            .repo
+            .reference(&format!("refs/tags/{tag}"), remote.main, true, "t")
+            .expect("tag");
+    }
+    let plan = fx.plan_file(&plan_with_steps(
+        "  push: { kind: git_push, on: [config], with: { repo: pipe, tag_prefix: staging-, tag_keep: 3 } }\n",
+    ));
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["apply", "-auto-approve", "--cycle", "partial", "-f"])
+            .arg(&plan),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let staging = remote
+        .repo
+        .refname_to_id("refs/heads/staging.kernelci.org")
+        .expect("pushed");
+    let state = state_of(&fx, "t");
+    assert_eq!(state.repos["pipe"].deployed, staging.to_string());
+    let mut tags: Vec<String> = remote
+        .repo
+        .tag_names(None)
+        .expect("tags")
+        .iter()
+        .flatten()
+        .flatten()
+        .map(String::from)
+        .collect();
+    tags.sort();
+    assert_eq!(
+        tags,
+        [
+            "other-20200101.1".to_string(),
+            "staging-20200102.2".to_string(),
+            format!("staging-{today}.1"),
+            format!("staging-{today}.2"),
+        ]
+    );
+    assert_eq!(
+        remote
+            .repo
+            .refname_to_id(&format!("refs/tags/staging-{today}.2"))
+            .expect("new tag"),
+        staging
+    );
+}
+
+#[test]
+fn git_push_refuses_when_the_remote_moved_since_planning() {
+    let fx = Fixture::new();
+    let remote = fx.repo("pipe", &[("config/a.yaml", Some("a: 1\n"))]);
+    remote.branch("pr/1", ALICE, &[("config/a.yaml", Some("a: 2\n"))]);
+    let plan = fx.plan_file(&plan_with_steps(
+        "  push: { kind: git_push, on: [config], with: { repo: pipe } }\n",
+    ));
+    let saved = fx.path().join("p.json");
+    kcideploy()
+        .args(["plan", "--cycle", "partial", "-f"])
+        .arg(&plan)
+        .arg("-out")
+        .arg(&saved)
+        .assert()
+        .success();
+    // Somebody else pushes the staging branch meanwhile.
+    kcideploy::gitops::scratch::set_branch(&remote.repo, "staging.kernelci.org", remote.main)
+        .expect("push");
+    let (code, out, _) = output(kcideploy().arg("apply").arg(&saved));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("the remote branch staging.kernelci.org moved since planning"),
+        "{out}"
+    );
+    assert_eq!(
+        remote
+            .repo
+            .refname_to_id("refs/heads/staging.kernelci.org")
+            .expect("ref"),
+        remote.main
+    );
+    assert!(
+        state_of(&fx, "t").repos.is_empty(),
+        "deployed revision did not move"
+    );
+}
+
+#[test]
+fn http_wait_polls_until_the_service_answers() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let app = axum::Router::new().route(
+        "/health",
+        axum::routing::get(move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n < 2 {
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "starting")
+                } else {
+                    (axum::http::StatusCode::OK, "api ok")
+                }
+            }
+        }),
+    );
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    runtime.spawn(async move { axum::serve(listener, app).await });
+    let (fx, plan) = fixture(&format!(
+        "  up: {{ kind: http_wait, always: true, timeout: 20s, with: {{ url: \"http://{addr}/health\", body_contains: ok, interval: 100ms }} }}\n  never: {{ kind: http_wait, always: true, timeout: 1s, with: {{ url: \"http://{addr}/nope\", interval: 200ms }} }}\n"
+    ));
+    let (code, out, _) = output(
+        kcideploy()
+            .args(["apply", "-auto-approve", "--cycle", "partial", "-f"])
+            .arg(&plan),
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("done    up"), "{out}");
+    assert!(hits.load(Ordering::SeqCst) >= 3);
+    assert!(out.contains(&format!("http://{addr}/nope did not answer as expected within 1s (last: status 404, expected 200)")), "{out}");
+    let log = std::fs::read_to_string(
+        fx.path()
+            .join(".kcideploy/runs/t")
+            .read_dir()
+            .expect("runs")
+            .flatten()
+            .next()
+            .expect("run")
+            .path()
+            .join("up.log"),
+    )
+    .expect("log");
+    assert!(log.contains("status 503, expected 200"), "{log}");
+}
+
+#[test]
+fn json_events_and_state_commands() {
+    let (_fx, plan) = fixture("  a: { kind: command, always: true, with: { run: [\"true\"] } }\n");
+    let (code, out, _) = output(
+        kcideploy()
+            .args([
+                "apply",
+                "-auto-approve",
+                "--json",
+                "--cycle",
+                "partial",
+                "-f",
+            ])
+            .arg(&plan),
+    );
+    assert_eq!(code, 0, "{out}");
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "run_started",
+            "step_started",
+            "step_finished",
+            "run_finished"
+        ]
+    );
+    assert_eq!(events[2]["result"], "success");
+    assert!(events[2]["duration_ms"].is_u64());
+    let (code, shown, _) = output(kcideploy().args(["state", "show", "-f"]).arg(&plan));
+    assert_eq!(code, 0);
+    assert!(
+        shown.contains("pipe: ") && shown.contains("Last partial cycle: 20"),
+        "{shown}"
+    );
+    let (code, history, _) = output(kcideploy().args(["state", "history", "-f"]).arg(&plan));
+    assert_eq!(code, 0);
+    assert!(history.contains("partial cycle, success"), "{history}");
+    assert!(history.contains("success      a"), "{history}");
+}
