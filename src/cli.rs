@@ -355,8 +355,8 @@ pub fn run_apply(
     opts: crate::apply::ApplyOptions,
     reporter: &mut dyn crate::apply::events::Reporter,
 ) -> Result<crate::apply::ApplyReport> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // Steps are child processes and I/O waits: one thread schedules them with the least latency.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .into_diagnostic()?;
