@@ -610,3 +610,69 @@ fn json_events_and_state_commands() {
     assert!(history.contains("partial cycle, success"), "{history}");
     assert!(history.contains("success      a"), "{history}");
 }
+
+#[test]
+fn command_runs_in_the_staging_checkout_with_revision_variables() {
+    let fx = Fixture::new();
+    let remote = fx.repo(
+        "pipe",
+        &[
+            ("config/a.yaml", Some("a: 1\n")),
+            ("scripts/deploy.sh", Some("echo deployed\n")),
+        ],
+    );
+    remote.branch("pr/1", ALICE, &[("config/a.yaml", Some("a: 2\n"))]);
+    let plan = fx.plan_file(&plan_with_steps(
+        r#"  show:
+    kind: command
+    on: [config]
+    with:
+      repo: pipe
+      cwd: config
+      env: { EXTRA: "yes" }
+      shell: "cat a.yaml > \"$OUT/seen\"; env | grep -E '^(KCIDEPLOY_|EXTRA=)' | sort > \"$OUT/env\"; sh ../scripts/deploy.sh"
+"#,
+    ));
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["apply", "-auto-approve", "--cycle", "partial", "-f"])
+            .arg(&plan)
+            .env("OUT", fx.path()),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        std::fs::read_to_string(fx.path().join("seen")).expect("seen"),
+        "a: 2\n",
+        "the staging revision, pr/1 merged"
+    );
+    let env = std::fs::read_to_string(fx.path().join("env")).expect("env");
+    let state = state_of(&fx, "t");
+    let staging = &state.repos["pipe"].deployed;
+    for line in [
+        "EXTRA=yes".to_string(),
+        "KCIDEPLOY_CYCLE=partial".to_string(),
+        "KCIDEPLOY_PLAN=t".to_string(),
+        "KCIDEPLOY_STEP=show".to_string(),
+        "KCIDEPLOY_ATTEMPT=1".to_string(),
+        format!("KCIDEPLOY_REPO_PIPE_SHA={staging}"),
+        format!("KCIDEPLOY_REPO_PIPE_BASE={}", remote.main),
+        "KCIDEPLOY_REPO_PIPE_BRANCH=main".to_string(),
+    ] {
+        assert!(env.lines().any(|l| l == line), "missing {line} in\n{env}");
+    }
+    assert!(env.contains("KCIDEPLOY_CHECKOUT="), "{env}");
+    let log_dir = fx
+        .path()
+        .join(".kcideploy/runs/t")
+        .read_dir()
+        .expect("runs")
+        .flatten()
+        .next()
+        .expect("run")
+        .path();
+    assert!(
+        std::fs::read_to_string(log_dir.join("show.log"))
+            .expect("log")
+            .contains("deployed")
+    );
+}
