@@ -96,6 +96,10 @@ pub struct PlanArgs {
     /// Where fetched repos are cached (default: beside the state file).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Check that images and containers recorded in state are still there and as recorded;
+    /// steps whose outputs drifted run again.
+    #[arg(long)]
+    pub refresh: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -434,24 +438,80 @@ pub fn make_plan(
     now: Timestamp,
     cache_dir: Option<&Path>,
 ) -> Result<Plan> {
+    make_plan_refreshed(file, cycle, now, cache_dir, false)
+}
+
+/// [`make_plan`], with `refresh`: check recorded Docker outputs for drift first.
+pub fn make_plan_refreshed(
+    file: &Path,
+    cycle: CycleRequest,
+    now: Timestamp,
+    cache_dir: Option<&Path>,
+    refresh: bool,
+) -> Result<Plan> {
     let config = Config::load(file)?;
     let state = LocalState::new(config.state_path()).read()?;
     let cache = cache_dir
         .map(Path::to_path_buf)
         .unwrap_or_else(|| crate::forge::default_cache_dir(&config));
     let snapshot = crate::forge::snapshot(&config, &cache)?;
-    let plan = planner::plan(
+    let drift = match (&state, refresh) {
+        (Some(state), true) => detect_drift(&config, state)?,
+        _ => Default::default(),
+    };
+    let plan = planner::plan_with_drift(
         &config,
         &snapshot,
         state.as_ref(),
         PlanOptions { cycle, now },
+        &drift,
     )?;
     Ok(plan)
 }
 
+/// Steps whose recorded outputs (images, containers) are no longer as recorded.
+fn detect_drift(
+    config: &Config,
+    state: &crate::state::State,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let with_outputs: Vec<(String, serde_json::Value)> = state
+        .steps
+        .iter()
+        .filter(|(name, record)| {
+            config.file.steps.contains_key(*name) && record.result == "success"
+        })
+        .filter_map(|(name, record)| record.outputs.clone().map(|o| (name.clone(), o)))
+        .collect();
+    if with_outputs.is_empty() {
+        return Ok(Default::default());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .into_diagnostic()?;
+    runtime.block_on(async {
+        let docker = crate::apply::kinds::docker::connect()
+            .await
+            .map_err(|e| miette::miette!("-refresh needs the Docker daemon: {e}"))?;
+        let mut drift = std::collections::BTreeMap::new();
+        for (name, outputs) in with_outputs {
+            if let Some(detail) = crate::apply::kinds::docker::drift(&docker, &outputs).await {
+                drift.insert(name, detail);
+            }
+        }
+        Ok(drift)
+    })
+}
+
 fn cmd_plan(args: PlanArgs, color: bool) -> Result<ExitStatus> {
     let now = parse_now(args.at.as_deref())?;
-    let plan = make_plan(&args.file, args.cycle, now, args.cache_dir.as_deref())?;
+    let plan = make_plan_refreshed(
+        &args.file,
+        args.cycle,
+        now,
+        args.cache_dir.as_deref(),
+        args.refresh,
+    )?;
     if let Some(out) = &args.out {
         let mut json = to_json(&plan)?.into_bytes();
         json.push(b'\n');

@@ -201,6 +201,7 @@ struct Node {
 
 struct Outcome {
     index: usize,
+    outputs: kinds::Outputs,
     result: StepResult,
     attempts: u32,
     duration: Duration,
@@ -313,8 +314,23 @@ pub async fn apply(
         at: now,
     });
 
-    // Steps that finished before with the same inputs are not repeated.
+    // Steps that finished before with the same inputs are not repeated, unless what they made
+    // drifted away.
+    let drifted: BTreeSet<&str> = ctx
+        .plan
+        .steps
+        .iter()
+        .filter(|s| {
+            s.because
+                .iter()
+                .any(|r| matches!(r, crate::planner::StepReason::Drift { .. }))
+        })
+        .map(|s| s.name.as_str())
+        .collect();
     for node in nodes.iter_mut() {
+        if drifted.contains(node.name.as_str()) {
+            continue;
+        }
         let done = state
             .steps
             .get(&node.name)
@@ -475,6 +491,7 @@ pub async fn apply(
                             run_id: run_id.clone(),
                             finished_at: Some(Timestamp::now()),
                             duration_ms: ms,
+                            outputs: outcome.outputs.clone(),
                         });
                     }
                     record_step(&mut state, &node.name, outcome.result, outcome.attempts, ms, outcome.detail.clone(), Some(log.clone()));
@@ -700,6 +717,7 @@ async fn run_step(
     let log_path = ctx.log_dir.join(format!("{name}.log"));
     let fail = |detail: String, attempts| Outcome {
         index,
+        outputs: None,
         result: StepResult::Failed,
         attempts,
         duration: start.elapsed(),
@@ -742,6 +760,7 @@ async fn run_step(
         let result = kinds::execute(&mut step_ctx).await;
         let done = |result, detail, log_tail| Outcome {
             index,
+            outputs: None,
             result,
             attempts: attempt,
             duration: start.elapsed(),
@@ -749,7 +768,12 @@ async fn run_step(
             log_tail,
         };
         match result {
-            Ok(()) => return done(StepResult::Success, None, None),
+            Ok(outputs) => {
+                return Outcome {
+                    outputs,
+                    ..done(StepResult::Success, None, None)
+                };
+            }
             Err(kinds::StepError::Cancelled) => {
                 return done(StepResult::Cancelled, Some("cancelled".into()), None);
             }

@@ -78,12 +78,144 @@ impl HttpWaitWith {
     }
 }
 
+/// `docker_build`: build an image from a repo's staging revision or an inline Dockerfile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerBuildWith {
+    /// Image repository, with the registry host when it is pushed (`127.0.0.1:5000/kernelci/x`).
+    pub image: String,
+    /// Moving tags applied after a successful build (`pipeline`, `latest`).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Build context: this repo's staging revision (exported from git).
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// Context directory within the repo.
+    #[serde(default = "DockerBuildWith::default_context")]
+    pub context: String,
+    /// Dockerfile path within the context.
+    #[serde(default = "DockerBuildWith::default_dockerfile")]
+    pub dockerfile: String,
+    /// An inline Dockerfile instead of the context's.
+    #[serde(default)]
+    pub inline: Option<String>,
+    /// Build arguments; `${repos.<name>.sha}`, `${repos.<name>.base}`, `${cycle}` are replaced.
+    #[serde(default)]
+    pub args: IndexMap<String, String>,
+    /// Build without the layer cache (the weekly rebuild).
+    #[serde(default)]
+    pub no_cache: bool,
+    /// Also look for the content tag in the image's registry before building.
+    #[serde(default)]
+    pub check_registry: bool,
+    /// Network of the build containers (`none`, `host`); the daemon's default when unset.
+    #[serde(default)]
+    pub network: Option<String>,
+}
+
+impl DockerBuildWith {
+    fn default_context() -> String {
+        ".".into()
+    }
+    fn default_dockerfile() -> String {
+        "Dockerfile".into()
+    }
+}
+
+/// `docker_push`: push tags of an image to its registry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerPushWith {
+    /// Image repository with the registry host.
+    pub image: String,
+    /// Tags to push.
+    pub tags: Vec<String>,
+}
+
+/// `container_restart`: restart containers and wait until they run (and are healthy).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerRestartWith {
+    /// Container names.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// Or every container carrying this label (`key=value`).
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Seconds the daemon waits for a container to stop before killing it.
+    #[serde(default = "ContainerRestartWith::default_stop_timeout")]
+    pub stop_timeout: i32,
+}
+
+impl ContainerRestartWith {
+    fn default_stop_timeout() -> i32 {
+        10
+    }
+}
+
+/// What a `compose` step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComposeAction {
+    Up,
+    Down,
+    Pull,
+}
+
+/// `compose`: `docker compose` (v2) or `docker-compose` (v1) on a project.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComposeWith {
+    pub action: ComposeAction,
+    /// Compose project name.
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Compose files, relative to the working directory.
+    #[serde(default)]
+    pub files: Vec<String>,
+    /// Services (all when empty).
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Run in this repo's staging checkout.
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// Working directory (relative to the checkout, or to the plan file).
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Extra environment variables (image tags for the compose file, ...).
+    #[serde(default)]
+    pub env: IndexMap<String, String>,
+}
+
+/// `docker_prune`: remove images built by kcideploy, keeping the newest per repository.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerPruneWith {
+    /// Only this image repository (all of kcideploy's when unset).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// How many images to keep per repository.
+    #[serde(default = "DockerPruneWith::default_keep")]
+    pub keep: usize,
+}
+
+impl DockerPruneWith {
+    fn default_keep() -> usize {
+        3
+    }
+}
+
 /// A step's settings, by kind.
 #[derive(Debug, Clone)]
 pub enum KindSettings {
     Command(CommandWith),
     GitPush(GitPushWith),
     HttpWait(HttpWaitWith),
+    DockerBuild(DockerBuildWith),
+    DockerPush(DockerPushWith),
+    ContainerRestart(ContainerRestartWith),
+    Compose(ComposeWith),
+    DockerPrune(DockerPruneWith),
     /// A kind whose settings this version does not check yet.
     Unchecked,
 }
@@ -94,6 +226,8 @@ impl KindSettings {
         match self {
             KindSettings::Command(c) => c.repo.as_deref(),
             KindSettings::GitPush(g) => Some(&g.repo),
+            KindSettings::DockerBuild(b) => b.repo.as_deref(),
+            KindSettings::Compose(c) => c.repo.as_deref(),
             _ => None,
         }
     }
@@ -132,6 +266,26 @@ pub fn parse_with(
         }
         StepKind::GitPush => KindSettings::GitPush(typed(value)?),
         StepKind::HttpWait => KindSettings::HttpWait(typed(value)?),
+        StepKind::DockerBuild => {
+            let b: DockerBuildWith = typed(value)?;
+            if b.repo.is_none() && b.inline.is_none() {
+                return Err("a docker_build step needs with.repo (a build context) or with.inline (a Dockerfile)".into());
+            }
+            KindSettings::DockerBuild(b)
+        }
+        StepKind::DockerPush => KindSettings::DockerPush(typed(value)?),
+        StepKind::ContainerRestart => {
+            let r: ContainerRestartWith = typed(value)?;
+            if r.names.is_empty() == r.label.is_none() {
+                return Err(
+                    "a container_restart step needs exactly one of with.names and with.label"
+                        .into(),
+                );
+            }
+            KindSettings::ContainerRestart(r)
+        }
+        StepKind::Compose => KindSettings::Compose(typed(value)?),
+        StepKind::DockerPrune => KindSettings::DockerPrune(typed(value)?),
         _ => KindSettings::Unchecked,
     })
 }

@@ -8,10 +8,10 @@ pub type Edit<'a> = (&'a str, Option<&'a str>);
 
 /// Commit `edits` on top of `parent` (or as a root commit) and return the new commit.
 /// No ref is moved; see [`set_branch`].
-pub fn commit(
+pub fn commit<C: AsRef<[u8]>>(
     repo: &Repository,
     parent: Option<Oid>,
-    edits: &[Edit<'_>],
+    edits: &[(&str, Option<C>)],
     author: (&str, &str),
     time: i64,
     message: &str,
@@ -26,17 +26,22 @@ pub fn commit(
     }
     for (path, content) in edits {
         match content {
-            Some(text) => {
-                let blob = repo.blob(text.as_bytes())?;
+            Some(content) => {
+                let bytes = content.as_ref();
+                let blob = repo.blob(bytes)?;
                 index.add(&IndexEntry {
                     ctime: IndexTime::new(0, 0),
                     mtime: IndexTime::new(0, 0),
                     dev: 0,
                     ino: 0,
-                    mode: 0o100644,
+                    mode: if path.ends_with(".sh") || path.ends_with("busybox") {
+                        0o100755
+                    } else {
+                        0o100644
+                    },
                     uid: 0,
                     gid: 0,
-                    file_size: text.len() as u32,
+                    file_size: bytes.len() as u32,
                     id: blob,
                     flags: 0,
                     flags_extended: 0,

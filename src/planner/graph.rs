@@ -130,6 +130,7 @@ pub fn plan_steps(
     config: &Config,
     components: &IndexMap<String, ComponentPlan>,
     cycle: Cycle,
+    drift: &std::collections::BTreeMap<String, String>,
 ) -> Vec<StepPlan> {
     let mut triggered: HashMap<String, bool> = HashMap::new();
     let mut out = Vec::new();
@@ -160,6 +161,11 @@ pub fn plan_steps(
                     step: need.value.clone(),
                 });
             }
+        }
+        if let Some(detail) = drift.get(&name) {
+            because.push(StepReason::Drift {
+                detail: detail.clone(),
+            });
         }
         if step.always && (step.cycle == Cycle::Partial || cycle == Cycle::Full) {
             because.push(StepReason::Always { cycle: step.cycle });

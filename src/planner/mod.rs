@@ -49,6 +49,17 @@ pub fn plan(
     state: Option<&State>,
     opts: PlanOptions,
 ) -> Result<Plan, PlanError> {
+    plan_with_drift(config, snapshot, state, opts, &BTreeMap::new())
+}
+
+/// Compute the plan; `drift` (step → what drifted, from `plan -refresh`) makes those steps run.
+pub fn plan_with_drift(
+    config: &Config,
+    snapshot: &ForgeSnapshot,
+    state: Option<&State>,
+    opts: PlanOptions,
+    drift: &BTreeMap<String, String>,
+) -> Result<Plan, PlanError> {
     let times = state.map(|s| s.cycles.clone()).unwrap_or_default();
     let decision = policy::decide(opts.cycle, &config.file.policy, &times, opts.now);
     let mut repos = IndexMap::new();
@@ -62,7 +73,7 @@ pub fn plan(
         repos.insert(name.clone(), repo_plan);
     }
     let components = graph::affected_components(config, &repos);
-    let steps = graph::plan_steps(config, &components, decision.cycle);
+    let steps = graph::plan_steps(config, &components, decision.cycle, drift);
     let summary = Summary {
         run: steps.iter().filter(|s| s.action == Action::Run).count(),
         skip: steps.iter().filter(|s| s.action == Action::Skip).count(),

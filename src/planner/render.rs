@@ -217,6 +217,7 @@ pub fn reason_text(reason: &StepReason, step: &str) -> String {
         }
         StepReason::Needs { step: need } => format!("needs {need}, which runs"),
         StepReason::Always { cycle } => format!("always runs in a {} cycle", cycle.as_str()),
+        StepReason::Drift { detail } => format!("drift: {detail}"),
         StepReason::NotTriggered => "nothing it depends on changed".to_string(),
         StepReason::FullCycleOnly => "runs only in full cycles".to_string(),
     }

@@ -154,6 +154,8 @@ pub enum StepReason {
     Needs { step: String },
     /// `always: true`: runs in every cycle it belongs to.
     Always { cycle: Cycle },
+    /// What the step made is no longer as recorded (`plan -refresh`).
+    Drift { detail: String },
     /// Skipped: nothing it depends on changed.
     NotTriggered,
     /// Skipped: triggered, but it runs only in full cycles and this one is partial.

@@ -137,6 +137,9 @@ pub struct StepRecord {
     pub finished_at: Option<Timestamp>,
     #[serde(default)]
     pub duration_ms: u64,
+    /// What the step made (image id and tags, containers), for drift detection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<serde_json::Value>,
 }
 
 impl State {

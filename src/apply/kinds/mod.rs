@@ -1,6 +1,8 @@
 //! Step kinds: what one attempt of a step does.
 
 mod command;
+mod compose;
+pub mod docker;
 mod git_push;
 mod http_wait;
 
@@ -87,12 +89,20 @@ pub fn env_key(name: &str) -> String {
         .collect()
 }
 
+/// What a step made, kept in state (`docker_build`: the image; `container_restart`: containers).
+pub type Outputs = Option<serde_json::Value>;
+
 /// Run one attempt of the step.
-pub async fn execute(ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
+pub async fn execute(ctx: &mut StepCtx<'_>) -> Result<Outputs, StepError> {
     match ctx.run.config.settings(ctx.name) {
-        KindSettings::Command(with) => command::run(ctx, &with).await,
-        KindSettings::GitPush(with) => git_push::run(ctx, &with).await,
-        KindSettings::HttpWait(with) => http_wait::run(ctx, &with).await,
+        KindSettings::Command(with) => command::run(ctx, &with).await.map(|()| None),
+        KindSettings::GitPush(with) => git_push::run(ctx, &with).await.map(|()| None),
+        KindSettings::HttpWait(with) => http_wait::run(ctx, &with).await.map(|()| None),
+        KindSettings::DockerBuild(with) => docker::build(ctx, &with).await.map(Some),
+        KindSettings::DockerPush(with) => docker::push(ctx, &with).await.map(|()| None),
+        KindSettings::ContainerRestart(with) => docker::restart(ctx, &with).await.map(Some),
+        KindSettings::DockerPrune(with) => docker::prune(ctx, &with).await.map(|()| None),
+        KindSettings::Compose(with) => compose::run(ctx, &with).await.map(|()| None),
         KindSettings::Unchecked => Err(StepError::Failed(format!(
             "step kind `{}` cannot run in this version of kcideploy yet",
             kind_name(ctx.step.kind.value)

@@ -1,0 +1,551 @@
+//! Docker steps against a real daemon (started by scripts/test.sh when none answers): content
+//! tags, rebuilds, build args, failed builds, push and pull with a local registry, restart
+//! with a health check, prune, compose, drift.
+
+mod common;
+
+use std::process::Command as StdCommand;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use common::*;
+use kcideploy::state::{LocalState, State};
+
+/// Whether a daemon answers; without one, fail when the suite requires Docker, else skip.
+fn docker_ready() -> bool {
+    let ok = StdCommand::new("docker")
+        .args(["info"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        let required = std::env::var_os("KCIDEPLOY_REQUIRE_DOCKER").is_some()
+            || std::env::var_os("CI").is_some();
+        assert!(
+            !required,
+            "no Docker daemon answers (DOCKER_HOST={:?})",
+            std::env::var("DOCKER_HOST")
+        );
+        eprintln!("SKIPPED: no Docker daemon; run the suite with scripts/test.sh");
+    }
+    ok
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = StdCommand::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn docker_ok(args: &[&str]) -> bool {
+    StdCommand::new("docker")
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &kcideploy::state::random_id()[..8])
+}
+
+fn busybox() -> Vec<u8> {
+    let path = std::env::var("KCIDEPLOY_TEST_BUSYBOX").unwrap_or_else(|_| "/bin/busybox".into());
+    std::fs::read(&path).unwrap_or_else(|e| panic!("a static busybox at {path}: {e}"))
+}
+
+fn kcideploy() -> Command {
+    let mut cmd = Command::cargo_bin("kcideploy").expect("binary");
+    cmd.env("NO_COLOR", "1");
+    cmd
+}
+
+fn output(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn apply(plan: &std::path::Path) -> (i32, String, String) {
+    output(
+        kcideploy()
+            .args(["apply", "-auto-approve", "--cycle", "partial", "-f"])
+            .arg(plan),
+    )
+}
+
+fn state(fx: &Fixture) -> State {
+    LocalState::new(fx.path().join(".kcideploy/t.state.json"))
+        .read()
+        .expect("parses")
+        .expect("exists")
+}
+
+const DOCKERFILE: &str = "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"ln\", \"-s\", \"/bin/busybox\", \"/bin/sh\"]\nARG REV=none\nLABEL org.example.rev=$REV\nCOPY app.txt /app.txt\nCMD [\"/bin/busybox\", \"sleep\", \"1000\"]\n";
+
+/// A repo with docker/{Dockerfile,busybox,app.txt}; the plan's build step uses it as context.
+fn build_fixture(image: &str, extra_steps: &str) -> (Fixture, Remote, std::path::PathBuf) {
+    let fx = Fixture::new();
+    let bb = busybox();
+    let remote = {
+        let path = fx.path().join("repos/pipe.git");
+        let repo = git2::Repository::init_bare(&path).expect("init");
+        let files: Vec<(&str, Option<&[u8]>)> = vec![
+            ("docker/Dockerfile", Some(DOCKERFILE.as_bytes())),
+            ("docker/busybox", Some(&bb)),
+            ("docker/app.txt", Some(b"v1\n")),
+            ("README.md", Some(b"readme\n")),
+        ];
+        let main = kcideploy::gitops::scratch::commit(
+            &repo,
+            None,
+            &files,
+            ALICE,
+            NOW - 10 * DAY,
+            "initial",
+        )
+        .expect("commit");
+        kcideploy::gitops::scratch::set_branch(&repo, "main", main).expect("branch");
+        Remote { repo, path, main }
+    };
+    let plan = fx.plan_file(&format!(
+        r#"version: 1
+name: t
+repos:
+  pipe: {{ url: repos/pipe.git }}
+components:
+  image: {{ repo: pipe, paths: ["docker/**"] }}
+steps:
+  build:
+    kind: docker_build
+    on: [image]
+    always: true
+    with:
+      image: {image}
+      repo: pipe
+      context: docker
+      tags: [latest]
+      args: {{ REV: "${{repos.pipe.sha}}" }}
+{extra_steps}"#
+    ));
+    (fx, remote, plan)
+}
+
+fn image_id(reference: &str) -> String {
+    docker(&["image", "inspect", "--format", "{{.Id}}", reference])
+}
+
+#[test]
+fn build_content_tag_skip_rebuild_and_build_args() {
+    if !docker_ready() {
+        return;
+    }
+    let image = unique("kcdtest/app");
+    let (fx, remote, plan) = build_fixture(&image, "");
+    let (code, out, err) = apply(&plan);
+    assert_eq!(code, 0, "{out}{err}");
+    let record = &state(&fx).steps["build"];
+    let outputs = record.outputs.as_ref().expect("outputs");
+    let tag = outputs["content_tag"].as_str().expect("tag").to_string();
+    assert!(tag.starts_with("kcd-"), "{tag}");
+    let first = image_id(&format!("{image}:{tag}"));
+    assert_eq!(
+        image_id(&format!("{image}:latest")),
+        first,
+        "moving tag applied"
+    );
+    assert_eq!(outputs["id"].as_str(), Some(first.as_str()));
+    let labels = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Labels}}",
+        &first,
+    ]);
+    let labels: serde_json::Value = serde_json::from_str(&labels).expect("labels");
+    assert_eq!(labels["org.kernelci.kcideploy"], "1");
+    let staging = &state(&fx).repos["pipe"].deployed;
+    assert_eq!(
+        labels["org.example.rev"].as_str(),
+        Some(staging.as_str()),
+        "build arg from the repo SHA"
+    );
+
+    // Same content, new run: the build is a no-op, and fast.
+    let start = Instant::now();
+    let (code, out, _) = apply(&plan);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "no-op build took {:?}",
+        start.elapsed()
+    );
+    let log_dir = fx.path().join(".kcideploy/runs/t");
+    let logs: String = std::fs::read_dir(&log_dir)
+        .expect("runs")
+        .flatten()
+        .filter_map(|run| std::fs::read_to_string(run.path().join("build.log")).ok())
+        .collect();
+    assert!(logs.contains("nothing to build"), "{logs}");
+
+    // One context file changes: a new content tag, a new image, `latest` moves.
+    remote.branch("pr/1", ALICE, &[("docker/app.txt", Some("v2\n"))]);
+    let (code, out, err) = apply(&plan);
+    assert_eq!(code, 0, "{out}{err}");
+    let tag2 = state(&fx).steps["build"].outputs.as_ref().expect("outputs")["content_tag"]
+        .as_str()
+        .expect("tag")
+        .to_string();
+    assert_ne!(tag2, tag);
+    let second = image_id(&format!("{image}:{tag2}"));
+    assert_ne!(second, first);
+    assert_eq!(image_id(&format!("{image}:latest")), second);
+    // A README change is outside the context: the content tag stays.
+    remote.branch("pr/2", ALICE, &[("README.md", Some("new readme\n"))]);
+    let (code, _, _) = apply(&plan);
+    assert_eq!(code, 0);
+    let tag3 = state(&fx).steps["build"].outputs.as_ref().expect("outputs")["content_tag"]
+        .as_str()
+        .expect("tag")
+        .to_string();
+    assert_ne!(tag3, tag2, "the REV build arg (the staging SHA) changed");
+}
+
+#[test]
+fn failed_build_names_the_instruction() {
+    if !docker_ready() {
+        return;
+    }
+    let image = unique("kcdtest/broken");
+    let fx = Fixture::new();
+    fx.repo("pipe", &[("a", Some("a\n"))]);
+    let plan = fx.plan_file(&format!(
+        "version: 1\nname: t\nrepos:\n  pipe: {{ url: repos/pipe.git }}\nsteps:\n  build:\n    kind: docker_build\n    always: true\n    with:\n      image: {image}\n      inline: \"FROM scratch\\nCOPY missing-file /x\\n\"\n"
+    ));
+    let (code, out, _) = apply(&plan);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("docker build of {image}:kcd-")),
+        "{out}"
+    );
+    assert!(out.contains(" failed at `Step 2/"), "{out}");
+    assert!(
+        out.contains(" : COPY missing-file /x`: COPY failed: file not found in build context"),
+        "{out}"
+    );
+}
+
+#[test]
+fn push_to_the_local_registry_and_pull_back() {
+    if !docker_ready() {
+        return;
+    }
+    let Ok(registry) = std::env::var("KCIDEPLOY_TEST_REGISTRY") else {
+        assert!(
+            std::env::var_os("KCIDEPLOY_REQUIRE_DOCKER").is_none(),
+            "scripts/test.sh starts a registry"
+        );
+        eprintln!("SKIPPED: no KCIDEPLOY_TEST_REGISTRY");
+        return;
+    };
+    let image = format!("{registry}/{}", unique("kcdtest/pushed"));
+    let (fx, _remote, plan) = build_fixture(
+        &image,
+        &format!(
+            "  push:\n    kind: docker_push\n    always: true\n    needs: [build]\n    with: {{ image: {image}, tags: [latest] }}\n"
+        ),
+    );
+    let (code, out, err) = apply(&plan);
+    assert_eq!(code, 0, "{out}{err}");
+    let built = image_id(&format!("{image}:latest"));
+    docker(&["image", "rm", &format!("{image}:latest")]);
+    let tag = state(&fx).steps["build"].outputs.as_ref().expect("o")["content_tag"]
+        .as_str()
+        .expect("t")
+        .to_string();
+    docker(&["image", "rm", &format!("{image}:{tag}")]);
+    assert!(!docker_ok(&[
+        "image",
+        "inspect",
+        &format!("{image}:latest")
+    ]));
+    docker(&["pull", "-q", &format!("{image}:latest")]);
+    assert_eq!(
+        image_id(&format!("{image}:latest")),
+        built,
+        "pulled back what was pushed"
+    );
+}
+
+#[test]
+fn restart_waits_for_health_then_drift_after_docker_rm() {
+    if !docker_ready() {
+        return;
+    }
+    let image = unique("kcdtest/svc");
+    let name = unique("kcdtest-svc");
+    let (fx, _remote, plan) = build_fixture(
+        &image,
+        &format!(
+            "  restart:\n    kind: container_restart\n    always: true\n    needs: [build]\n    timeout: 60s\n    with: {{ names: [{name}], stop_timeout: 1 }}\n"
+        ),
+    );
+    // Build first (restart fails: no container yet), then start the service by hand.
+    let (code, out, _) = apply(&plan);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("cannot restart container {name}")),
+        "{out}"
+    );
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        "none",
+        "--health-cmd",
+        "/bin/busybox test -f /ready",
+        "--health-interval",
+        "1s",
+        &format!("{image}:latest"),
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "/bin/busybox sleep 2; /bin/busybox touch /ready; exec /bin/busybox sleep 1000",
+    ]);
+    let started_before = docker(&["inspect", "--format", "{{.State.StartedAt}}", &name]);
+    let start = Instant::now();
+    let (code, out, err) = apply(&plan);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "waited for the health check"
+    );
+    assert_eq!(
+        docker(&["inspect", "--format", "{{.State.Health.Status}}", &name]),
+        "healthy"
+    );
+    assert_ne!(
+        docker(&["inspect", "--format", "{{.State.StartedAt}}", &name]),
+        started_before,
+        "restarted"
+    );
+    let record = state(&fx).steps["restart"]
+        .outputs
+        .clone()
+        .expect("outputs");
+    assert_eq!(record["containers"][0]["name"], name.as_str());
+
+    // No drift while all is as recorded.
+    let (code, out, err) = output(
+        kcideploy()
+            .args([
+                "plan",
+                "-refresh",
+                "-detailed-exitcode",
+                "--cycle",
+                "full",
+                "-f",
+            ])
+            .arg(&plan),
+    );
+    assert_eq!(code, 2, "always steps run in every run: {out}{err}");
+    assert!(!out.contains("drift:"), "{out}");
+    // docker rm: the restart step drifts; a removed image: the build step drifts.
+    docker(&["rm", "-f", &name]);
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["plan", "-refresh", "--cycle", "full", "-f"])
+            .arg(&plan),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("drift: container {name} no longer exists")),
+        "{out}"
+    );
+    let tag = state(&fx).steps["build"].outputs.as_ref().expect("o")["content_tag"]
+        .as_str()
+        .expect("t")
+        .to_string();
+    docker(&["image", "rm", "-f", &format!("{image}:{tag}")]);
+    let (_, out, _) = output(
+        kcideploy()
+            .args(["plan", "-refresh", "--json", "-f"])
+            .arg(&plan),
+    );
+    let json: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let build = json["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["name"] == "build")
+        .expect("build");
+    let reasons: Vec<&serde_json::Value> = build["because"]
+        .as_array()
+        .expect("because")
+        .iter()
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r["reason"] == "drift"
+            && r["detail"] == format!("image {image}:{tag} no longer exists")),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn drift_alone_triggers_a_step_that_is_otherwise_up_to_date() {
+    if !docker_ready() {
+        return;
+    }
+    let image = unique("kcdtest/drift");
+    let (fx, _remote, plan) = build_fixture(&image, "");
+    let text = std::fs::read_to_string(&plan)
+        .expect("plan")
+        .replace("    always: true\n", "");
+    std::fs::write(&plan, text).expect("write");
+    let (code, out, err) = apply(&plan);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, _) = output(
+        kcideploy()
+            .args([
+                "plan",
+                "-refresh",
+                "-detailed-exitcode",
+                "--cycle",
+                "partial",
+                "-f",
+            ])
+            .arg(&plan),
+    );
+    assert_eq!(code, 0, "nothing changed, nothing drifted");
+    docker(&["image", "rm", "-f", &format!("{image}:latest")]);
+    let (code, out, _) = output(
+        kcideploy()
+            .args([
+                "plan",
+                "-refresh",
+                "-detailed-exitcode",
+                "--cycle",
+                "partial",
+                "-f",
+            ])
+            .arg(&plan),
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains(&format!("drift: {image}:latest no longer exists")),
+        "{out}"
+    );
+    // Applying the refreshed plan puts the tag back.
+    let saved = fx.path().join("p.json");
+    kcideploy()
+        .args(["plan", "-refresh", "--cycle", "partial", "-f"])
+        .arg(&plan)
+        .arg("-out")
+        .arg(&saved)
+        .assert()
+        .success();
+    let (code, out, err) = output(kcideploy().arg("apply").arg(&saved));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(docker_ok(&["image", "inspect", &format!("{image}:latest")]));
+}
+
+#[test]
+fn prune_keeps_the_newest_images() {
+    if !docker_ready() {
+        return;
+    }
+    let image = unique("kcdtest/prune");
+    let dir = tempfile::tempdir().expect("dir");
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            format!("FROM scratch\nLABEL n={i}\nCMD [\"x\"]\n"),
+        )
+        .expect("df");
+        docker(&[
+            "build",
+            "-q",
+            "-t",
+            &format!("{image}:v{i}"),
+            "--label",
+            "org.kernelci.kcideploy=1",
+            "--label",
+            &format!("org.kernelci.kcideploy.image={image}"),
+            dir.path().to_str().expect("path"),
+        ]);
+        ids.push(image_id(&format!("{image}:v{i}")));
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let fx = Fixture::new();
+    fx.repo("pipe", &[("a", Some("a\n"))]);
+    let plan = fx.plan_file(&format!(
+        "version: 1\nname: t\nrepos:\n  pipe: {{ url: repos/pipe.git }}\nsteps:\n  prune: {{ kind: docker_prune, always: true, with: {{ image: {image}, keep: 2 }} }}\n"
+    ));
+    let (code, out, err) = apply(&plan);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!docker_ok(&["image", "inspect", &ids[0]]), "oldest removed");
+    assert!(docker_ok(&["image", "inspect", &ids[1]]));
+    assert!(docker_ok(&["image", "inspect", &ids[2]]));
+}
+
+#[test]
+fn compose_up_and_down() {
+    if !docker_ready() {
+        return;
+    }
+    let image = unique("kcdtest/compose");
+    let project = unique("kcdproj").replace('-', "");
+    let (fx, remote, plan) = build_fixture(&image, "");
+    let (code, out, err) = apply(&plan);
+    assert_eq!(code, 0, "{out}{err}");
+    let compose = format!(
+        "version: \"2.4\"\nservices:\n  app:\n    image: {image}:latest\n    network_mode: none\n    command: [\"/bin/busybox\", \"sleep\", \"1000\"]\n"
+    );
+    remote.branch(
+        "pr/1",
+        ALICE,
+        &[("docker-compose.yaml", Some(compose.as_str()))],
+    );
+    let text = std::fs::read_to_string(&plan).expect("plan")
+        + &format!(
+            "  up: {{ kind: compose, always: true, after: [build], with: {{ action: up, project: {project}, repo: pipe, services: [app] }} }}\n"
+        );
+    std::fs::write(&plan, text).expect("write");
+    let (code, out, err) = apply(&plan);
+    assert_eq!(code, 0, "{out}{err}");
+    let running = docker(&[
+        "ps",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+        "--format",
+        "{{.Names}}",
+    ]);
+    assert!(!running.is_empty(), "compose started the service");
+    let text = std::fs::read_to_string(&plan)
+        .expect("plan")
+        .replace("action: up", "action: down");
+    std::fs::write(&plan, text).expect("write");
+    let (code, out, err) = apply(&plan);
+    assert_eq!(code, 0, "{out}{err}");
+    let running = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+        "--format",
+        "{{.Names}}",
+    ]);
+    assert!(running.is_empty(), "compose down removed it: {running}");
+    let _ = fx;
+}
