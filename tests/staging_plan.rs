@@ -89,6 +89,7 @@ fn core_package_change_rebuilds_service_images_and_restarts() {
         runs(&plan),
         [
             "push-core",
+            "install-kci",
             "build-kernelci",
             "build-api",
             "build-pipeline",
