@@ -82,6 +82,17 @@ pub enum Event {
     Cancelling {
         signal: String,
     },
+    BlameRound {
+        step: String,
+        round: u32,
+        included: Vec<String>,
+        result: String,
+    },
+    BlameVerdict {
+        step: String,
+        verdict: String,
+        summary: String,
+    },
     RunFinished {
         run_id: String,
         result: String,
@@ -194,6 +205,25 @@ pub fn line(event: &Event) -> Option<String> {
             }
             text
         }
+        Event::BlameRound {
+            round,
+            included,
+            result,
+            ..
+        } => format!(
+            "  blame   round {round}{}: {} → {result}",
+            if *round == 0 {
+                " (same inputs again)"
+            } else {
+                ""
+            },
+            if included.is_empty() {
+                "no candidate".to_string()
+            } else {
+                included.join(", ")
+            }
+        ),
+        Event::BlameVerdict { summary, .. } => format!("Blame: {summary}."),
         Event::Cancelling { signal } => {
             format!(
                 "Received {signal}: starting nothing new, stopping running steps (again to kill them now)"

@@ -1,6 +1,7 @@
 //! Apply: run a plan's steps in graph order with bounded parallelism, record every finished
 //! step in state at once, resume without repeating what finished with the same inputs.
 
+pub mod blame;
 pub mod events;
 pub mod kinds;
 pub mod process;

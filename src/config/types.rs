@@ -34,6 +34,43 @@ pub struct PlanFile {
     /// Units of deploy work, by name.
     #[serde(default)]
     pub steps: IndexMap<String, StepConfig>,
+    /// Finding the change that broke a deploy (off by default).
+    #[serde(default)]
+    pub blame: BlameConfig,
+}
+
+/// When a step fails: find the included change that broke it, leave it out, deploy the rest.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BlameConfig {
+    /// Bisect the included changes when a step fails.
+    #[serde(default)]
+    pub enabled: bool,
+    /// At most this many bisection rounds (each runs the failed step's subgraph once).
+    #[serde(default = "BlameConfig::default_max_rounds")]
+    pub max_rounds: u32,
+    /// At most this many culprits are found and left out in one apply.
+    #[serde(default = "BlameConfig::default_max_culprits")]
+    pub max_culprits: u32,
+}
+
+impl BlameConfig {
+    fn default_max_rounds() -> u32 {
+        10
+    }
+    fn default_max_culprits() -> u32 {
+        3
+    }
+}
+
+impl Default for BlameConfig {
+    fn default() -> Self {
+        BlameConfig {
+            enabled: false,
+            max_rounds: Self::default_max_rounds(),
+            max_culprits: Self::default_max_culprits(),
+        }
+    }
 }
 
 /// Where state lives (local backend).

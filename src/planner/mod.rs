@@ -69,7 +69,17 @@ pub fn plan_with_drift(
             .get(name)
             .ok_or_else(|| PlanError::MissingRepo { repo: name.clone() })?;
         let deployed = state.and_then(|s| s.repos.get(name));
-        let repo_plan = plan_repo(name, &repo_cfg.pending, snap, deployed, opts.now)?;
+        let exclusions: Vec<&crate::state::Exclusion> = state
+            .map(|s| s.exclusions.iter().filter(|e| e.repo == *name).collect())
+            .unwrap_or_default();
+        let repo_plan = plan_repo(
+            name,
+            &repo_cfg.pending,
+            snap,
+            deployed,
+            &exclusions,
+            opts.now,
+        )?;
         repos.insert(name.clone(), repo_plan);
     }
     let components = graph::affected_components(config, &repos);
@@ -112,6 +122,7 @@ fn plan_repo(
     rules: &crate::config::PendingRules,
     snap: &RepoSnapshot,
     deployed: Option<&RepoState>,
+    exclusions: &[&crate::state::Exclusion],
     now: Timestamp,
 ) -> Result<RepoPlan, PlanError> {
     let git_err = |context: String| {
@@ -141,6 +152,18 @@ fn plan_repo(
         };
         if let Some((reason, detail)) = changes::screen(rules, change, now) {
             excluded.push(exclude(reason, detail, Vec::new()));
+            continue;
+        }
+        // Blamed at this head: left out until a new push (a new head re-admits it).
+        if let Some(e) = exclusions
+            .iter()
+            .find(|e| e.change == change.id && e.head == change.head)
+        {
+            let detail = format!(
+                "broke step `{}` in run {} (exclusion {}; a new push or `kcideploy exclusions clear {}` re-admits it)",
+                e.step, e.run_id, e.id, e.id
+            );
+            excluded.push(exclude(types::ExclusionReason::Blamed, detail, Vec::new()));
             continue;
         }
         let head = Oid::from_str(&change.head)

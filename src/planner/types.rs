@@ -27,6 +27,8 @@ pub enum ExclusionReason {
     Conflict,
     /// Nothing beyond the base (or the changes merged before it).
     Empty,
+    /// Found to break a deploy; left out until its head moves.
+    Blamed,
 }
 
 impl ExclusionReason {
@@ -39,6 +41,7 @@ impl ExclusionReason {
             ExclusionReason::Stale => "stale",
             ExclusionReason::Conflict => "conflict",
             ExclusionReason::Empty => "empty",
+            ExclusionReason::Blamed => "blamed",
         }
     }
 }

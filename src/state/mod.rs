@@ -41,7 +41,64 @@ pub struct State {
     /// Finished runs, oldest first; the newest [`HISTORY_KEEP`] are kept.
     #[serde(default)]
     pub history: Vec<RunRecord>,
+    /// Changes left out until their head moves (blamed for a failure).
+    #[serde(default)]
+    pub exclusions: Vec<Exclusion>,
+    /// The last bisections, oldest first.
+    #[serde(default)]
+    pub blames: Vec<BlameRecord>,
 }
+
+/// A change left out at a given head.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exclusion {
+    pub id: String,
+    pub repo: String,
+    pub change: String,
+    pub head: String,
+    /// `blamed`.
+    pub reason: String,
+    /// The step that failed with it.
+    pub step: String,
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_tail: Option<String>,
+    pub at: Timestamp,
+    pub run_id: String,
+}
+
+/// One bisection: what was tried and what it concluded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlameRecord {
+    pub run_id: String,
+    /// The failed step.
+    pub step: String,
+    pub at: Timestamp,
+    /// Candidates, as `<repo> <change>`, in merge order.
+    pub candidates: Vec<String>,
+    pub rounds: Vec<BlameRound>,
+    /// `blamed`, `pair`, `flake`, `infrastructure` or `undecided`.
+    pub verdict: String,
+    /// The changes blamed (one, or two for a pair).
+    #[serde(default)]
+    pub culprits: Vec<String>,
+    pub summary: String,
+}
+
+/// One run of the failed step's subgraph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlameRound {
+    /// 0 is the flake check (the same inputs again).
+    pub n: u32,
+    /// The candidates merged in this round.
+    pub included: Vec<String>,
+    /// `pass`, `fail` or `conflict`.
+    pub result: String,
+    pub log_dir: String,
+}
+
+/// How many bisections state keeps.
+pub const BLAMES_KEEP: usize = 20;
 
 /// How many finished runs state keeps.
 pub const HISTORY_KEEP: usize = 50;
@@ -154,6 +211,8 @@ impl State {
             steps: BTreeMap::new(),
             current_run: None,
             history: Vec::new(),
+            exclusions: Vec::new(),
+            blames: Vec::new(),
         }
     }
 }
