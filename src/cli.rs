@@ -65,6 +65,25 @@ pub enum Command {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
     },
+    /// Explain the last bisection.
+    Blame {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// The last one (the only choice for now).
+        #[arg(long, default_value_t = true)]
+        last: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the changes left out because they broke a deploy, or clear one.
+    Exclusions {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        #[command(subcommand)]
+        action: Option<ExclusionsAction>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Make local repos with pending branches, plan, apply, and plan again.
     Demo {
         /// Directory to create the demo in (default: a new temporary directory, kept).
@@ -131,6 +150,12 @@ pub struct ApplyArgs {
     /// Where fetched repos are cached, with -f.
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExclusionsAction {
+    /// Re-admit an excluded change (by exclusion ID).
+    Clear { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -246,6 +271,61 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
             println!("Removed the {info}.");
             Ok(ExitStatus::Success)
         }
+        Command::Blame { file, json, .. } => {
+            let config = Config::load(&file)?;
+            let state = LocalState::new(config.state_path())
+                .read()?
+                .unwrap_or_default();
+            let Some(last) = state.blames.last() else {
+                println!("No bisection yet.");
+                return Ok(ExitStatus::Success);
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(last).into_diagnostic()?);
+            } else {
+                print!("{}", crate::state::render::blame(last));
+            }
+            Ok(ExitStatus::Success)
+        }
+        Command::Exclusions { file, action, json } => {
+            let config = Config::load(&file)?;
+            let backend = LocalState::new(config.state_path());
+            match action {
+                None => {
+                    let state = backend.read()?.unwrap_or_default();
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&state.exclusions).into_diagnostic()?
+                        );
+                    } else {
+                        print!("{}", crate::state::render::exclusions(&state.exclusions));
+                    }
+                }
+                Some(ExclusionsAction::Clear { id }) => {
+                    let lock = crate::state::StateLock::acquire(
+                        &backend.path,
+                        "exclusions clear",
+                        std::time::Duration::from_secs(10),
+                    )?;
+                    let mut state = backend.read()?.unwrap_or_default();
+                    let before = state.exclusions.len();
+                    state.exclusions.retain(|e| e.id != id);
+                    if state.exclusions.len() == before {
+                        miette::bail!(
+                            help = "`kcideploy exclusions -f PLAN` lists them",
+                            "no exclusion with ID {id}"
+                        );
+                    }
+                    backend.write(&mut state)?;
+                    drop(lock);
+                    println!(
+                        "Cleared exclusion {id}: the change is merged again from the next plan on."
+                    );
+                }
+            }
+            Ok(ExitStatus::Success)
+        }
         Command::Demo { dir } => crate::demo::run(dir.as_deref(), color),
     }
 }
@@ -341,7 +421,56 @@ fn cmd_apply(args: ApplyArgs, color: bool) -> Result<ExitStatus> {
         grace: args.grace.0,
         ..Default::default()
     };
-    let report = run_apply(config, plan, &backend, &lock, opts, reporter.as_mut())?;
+    let mut report = run_apply(
+        config.clone(),
+        plan.clone(),
+        &backend,
+        &lock,
+        opts.clone(),
+        reporter.as_mut(),
+    )?;
+    let mut plan = plan;
+    let mut culprits = 0;
+    while report.result == "failed"
+        && config.file.blame.enabled
+        && culprits < config.file.blame.max_culprits
+    {
+        let Some(found) = blame_failure(&config, &plan, &report, &backend, reporter.as_mut())?
+        else {
+            break;
+        };
+        culprits += 1;
+        if !args.json {
+            println!("\nLeft out {found}; deploying the rest.\n");
+        }
+        let state = backend.read()?;
+        let cache = PathBuf::from(&plan.cache_dir);
+        let snapshot = crate::forge::snapshot(&config, &cache)?;
+        let request = match plan.cycle {
+            crate::config::Cycle::Partial => CycleRequest::Partial,
+            crate::config::Cycle::Full => CycleRequest::Full,
+        };
+        plan = planner::plan(
+            &config,
+            &snapshot,
+            state.as_ref(),
+            PlanOptions {
+                cycle: request,
+                now: Timestamp::now(),
+            },
+        )?;
+        if !args.json {
+            print!("{}", planner::render::text(&plan, color));
+        }
+        report = run_apply(
+            config.clone(),
+            plan.clone(),
+            &backend,
+            &lock,
+            opts.clone(),
+            reporter.as_mut(),
+        )?;
+    }
     drop(lock);
     Ok(if report.succeeded() {
         ExitStatus::Success
@@ -367,6 +496,88 @@ pub fn run_apply(
     Ok(runtime.block_on(crate::apply::apply(
         config, plan, backend, lock, opts, reporter,
     ))?)
+}
+
+/// Bisect the first failed step of `report`, record the verdict, and leave the culprit out.
+/// Returns the culprit's label when one was found.
+fn blame_failure(
+    config: &Config,
+    plan: &Plan,
+    report: &crate::apply::ApplyReport,
+    backend: &LocalState,
+    reporter: &mut dyn crate::apply::events::Reporter,
+) -> Result<Option<String>> {
+    use crate::apply::blame::{self, Verdict};
+    let Some(failed) = report
+        .steps
+        .iter()
+        .find(|(_, r)| *r == crate::apply::events::StepResult::Failed)
+        .map(|(n, _)| n.clone())
+    else {
+        return Ok(None);
+    };
+    let state_dir = backend
+        .path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let env = blame::BisectEnv {
+        log_root: state_dir
+            .join("runs")
+            .join(&plan.name)
+            .join(&report.run_id)
+            .join(format!("blame-{failed}")),
+        checkout_dir: state_dir.join("checkouts").join(&plan.name),
+        cancel: tokio::sync::watch::channel(crate::apply::process::Cancel::None).1,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .into_diagnostic()?;
+    let (record, cands, verdict) = runtime.block_on(blame::bisect(
+        config,
+        plan,
+        &failed,
+        &report.run_id,
+        env,
+        reporter,
+    ));
+    let mut state = backend.read()?.unwrap_or_default();
+    let log_tail = state
+        .current_run
+        .as_ref()
+        .and_then(|r| r.steps.iter().find(|s| s.name == failed))
+        .and_then(|s| s.log.as_ref())
+        .map(|log| crate::apply::process::tail(Path::new(log), 20));
+    let culprit = match verdict {
+        Verdict::Blamed(i) | Verdict::Pair(_, i) => cands.get(i).cloned(),
+        _ => None,
+    };
+    if let Some(c) = &culprit {
+        let author = plan
+            .repos
+            .get(&c.repo)
+            .and_then(|r| r.included.iter().find(|i| i.id == c.change))
+            .map(|i| i.author.clone())
+            .unwrap_or_default();
+        state.exclusions.push(crate::state::Exclusion {
+            id: crate::state::random_id()[..8].to_string(),
+            repo: c.repo.clone(),
+            change: c.change.clone(),
+            head: c.head.clone(),
+            reason: "blamed".into(),
+            step: failed.clone(),
+            detail: format!("{} (author {author})", record.summary),
+            log_tail,
+            at: Timestamp::now(),
+            run_id: report.run_id.clone(),
+        });
+    }
+    state.blames.push(record);
+    let extra = state.blames.len().saturating_sub(crate::state::BLAMES_KEEP);
+    state.blames.drain(..extra);
+    backend.write(&mut state)?;
+    Ok(culprit.map(|c| c.label()))
 }
 
 /// Ask on the terminal; only `yes` goes on.

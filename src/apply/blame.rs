@@ -72,13 +72,21 @@ pub fn candidates(config: &Config, plan: &Plan, failed: &str) -> Vec<Candidate> 
             todo.extend(step.needs.iter().map(|n| n.value.clone()));
         }
     }
+    // A change's own paths (against its fork point) decide, so this holds with nothing
+    // deployed yet too.
     let mut out = Vec::new();
     for (repo, repo_plan) in &plan.repos {
         for change in &repo_plan.included {
             let touched = components.iter().any(|c| {
-                plan.components.get(c).is_some_and(|cp| {
-                    cp.repo == *repo && cp.because.iter().any(|r| r.change == change.id)
-                })
+                config
+                    .file
+                    .components
+                    .get(c)
+                    .is_some_and(|cc| cc.repo.value == *repo)
+                    && change
+                        .paths
+                        .iter()
+                        .any(|p| crate::planner::graph::component_matches(config, c, p))
             });
             if touched {
                 out.push(Candidate {
@@ -263,17 +271,29 @@ async fn run_round(
     true
 }
 
-/// Bisect the failure of `failed`; the rounds' logs go under `log_root`.
+/// Where a bisection works.
+pub struct BisectEnv {
+    /// The rounds' logs go under it (`round-N/`).
+    pub log_root: PathBuf,
+    /// Where repo checkouts are exported.
+    pub checkout_dir: PathBuf,
+    pub cancel: watch::Receiver<Cancel>,
+}
+
+/// Bisect the failure of `failed` in run `run_id`.
 pub async fn bisect(
     config: &Config,
     plan: &Plan,
     failed: &str,
     run_id: &str,
-    log_root: PathBuf,
-    checkout_dir: PathBuf,
+    env: BisectEnv,
     reporter: &mut dyn Reporter,
-    cancel: watch::Receiver<Cancel>,
 ) -> (BlameRecord, Vec<Candidate>, Verdict) {
+    let BisectEnv {
+        log_root,
+        checkout_dir,
+        cancel,
+    } = env;
     let steps = subgraph(config, plan, failed);
     let cands = candidates(config, plan, failed);
     let labels: Vec<String> = cands.iter().map(Candidate::label).collect();

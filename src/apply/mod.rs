@@ -590,6 +590,15 @@ pub async fn apply(
             );
         }
     }
+    // An exclusion lasts while its change keeps the blamed head.
+    state.exclusions.retain(|e| {
+        ctx.plan
+            .fingerprint
+            .repos
+            .get(&e.repo)
+            .and_then(|r| r.heads.get(&e.change))
+            == Some(&e.head)
+    });
     if result != "cancelled" {
         match ctx.plan.cycle {
             crate::config::Cycle::Partial => state.cycles.last_partial = Some(finished_at),

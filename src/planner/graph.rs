@@ -55,6 +55,15 @@ pub fn affected_components(
     out
 }
 
+/// Whether `path` belongs to component `name` (its paths, minus its excludes).
+pub fn component_matches(config: &Config, name: &str, path: &str) -> bool {
+    config
+        .file
+        .components
+        .get(name)
+        .is_some_and(|c| globset(&c.paths).is_match(path) && !globset(&c.exclude).is_match(path))
+}
+
 fn globset(patterns: &[crate::config::SpannedString]) -> globset::GlobSet {
     let mut builder = GlobSetBuilder::new();
     for p in patterns {

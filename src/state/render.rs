@@ -91,3 +91,64 @@ pub fn history(runs: &[&RunRecord]) -> String {
     }
     out
 }
+
+pub fn blame(record: &super::BlameRecord) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Bisection of `{}` in run {} ({})",
+        record.step, record.run_id, record.at
+    );
+    let _ = writeln!(
+        out,
+        "Candidates: {}",
+        if record.candidates.is_empty() {
+            "none".to_string()
+        } else {
+            record.candidates.join(", ")
+        }
+    );
+    for round in &record.rounds {
+        let _ = writeln!(
+            out,
+            "  round {}{}: {} → {}  (logs: {})",
+            round.n,
+            if round.n == 0 {
+                " (same inputs again)"
+            } else {
+                ""
+            },
+            if round.included.is_empty() {
+                "no candidate".to_string()
+            } else {
+                round.included.join(", ")
+            },
+            round.result,
+            round.log_dir
+        );
+    }
+    let _ = writeln!(out, "Verdict: {}: {}", record.verdict, record.summary);
+    out
+}
+
+pub fn exclusions(list: &[super::Exclusion]) -> String {
+    let mut out = String::new();
+    if list.is_empty() {
+        let _ = writeln!(out, "No exclusions.");
+    }
+    for e in list {
+        let _ = writeln!(
+            out,
+            "{}  {} {} at {}  {}: broke `{}` in run {} ({})",
+            e.id,
+            e.repo,
+            e.change,
+            short(&e.head),
+            e.reason,
+            e.step,
+            e.run_id,
+            e.at
+        );
+    }
+    out
+}
