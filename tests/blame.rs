@@ -208,6 +208,38 @@ fn a_pair_that_fails_only_together() {
         deployed.contains(&"pr/2") && !deployed.contains(&"pr/6"),
         "{deployed:?}"
     );
+
+    // `exclusions clear` re-admits it (and the next plan merges it again).
+    let id = st.exclusions[0].id.clone();
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["exclusions", "-f"])
+            .arg(&plan)
+            .args(["clear", &id]),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(state(&fx).exclusions.is_empty());
+    let (code, _, err) = output(
+        kcideploy()
+            .args(["exclusions", "-f"])
+            .arg(&plan)
+            .args(["clear", &id]),
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!("no exclusion with ID {id}")), "{err}");
+    let (_, out, _) = output(
+        kcideploy()
+            .args(["plan", "--json", "--cycle", "partial", "-f"])
+            .arg(&plan),
+    );
+    let json: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let included: Vec<&str> = json["repos"]["pipe"]["included"]
+        .as_array()
+        .expect("included")
+        .iter()
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    assert!(included.contains(&"pr/6"), "{included:?}");
 }
 
 #[test]
