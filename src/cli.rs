@@ -150,6 +150,9 @@ pub struct ApplyArgs {
     /// Where fetched repos are cached, with -f.
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Post no PR comment and no commit status (also `notify: { enabled: false }`).
+    #[arg(long = "no-notify")]
+    pub no_notify: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -202,6 +205,7 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
         "plan",
         "cache-dir",
         "grace",
+        "no-notify",
     ];
     args.into_iter()
         .map(|arg| {
@@ -421,6 +425,12 @@ fn cmd_apply(args: ApplyArgs, color: bool) -> Result<ExitStatus> {
         grace: args.grace.0,
         ..Default::default()
     };
+    let notify = !args.no_notify && crate::notify::wanted(&config);
+    if notify {
+        for w in crate::notify::pending(&config, &plan) {
+            tracing::warn!("notification: {w}");
+        }
+    }
     let mut report = run_apply(
         config.clone(),
         plan.clone(),
@@ -470,6 +480,24 @@ fn cmd_apply(args: ApplyArgs, color: bool) -> Result<ExitStatus> {
             opts.clone(),
             reporter.as_mut(),
         )?;
+    }
+    if notify {
+        let results = crate::notify::RunResults {
+            run_id: &report.run_id,
+            steps: report
+                .steps
+                .iter()
+                .map(|(n, r)| {
+                    (
+                        n.clone(),
+                        (*r, report.durations.get(n).copied().unwrap_or(0)),
+                    )
+                })
+                .collect(),
+        };
+        for w in crate::notify::after_apply(&config, &plan, &results) {
+            tracing::warn!("notification: {w}");
+        }
     }
     drop(lock);
     Ok(if report.succeeded() {

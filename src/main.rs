@@ -13,6 +13,14 @@ fn main() -> ExitCode {
                 .build(),
         )
     }));
+    // Warnings (rate-limit waits, retries) on stderr; RUST_LOG=debug for more.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
     let args = kcideploy::cli::normalize_args(std::env::args());
     let cli = kcideploy::cli::Cli::parse_from(args);
     match kcideploy::cli::run(cli) {

@@ -60,6 +60,8 @@ pub struct ApplyReport {
     pub result: String,
     pub counts: Counts,
     pub steps: Vec<(String, StepResult)>,
+    /// How long each step took, in ms.
+    pub durations: std::collections::BTreeMap<String, u64>,
 }
 
 impl ApplyReport {
@@ -623,6 +625,18 @@ pub async fn apply(
         counts,
         duration_ms: started.elapsed().as_millis() as u64,
     });
+    let durations = state
+        .history
+        .iter()
+        .rev()
+        .find(|r| r.id == run_id)
+        .map(|r| {
+            r.steps
+                .iter()
+                .map(|s| (s.name.clone(), s.duration_ms))
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(ApplyReport {
         run_id,
         result: result.to_string(),
@@ -631,6 +645,7 @@ pub async fn apply(
             .iter()
             .map(|n| (n.name.clone(), n.status.unwrap_or(StepResult::Cancelled)))
             .collect(),
+        durations,
     })
 }
 

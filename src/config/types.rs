@@ -37,6 +37,83 @@ pub struct PlanFile {
     /// Finding the change that broke a deploy (off by default).
     #[serde(default)]
     pub blame: BlameConfig,
+    /// The GitHub API, for repos with `forge: github`.
+    #[serde(default)]
+    pub github: GithubConfig,
+    /// PR comments and commit statuses.
+    #[serde(default)]
+    pub notify: NotifyConfig,
+}
+
+/// Where the GitHub API is and how to authenticate.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GithubConfig {
+    /// API base URL.
+    #[serde(default = "GithubConfig::default_api_url")]
+    pub api_url: String,
+    /// Name of the environment variable holding the token (never the token itself).
+    #[serde(default = "GithubConfig::default_token_env")]
+    pub token_env: String,
+    /// Longest wait for a rate limit to reset before failing.
+    #[serde(default = "GithubConfig::default_max_wait")]
+    pub max_wait: HumanDuration,
+}
+
+impl GithubConfig {
+    fn default_api_url() -> String {
+        "https://api.github.com".into()
+    }
+    fn default_token_env() -> String {
+        "GITHUB_TOKEN".into()
+    }
+    fn default_max_wait() -> HumanDuration {
+        HumanDuration::from_secs(300)
+    }
+}
+
+impl Default for GithubConfig {
+    fn default() -> Self {
+        GithubConfig {
+            api_url: Self::default_api_url(),
+            token_env: Self::default_token_env(),
+            max_wait: Self::default_max_wait(),
+        }
+    }
+}
+
+/// Telling contributors what happened to their PRs.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Comment on PRs and set commit statuses (github forge). `false` for dry runs.
+    #[serde(default = "NotifyConfig::default_enabled")]
+    pub enabled: bool,
+    /// Base URL where run logs are published; comments link `<logs_url>/<run>/<step>.log`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs_url: Option<String>,
+    /// Commit status context.
+    #[serde(default = "NotifyConfig::default_context")]
+    pub context: String,
+}
+
+impl NotifyConfig {
+    fn default_enabled() -> bool {
+        true
+    }
+    fn default_context() -> String {
+        "kcideploy/staging".into()
+    }
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            enabled: true,
+            logs_url: None,
+            context: Self::default_context(),
+        }
+    }
 }
 
 /// When a step fails: find the included change that broke it, leave it out, deploy the rest.
@@ -155,6 +232,9 @@ pub struct RepoConfig {
     /// Which pending changes are merged.
     #[serde(default)]
     pub pending: PendingRules,
+    /// github forge: `owner/name` (default: taken from a github.com `url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github_repo: Option<String>,
 }
 
 impl RepoConfig {
@@ -178,6 +258,12 @@ pub struct PendingRules {
     /// Omitted: every author is trusted. Empty list: nobody is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trusted: Option<Vec<String>>,
+    /// github: a file of trusted logins (one per line, `#` comments), relative to the plan file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_file: Option<String>,
+    /// github: members of this team (`org/team-slug`) are trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_team: Option<String>,
     /// Changes never merged: branch names (git) or `user/branch` (github); globs allowed.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
@@ -204,6 +290,8 @@ impl Default for PendingRules {
         PendingRules {
             branches: Self::default_branches(),
             trusted: None,
+            trusted_file: None,
+            trusted_team: None,
             skip: Vec::new(),
             skip_label: Self::default_skip_label(),
             max_age: None,

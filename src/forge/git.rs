@@ -81,6 +81,9 @@ pub fn snapshot(
             labels: Vec::new(),
             draft: false,
             updated_at: commit_time(&commit),
+            base: None,
+            source: None,
+            files: None,
         });
     }
     changes.sort_by(|a, b| alphanumeric_sort::compare_str(&a.id, &b.id));
@@ -90,6 +93,7 @@ pub fn snapshot(
         remote_staging,
         changes,
         cache,
+        trusted: repo.pending.trusted.clone(),
     })
 }
 
@@ -99,7 +103,7 @@ pub fn commit_time(commit: &git2::Commit<'_>) -> Timestamp {
 }
 
 /// `git fetch --prune` every branch of `url` into the cache's remote namespace.
-fn fetch(name: &str, url: &str, cache: &Path) -> Result<(), ForgeError> {
+pub(crate) fn fetch(name: &str, url: &str, cache: &Path) -> Result<(), ForgeError> {
     let refspec = format!("+refs/heads/*:{REMOTE_NAMESPACE}*");
     let output = Command::new("git")
         .arg("--git-dir")

@@ -2,6 +2,7 @@
 //! [`RepoSnapshot`]; everything after that (planning) is deterministic.
 
 pub mod git;
+pub mod github;
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +29,15 @@ pub struct PendingChange {
     pub draft: bool,
     /// Head commit time (git) or the PR's `updated_at` (github).
     pub updated_at: Timestamp,
+    /// The branch the change asks to be merged into (github: the PR's base).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// github: `user/branch` of the PR head (what `pending.skip` matches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// github: the PR's changed files from the API (all pages), used for attribution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<String>>,
 }
 
 /// One repo's inputs to planning.
@@ -42,6 +52,10 @@ pub struct RepoSnapshot {
     pub changes: Vec<PendingChange>,
     /// The local cache repository holding every commit above.
     pub cache: PathBuf,
+    /// github: the trusted logins, from `trusted`, `trusted_file` and `trusted_team`
+    /// (`None`: every author is trusted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted: Option<Vec<String>>,
 }
 
 /// Everything the forges said, per repo.
@@ -70,9 +84,8 @@ pub enum ForgeError {
         branch: String,
         url: String,
     },
-    #[error("repo `{repo}` uses forge `github`, which this version of kcideploy cannot read yet")]
-    #[diagnostic(help("use `forge: git` with a branch pattern in `pending.branches`"))]
-    Unsupported { repo: String },
+    #[error("repo `{repo}`: {message}")]
+    Github { repo: String, message: String },
     #[error("repo `{repo}`: cache repository {}: {source}", path.display())]
     Cache {
         repo: String,
@@ -90,9 +103,7 @@ pub fn snapshot(config: &Config, cache_dir: &Path) -> Result<ForgeSnapshot, Forg
     for (name, repo) in &config.file.repos {
         let repo_snap = match repo.forge {
             ForgeKind::Git => git::snapshot(name, repo, &config.repo_url(repo), cache_dir)?,
-            ForgeKind::Github => {
-                return Err(ForgeError::Unsupported { repo: name.clone() });
-            }
+            ForgeKind::Github => github::snapshot(config, name, repo, cache_dir)?,
         };
         snap.repos.insert(name.clone(), repo_snap);
     }

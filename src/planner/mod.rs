@@ -72,14 +72,7 @@ pub fn plan_with_drift(
         let exclusions: Vec<&crate::state::Exclusion> = state
             .map(|s| s.exclusions.iter().filter(|e| e.repo == *name).collect())
             .unwrap_or_default();
-        let repo_plan = plan_repo(
-            name,
-            &repo_cfg.pending,
-            snap,
-            deployed,
-            &exclusions,
-            opts.now,
-        )?;
+        let repo_plan = plan_repo(name, repo_cfg, snap, deployed, &exclusions, opts.now)?;
         repos.insert(name.clone(), repo_plan);
     }
     let components = graph::affected_components(config, &repos);
@@ -119,7 +112,7 @@ pub fn plan_with_drift(
 
 fn plan_repo(
     name: &str,
-    rules: &crate::config::PendingRules,
+    repo_cfg: &crate::config::RepoConfig,
     snap: &RepoSnapshot,
     deployed: Option<&RepoState>,
     exclusions: &[&crate::state::Exclusion],
@@ -150,7 +143,14 @@ fn plan_repo(
             detail,
             paths,
         };
-        if let Some((reason, detail)) = changes::screen(rules, change, now) {
+        let targets = (repo_cfg.base.as_str(), repo_cfg.staging_branch.as_str());
+        if let Some((reason, detail)) = changes::screen(
+            &repo_cfg.pending,
+            snap.trusted.as_deref(),
+            targets,
+            change,
+            now,
+        ) {
             excluded.push(exclude(reason, detail, Vec::new()));
             continue;
         }
@@ -179,8 +179,12 @@ fn plan_repo(
             .map_err(git_err(format!("cannot merge {}", change.id)))?
         {
             MergeStep::Merged(commit) => {
-                let paths = gitops::change_paths(&repo, base, head)
-                    .map_err(git_err(format!("cannot diff {}", change.id)))?;
+                let paths = match &change.files {
+                    // The forge's list of the PR's files (github), else the git diff.
+                    Some(files) => files.iter().cloned().collect::<BTreeSet<String>>(),
+                    None => gitops::change_paths(&repo, base, head)
+                        .map_err(git_err(format!("cannot diff {}", change.id)))?,
+                };
                 tip = commit;
                 included.push(Included {
                     id: change.id.clone(),

@@ -29,6 +29,8 @@ pub enum ExclusionReason {
     Empty,
     /// Found to break a deploy; left out until its head moves.
     Blamed,
+    /// Asks to be merged into another branch (and lacks the `staging:<branch>` label).
+    OtherBase,
 }
 
 impl ExclusionReason {
@@ -42,6 +44,7 @@ impl ExclusionReason {
             ExclusionReason::Conflict => "conflict",
             ExclusionReason::Empty => "empty",
             ExclusionReason::Blamed => "blamed",
+            ExclusionReason::OtherBase => "other_base",
         }
     }
 }

@@ -1,0 +1,268 @@
+//! Tell contributors what happened: one comment per PR, found again by a hidden marker and
+//! edited in place on later runs, and a commit status on the PR head. Every comment the bot
+//! posts is rendered here.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::apply::events::StepResult;
+use crate::config::{Config, ForgeKind};
+use crate::forge::github::{GitHub, slug};
+use crate::planner::{Plan, StepReason, short};
+
+/// What a run did, for the comments.
+pub struct RunResults<'a> {
+    pub run_id: &'a str,
+    /// Step → (result, duration in ms).
+    pub steps: BTreeMap<String, (StepResult, u64)>,
+}
+
+/// The hidden marker of this plan's comment on a PR of `repo`.
+pub fn marker(plan: &str, repo: &str) -> String {
+    format!("<!-- kcideploy:{plan}:{repo} -->")
+}
+
+/// Steps triggered by a change's paths, in plan order.
+fn steps_of(plan: &Plan, change: &str) -> Vec<String> {
+    plan.steps
+        .iter()
+        .filter(|s| {
+            s.because
+                .iter()
+                .any(|r| matches!(r, StepReason::Component { change: c, .. } if c == change))
+        })
+        .map(|s| s.name.clone())
+        .collect()
+}
+
+fn duration(ms: u64) -> String {
+    crate::planner::render::age((ms / 1000) as i64)
+}
+
+/// The comment for one PR.
+pub fn comment(
+    config: &Config,
+    plan: &Plan,
+    repo: &str,
+    change: &str,
+    results: &RunResults<'_>,
+) -> Option<String> {
+    let repo_plan = plan.repos.get(repo)?;
+    let mut out = marker(&plan.name, repo);
+    let _ = writeln!(out, "\n### kcideploy · `{}`\n", plan.name);
+    if let Some(e) = repo_plan.excluded.iter().find(|e| e.id == change) {
+        let _ = writeln!(
+            out,
+            "**Left out** of the staging revision of `{repo}` at `{}`: `{}`: {}.",
+            short(&e.head),
+            e.reason.as_str(),
+            e.detail
+        );
+        return Some(out);
+    }
+    let included = repo_plan.included.iter().find(|c| c.id == change)?;
+    let _ = writeln!(
+        out,
+        "**Included** at `{}` in the staging revision `{}` of `{repo}` ({} cycle, run `{}`).\n",
+        short(&included.head),
+        short(&repo_plan.staging),
+        plan.cycle.as_str(),
+        results.run_id
+    );
+    let steps = steps_of(plan, change);
+    if steps.is_empty() {
+        let _ = writeln!(out, "No deploy step is triggered by its files.");
+        return Some(out);
+    }
+    let _ = writeln!(out, "| step | result | duration | log |\n|---|---|---|---|");
+    for step in steps {
+        let (result, ms) = results
+            .steps
+            .get(&step)
+            .copied()
+            .unwrap_or((StepResult::Cancelled, 0));
+        let mark = match result {
+            StepResult::Success | StepResult::DoneBefore => "✅",
+            StepResult::Failed => "❌",
+            _ => "⏭️",
+        };
+        let log = match &config.file.notify.logs_url {
+            Some(base) => format!(
+                "[log]({}/{}/{step}.log)",
+                base.trim_end_matches('/'),
+                results.run_id
+            ),
+            None => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "| `{step}` | {mark} {} | {} | {log} |",
+            result.as_str(),
+            duration(ms)
+        );
+    }
+    Some(out)
+}
+
+/// Whether a PR's steps all succeeded.
+fn pr_succeeded(plan: &Plan, change: &str, results: &RunResults<'_>) -> bool {
+    steps_of(plan, change).iter().all(|s| {
+        matches!(
+            results.steps.get(s).map(|r| r.0),
+            Some(StepResult::Success | StepResult::DoneBefore)
+        )
+    })
+}
+
+/// Whether any repo of the plan file takes notifications.
+pub fn wanted(config: &Config) -> bool {
+    config.file.notify.enabled
+        && config
+            .file
+            .repos
+            .values()
+            .any(|r| r.forge == ForgeKind::Github)
+}
+
+/// Set `pending` on every included PR head (before apply).
+pub fn pending(config: &Config, plan: &Plan) -> Vec<String> {
+    run(
+        config,
+        plan,
+        |gh: Arc<GitHub>, slug: String, repo: &str| async move {
+            let mut warnings = Vec::new();
+            for c in &plan.repos[repo].included {
+                let body = json!({"state": "pending", "context": config.file.notify.context, "description": format!("deploying to {}", plan.name)});
+                if let Err(e) = gh
+                    .post(&format!("/repos/{slug}/statuses/{}", c.head), &body)
+                    .await
+                {
+                    warnings.push(e);
+                }
+            }
+            warnings
+        },
+    )
+}
+
+/// Comment on every PR and set the final statuses (after apply).
+pub fn after_apply(config: &Config, plan: &Plan, results: &RunResults<'_>) -> Vec<String> {
+    run(
+        config,
+        plan,
+        |gh: Arc<GitHub>, slug: String, repo: &str| async move {
+            let mut warnings = Vec::new();
+            let repo_plan = &plan.repos[repo];
+            let ids: Vec<(String, String)> = repo_plan
+                .included
+                .iter()
+                .map(|c| (c.id.clone(), c.head.clone()))
+                .chain(
+                    repo_plan
+                        .excluded
+                        .iter()
+                        .map(|e| (e.id.clone(), e.head.clone())),
+                )
+                .collect();
+            for (id, head) in ids {
+                let number = id.trim_start_matches('#');
+                let Some(body) = comment(config, plan, repo, &id, results) else {
+                    continue;
+                };
+                if let Err(e) =
+                    upsert_comment(&gh, &slug, number, &marker(&plan.name, repo), &body).await
+                {
+                    warnings.push(e);
+                }
+                let excluded = repo_plan.excluded.iter().find(|e| e.id == id);
+                let status = match excluded {
+                    Some(e) if e.reason == crate::planner::ExclusionReason::Blamed => {
+                        Some(("failure", "left out: it broke a deploy step"))
+                    }
+                    Some(_) => None,
+                    None if pr_succeeded(plan, &id, results) => Some(("success", "deployed")),
+                    None => Some(("failure", "a deploy step failed")),
+                };
+                if let Some((state, description)) = status {
+                    let body = json!({"state": state, "context": config.file.notify.context, "description": description});
+                    if let Err(e) = gh
+                        .post(&format!("/repos/{slug}/statuses/{head}"), &body)
+                        .await
+                    {
+                        warnings.push(e);
+                    }
+                }
+            }
+            warnings
+        },
+    )
+}
+
+async fn upsert_comment(
+    gh: &GitHub,
+    slug: &str,
+    number: &str,
+    marker: &str,
+    body: &str,
+) -> Result<(), String> {
+    let comments = gh
+        .get_all(&format!(
+            "/repos/{slug}/issues/{number}/comments?per_page=100"
+        ))
+        .await?;
+    let existing = comments
+        .iter()
+        .find(|c| c["body"].as_str().is_some_and(|b| b.contains(marker)))
+        .and_then(|c| c["id"].as_u64());
+    match existing {
+        Some(id) => {
+            gh.patch(
+                &format!("/repos/{slug}/issues/comments/{id}"),
+                &json!({"body": body}),
+            )
+            .await?
+        }
+        None => {
+            gh.post(
+                &format!("/repos/{slug}/issues/{number}/comments"),
+                &json!({"body": body}),
+            )
+            .await?
+        }
+    };
+    Ok(())
+}
+
+/// Run `f` for each github repo with a client; collect warnings (never fail the deploy).
+fn run<'a, F, Fut>(config: &'a Config, plan: &'a Plan, f: F) -> Vec<String>
+where
+    F: Fn(Arc<GitHub>, String, &'a str) -> Fut,
+    Fut: std::future::Future<Output = Vec<String>>,
+{
+    if !wanted(config) {
+        return Vec::new();
+    }
+    let client = match GitHub::new(config, std::path::Path::new(&plan.cache_dir)) {
+        Ok(c) => Arc::new(c),
+        Err(e) => return vec![e],
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return vec![e.to_string()],
+    };
+    let mut warnings = Vec::new();
+    for (name, repo) in &config.file.repos {
+        if repo.forge != ForgeKind::Github || !plan.repos.contains_key(name) {
+            continue;
+        }
+        let Some(slug) = slug(repo) else { continue };
+        warnings.extend(runtime.block_on(f(client.clone(), slug, name)));
+    }
+    warnings
+}
