@@ -25,17 +25,41 @@ pub fn marker(plan: &str, repo: &str) -> String {
     format!("<!-- kcideploy:{plan}:{repo} -->")
 }
 
-/// Steps triggered by a change's paths, in plan order.
-fn steps_of(plan: &Plan, change: &str) -> Vec<String> {
-    plan.steps
-        .iter()
-        .filter(|s| {
-            s.because
-                .iter()
-                .any(|r| matches!(r, StepReason::Component { change: c, .. } if c == change))
-        })
-        .map(|s| s.name.clone())
-        .collect()
+/// Steps that run because of a change: those whose `on` components its files belong to, and
+/// the steps that need them; in plan order.
+fn steps_of(config: &Config, plan: &Plan, repo: &str, change: &str) -> Vec<String> {
+    let Some(paths) = plan
+        .repos
+        .get(repo)
+        .and_then(|r| r.included.iter().find(|c| c.id == change))
+        .map(|c| &c.paths)
+    else {
+        return Vec::new();
+    };
+    let mut picked: Vec<String> = Vec::new();
+    for s in &plan.steps {
+        let Some(step) = config.file.steps.get(&s.name) else {
+            continue;
+        };
+        let direct = step.on.iter().any(|c| {
+            config
+                .file
+                .components
+                .get(&c.value)
+                .is_some_and(|cc| cc.repo.value == repo)
+                && paths
+                    .iter()
+                    .any(|p| crate::planner::graph::component_matches(config, &c.value, p))
+        });
+        let through = s
+            .because
+            .iter()
+            .any(|r| matches!(r, StepReason::Needs { step } if picked.contains(step)));
+        if s.action == crate::planner::Action::Run && (direct || through) {
+            picked.push(s.name.clone());
+        }
+    }
+    picked
 }
 
 fn duration(ms: u64) -> String {
@@ -72,7 +96,7 @@ pub fn comment(
         plan.cycle.as_str(),
         results.run_id
     );
-    let steps = steps_of(plan, change);
+    let steps = steps_of(config, plan, repo, change);
     if steps.is_empty() {
         let _ = writeln!(out, "No deploy step is triggered by its files.");
         return Some(out);
@@ -108,8 +132,14 @@ pub fn comment(
 }
 
 /// Whether a PR's steps all succeeded.
-fn pr_succeeded(plan: &Plan, change: &str, results: &RunResults<'_>) -> bool {
-    steps_of(plan, change).iter().all(|s| {
+fn pr_succeeded(
+    config: &Config,
+    plan: &Plan,
+    repo: &str,
+    change: &str,
+    results: &RunResults<'_>,
+) -> bool {
+    steps_of(config, plan, repo, change).iter().all(|s| {
         matches!(
             results.steps.get(s).map(|r| r.0),
             Some(StepResult::Success | StepResult::DoneBefore)
@@ -183,7 +213,9 @@ pub fn after_apply(config: &Config, plan: &Plan, results: &RunResults<'_>) -> Ve
                         Some(("failure", "left out: it broke a deploy step"))
                     }
                     Some(_) => None,
-                    None if pr_succeeded(plan, &id, results) => Some(("success", "deployed")),
+                    None if pr_succeeded(config, plan, repo, &id, results) => {
+                        Some(("success", "deployed"))
+                    }
                     None => Some(("failure", "a deploy step failed")),
                 };
                 if let Some((state, description)) = status {

@@ -1,0 +1,307 @@
+//! A fake GitHub REST API on 127.0.0.1 serving real-shaped data: PR objects built from the
+//! `pull_request` webhook fixture (the REST shape), pagination with `Link` headers, ETags and
+//! 304s that cost no rate limit, errors shaped like the recorded ones, a 403 rate limit with
+//! reset headers. PR heads are served by a real bare repo (`refs/pull/N/head`).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+pub const TOKEN: &str = "ghp_FAKE_SECRET_0123456789abcdef";
+
+#[derive(Default)]
+pub struct Fake {
+    pub prs: Vec<Value>,
+    pub files: HashMap<u64, Vec<String>>,
+    pub comments: HashMap<u64, Vec<Value>>,
+    pub next_comment_id: u64,
+    /// (sha, state) in the order they were set.
+    pub statuses: Vec<(String, String)>,
+    pub team: Vec<String>,
+    /// Answers with a body (what GitHub counts against the rate limit).
+    pub charged: u64,
+    pub not_modified: u64,
+    /// Rate-limit the next N requests.
+    pub rate_limit_next: u32,
+    pub rate_limited: u32,
+    pub requests: Vec<String>,
+    pub patched: u64,
+}
+
+pub type Shared = Arc<Mutex<Fake>>;
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/../shared/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).expect("fixture JSON")
+}
+
+/// A PR object in the REST shape, from the webhook fixture, with our values.
+pub struct Pr<'a> {
+    pub number: u64,
+    pub login: &'a str,
+    pub head: String,
+    pub branch: &'a str,
+    pub base: &'a str,
+    pub labels: &'a [&'a str],
+    pub draft: bool,
+    pub updated_at: &'a str,
+}
+
+pub fn pr_object(p: &Pr<'_>) -> Value {
+    let mut pr = fixture("github-webhooks/pull_request.opened.json")["pull_request"].clone();
+    pr["number"] = json!(p.number);
+    pr["title"] = json!(format!("PR {}", p.number));
+    pr["user"]["login"] = json!(p.login);
+    pr["head"]["sha"] = json!(p.head);
+    pr["head"]["ref"] = json!(p.branch);
+    pr["head"]["label"] = json!(format!("{}:{}", p.login, p.branch));
+    pr["base"]["ref"] = json!(p.base);
+    pr["draft"] = json!(p.draft);
+    pr["updated_at"] = json!(p.updated_at);
+    let label_template =
+        fixture("github-webhooks/pull_request.labeled.json")["pull_request"]["labels"][0].clone();
+    pr["labels"] = Value::Array(
+        p.labels
+            .iter()
+            .map(|name| {
+                let mut l = label_template.clone();
+                l["name"] = json!(name);
+                l
+            })
+            .collect(),
+    );
+    pr
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    let body = json!({"message": message, "documentation_url": "https://docs.github.com/rest"});
+    (
+        status,
+        [("content-type", "application/json; charset=utf-8")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn query(uri: &Uri) -> HashMap<String, String> {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// One page of `items`, with `Link`, `ETag`, and a 304 for a matching `If-None-Match`.
+fn page(fake: &mut Fake, uri: &Uri, headers: &HeaderMap, items: &[Value]) -> Response {
+    let q = query(uri);
+    let per_page: usize = q
+        .get("per_page")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30)
+        .clamp(1, 100);
+    let page: usize = q
+        .get("page")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let last = items.len().div_ceil(per_page).max(1);
+    let slice: Vec<Value> = items
+        .iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .cloned()
+        .collect();
+    let body = Value::Array(slice).to_string();
+    let etag = format!("\"{}\"", hex::encode(Sha256::digest(body.as_bytes())));
+    if headers.get("if-none-match").and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
+        fake.not_modified += 1;
+        return (StatusCode::NOT_MODIFIED, [("etag", etag)]).into_response();
+    }
+    fake.charged += 1;
+    let host = headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let base: Vec<String> = q
+        .iter()
+        .filter(|(k, _)| *k != "page")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let link_to = |n: usize| {
+        let mut params = base.clone();
+        params.sort();
+        params.push(format!("page={n}"));
+        format!("<http://{host}{}?{}>", uri.path(), params.join("&"))
+    };
+    let mut links = Vec::new();
+    if page < last {
+        links.push(format!("{}; rel=\"next\"", link_to(page + 1)));
+        links.push(format!("{}; rel=\"last\"", link_to(last)));
+    }
+    let mut resp = (
+        StatusCode::OK,
+        [
+            ("content-type", "application/json; charset=utf-8"),
+            ("etag", etag.as_str()),
+        ],
+        body,
+    )
+        .into_response();
+    if !links.is_empty()
+        && let Ok(v) = links.join(", ").parse()
+    {
+        resp.headers_mut().insert("link", v);
+    }
+    resp
+}
+
+async fn handle(
+    State(shared): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut fake = shared.lock().expect("fake");
+    fake.requests.push(format!("{method} {uri}"));
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(&format!("Bearer {TOKEN}"))
+    {
+        fake.charged += 1;
+        return error(StatusCode::UNAUTHORIZED, "Bad credentials");
+    }
+    if fake.rate_limit_next > 0 {
+        fake.rate_limit_next -= 1;
+        fake.rate_limited += 1;
+        let reset = jiff::Timestamp::now().as_second() + 1;
+        let mut resp = error(
+            StatusCode::FORBIDDEN,
+            "API rate limit exceeded for user ID 1.",
+        );
+        let h = resp.headers_mut();
+        h.insert("x-ratelimit-limit", "5000".parse().expect("h"));
+        h.insert("x-ratelimit-remaining", "0".parse().expect("h"));
+        h.insert("x-ratelimit-reset", reset.to_string().parse().expect("h"));
+        return resp;
+    }
+    let parts: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    if parts.first() == Some(&"repos") && parts.get(1..3) != Some(&["kernelci", "core"][..]) {
+        fake.charged += 1;
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    }
+    let json_body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    match (method.as_str(), parts.as_slice()) {
+        ("GET", ["repos", _, _, "pulls"]) => {
+            let mut prs = fake.prs.clone();
+            prs.sort_by_key(|p| std::cmp::Reverse(p["number"].as_u64()));
+            page(&mut fake, &uri, &headers, &prs)
+        }
+        ("GET", ["repos", _, _, "pulls", n, "files"]) => {
+            let n: u64 = n.parse().unwrap_or(0);
+            let files: Vec<Value> = fake
+                .files
+                .get(&n)
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|f| json!({"sha": "0", "filename": f, "status": "modified", "additions": 1, "deletions": 0, "changes": 1}))
+                .collect();
+            page(&mut fake, &uri, &headers, &files)
+        }
+        ("GET", ["orgs", _, "teams", _, "members"]) => {
+            let members: Vec<Value> = fake
+                .team
+                .iter()
+                .map(|l| json!({"login": l, "id": 1, "type": "User"}))
+                .collect();
+            page(&mut fake, &uri, &headers, &members)
+        }
+        ("GET", ["repos", _, _, "issues", n, "comments"]) => {
+            let n: u64 = n.parse().unwrap_or(0);
+            let list = fake.comments.get(&n).cloned().unwrap_or_default();
+            page(&mut fake, &uri, &headers, &list)
+        }
+        ("POST", ["repos", _, _, "issues", n, "comments"]) => {
+            fake.charged += 1;
+            let n: u64 = n.parse().unwrap_or(0);
+            fake.next_comment_id += 1;
+            let comment = json!({"id": fake.next_comment_id, "body": json_body["body"], "user": {"login": "kcibot"}});
+            fake.comments.entry(n).or_default().push(comment.clone());
+            (
+                StatusCode::CREATED,
+                [("content-type", "application/json")],
+                comment.to_string(),
+            )
+                .into_response()
+        }
+        ("PATCH", ["repos", _, _, "issues", "comments", id]) => {
+            fake.charged += 1;
+            fake.patched += 1;
+            let id: u64 = id.parse().unwrap_or(0);
+            for list in fake.comments.values_mut() {
+                for c in list.iter_mut() {
+                    if c["id"].as_u64() == Some(id) {
+                        c["body"] = json_body["body"].clone();
+                        return (
+                            StatusCode::OK,
+                            [("content-type", "application/json")],
+                            c.to_string(),
+                        )
+                            .into_response();
+                    }
+                }
+            }
+            error(StatusCode::NOT_FOUND, "Not Found")
+        }
+        ("POST", ["repos", _, _, "statuses", sha]) => {
+            fake.charged += 1;
+            let state = json_body["state"].as_str().unwrap_or("").to_string();
+            fake.statuses.push((sha.to_string(), state));
+            let mut status = fixture("github-rest/create-status.json")[0]["response"].clone();
+            status["state"] = json_body["state"].clone();
+            status["context"] = json_body["context"].clone();
+            (
+                StatusCode::CREATED,
+                [("content-type", "application/json")],
+                status.to_string(),
+            )
+                .into_response()
+        }
+        _ => {
+            fake.charged += 1;
+            error(StatusCode::NOT_FOUND, "Not Found")
+        }
+    }
+}
+
+/// Start the fake on 127.0.0.1 (in its own thread); returns its base URL.
+pub fn start(shared: Shared) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let _ = tx.send(listener.local_addr().expect("addr"));
+            let app = axum::Router::new().fallback(handle).with_state(shared);
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    let addr = rx.recv().expect("fake started");
+    format!("http://{addr}")
+}
