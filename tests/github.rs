@@ -465,3 +465,64 @@ fn missing_or_bad_token_is_a_clear_error() {
     );
     assert!(!err.contains("ghp_wrong"));
 }
+
+#[test]
+fn an_approval_at_the_head_overrides_untrusted_until_the_next_push() {
+    let (fx, remote, fake, api) = setup();
+    let head = add_pr(
+        &fake,
+        &remote,
+        pr(2, "mallory"),
+        &[("config/m.yaml", Some("m\n"))],
+    );
+    let config = fx.config(&plan_text(&api, ""));
+    let backend = kcideploy::state::LocalState::new(config.state_path());
+    let mut state = kcideploy::state::State::new();
+    state.approvals.push(kcideploy::state::Approval {
+        repo: "core".into(),
+        change: "#2".into(),
+        head: head.clone(),
+        by: "alice".into(),
+        at: jiff::Timestamp::now(),
+    });
+    backend.write(&mut state).expect("state");
+    let plan = with_token(|| fx.plan(&config, CycleRequest::Partial));
+    assert_eq!(
+        plan.repos["core"].included.len(),
+        1,
+        "approved at this head"
+    );
+    // A new push needs a new approval.
+    fake.lock().expect("f").prs.clear();
+    add_pr(
+        &fake,
+        &remote,
+        pr(2, "mallory"),
+        &[("config/m.yaml", Some("m2\n"))],
+    );
+    let plan = with_token(|| fx.plan(&config, CycleRequest::Partial));
+    assert_eq!(
+        plan.repos["core"].excluded[0].reason,
+        ExclusionReason::Untrusted
+    );
+}
+
+#[test]
+fn notify_false_posts_nothing() {
+    let (fx, remote, fake, api) = setup();
+    add_pr(
+        &fake,
+        &remote,
+        pr(1, "alice"),
+        &[("config/a.yaml", Some("a: 2\n"))],
+    );
+    let plan = fx.plan_file(&(plan_text(&api, "") + "notify: false\n"));
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["apply", "-auto-approve", "--cycle", "partial", "-f"])
+            .arg(&plan),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let f = fake.lock().expect("f");
+    assert!(f.statuses.is_empty() && f.comments.is_empty());
+}

@@ -40,8 +40,9 @@ pub struct PlanFile {
     /// The GitHub API, for repos with `forge: github`.
     #[serde(default)]
     pub github: GithubConfig,
-    /// PR comments and commit statuses.
-    #[serde(default)]
+    /// PR comments and commit statuses; `false` for dry runs.
+    #[serde(default, deserialize_with = "NotifyConfig::flag_or_map")]
+    #[schemars(with = "NotifySchema")]
     pub notify: NotifyConfig,
 }
 
@@ -82,6 +83,15 @@ impl Default for GithubConfig {
     }
 }
 
+/// `notify:` as editors see it: a flag or the full mapping.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum NotifySchema {
+    Flag(bool),
+    Full(NotifyConfig),
+}
+
 /// Telling contributors what happened to their PRs.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -98,6 +108,26 @@ pub struct NotifyConfig {
 }
 
 impl NotifyConfig {
+    /// `notify: false` / `notify: true`, or the full mapping.
+    fn flag_or_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<NotifyConfig, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Setting {
+            Flag(bool),
+            Full(NotifyConfig),
+        }
+        match Setting::deserialize(d) {
+            Ok(Setting::Flag(enabled)) => Ok(NotifyConfig {
+                enabled,
+                ..NotifyConfig::default()
+            }),
+            Ok(Setting::Full(full)) => Ok(full),
+            Err(_) => Err(serde::de::Error::custom(
+                "notify: write `false`, `true`, or a mapping with enabled, logs_url, context",
+            )),
+        }
+    }
+
     fn default_enabled() -> bool {
         true
     }

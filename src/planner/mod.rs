@@ -72,7 +72,18 @@ pub fn plan_with_drift(
         let exclusions: Vec<&crate::state::Exclusion> = state
             .map(|s| s.exclusions.iter().filter(|e| e.repo == *name).collect())
             .unwrap_or_default();
-        let repo_plan = plan_repo(name, repo_cfg, snap, deployed, &exclusions, opts.now)?;
+        let approvals: Vec<&crate::state::Approval> = state
+            .map(|s| s.approvals.iter().filter(|a| a.repo == *name).collect())
+            .unwrap_or_default();
+        let repo_plan = plan_repo(
+            name,
+            repo_cfg,
+            snap,
+            deployed,
+            &exclusions,
+            &approvals,
+            opts.now,
+        )?;
         repos.insert(name.clone(), repo_plan);
     }
     let components = graph::affected_components(config, &repos);
@@ -116,6 +127,7 @@ fn plan_repo(
     snap: &RepoSnapshot,
     deployed: Option<&RepoState>,
     exclusions: &[&crate::state::Exclusion],
+    approvals: &[&crate::state::Approval],
     now: Timestamp,
 ) -> Result<RepoPlan, PlanError> {
     let git_err = |context: String| {
@@ -144,13 +156,21 @@ fn plan_repo(
             paths,
         };
         let targets = (repo_cfg.base.as_str(), repo_cfg.staging_branch.as_str());
-        if let Some((reason, detail)) = changes::screen(
+        // A maintainer's approval at this very head overrides `untrusted`.
+        let approved = approvals
+            .iter()
+            .any(|a| a.change == change.id && a.head == change.head);
+        let screened = match changes::screen(
             &repo_cfg.pending,
             snap.trusted.as_deref(),
             targets,
             change,
             now,
         ) {
+            Some((types::ExclusionReason::Untrusted, _)) if approved => None,
+            other => other,
+        };
+        if let Some((reason, detail)) = screened {
             excluded.push(exclude(reason, detail, Vec::new()));
             continue;
         }

@@ -47,6 +47,20 @@ pub struct State {
     /// The last bisections, oldest first.
     #[serde(default)]
     pub blames: Vec<BlameRecord>,
+    /// Maintainers' approvals of changes by untrusted authors, each bound to a head SHA.
+    #[serde(default)]
+    pub approvals: Vec<Approval>,
+}
+
+/// A maintainer's approval of a change at one head (a new push needs a new approval).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Approval {
+    pub repo: String,
+    pub change: String,
+    pub head: String,
+    /// Who approved (a GitHub login).
+    pub by: String,
+    pub at: Timestamp,
 }
 
 /// A change left out at a given head.
@@ -213,6 +227,7 @@ impl State {
             history: Vec::new(),
             exclusions: Vec::new(),
             blames: Vec::new(),
+            approvals: Vec::new(),
         }
     }
 }
