@@ -10,6 +10,7 @@ pub mod demo;
 pub mod exit;
 pub mod forge;
 pub mod gitops;
+pub mod kernelci;
 pub mod notify;
 pub mod planner;
 pub mod schema;

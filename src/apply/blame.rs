@@ -259,6 +259,7 @@ async fn run_round(
         grace: std::time::Duration::from_secs(10),
         now: Timestamp::now(),
         http: OnceLock::new(),
+        previous_outputs: Default::default(),
         plan,
     });
     let (events, _ignored) = mpsc::unbounded_channel();

@@ -79,6 +79,10 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         log_tail: Option<String>,
     },
+    StepProgress {
+        step: String,
+        message: String,
+    },
     Cancelling {
         signal: String,
     },
@@ -224,6 +228,7 @@ pub fn line(event: &Event) -> Option<String> {
             }
         ),
         Event::BlameVerdict { summary, .. } => format!("Blame: {summary}."),
+        Event::StepProgress { step, message } => format!("  ...     {step}: {message}"),
         Event::Cancelling { signal } => {
             format!(
                 "Received {signal}: starting nothing new, stopping running steps (again to kill them now)"
@@ -286,6 +291,11 @@ impl Reporter for TtyReporter {
                 bar.set_message(step.clone());
                 bar.enable_steady_tick(Duration::from_millis(120));
                 self.bars.insert(step.clone(), bar);
+            }
+            Event::StepProgress { step, message } => {
+                if let Some(bar) = self.bars.get(step) {
+                    bar.set_message(format!("{step}: {message}"));
+                }
             }
             Event::StepFinished { step, .. } => {
                 if let Some(bar) = self.bars.remove(step) {

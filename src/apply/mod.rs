@@ -91,6 +91,8 @@ pub struct RunContext {
     /// When the run started (dated tags use it).
     pub now: Timestamp,
     http: OnceLock<reqwest::Client>,
+    /// What each step recorded the last time it succeeded (pipe-cleaner rotation, summaries).
+    pub previous_outputs: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 impl RunContext {
@@ -276,6 +278,11 @@ pub async fn apply(
         grace: opts.grace,
         now,
         http: OnceLock::new(),
+        previous_outputs: state
+            .steps
+            .iter()
+            .filter_map(|(k, r)| r.outputs.clone().map(|o| (k.clone(), o)))
+            .collect(),
         plan,
     });
 
@@ -781,6 +788,7 @@ async fn run_step(
             log: &log,
             log_path: &log_path,
             cancel: cancel.clone(),
+            events: events.clone(),
         };
         let result = kinds::execute(&mut step_ctx).await;
         let done = |result, detail, log_tail| Outcome {

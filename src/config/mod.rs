@@ -108,7 +108,11 @@ impl Config {
 
     /// Resolve a repo URL: local relative paths are taken relative to the plan file.
     pub fn repo_url(&self, repo: &RepoConfig) -> String {
-        let url = repo.url.as_str();
+        self.resolve_url(&repo.url)
+    }
+
+    /// A URL or a path; relative paths are taken relative to the plan file.
+    pub fn resolve_url(&self, url: &str) -> String {
         let remote = url.contains("://") || is_scp_like(url);
         if remote || Path::new(url).is_absolute() {
             url.to_string()

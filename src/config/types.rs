@@ -40,6 +40,9 @@ pub struct PlanFile {
     /// The GitHub API, for repos with `forge: github`.
     #[serde(default)]
     pub github: GithubConfig,
+    /// The KernelCI API, for `kernelci_drain` and `pipe_cleaner` steps.
+    #[serde(default)]
+    pub kernelci: KernelciConfig,
     /// PR comments and commit statuses; `false` for dry runs.
     #[serde(default, deserialize_with = "NotifyConfig::flag_or_map")]
     #[schemars(with = "NotifySchema")]
@@ -79,6 +82,33 @@ impl Default for GithubConfig {
             api_url: Self::default_api_url(),
             token_env: Self::default_token_env(),
             max_wait: Self::default_max_wait(),
+        }
+    }
+}
+
+/// Where the KernelCI API is.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KernelciConfig {
+    /// API base URL (routes under `/latest`).
+    #[serde(default = "KernelciConfig::default_api_url")]
+    pub api_url: String,
+    /// Environment variable holding a token (reads need none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+}
+
+impl KernelciConfig {
+    fn default_api_url() -> String {
+        "https://staging.kernelci.org:9000".into()
+    }
+}
+
+impl Default for KernelciConfig {
+    fn default() -> Self {
+        KernelciConfig {
+            api_url: Self::default_api_url(),
+            token_env: None,
         }
     }
 }

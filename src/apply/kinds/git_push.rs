@@ -150,15 +150,15 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &GitPushWith) -> Result<(), StepEr
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct DatedTag {
-    name: String,
-    date: String,
-    n: u32,
-    sha: String,
+pub(crate) struct DatedTag {
+    pub name: String,
+    pub date: String,
+    pub n: u32,
+    pub sha: String,
 }
 
 /// `<sha>\trefs/tags/<prefix>YYYYMMDD.N` lines; other tags and peeled (`^{}`) lines are ignored.
-fn parse_tags(listing: &str, prefix: &str) -> Vec<DatedTag> {
+pub(crate) fn parse_tags(listing: &str, prefix: &str) -> Vec<DatedTag> {
     listing
         .lines()
         .filter_map(|line| {

@@ -5,6 +5,7 @@ mod compose;
 pub mod docker;
 mod git_push;
 mod http_wait;
+mod kernelci;
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -47,9 +48,22 @@ pub struct StepCtx<'a> {
     pub log: &'a File,
     pub log_path: &'a PathBuf,
     pub cancel: watch::Receiver<Cancel>,
+    /// Progress for the reporter.
+    pub events: tokio::sync::mpsc::UnboundedSender<super::events::Event>,
 }
 
 impl StepCtx<'_> {
+    /// Say how the step is getting on (a spinner message on a terminal, a line otherwise).
+    pub fn progress(&self, message: String) {
+        use std::io::Write;
+        let mut log = self.log;
+        let _ = writeln!(log, "{message}");
+        let _ = self.events.send(super::events::Event::StepProgress {
+            step: self.name.to_string(),
+            message,
+        });
+    }
+
     /// Environment every process of the step gets: plan name, run, step, cycle, revisions.
     pub fn env(&self) -> Vec<(String, String)> {
         let plan = &self.run.plan;
@@ -103,6 +117,8 @@ pub async fn execute(ctx: &mut StepCtx<'_>) -> Result<Outputs, StepError> {
         KindSettings::ContainerRestart(with) => docker::restart(ctx, &with).await.map(Some),
         KindSettings::DockerPrune(with) => docker::prune(ctx, &with).await.map(|()| None),
         KindSettings::Compose(with) => compose::run(ctx, &with).await.map(|()| None),
+        KindSettings::KernelciDrain(with) => kernelci::drain(ctx, &with).await.map(|()| None),
+        KindSettings::PipeCleaner(with) => kernelci::pipe_cleaner(ctx, &with).await.map(Some),
         KindSettings::Unchecked => Err(StepError::Failed(format!(
             "step kind `{}` cannot run in this version of kcideploy yet",
             kind_name(ctx.step.kind.value)

@@ -1,0 +1,491 @@
+//! KernelCI steps: drain the queue, and the pipe-cleaner (push a test kernel, find its checkout,
+//! wait for its results, compare them with the previous run of the same tree).
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::process::Command;
+
+use super::git_push::parse_tags;
+use super::{StepCtx, StepError};
+use crate::apply::process::{self, Cancel, cancelled};
+use crate::config::kinds::{KernelciDrainWith, PipeCleanerWith, Thresholds};
+use crate::kernelci::{Api, node_id};
+
+fn failed(e: impl std::fmt::Display) -> StepError {
+    StepError::Failed(e.to_string())
+}
+
+/// Sleep `interval` (at most until `deadline`), or stop on cancellation.
+async fn pause(
+    ctx: &mut StepCtx<'_>,
+    interval: Duration,
+    deadline: Instant,
+) -> Result<(), StepError> {
+    let wait = interval.min(deadline.saturating_duration_since(Instant::now()));
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => Ok(()),
+        _ = cancelled(&mut ctx.cancel, Cancel::Graceful) => Err(StepError::Cancelled),
+    }
+}
+
+fn age(d: Duration) -> String {
+    crate::planner::render::age(d.as_secs() as i64)
+}
+
+/// Wait until no node (of the owner/kind) is running, available or closing.
+pub async fn drain(ctx: &mut StepCtx<'_>, with: &KernelciDrainWith) -> Result<(), StepError> {
+    let api = Api::new(&ctx.run.config).map_err(failed)?;
+    let mut filters = Vec::new();
+    if let Some(owner) = &with.owner {
+        filters.push(("owner".to_string(), owner.clone()));
+    }
+    if let Some(kind) = &with.kind {
+        filters.push(("kind".to_string(), kind.clone()));
+    }
+    let limit = ctx.step.timeout();
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = api.unfinished(&filters).await.map_err(failed)?;
+        ctx.progress(format!("{left} node(s) running, available or closing"));
+        if left == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(failed(format!(
+                "{left} node(s) still running, available or closing after {}",
+                age(limit)
+            )));
+        }
+        pause(ctx, with.interval.0, deadline).await?;
+    }
+}
+
+/// Run git; stdout when `capture`.
+async fn git(ctx: &mut StepCtx<'_>, args: &[&str], capture: bool) -> Result<String, StepError> {
+    let mut cmd = Command::new("git");
+    cmd.args([
+        "-c",
+        "user.name=kcideploy",
+        "-c",
+        "user.email=kcideploy@kernelci.org",
+    ])
+    .args(args)
+    .env("GIT_TERMINAL_PROMPT", "0");
+    let shown = format!("git {}", args.first().copied().unwrap_or(""));
+    let out = process::run(
+        cmd,
+        &shown,
+        ctx.log,
+        capture,
+        ctx.step.timeout(),
+        ctx.run.grace,
+        &mut ctx.cancel,
+    )
+    .await?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Counts of one kind of node by result.
+fn count(nodes: &[Value], kind: &str) -> Value {
+    let mut c = json!({"total": 0, "pass": 0, "fail": 0, "skip": 0, "incomplete": 0, "none": 0});
+    for n in nodes.iter().filter(|n| n["kind"] == kind) {
+        let result = n["result"].as_str().unwrap_or("none");
+        let key = if ["pass", "fail", "skip", "incomplete"].contains(&result) {
+            result
+        } else {
+            "none"
+        };
+        c[key] = json!(c[key].as_u64().unwrap_or(0) + 1);
+        c["total"] = json!(c["total"].as_u64().unwrap_or(0) + 1);
+    }
+    c
+}
+
+/// Builds and tests of a tree, by result.
+pub fn summarise(nodes: &[Value], checkout_result: &str) -> Value {
+    json!({"checkout": checkout_result, "kbuild": count(nodes, "kbuild"), "test": count(nodes, "test")})
+}
+
+fn num(v: &Value, kind: &str, key: &str) -> f64 {
+    v[kind][key].as_f64().unwrap_or(0.0)
+}
+
+/// Pass rate in percent of pass + fail (+ incomplete for builds).
+fn pass_rate(v: &Value, kind: &str) -> Option<f64> {
+    let pass = num(v, kind, "pass");
+    let decided = pass + num(v, kind, "fail") + num(v, kind, "incomplete");
+    (decided > 0.0).then(|| 100.0 * pass / decided)
+}
+
+/// Compare a summary with the previous one of the same tree; `Err(report)` on a regression.
+pub fn compare(previous: &Value, now: &Value, t: &Thresholds) -> Result<String, String> {
+    let mut report = String::from("| metric | previous | now | delta |\n|---|---|---|---|\n");
+    let mut regressed = false;
+    let builds = (
+        num(previous, "kbuild", "total"),
+        num(now, "kbuild", "total"),
+    );
+    let drop = if builds.0 > 0.0 {
+        100.0 * (builds.0 - builds.1) / builds.0
+    } else {
+        0.0
+    };
+    let bad = drop > t.build_drop_percent;
+    regressed |= bad;
+    let _ = writeln!(
+        report,
+        "| builds | {} | {} | {:+.1}% (limit -{}%){} |",
+        builds.0,
+        builds.1,
+        -drop,
+        t.build_drop_percent,
+        if bad { " ✗" } else { "" }
+    );
+    for (label, kind, limit) in [
+        ("build pass rate", "kbuild", t.build_pass_rate_drop_points),
+        ("test pass rate", "test", t.pass_rate_drop_points),
+    ] {
+        let (p, n) = (pass_rate(previous, kind), pass_rate(now, kind));
+        let delta = match (p, n) {
+            (Some(p), Some(n)) => n - p,
+            _ => 0.0,
+        };
+        let bad = delta < -limit;
+        regressed |= bad;
+        let show = |r: Option<f64>| r.map(|r| format!("{r:.1}%")).unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            report,
+            "| {label} | {} | {} | {delta:+.1} points (limit -{limit}){} |",
+            show(p),
+            show(n),
+            if bad { " ✗" } else { "" }
+        );
+    }
+    let _ = writeln!(
+        report,
+        "| tests | {} | {} | {:+} |",
+        num(previous, "test", "total"),
+        num(now, "test", "total"),
+        num(now, "test", "total") - num(previous, "test", "total")
+    );
+    if regressed { Err(report) } else { Ok(report) }
+}
+
+/// Push the next tree's test kernel, check its results, compare with that tree's last ones.
+pub async fn pipe_cleaner(
+    ctx: &mut StepCtx<'_>,
+    with: &PipeCleanerWith,
+) -> Result<Value, StepError> {
+    let api = Api::new(&ctx.run.config).map_err(failed)?;
+    let limit = ctx.step.timeout();
+    let deadline = Instant::now() + limit;
+    let previous = ctx
+        .run
+        .previous_outputs
+        .get(ctx.name)
+        .cloned()
+        .unwrap_or(Value::Null);
+    let index = previous["next_index"].as_u64().unwrap_or(0) as usize % with.trees.len();
+    let tree = with.trees[index].clone();
+    let branch = format!("staging-{}", tree.name);
+    let push_url = ctx.run.config.resolve_url(&with.push_url);
+    let upstream_url = ctx.run.config.resolve_url(&tree.url);
+
+    // 1. The test kernel revision: upstream tip + staging patches + a marker commit.
+    let cache = ctx.run.cache_dir.join(format!("kernel-{}.git", ctx.name));
+    if git2::Repository::open_bare(&cache).is_err() {
+        std::fs::create_dir_all(&cache).map_err(failed)?;
+        git2::Repository::init_bare(&cache).map_err(failed)?;
+    }
+    let cache_s = cache.display().to_string();
+    let upstream_ref = format!("refs/kcideploy/upstream/{}", tree.name);
+    ctx.progress(format!("fetching {} {}", tree.name, tree.branch));
+    git(
+        ctx,
+        &[
+            "--git-dir",
+            &cache_s,
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            &upstream_url,
+            &format!("+refs/heads/{}:{upstream_ref}", tree.branch),
+        ],
+        false,
+    )
+    .await?;
+    let work = tempfile::Builder::new()
+        .prefix(".pipe-cleaner-")
+        .tempdir_in(&ctx.run.cache_dir)
+        .map_err(failed)?;
+    let wt = work.path().join("linux");
+    let wt_s = wt.display().to_string();
+    git(
+        ctx,
+        &[
+            "--git-dir",
+            &cache_s,
+            "worktree",
+            "add",
+            "--quiet",
+            "--detach",
+            "--force",
+            &wt_s,
+            &upstream_ref,
+        ],
+        false,
+    )
+    .await?;
+    let result = build_revision(ctx, with, &tree.name, &wt_s, &push_url, &branch).await;
+    let _ = git(
+        ctx,
+        &[
+            "--git-dir",
+            &cache_s,
+            "worktree",
+            "remove",
+            "--force",
+            &wt_s,
+        ],
+        false,
+    )
+    .await;
+    let (sha, tag) = result?;
+
+    // 2. The checkout node of that commit.
+    let filters = vec![
+        ("kind".to_string(), "checkout".to_string()),
+        (
+            "data.kernel_revision.tree".to_string(),
+            with.api_tree.clone(),
+        ),
+        ("data.kernel_revision.branch".to_string(), branch.clone()),
+        ("data.kernel_revision.commit".to_string(), sha.clone()),
+    ];
+    let checkout_deadline = Instant::now() + with.checkout_timeout.0;
+    let checkout = loop {
+        if let Some(node) = api
+            .nodes(&filters)
+            .await
+            .map_err(failed)?
+            .into_iter()
+            .next()
+        {
+            break node;
+        }
+        ctx.progress(format!(
+            "waiting for the checkout of {} ({tag})",
+            crate::planner::short(&sha)
+        ));
+        let until = checkout_deadline.min(deadline);
+        if Instant::now() >= until {
+            return Err(failed(format!(
+                "no checkout node for {branch} {} after {}: is the pipeline's trigger running?",
+                crate::planner::short(&sha),
+                age(with.checkout_timeout.0.min(limit))
+            )));
+        }
+        pause(ctx, with.interval.0, until).await?;
+    };
+    let checkout_id = node_id(&checkout).unwrap_or_default().to_string();
+    let treeid = checkout["treeid"]
+        .as_str()
+        .unwrap_or(&checkout_id)
+        .to_string();
+
+    // 3. Wait until nothing of that tree is unfinished; a failed checkout ends it at once.
+    let tree_filter = vec![("treeid".to_string(), treeid.clone())];
+    let checkout_result = loop {
+        let node = api.node(&checkout_id).await.map_err(failed)?;
+        let result = node["result"].as_str().unwrap_or("").to_string();
+        if node["state"] == "done" && (result == "fail" || result == "incomplete") {
+            let why = node["data"]["error_msg"]
+                .as_str()
+                .unwrap_or("no error message");
+            return Err(failed(format!(
+                "the checkout {checkout_id} of {branch} {} ended {result}: {why}",
+                crate::planner::short(&sha)
+            )));
+        }
+        let left = api.unfinished(&tree_filter).await.map_err(failed)?;
+        ctx.progress(format!("{left} node(s) of tree {treeid} not done"));
+        if left == 0 && node["state"] == "done" {
+            break result;
+        }
+        if Instant::now() >= deadline {
+            return Err(failed(format!(
+                "{left} node(s) of {branch} {tag} still not done after {}",
+                age(limit)
+            )));
+        }
+        pause(ctx, with.interval.0, deadline).await?;
+    };
+
+    // 4. Summary, and 5. the comparison with the last run of this tree.
+    let nodes = api.nodes(&tree_filter).await.map_err(failed)?;
+    let summary = summarise(&nodes, &checkout_result);
+    let mut summaries = previous["summaries"].clone();
+    if !summaries.is_object() {
+        summaries = json!({});
+    }
+    let mut log = ctx.log;
+    let _ = std::io::Write::write_fmt(
+        &mut log,
+        format_args!("summary of {branch} {tag}: {summary}\n"),
+    );
+    if let Some(before) = summaries.get(&tree.name).filter(|v| v.is_object()) {
+        match compare(before, &summary, &with.thresholds) {
+            Ok(report) => {
+                let _ = std::io::Write::write_fmt(
+                    &mut log,
+                    format_args!("no regression against the previous {branch}:\n{report}\n"),
+                );
+            }
+            Err(report) => {
+                return Err(failed(format!(
+                    "regression on {branch} ({tag}) against its previous run:\n{report}"
+                )));
+            }
+        }
+    }
+    summaries[tree.name.as_str()] = summary.clone();
+    Ok(json!({
+        "tree": tree.name,
+        "next_index": index + 1,
+        "commit": sha,
+        "tag": tag,
+        "treeid": treeid,
+        "summary": summary,
+        "summaries": summaries,
+    }))
+}
+
+/// Patches, marker commit, dated tag, push; returns (commit, tag).
+async fn build_revision(
+    ctx: &mut StepCtx<'_>,
+    with: &PipeCleanerWith,
+    tree: &str,
+    wt: &str,
+    push_url: &str,
+    branch: &str,
+) -> Result<(String, String), StepError> {
+    if let Some(p) = &with.patches {
+        let dir = ctx.run.checkout(&p.repo).map_err(failed)?.join(&p.dir);
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .map_err(|e| failed(format!("cannot read the patches directory {}: {e}", p.dir)))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|x| x == "patch" || x == "mbox" || x == "diff")
+            })
+            .map(|p| p.display().to_string())
+            .collect();
+        files.sort();
+        if !files.is_empty() {
+            ctx.progress(format!("applying {} staging patch(es)", files.len()));
+            let mut args = vec!["-C", wt, "am", "--3way", "--quiet"];
+            args.extend(files.iter().map(String::as_str));
+            if let Err(e) = git(ctx, &args, false).await {
+                let _ = git(ctx, &["-C", wt, "am", "--abort"], false).await;
+                return Err(failed(format!(
+                    "the staging patches in {} do not apply: {e}",
+                    p.dir
+                )));
+            }
+        }
+    }
+    let prefix = format!("staging-{tree}-");
+    let listing = git(
+        ctx,
+        &[
+            "ls-remote",
+            "--tags",
+            push_url,
+            &format!("refs/tags/{prefix}*"),
+        ],
+        true,
+    )
+    .await?;
+    let tags = parse_tags(&listing, &prefix);
+    let today = ctx.run.now.strftime("%Y%m%d").to_string();
+    let n = tags
+        .iter()
+        .filter(|t| t.date == today)
+        .map(|t| t.n)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let tag = format!("{prefix}{today}.{n}");
+    let message = format!("{tag}\n\nkcideploy pipe-cleaner, run {}", ctx.run.run_id);
+    git(
+        ctx,
+        &[
+            "-C",
+            wt,
+            "commit",
+            "--quiet",
+            "--allow-empty",
+            "-m",
+            &message,
+        ],
+        false,
+    )
+    .await?;
+    let sha = git(ctx, &["-C", wt, "rev-parse", "HEAD"], true).await?;
+    ctx.progress(format!("pushing {branch} and {tag}"));
+    let mut refspecs = vec![
+        format!("HEAD:refs/heads/{branch}"),
+        format!("HEAD:refs/tags/{tag}"),
+    ];
+    let mut all: Vec<(String, u32, String)> = tags
+        .iter()
+        .map(|t| (t.date.clone(), t.n, t.name.clone()))
+        .collect();
+    all.push((today, n, tag.clone()));
+    all.sort_by(|a, b| (&b.0, b.1).cmp(&(&a.0, a.1)));
+    refspecs.extend(
+        all.iter()
+            .skip(with.tag_keep)
+            .map(|(_, _, name)| format!(":refs/tags/{name}")),
+    );
+    let mut args = vec!["-C", wt, "push", "--quiet", "--force", push_url];
+    args.extend(refspecs.iter().map(String::as_str));
+    git(ctx, &args, false).await?;
+    Ok((sha, tag))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(builds: u64, build_pass: u64, test_pass: u64, test_fail: u64) -> Value {
+        json!({
+            "checkout": "pass",
+            "kbuild": {"total": builds, "pass": build_pass, "fail": builds - build_pass, "skip": 0, "incomplete": 0, "none": 0},
+            "test": {"total": test_pass + test_fail, "pass": test_pass, "fail": test_fail, "skip": 0, "incomplete": 0, "none": 0},
+        })
+    }
+
+    #[test]
+    fn thresholds() {
+        let t = Thresholds::default();
+        assert!(compare(&summary(10, 10, 95, 5), &summary(10, 10, 94, 6), &t).is_ok());
+        let report = compare(&summary(10, 10, 95, 5), &summary(10, 10, 80, 20), &t).unwrap_err();
+        assert!(
+            report.contains("| test pass rate | 95.0% | 80.0% | -15.0 points (limit -5) ✗ |"),
+            "{report}"
+        );
+        let report = compare(&summary(10, 10, 95, 5), &summary(8, 8, 95, 5), &t).unwrap_err();
+        assert!(
+            report.contains("| builds | 10 | 8 | -20.0% (limit -10%) ✗ |"),
+            "{report}"
+        );
+        assert!(
+            compare(&summary(10, 10, 95, 5), &summary(10, 9, 95, 5), &t).is_err(),
+            "build pass rate -10 points"
+        );
+    }
+}

@@ -1,0 +1,136 @@
+//! KernelCI API client: `/latest/nodes` (all pages), `/latest/nodes/fast`, `/latest/count`,
+//! `/latest/node/{id}`; retries with backoff on 5xx and connection errors, clear errors on 4xx.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::config::Config;
+
+/// Node states that are not finished.
+pub const UNFINISHED: [&str; 3] = ["running", "available", "closing"];
+
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `id` (current API) or `_id` (older one).
+pub fn node_id(node: &Value) -> Option<&str> {
+    node["id"].as_str().or_else(|| node["_id"].as_str())
+}
+
+impl Api {
+    pub fn new(config: &Config) -> Result<Api, String> {
+        let k = &config.file.kernelci;
+        let token = match &k.token_env {
+            Some(var) => Some(
+                std::env::var(var)
+                    .map_err(|_| format!("the KernelCI token is missing: set {var}"))?,
+            ),
+            None => None,
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("kcideploy/", env!("CARGO_PKG_VERSION")))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
+        Ok(Api {
+            http,
+            base: k.api_url.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    async fn get(&self, path: &str, filters: &[(String, String)]) -> Result<Value, String> {
+        let url = format!("{}/latest{path}", self.base);
+        let mut attempt = 0u32;
+        loop {
+            let mut req = self.http.get(&url).query(filters);
+            if let Some(t) = &self.token {
+                req = req.bearer_auth(t);
+            }
+            let what = format!("GET /latest{path}");
+            match req.send().await {
+                Ok(resp) if resp.status().is_success() => {
+                    return resp
+                        .json()
+                        .await
+                        .map_err(|e| format!("{what}: not JSON: {e}"));
+                }
+                Ok(resp) if resp.status().is_client_error() => {
+                    let status = resp.status();
+                    let body: Value = resp.json().await.unwrap_or(Value::Null);
+                    let detail = body["detail"].to_string();
+                    return Err(format!("{what}: {status}: {detail}"));
+                }
+                Ok(resp) if attempt >= 4 => return Err(format!("{what}: {}", resp.status())),
+                Err(e) if attempt >= 4 => return Err(format!("{what}: {e}")),
+                _ => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                }
+            }
+        }
+    }
+
+    /// Every node matching the filters (`field=value`, dotted fields), all pages.
+    pub async fn nodes(&self, filters: &[(String, String)]) -> Result<Vec<Value>, String> {
+        let mut out = Vec::new();
+        let limit = 250usize;
+        loop {
+            let mut q = filters.to_vec();
+            q.push(("limit".into(), limit.to_string()));
+            q.push(("offset".into(), out.len().to_string()));
+            let page = self.get("/nodes", &q).await?;
+            let items = page["items"].as_array().cloned().unwrap_or_default();
+            let total = page["total"].as_u64().unwrap_or(0) as usize;
+            let got = items.len();
+            out.extend(items);
+            if got == 0 || out.len() >= total {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// `/latest/nodes/fast`: a plain list.
+    pub async fn nodes_fast(&self, filters: &[(String, String)]) -> Result<Vec<Value>, String> {
+        Ok(self
+            .get("/nodes/fast", filters)
+            .await?
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    pub async fn count(&self, filters: &[(String, String)]) -> Result<u64, String> {
+        let v = self.get("/count", filters).await?;
+        v.as_u64()
+            .ok_or_else(|| format!("GET /latest/count: expected a number, got {v}"))
+    }
+
+    pub async fn node(&self, id: &str) -> Result<Value, String> {
+        self.get(&format!("/node/{id}"), &[]).await
+    }
+
+    /// Nodes not finished (running, available or closing) matching the filters.
+    pub async fn unfinished(&self, filters: &[(String, String)]) -> Result<u64, String> {
+        let mut total = 0;
+        for state in UNFINISHED {
+            let mut q = filters.to_vec();
+            q.push(("state".into(), state.into()));
+            total += self.count(&q).await?;
+        }
+        Ok(total)
+    }
+}
