@@ -494,6 +494,7 @@ fn cmd_apply(args: ApplyArgs, color: bool) -> Result<ExitStatus> {
                     )
                 })
                 .collect(),
+            details: report.details.clone(),
         };
         for w in crate::notify::after_apply(&config, &plan, &results) {
             tracing::warn!("notification: {w}");

@@ -18,6 +18,8 @@ pub struct RunResults<'a> {
     pub run_id: &'a str,
     /// Step → (result, duration in ms).
     pub steps: BTreeMap<String, (StepResult, u64)>,
+    /// Why failed steps failed.
+    pub details: BTreeMap<String, String>,
 }
 
 /// The hidden marker of this plan's comment on a PR of `repo`.
@@ -99,13 +101,14 @@ pub fn comment(
     let steps = steps_of(config, plan, repo, change);
     if steps.is_empty() {
         let _ = writeln!(out, "No deploy step is triggered by its files.");
+        cycle_checks(&mut out, plan, results);
         return Some(out);
     }
     let _ = writeln!(out, "| step | result | duration | log |\n|---|---|---|---|");
-    for step in steps {
+    for step in &steps {
         let (result, ms) = results
             .steps
-            .get(&step)
+            .get(step)
             .copied()
             .unwrap_or((StepResult::Cancelled, 0));
         let mark = match result {
@@ -128,7 +131,54 @@ pub fn comment(
             duration(ms)
         );
     }
+    why_failed(&mut out, &steps, results);
+    cycle_checks(&mut out, plan, results);
     Some(out)
+}
+
+/// The failure details of these steps, folded.
+fn why_failed(out: &mut String, steps: &[String], results: &RunResults<'_>) {
+    for step in steps {
+        if let Some(detail) = results.details.get(step) {
+            let _ = writeln!(
+                out,
+                "\n<details><summary><code>{step}</code> failed</summary>\n\n{detail}\n</details>"
+            );
+        }
+    }
+}
+
+/// The steps every cycle runs whatever changed (the pipe-cleaner and its check): they speak
+/// for every PR of the cycle.
+fn cycle_checks(out: &mut String, plan: &Plan, results: &RunResults<'_>) {
+    let checks: Vec<String> = plan
+        .steps
+        .iter()
+        .filter(|s| s.action == crate::planner::Action::Run)
+        .filter(|s| {
+            s.because
+                .iter()
+                .any(|r| matches!(r, StepReason::Always { .. }))
+        })
+        .map(|s| s.name.clone())
+        .collect();
+    if checks.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n**{} cycle checks**\n\n| step | result | duration |\n|---|---|---|",
+        plan.cycle.as_str()
+    );
+    for step in &checks {
+        let (result, ms) = results
+            .steps
+            .get(step)
+            .copied()
+            .unwrap_or((StepResult::Cancelled, 0));
+        let _ = writeln!(out, "| `{step}` | {} | {} |", result.as_str(), duration(ms));
+    }
+    why_failed(out, &checks, results);
 }
 
 /// Whether a PR's steps all succeeded.

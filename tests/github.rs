@@ -526,3 +526,43 @@ fn notify_false_posts_nothing() {
     let f = fake.lock().expect("f");
     assert!(f.statuses.is_empty() && f.comments.is_empty());
 }
+
+#[test]
+fn a_failed_cycle_check_is_reported_in_every_comment() {
+    let (fx, remote, fake, api) = setup();
+    let head = add_pr(
+        &fake,
+        &remote,
+        pr(1, "alice"),
+        &[("config/a.yaml", Some("a: 2\n"))],
+    );
+    let text = plan_text(&api, "")
+        + "  check: { kind: command, always: true, after: [restart], with: { shell: \"echo regression >&2; exit 3\" } }\n";
+    let plan = fx.plan_file(&text);
+    let (code, out, _) = output(
+        kcideploy()
+            .args(["apply", "-auto-approve", "--cycle", "partial", "-f"])
+            .arg(&plan),
+    );
+    assert_eq!(code, 1, "{out}");
+    let f = fake.lock().expect("f");
+    let body = f.comments[&1][0]["body"]
+        .as_str()
+        .expect("body")
+        .to_string();
+    assert!(body.contains("**partial cycle checks**"), "{body}");
+    assert!(body.contains("| `check` | failed |"), "{body}");
+    assert!(
+        body.contains("<details><summary><code>check</code> failed</summary>"),
+        "{body}"
+    );
+    assert!(body.contains("`sh` exited with exit status: 3"), "{body}");
+    // The PR's own step succeeded: its status is success.
+    let last = f
+        .statuses
+        .iter()
+        .rev()
+        .find(|(s, _)| *s == head)
+        .map(|(_, st)| st.as_str());
+    assert_eq!(last, Some("success"));
+}

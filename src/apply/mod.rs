@@ -62,6 +62,8 @@ pub struct ApplyReport {
     pub steps: Vec<(String, StepResult)>,
     /// How long each step took, in ms.
     pub durations: std::collections::BTreeMap<String, u64>,
+    /// Why steps failed (a regression report, an exit status).
+    pub details: std::collections::BTreeMap<String, String>,
 }
 
 impl ApplyReport {
@@ -632,15 +634,21 @@ pub async fn apply(
         counts,
         duration_ms: started.elapsed().as_millis() as u64,
     });
-    let durations = state
-        .history
-        .iter()
-        .rev()
-        .find(|r| r.id == run_id)
+    let this_run = state.history.iter().rev().find(|r| r.id == run_id);
+    let durations = this_run
         .map(|r| {
             r.steps
                 .iter()
                 .map(|s| (s.name.clone(), s.duration_ms))
+                .collect()
+        })
+        .unwrap_or_default();
+    let details = this_run
+        .map(|r| {
+            r.steps
+                .iter()
+                .filter(|s| s.result == "failed")
+                .filter_map(|s| s.detail.clone().map(|d| (s.name.clone(), d)))
                 .collect()
         })
         .unwrap_or_default();
@@ -653,6 +661,7 @@ pub async fn apply(
             .map(|n| (n.name.clone(), n.status.unwrap_or(StepResult::Cancelled)))
             .collect(),
         durations,
+        details,
     })
 }
 

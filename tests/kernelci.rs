@@ -1,0 +1,255 @@
+//! KernelCI steps against a fake KernelCI API on 127.0.0.1 and real bare repos: drain, the
+//! pipe-cleaner's rotation, patches, tags, a pass that is not flagged, a regression that is,
+//! a failing checkout, a checkout that never comes.
+
+mod common;
+#[path = "common/fake_kernelci.rs"]
+mod fake_kernelci;
+
+use std::sync::{Arc, Mutex};
+
+use assert_cmd::Command;
+use common::*;
+use fake_kernelci::{FakeKci, Scenario, SharedKci};
+use serde_json::json;
+
+fn kcideploy() -> Command {
+    let mut cmd = Command::cargo_bin("kcideploy").expect("binary");
+    cmd.env("NO_COLOR", "1");
+    cmd
+}
+
+fn output(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn apply(plan: &std::path::Path) -> (i32, String, String) {
+    output(
+        kcideploy()
+            .args(["apply", "-auto-approve", "--cycle", "full", "-f"])
+            .arg(plan),
+    )
+}
+
+const PATCH: &str = "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\nFrom: Staging <staging@kernelci.org>\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nSubject: [PATCH] staging: add a marker file\n\n---\n kernelci-staging | 1 +\n 1 file changed, 1 insertion(+)\n create mode 100644 kernelci-staging\n\ndiff --git a/kernelci-staging b/kernelci-staging\nnew file mode 100644\nindex 0000000..3b18e51\n--- /dev/null\n+++ b/kernelci-staging\n@@ -0,0 +1 @@\n+hello world\n-- \n2.39.2\n\n";
+
+struct Setup {
+    fx: Fixture,
+    kci: SharedKci,
+    api: String,
+}
+
+fn setup() -> Setup {
+    let fx = Fixture::new();
+    fx.repo(
+        "core",
+        &[
+            ("patches/0001-marker.patch", Some(PATCH)),
+            ("README", Some("core\n")),
+        ],
+    );
+    for tree in ["next", "mainline"] {
+        let path = fx.path().join(format!("repos/up-{tree}.git"));
+        let repo = git2::Repository::init_bare(&path).expect("init");
+        let tip = kcideploy::gitops::scratch::commit(
+            &repo,
+            None,
+            &[("Makefile", Some(format!("# {tree}\n").as_str()))],
+            ALICE,
+            NOW - DAY,
+            tree,
+        )
+        .expect("commit");
+        kcideploy::gitops::scratch::set_branch(&repo, "master", tip).expect("branch");
+    }
+    git2::Repository::init_bare(fx.path().join("repos/linux.git")).expect("linux");
+    let kci: SharedKci = Arc::new(Mutex::new(FakeKci::default()));
+    kci.lock().expect("k").kernel = Some(fx.path().join("repos/linux.git"));
+    let api = fake_kernelci::start(kci.clone());
+    Setup { fx, kci, api }
+}
+
+fn plan(api: &str, steps: &str) -> String {
+    format!(
+        "version: 1\nname: t\nkernelci: {{ api_url: \"{api}\" }}\nrepos:\n  core: {{ url: repos/core.git }}\nsteps:\n{steps}"
+    )
+}
+
+const PIPE_CLEANER: &str = r#"  pipe-cleaner:
+    kind: pipe_cleaner
+    cycle: full
+    always: true
+    timeout: 30s
+    with:
+      push_url: repos/linux.git
+      trees:
+        - { name: next, url: repos/up-next.git, branch: master }
+        - { name: mainline, url: repos/up-mainline.git, branch: master }
+      patches: { repo: core, dir: patches }
+      checkout_timeout: 5s
+      interval: 50ms
+"#;
+
+#[test]
+fn drain_waits_for_the_queue_and_times_out_when_it_does_not_empty() {
+    let s = setup();
+    {
+        let mut k = s.kci.lock().expect("k");
+        for _ in 0..3 {
+            k.add("job", "staging", "t1", json!({}), Some("pass"), false);
+        }
+        k.add("job", "production", "t2", json!({}), None, true);
+    }
+    let path = s.fx.plan_file(&plan(
+        &s.api,
+        "  drain: { kind: kernelci_drain, cycle: full, always: true, timeout: 20s, with: { owner: staging, interval: 50ms } }\n",
+    ));
+    let (code, out, err) = apply(&path);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("drain: 3 node(s) running, available or closing"),
+        "{out}"
+    );
+    assert!(
+        out.contains("drain: 0 node(s) running, available or closing"),
+        "{out}"
+    );
+
+    let path = s.fx.plan_file(&plan(
+        &s.api,
+        "  drain: { kind: kernelci_drain, cycle: full, always: true, timeout: 1s, with: { kind: job, interval: 100ms } }\n",
+    ));
+    let (code, out, _) = apply(&path);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("1 node(s) still running, available or closing after 1s"),
+        "{out}"
+    );
+}
+
+#[test]
+fn pipe_cleaner_rotates_trees_and_catches_a_regression_but_not_a_pass() {
+    let s = setup();
+    let path = s.fx.plan_file(&plan(&s.api, PIPE_CLEANER));
+    let linux = git2::Repository::open_bare(s.fx.path().join("repos/linux.git")).expect("linux");
+    let today = jiff::Timestamp::now().strftime("%Y%m%d").to_string();
+
+    // 1: next, with the staging patch and a marker commit; tagged; results recorded.
+    let (code, out, err) = apply(&path);
+    assert_eq!(code, 0, "{out}{err}");
+    let head = linux
+        .find_reference("refs/heads/staging-next")
+        .expect("pushed")
+        .peel_to_commit()
+        .expect("commit");
+    assert!(
+        String::from_utf8_lossy(head.message_bytes())
+            .starts_with(&format!("staging-next-{today}.1"))
+    );
+    let patched = head.parent(0).expect("patch commit");
+    assert_eq!(
+        String::from_utf8_lossy(patched.message_bytes())
+            .lines()
+            .next(),
+        Some("staging: add a marker file")
+    );
+    assert!(
+        head.tree()
+            .expect("tree")
+            .get_path(std::path::Path::new("kernelci-staging"))
+            .is_ok()
+    );
+    assert_eq!(
+        linux
+            .refname_to_id(&format!("refs/tags/staging-next-{today}.1"))
+            .expect("tag"),
+        head.id()
+    );
+    let state = kcideploy::state::LocalState::new(s.fx.path().join(".kcideploy/t.state.json"))
+        .read()
+        .expect("s")
+        .expect("s");
+    let outputs = state.steps["pipe-cleaner"]
+        .outputs
+        .clone()
+        .expect("outputs");
+    assert_eq!(outputs["tree"], "next");
+    assert_eq!(outputs["summaries"]["next"]["kbuild"]["pass"], 10);
+    assert_eq!(outputs["summaries"]["next"]["test"]["fail"], 2);
+
+    // 2: mainline (rotation); nothing to compare with yet.
+    let (code, out, err) = apply(&path);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(linux.find_reference("refs/heads/staging-mainline").is_ok());
+
+    // 3: next again, same results: compared, not flagged; the day's second tag.
+    let (code, out, err) = apply(&path);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        linux
+            .refname_to_id(&format!("refs/tags/staging-next-{today}.2"))
+            .is_ok()
+    );
+    let logs = std::fs::read_dir(s.fx.path().join(".kcideploy/runs/t"))
+        .expect("runs")
+        .flatten()
+        .filter_map(|r| std::fs::read_to_string(r.path().join("pipe-cleaner.log")).ok())
+        .collect::<String>();
+    assert!(
+        logs.contains("no regression against the previous staging-next"),
+        "{logs}"
+    );
+
+    // 4: mainline gets worse tests: a regression, reported as a table.
+    s.kci.lock().expect("k").scenario = Scenario {
+        tests: [vec!["pass"; 30], vec!["fail"; 10]].concat(),
+        ..Scenario::default()
+    };
+    let (code, out, _) = apply(&path);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "regression on staging-mainline (staging-mainline-{today}.2) against its previous run"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("| test pass rate | 95.0% | 75.0% | -20.0 points (limit -5) ✗ |"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_failing_checkout_fails_the_step() {
+    let s = setup();
+    s.kci.lock().expect("k").scenario.checkout_result = "fail";
+    let path = s.fx.plan_file(&plan(&s.api, PIPE_CLEANER));
+    let (code, out, _) = apply(&path);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("of staging-next") && out.contains("ended fail"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_checkout_that_never_comes_times_out() {
+    let s = setup();
+    s.kci.lock().expect("k").ignore_new = true;
+    let path = s.fx.plan_file(&plan(
+        &s.api,
+        &PIPE_CLEANER.replace("checkout_timeout: 5s", "checkout_timeout: 1s"),
+    ));
+    let (code, out, _) = apply(&path);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("no checkout node for staging-next")
+            && out.contains("after 1s: is the pipeline's trigger running?"),
+        "{out}"
+    );
+}
