@@ -109,9 +109,16 @@ fn kill_9_at_random_moments_then_resume() {
             "trial {trial}: state records steps that never ran"
         );
 
+        let rerun_out = apply(&plan, "rerun")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("rerun");
         assert!(
-            apply(&plan, "rerun").status().expect("rerun").success(),
-            "trial {trial}: the re-run after kill -9 at {delay:?} failed"
+            rerun_out.status.success(),
+            "trial {trial}: the re-run after kill -9 at {delay:?} failed:\n{}{}",
+            String::from_utf8_lossy(&rerun_out.stdout),
+            String::from_utf8_lossy(&rerun_out.stderr)
         );
         let rerun = ran(&fx, "rerun");
         let repeated: Vec<_> = done.intersection(&rerun).collect();

@@ -26,14 +26,11 @@ pub fn snapshot(
         path: cache.clone(),
         source,
     };
-    let git_repo = match git2::Repository::open_bare(&cache) {
-        Ok(r) => r,
-        Err(_) => {
-            std::fs::create_dir_all(&cache)
-                .map_err(|e| cache_err(git2::Error::from_str(&e.to_string())))?;
-            git2::Repository::init_bare(&cache).map_err(cache_err)?
-        }
-    };
+    let (git_repo, _guard) = crate::gitops::open_cache(&cache).map_err(|e| ForgeError::Cache {
+        repo: name.to_string(),
+        path: cache.clone(),
+        source: git2::Error::from_str(&e),
+    })?;
     fetch(name, url, &cache)?;
 
     let base_ref = format!("{REMOTE_NAMESPACE}{}", repo.base);

@@ -438,13 +438,7 @@ pub fn snapshot(
     // Base and staging branches, and every PR head, through the git CLI.
     let url = config.repo_url(repo);
     let cache = cache_dir.join(format!("{name}.git"));
-    let git_repo = match git2::Repository::open_bare(&cache) {
-        Ok(r) => r,
-        Err(_) => {
-            std::fs::create_dir_all(&cache).map_err(|e| err(e.to_string()))?;
-            git2::Repository::init_bare(&cache).map_err(|e| err(e.to_string()))?
-        }
-    };
+    let (git_repo, _guard) = crate::gitops::open_cache(&cache).map_err(err)?;
     let mut refspecs = vec![
         format!(
             "+refs/heads/{}:{}{}",

@@ -168,3 +168,65 @@ pub fn export_tree(repo: &Repository, sha: &str, dest: &std::path::Path) -> Resu
         Err(e) => Err(format!("cannot move the export to {}: {e}", dest.display())),
     }
 }
+
+/// Exclusive use of a cache repository, released when dropped (or when the process dies).
+pub struct CacheGuard {
+    _file: std::fs::File,
+}
+
+/// Open (or make) the bare cache repository at `path` for exclusive use. Under the OS lock on
+/// `<path>.kcideploy-lock` no other kcideploy uses it, so `*.lock` files left inside by a
+/// killed process are stale and removed; a cache that does not open is made anew.
+pub fn open_cache(path: &std::path::Path) -> Result<(Repository, CacheGuard), String> {
+    let mut lock_name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    lock_name.push(".kcideploy-lock");
+    let lock_path = path.with_file_name(lock_name);
+    if let Some(parent) = lock_path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+    file.lock()
+        .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+    remove_stale_locks(path);
+    let repo = match Repository::open_bare(path) {
+        Ok(r) => r,
+        Err(_) => {
+            if path.exists() {
+                std::fs::remove_dir_all(path).map_err(|e| {
+                    format!("cannot clear the broken cache {}: {e}", path.display())
+                })?;
+            }
+            std::fs::create_dir_all(path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            Repository::init_bare(path)
+                .map_err(|e| format!("cannot make the cache {}: {e}", path.display()))?
+        }
+    };
+    Ok((repo, CacheGuard { _file: file }))
+}
+
+fn remove_stale_locks(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            if p.file_name().is_some_and(|n| n == "objects") {
+                continue;
+            }
+            remove_stale_locks(&p);
+        } else if p.extension().is_some_and(|x| x == "lock") {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+}

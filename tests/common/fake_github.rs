@@ -38,7 +38,7 @@ pub struct Fake {
 pub type Shared = Arc<Mutex<Fake>>;
 
 fn fixture(name: &str) -> Value {
-    let path = format!("{}/../shared/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).expect("fixture JSON")
 }

@@ -72,7 +72,7 @@ pub type SharedKci = Arc<Mutex<FakeKci>>;
 
 fn template() -> Value {
     let path = format!(
-        "{}/../shared/fixtures/kernelci-api/node.json",
+        "{}/tests/fixtures/kernelci-api/node.json",
         env!("CARGO_MANIFEST_DIR")
     );
     serde_json::from_str(&std::fs::read_to_string(&path).expect("node.json fixture")).expect("JSON")
@@ -186,7 +186,7 @@ impl FakeKci {
                         match got {
                             Value::Null => want == "null",
                             Value::String(s) => s == want,
-                            other => other.to_string() == *want,
+                            other => serde_json::from_str::<Value>(want).is_ok_and(|w| w == *other),
                         }
                     })
             })

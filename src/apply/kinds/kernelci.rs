@@ -195,10 +195,7 @@ pub async fn pipe_cleaner(
 
     // 1. The test kernel revision: upstream tip + staging patches + a marker commit.
     let cache = ctx.run.cache_dir.join(format!("kernel-{}.git", ctx.name));
-    if git2::Repository::open_bare(&cache).is_err() {
-        std::fs::create_dir_all(&cache).map_err(failed)?;
-        git2::Repository::init_bare(&cache).map_err(failed)?;
-    }
+    let (_repo, _guard) = crate::gitops::open_cache(&cache).map_err(failed)?;
     let cache_s = cache.display().to_string();
     let upstream_ref = format!("refs/kcideploy/upstream/{}", tree.name);
     ctx.progress(format!("fetching {} {}", tree.name, tree.branch));
