@@ -219,6 +219,8 @@ pub async fn pipe_cleaner(
         .map_err(failed)?;
     let wt = work.path().join("linux");
     let wt_s = wt.display().to_string();
+    // A killed run may have left a worktree entry behind.
+    git(ctx, &["--git-dir", &cache_s, "worktree", "prune"], false).await?;
     git(
         ctx,
         &[
