@@ -253,3 +253,18 @@ fn a_checkout_that_never_comes_times_out() {
         "{out}"
     );
 }
+
+#[test]
+fn api_errors_are_clear() {
+    let s = setup();
+    let path = s.fx.plan_file(&plan(
+        &format!("{}/wrong-prefix", s.api),
+        "  drain: { kind: kernelci_drain, cycle: full, always: true, timeout: 5s, with: { interval: 50ms } }\n",
+    ));
+    let (code, out, _) = apply(&path);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("GET /latest/count: 404 Not Found: \"Not Found\""),
+        "{out}"
+    );
+}
