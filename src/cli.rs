@@ -84,6 +84,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
     /// Make local repos with pending branches, plan, apply, and plan again.
     Demo {
         /// Directory to create the demo in (default: a new temporary directory, kept).
@@ -330,6 +334,23 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
             }
             Ok(ExitStatus::Success)
         }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "kcideploy", &mut out);
+            // A closed pipe (`| head`) is not an error.
+            let _ = std::io::stdout().write_all(&out);
+            Ok(ExitStatus::Success)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut out)
+                .into_diagnostic()?;
+            let _ = std::io::stdout().write_all(&out);
+            Ok(ExitStatus::Success)
+        }
         Command::Demo { dir } => crate::demo::run(dir.as_deref(), color),
     }
 }
@@ -423,6 +444,7 @@ fn cmd_apply(args: ApplyArgs, color: bool) -> Result<ExitStatus> {
     let opts = crate::apply::ApplyOptions {
         parallelism: args.parallelism,
         grace: args.grace.0,
+        auto_approve: args.auto_approve,
         ..Default::default()
     };
     let notify = !args.no_notify && crate::notify::wanted(&config);

@@ -676,3 +676,57 @@ fn command_runs_in_the_staging_checkout_with_revision_variables() {
             .contains("deployed")
     );
 }
+
+#[test]
+fn approve_steps_stop_the_run_without_a_terminal_and_auto_approve_resumes_it() {
+    let (fx, plan) = fixture(
+        r#"  build: { kind: command, always: true, with: { shell: "echo build >> ran.txt" } }
+  restart: { kind: command, always: true, needs: [build], approve: true, with: { shell: "echo restart >> ran.txt" } }
+  check: { kind: command, always: true, needs: [restart], with: { shell: "echo check >> ran.txt" } }
+"#,
+    );
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["apply", "--cycle", "partial", "-f"])
+            .arg(&plan)
+            .args(["--lock-timeout", "0s"]),
+    );
+    // No terminal: the plan itself needs -auto-approve.
+    assert_eq!(code, 1, "{out}{err}");
+    let saved = fx.path().join("p.json");
+    kcideploy()
+        .args(["plan", "--cycle", "partial", "-f"])
+        .arg(&plan)
+        .arg("-out")
+        .arg(&saved)
+        .assert()
+        .success();
+    let (code, out, _) = output(kcideploy().arg("apply").arg(&saved));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("cancel  restart"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(fx.path().join("ran.txt")).expect("ran"),
+        "build\n"
+    );
+    let state = state_of(&fx, "t");
+    let run = state.current_run.as_ref().expect("kept for resuming");
+    assert!(run.steps.iter().any(|s| {
+        s.name == "restart"
+            && s.detail
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("awaiting approval")
+    }));
+    // Approved: the same inputs resume the run after `build`.
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["apply", "-auto-approve", "--cycle", "partial", "-f"])
+            .arg(&plan),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Resuming run"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(fx.path().join("ran.txt")).expect("ran"),
+        "build\nrestart\ncheck\n"
+    );
+}

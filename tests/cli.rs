@@ -278,7 +278,11 @@ fn committed_schema_is_fresh() {
 
 #[test]
 fn shipped_plans_validate() {
-    for plan in ["plans/demo.yaml", "plans/staging.yaml"] {
+    for plan in [
+        "plans/demo.yaml",
+        "plans/staging.yaml",
+        "plans/production.yaml",
+    ] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(plan);
         let (code, out, err) = stdout_of(kcideploy().args(["validate", "-f"]).arg(&path));
         assert_eq!(code, 0, "{plan}: {err}");
@@ -324,4 +328,23 @@ fn demo_plans_the_local_repos() {
     let (code, _, err) = stdout_of(kcideploy().args(["demo", "--dir"]).arg(&demo));
     assert_eq!(code, 1);
     assert!(err.contains("is not empty"), "{err}");
+}
+
+#[test]
+fn completions_and_man_page() {
+    let (code, bash, _) = stdout_of(kcideploy().args(["completions", "bash"]));
+    assert_eq!(code, 0);
+    assert!(
+        bash.contains("_kcideploy()") && bash.contains("force-unlock"),
+        "{bash}"
+    );
+    let (code, zsh, _) = stdout_of(kcideploy().args(["completions", "zsh"]));
+    assert_eq!(code, 0);
+    assert!(zsh.starts_with("#compdef kcideploy"), "{zsh}");
+    let (code, man, _) = stdout_of(kcideploy().arg("man"));
+    assert_eq!(code, 0);
+    assert!(
+        man.contains(".TH kcideploy 1") && man.contains("apply"),
+        "{man}"
+    );
 }

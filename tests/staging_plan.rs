@@ -124,3 +124,87 @@ fn rootfs_change_waits_for_a_full_cycle() {
         kcideploy::planner::StepReason::FullCycleOnly
     );
 }
+
+/// plans/production.yaml against local mirrors: every release goes through the pause, the
+/// update and the pipe-cleaner; images and rootfs only when their files changed.
+fn production(change: (&str, &str, &str)) -> Vec<String> {
+    let fx = Fixture::new();
+    let core = fx.repo(
+        "kernelci-core",
+        &[
+            ("kernelci/api.py", Some("api\n")),
+            ("config/rootfs/debos.yaml", Some("r\n")),
+            ("config/docker/kernelci.jinja2", Some("k\n")),
+        ],
+    );
+    let api = fx.repo("kernelci-api", &[("api/main.py", Some("m\n"))]);
+    let mut pipeline = fx.repo(
+        "kernelci-pipeline",
+        &[
+            ("config/pipeline.yaml", Some("p\n")),
+            ("kube/aks/api.yaml", Some("a\n")),
+        ],
+    );
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/plans/production.yaml"
+    ))
+    .expect("plans/production.yaml")
+    .replace("https://github.com/kernelci/", "repos/");
+    let config = fx.config(&text);
+    fx.deploy(
+        &config,
+        &[
+            ("kernelci-core", core.main),
+            ("kernelci-api", api.main),
+            ("kernelci-pipeline", pipeline.main),
+        ],
+        Some(NOW - 3600),
+    );
+    let (repo, path, content) = change;
+    let mut remote = match repo {
+        "kernelci-core" => core,
+        "kernelci-api" => api,
+        _ => {
+            pipeline.advance_main(&[(path, Some(content))]);
+            let plan = fx.plan(&config, CycleRequest::Partial);
+            return runs(&plan).into_iter().map(String::from).collect();
+        }
+    };
+    remote.advance_main(&[(path, Some(content))]);
+    let plan = fx.plan(&config, CycleRequest::Partial);
+    runs(&plan).into_iter().map(String::from).collect()
+}
+
+const RUNBOOK: [&str; 7] = [
+    "pause-trigger",
+    "drain",
+    "update-config",
+    "apply-manifests",
+    "wait-api",
+    "apply-trigger",
+    "pipe-cleaner",
+];
+
+#[test]
+fn production_config_change_runs_the_runbook_without_images() {
+    let steps = production(("kernelci-pipeline", "config/pipeline.yaml", "p2\n"));
+    let expected: Vec<&str> = ["tag-pipeline"].into_iter().chain(RUNBOOK).collect();
+    assert_eq!(steps, expected);
+}
+
+#[test]
+fn production_core_change_builds_images_and_rootfs_only_for_theirs() {
+    let steps = production(("kernelci-core", "kernelci/api.py", "api v2\n"));
+    let expected: Vec<&str> = ["tag-core", "build-images"]
+        .into_iter()
+        .chain(RUNBOOK)
+        .collect();
+    assert_eq!(steps, expected);
+    let steps = production(("kernelci-core", "config/rootfs/debos.yaml", "r2\n"));
+    let expected: Vec<&str> = ["tag-core", "build-rootfs"]
+        .into_iter()
+        .chain(RUNBOOK)
+        .collect();
+    assert_eq!(steps, expected);
+}

@@ -39,6 +39,8 @@ pub struct ApplyOptions {
     pub handle_signals: bool,
     /// Cancel from outside (tests, the server).
     pub cancel: Option<watch::Receiver<Cancel>>,
+    /// Steps with `approve: true` run without asking.
+    pub auto_approve: bool,
 }
 
 impl Default for ApplyOptions {
@@ -48,6 +50,7 @@ impl Default for ApplyOptions {
             grace: Duration::from_secs(10),
             handle_signals: true,
             cancel: None,
+            auto_approve: false,
         }
     }
 }
@@ -386,6 +389,7 @@ pub async fn apply(
     let mut join: JoinSet<Outcome> = JoinSet::new();
     let mut running = 0usize;
     let mut write_error: Option<StateError> = None;
+    let mut approved: BTreeSet<usize> = BTreeSet::new();
 
     loop {
         // Dependents of failed steps are skipped (transitively).
@@ -453,6 +457,42 @@ pub async fn apply(
                     });
                 if !ready {
                     continue;
+                }
+                if !approved.contains(&i)
+                    && ctx
+                        .config
+                        .file
+                        .steps
+                        .get(&nodes[i].name)
+                        .is_some_and(|s| s.approve)
+                {
+                    match approve(&nodes[i].name, opts.auto_approve) {
+                        Ok(()) => {
+                            approved.insert(i);
+                        }
+                        Err(detail) => {
+                            nodes[i].status = Some(StepResult::Cancelled);
+                            record_step(
+                                &mut state,
+                                &nodes[i].name,
+                                StepResult::Cancelled,
+                                0,
+                                0,
+                                Some(detail.clone()),
+                                None,
+                            );
+                            reporter.event(&finished_event(
+                                &nodes[i].name,
+                                StepResult::Cancelled,
+                                0,
+                                Duration::ZERO,
+                                Some(detail),
+                                None,
+                                None,
+                            ));
+                            continue;
+                        }
+                    }
                 }
                 nodes[i].running = true;
                 running += 1;
@@ -663,6 +703,25 @@ pub async fn apply(
         durations,
         details,
     })
+}
+
+/// Confirmation of an `approve: true` step: given by -auto-approve, asked on a terminal, else
+/// the run stops before it (and a later apply with -auto-approve resumes there).
+fn approve(step: &str, auto: bool) -> Result<(), String> {
+    use std::io::{IsTerminal, Write};
+    if auto {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err("awaiting approval: apply again with -auto-approve, or on a terminal".into());
+    }
+    print!("\nStep `{step}` needs approval. Run it? Only 'yes' will be accepted: ");
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    if std::io::stdin().read_line(&mut answer).is_err() || answer.trim() != "yes" {
+        return Err("not approved".into());
+    }
+    Ok(())
 }
 
 async fn next_signal(

@@ -472,6 +472,10 @@ pub struct StepConfig {
     /// What this step does, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Ask for confirmation before running this step (`-auto-approve` gives it); without a
+    /// terminal the run stops there, and applying again with `-auto-approve` resumes it.
+    #[serde(default)]
+    pub approve: bool,
     /// Give up on one attempt after this long (default 1h).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<HumanDuration>,
