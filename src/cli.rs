@@ -43,7 +43,11 @@ pub enum Command {
         plan: Option<PathBuf>,
     },
     /// Print the JSON schema of plan files (draft-07).
-    Schema,
+    Schema {
+        /// Print the plan file reference (Markdown) instead, as in the README.
+        #[arg(long)]
+        reference: bool,
+    },
     /// Show a plan saved with `plan -out`.
     Show {
         /// The saved plan.
@@ -258,8 +262,12 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
             print!("{}", planner::render::dot(&config, saved.as_ref()));
             Ok(ExitStatus::Success)
         }
-        Command::Schema => {
-            println!("{}", crate::schema::plan_schema_json());
+        Command::Schema { reference } => {
+            if reference {
+                print!("{}", crate::schema::reference_markdown());
+            } else {
+                println!("{}", crate::schema::plan_schema_json());
+            }
             Ok(ExitStatus::Success)
         }
         Command::Show { planfile, json } => {

@@ -348,3 +348,20 @@ fn completions_and_man_page() {
         "{man}"
     );
 }
+
+#[test]
+fn readme_plan_file_reference_is_generated_from_the_schema() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let start = readme
+        .find("<!-- plan-reference:start -->\n")
+        .expect("start marker")
+        + "<!-- plan-reference:start -->\n".len();
+    let end = readme
+        .find("<!-- plan-reference:end -->")
+        .expect("end marker");
+    assert!(
+        readme[start..end] == kcideploy::schema::reference_markdown(),
+        "README's plan file reference is stale: replace it with `kcideploy schema --reference`"
+    );
+}
