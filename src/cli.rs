@@ -58,6 +58,21 @@ pub enum Command {
     },
     /// Run a saved plan, or plan and run after confirmation.
     Apply(ApplyArgs),
+    /// One-shot for cron or CI: plan, obey the policy, apply, notify.
+    /// Exit: 0 nothing to do, 1 failed, 2 applied, 3 held back by the policy.
+    Run {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Decide the policy as if it were this time (RFC 3339).
+        #[arg(long, value_name = "RFC3339")]
+        at: Option<String>,
+        /// Post no PR comment and no commit status.
+        #[arg(long = "no-notify")]
+        no_notify: bool,
+        /// Wait this long for the state lock.
+        #[arg(long = "lock-timeout", default_value = "5m", value_parser = parse_duration)]
+        lock_timeout: crate::config::HumanDuration,
+    },
     /// Look at the state.
     #[command(subcommand)]
     State(StateCommand),
@@ -280,6 +295,12 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
             Ok(ExitStatus::Success)
         }
         Command::Apply(args) => cmd_apply(args, color),
+        Command::Run {
+            file,
+            at,
+            no_notify,
+            lock_timeout,
+        } => cmd_run(file, at, no_notify, lock_timeout, color),
         Command::State(cmd) => cmd_state(cmd),
         Command::ForceUnlock { id, file } => {
             let config = Config::load(&file)?;
@@ -637,6 +658,66 @@ fn blame_failure(
     state.blames.drain(..extra);
     backend.write(&mut state)?;
     Ok(culprit.map(|c| c.label()))
+}
+
+/// `run`: nothing to do (0), held back by the cooldown (3), else apply (2 applied, 1 failed).
+fn cmd_run(
+    file: PathBuf,
+    at: Option<String>,
+    no_notify: bool,
+    lock_timeout: crate::config::HumanDuration,
+    color: bool,
+) -> Result<ExitStatus> {
+    let now = parse_now(at.as_deref())?;
+    let config = Config::load(&file)?;
+    let state = LocalState::new(config.state_path()).read()?;
+    let plan = make_plan(&file, CycleRequest::Auto, now, None)?;
+    let moved = plan
+        .repos
+        .values()
+        .any(|r| r.deployed.as_deref() != Some(r.staging.as_str()));
+    if !plan.has_changes() && !moved {
+        println!(
+            "Nothing to do: {} is deployed as planned ({} cycle).",
+            plan.name,
+            plan.cycle.as_str()
+        );
+        return Ok(ExitStatus::Success);
+    }
+    let last_end = state
+        .as_ref()
+        .and_then(|s| s.history.iter().filter_map(|r| r.finished_at).max());
+    if let Some(end) = last_end {
+        let cooldown = config.file.policy.cooldown;
+        let ready = end.as_second() + cooldown.as_secs() as i64;
+        if now.as_second() < ready {
+            println!(
+                "Held back by the policy: the last deploy ended {} ago, cooldown is {cooldown}; next deploy from {}.",
+                planner::render::age(now.as_second() - end.as_second()),
+                Timestamp::from_second(ready).unwrap_or(now)
+            );
+            return Ok(ExitStatus::HeldBack);
+        }
+    }
+    let args = ApplyArgs {
+        planfile: None,
+        file: Some(file),
+        auto_approve: true,
+        parallelism: 10,
+        lock_timeout,
+        grace: crate::config::HumanDuration::from_secs(10),
+        json: false,
+        cycle: match plan.cycle {
+            crate::config::Cycle::Partial => CycleRequest::Partial,
+            crate::config::Cycle::Full => CycleRequest::Full,
+        },
+        cache_dir: None,
+        no_notify,
+    };
+    Ok(match cmd_apply(args, color)? {
+        ExitStatus::Success => ExitStatus::Changes,
+        other => other,
+    })
 }
 
 /// Ask on the terminal; only `yes` goes on.

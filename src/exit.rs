@@ -7,8 +7,10 @@ pub enum ExitStatus {
     Success,
     /// 1: an error (bad plan file, fetch failure, ...).
     Error,
-    /// 2: with `-detailed-exitcode`, the plan has steps to run.
+    /// 2: with `-detailed-exitcode`, the plan has steps to run; for `run`, it applied them.
     Changes,
+    /// 3: `run` held back by the policy (cooldown).
+    HeldBack,
 }
 
 impl ExitStatus {
@@ -17,6 +19,7 @@ impl ExitStatus {
             ExitStatus::Success => 0,
             ExitStatus::Error => 1,
             ExitStatus::Changes => 2,
+            ExitStatus::HeldBack => 3,
         }
     }
 }

@@ -730,3 +730,47 @@ fn approve_steps_stop_the_run_without_a_terminal_and_auto_approve_resumes_it() {
         "build\nrestart\ncheck\n"
     );
 }
+
+#[test]
+fn run_applies_obeys_the_cooldown_and_says_when_there_is_nothing_to_do() {
+    let fx = Fixture::new();
+    let remote = fx.repo("pipe", &[("config/a.yaml", Some("a: 1\n"))]);
+    remote.branch("pr/1", ALICE, &[("config/a.yaml", Some("a: 2\n"))]);
+    let plan = fx.plan_file(&plan_with_steps(
+        "  restart: { kind: command, on: [config], with: { shell: \"echo restart >> ran.txt\" } }\n",
+    ));
+    let run = |at: Option<&str>| {
+        let mut cmd = kcideploy();
+        cmd.args(["run", "-f"]).arg(&plan);
+        if let Some(at) = at {
+            cmd.args(["--at", at]);
+        }
+        output(&mut cmd)
+    };
+    let (code, out, err) = run(None);
+    assert_eq!(code, 2, "applied: {out}{err}");
+    assert_eq!(
+        std::fs::read_to_string(fx.path().join("ran.txt")).expect("ran"),
+        "restart\n"
+    );
+    let (code, out, _) = run(None);
+    assert_eq!(code, 0, "nothing to do: {out}");
+    assert!(out.contains("Nothing to do"), "{out}");
+    remote.branch("pr/2", ALICE, &[("config/b.yaml", Some("b\n"))]);
+    let (code, out, _) = run(None);
+    assert_eq!(code, 3, "held back: {out}");
+    assert!(
+        out.contains("Held back by the policy") && out.contains("cooldown is 30m"),
+        "{out}"
+    );
+    let later = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_mins(31))
+        .expect("ts")
+        .to_string();
+    let (code, out, err) = run(Some(&later));
+    assert_eq!(code, 2, "after the cooldown: {out}{err}");
+    assert_eq!(
+        std::fs::read_to_string(fx.path().join("ran.txt")).expect("ran"),
+        "restart\nrestart\n"
+    );
+}
