@@ -401,10 +401,7 @@ fn cmd_apply(args: ApplyArgs, color: bool) -> Result<ExitStatus> {
         Some(saved) => {
             let cache = PathBuf::from(&saved.cache_dir);
             let snapshot = crate::forge::snapshot(&config, &cache)?;
-            let request = match saved.cycle {
-                crate::config::Cycle::Partial => CycleRequest::Partial,
-                crate::config::Cycle::Full => CycleRequest::Full,
-            };
+            let request = CycleRequest::from(saved.cycle);
             let fresh = planner::plan(
                 &config,
                 &snapshot,
@@ -507,10 +504,7 @@ fn cmd_apply(args: ApplyArgs, color: bool) -> Result<ExitStatus> {
         let state = backend.read()?;
         let cache = PathBuf::from(&plan.cache_dir);
         let snapshot = crate::forge::snapshot(&config, &cache)?;
-        let request = match plan.cycle {
-            crate::config::Cycle::Partial => CycleRequest::Partial,
-            crate::config::Cycle::Full => CycleRequest::Full,
-        };
+        let request = CycleRequest::from(plan.cycle);
         plan = planner::plan(
             &config,
             &snapshot,
@@ -707,10 +701,7 @@ fn cmd_run(
         lock_timeout,
         grace: crate::config::HumanDuration::from_secs(10),
         json: false,
-        cycle: match plan.cycle {
-            crate::config::Cycle::Partial => CycleRequest::Partial,
-            crate::config::Cycle::Full => CycleRequest::Full,
-        },
+        cycle: CycleRequest::from(plan.cycle),
         cache_dir: None,
         no_notify,
     };

@@ -7,29 +7,13 @@ use std::path::Path;
 use std::process::{Command as StdCommand, Stdio};
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use common::*;
 use kcideploy::state::{LocalState, State};
-
-fn kcideploy() -> Command {
-    let mut cmd = Command::cargo_bin("kcideploy").expect("binary");
-    cmd.env("NO_COLOR", "1");
-    cmd
-}
 
 fn bin() -> StdCommand {
     let mut cmd = StdCommand::new(assert_cmd::cargo::cargo_bin("kcideploy"));
     cmd.env("NO_COLOR", "1");
     cmd
-}
-
-fn output(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.output().expect("run");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn state_of(fx: &Fixture, name: &str) -> State {

@@ -3,7 +3,6 @@
 
 mod common;
 
-use assert_cmd::Command;
 use common::*;
 use kcideploy::state::{LocalState, State};
 
@@ -49,21 +48,6 @@ fn fixture(
     let config = fx.config(&plan(verify));
     fx.deploy(&config, &[("pipe", remote.main)], Some(NOW));
     (fx, remote, config.path.clone())
-}
-
-fn kcideploy() -> Command {
-    let mut cmd = Command::cargo_bin("kcideploy").expect("binary");
-    cmd.env("NO_COLOR", "1");
-    cmd
-}
-
-fn output(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.output().expect("run");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn apply(plan: &std::path::Path) -> (i32, String, String) {

@@ -2,7 +2,6 @@
 
 mod common;
 
-use assert_cmd::Command;
 use common::*;
 
 const PLAN: &str = r#"
@@ -19,12 +18,6 @@ steps:
   kernel: { kind: command, cycle: full, always: true, needs: [restart], with: { shell: "true" } }
 "#;
 
-fn kcideploy() -> Command {
-    let mut cmd = Command::cargo_bin("kcideploy").expect("binary");
-    cmd.env("NO_COLOR", "1");
-    cmd
-}
-
 fn fixture_with_change() -> (Fixture, std::path::PathBuf) {
     let fx = Fixture::new();
     let remote = fx.repo("pipe", &[("config/a.yaml", Some("a: 1\n"))]);
@@ -35,21 +28,12 @@ fn fixture_with_change() -> (Fixture, std::path::PathBuf) {
     (fx, path)
 }
 
-fn stdout_of(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.output().expect("run");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 const AT: &str = "2026-11-24T08:00:00Z";
 
 #[test]
 fn detailed_exitcode_is_2_with_changes_and_0_without() {
     let (fx, plan) = fixture_with_change();
-    let (code, out, err) = stdout_of(kcideploy().args(["plan", "-f"]).arg(&plan).args([
+    let (code, out, err) = output(kcideploy().args(["plan", "-f"]).arg(&plan).args([
         "-detailed-exitcode",
         "--at",
         AT,
@@ -62,7 +46,7 @@ fn detailed_exitcode_is_2_with_changes_and_0_without() {
     );
     assert!(out.contains("Plan: 1 step to run"), "{out}");
     // Without the flag, changes are still success.
-    let (code, _, _) = stdout_of(
+    let (code, _, _) = output(
         kcideploy()
             .args(["plan", "-f"])
             .arg(&plan)
@@ -72,7 +56,7 @@ fn detailed_exitcode_is_2_with_changes_and_0_without() {
     // Nothing pending: 0.
     let remote = git2::Repository::open_bare(fx.path().join("repos/pipe.git")).expect("repo");
     kcideploy::gitops::scratch::delete_branch(&remote, "pr/1").expect("delete");
-    let (code, out, _) = stdout_of(kcideploy().args(["plan", "-f"]).arg(&plan).args([
+    let (code, out, _) = output(kcideploy().args(["plan", "-f"]).arg(&plan).args([
         "-detailed-exitcode",
         "--cycle",
         "partial",
@@ -87,7 +71,7 @@ fn detailed_exitcode_is_2_with_changes_and_0_without() {
 fn saved_plan_round_trips_and_tampering_is_detected() {
     let (fx, plan) = fixture_with_change();
     let saved = fx.path().join("out/plan.json");
-    let (code, out, err) = stdout_of(
+    let (code, out, err) = output(
         kcideploy()
             .args(["plan", "-f"])
             .arg(&plan)
@@ -110,7 +94,7 @@ fn saved_plan_round_trips_and_tampering_is_detected() {
         Some(40)
     );
 
-    let (code, shown, _) = stdout_of(kcideploy().arg("show").arg(&saved));
+    let (code, shown, _) = output(kcideploy().arg("show").arg(&saved));
     assert_eq!(code, 0);
     assert!(shown.contains("+ restart (command)"), "{shown}");
 
@@ -118,7 +102,7 @@ fn saved_plan_round_trips_and_tampering_is_detected() {
         .expect("read")
         .replace("\"state_serial\": 1", "\"state_serial\": 7");
     std::fs::write(&saved, tampered).expect("write");
-    let (code, _, err) = stdout_of(kcideploy().arg("show").arg(&saved));
+    let (code, _, err) = output(kcideploy().arg("show").arg(&saved));
     assert_eq!(code, 1);
     assert!(
         err.contains("the fingerprint does not match its digest"),
@@ -129,7 +113,7 @@ fn saved_plan_round_trips_and_tampering_is_detected() {
 #[test]
 fn json_output_has_the_documented_shape() {
     let (_fx, plan) = fixture_with_change();
-    let (code, out, _) = stdout_of(
+    let (code, out, _) = output(
         kcideploy()
             .args(["plan", "--json", "-f"])
             .arg(&plan)
@@ -160,7 +144,7 @@ fn json_output_has_the_documented_shape() {
 fn bad_input_exits_1_with_a_location() {
     let fx = Fixture::new();
     let plan = fx.plan_file(&PLAN.replace("on: [config]", "on: [konfig]"));
-    let (code, out, err) = stdout_of(kcideploy().args(["plan", "-f"]).arg(&plan));
+    let (code, out, err) = output(kcideploy().args(["plan", "-f"]).arg(&plan));
     assert_eq!(code, 1);
     assert!(out.is_empty(), "{out}");
     assert!(
@@ -171,11 +155,11 @@ fn bad_input_exits_1_with_a_location() {
         "{err}"
     );
 
-    let (code, _, err) = stdout_of(kcideploy().args(["validate", "-f"]).arg(&plan));
+    let (code, _, err) = output(kcideploy().args(["validate", "-f"]).arg(&plan));
     assert_eq!(code, 1);
     assert!(err.contains("did you mean `config`?"), "{err}");
 
-    let (code, _, err) = stdout_of(
+    let (code, _, err) = output(
         kcideploy()
             .args(["plan", "-f"])
             .arg(fx.path().join("missing.yaml")),
@@ -187,7 +171,7 @@ fn bad_input_exits_1_with_a_location() {
 #[test]
 fn bad_at_and_unreachable_repo_are_clear_errors() {
     let (_fx, plan) = fixture_with_change();
-    let (code, _, err) = stdout_of(
+    let (code, _, err) = output(
         kcideploy()
             .args(["plan", "-f"])
             .arg(&plan)
@@ -201,7 +185,7 @@ fn bad_at_and_unreachable_repo_are_clear_errors() {
 
     let fx = Fixture::new();
     let plan = fx.plan_file(PLAN);
-    let (code, _, err) = stdout_of(kcideploy().args(["plan", "-f"]).arg(&plan));
+    let (code, _, err) = output(kcideploy().args(["plan", "-f"]).arg(&plan));
     assert_eq!(code, 1);
     assert!(err.contains("cannot fetch repo `pipe`"), "{err}");
 }
@@ -215,7 +199,7 @@ fn state_with_a_newer_format_is_refused() {
         r#"{"format_version": 9, "serial": 3, "lineage": "x"}"#,
     )
     .expect("write");
-    let (code, _, err) = stdout_of(kcideploy().args(["plan", "-f"]).arg(&plan));
+    let (code, _, err) = output(kcideploy().args(["plan", "-f"]).arg(&plan));
     assert_eq!(code, 1);
     assert!(err.contains("format version 9"), "{err}");
 }
@@ -223,7 +207,7 @@ fn state_with_a_newer_format_is_refused() {
 #[test]
 fn graph_is_dot_and_marks_planned_steps() {
     let (fx, plan) = fixture_with_change();
-    let (code, dot, _) = stdout_of(kcideploy().args(["graph", "-f"]).arg(&plan));
+    let (code, dot, _) = output(kcideploy().args(["graph", "-f"]).arg(&plan));
     assert_eq!(code, 0);
     assert!(dot.starts_with("digraph kcideploy {"), "{dot}");
     assert!(dot.contains("\"restart\" -> \"kernel\";"), "{dot}");
@@ -237,7 +221,7 @@ fn graph_is_dot_and_marks_planned_steps() {
         .args(["--at", AT])
         .assert()
         .success();
-    let (_, dot, _) = stdout_of(
+    let (_, dot, _) = output(
         kcideploy()
             .args(["graph", "-f"])
             .arg(&plan)
@@ -284,7 +268,7 @@ fn shipped_plans_validate() {
         "plans/production.yaml",
     ] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(plan);
-        let (code, out, err) = stdout_of(kcideploy().args(["validate", "-f"]).arg(&path));
+        let (code, out, err) = output(kcideploy().args(["validate", "-f"]).arg(&path));
         assert_eq!(code, 0, "{plan}: {err}");
         assert!(out.contains("valid plan file"), "{out}");
     }
@@ -294,7 +278,7 @@ fn shipped_plans_validate() {
 fn demo_plans_the_local_repos() {
     let dir = tempfile::tempdir().expect("tempdir");
     let demo = dir.path().join("demo");
-    let (code, out, err) = stdout_of(kcideploy().args(["demo", "--dir"]).arg(&demo));
+    let (code, out, err) = output(kcideploy().args(["demo", "--dir"]).arg(&demo));
     assert_eq!(code, 0, "{err}");
     for line in [
         "partial cycle (auto: last full cycle 2h ago; next one due in 4h)",
@@ -317,7 +301,7 @@ fn demo_plans_the_local_repos() {
         "{out}"
     );
     // The demo's plan file works with the CLI afterwards.
-    let (code, _, err) = stdout_of(
+    let (code, _, err) = output(
         kcideploy()
             .args(["plan", "-f"])
             .arg(demo.join("demo.yaml"))
@@ -325,23 +309,23 @@ fn demo_plans_the_local_repos() {
     );
     assert_eq!(code, 0, "{err}");
     // A non-empty directory is refused.
-    let (code, _, err) = stdout_of(kcideploy().args(["demo", "--dir"]).arg(&demo));
+    let (code, _, err) = output(kcideploy().args(["demo", "--dir"]).arg(&demo));
     assert_eq!(code, 1);
     assert!(err.contains("is not empty"), "{err}");
 }
 
 #[test]
 fn completions_and_man_page() {
-    let (code, bash, _) = stdout_of(kcideploy().args(["completions", "bash"]));
+    let (code, bash, _) = output(kcideploy().args(["completions", "bash"]));
     assert_eq!(code, 0);
     assert!(
         bash.contains("_kcideploy()") && bash.contains("force-unlock"),
         "{bash}"
     );
-    let (code, zsh, _) = stdout_of(kcideploy().args(["completions", "zsh"]));
+    let (code, zsh, _) = output(kcideploy().args(["completions", "zsh"]));
     assert_eq!(code, 0);
     assert!(zsh.starts_with("#compdef kcideploy"), "{zsh}");
-    let (code, man, _) = stdout_of(kcideploy().arg("man"));
+    let (code, man, _) = output(kcideploy().arg("man"));
     assert_eq!(code, 0);
     assert!(
         man.contains(".TH kcideploy 1") && man.contains("apply"),

@@ -7,7 +7,6 @@ mod common;
 use std::process::Command as StdCommand;
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use common::*;
 use kcideploy::state::{LocalState, State};
 
@@ -57,21 +56,6 @@ fn unique(prefix: &str) -> String {
 fn busybox() -> Vec<u8> {
     let path = std::env::var("KCIDEPLOY_TEST_BUSYBOX").unwrap_or_else(|_| "/bin/busybox".into());
     std::fs::read(&path).unwrap_or_else(|e| panic!("a static busybox at {path}: {e}"))
-}
-
-fn kcideploy() -> Command {
-    let mut cmd = Command::cargo_bin("kcideploy").expect("binary");
-    cmd.env("NO_COLOR", "1");
-    cmd
-}
-
-fn output(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.output().expect("run");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn apply(plan: &std::path::Path) -> (i32, String, String) {

@@ -7,7 +7,6 @@ mod fake_github;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use assert_cmd::Command;
 use common::*;
 use fake_github::{Fake, Pr, Shared, TOKEN, pr_object};
 use kcideploy::planner::{CycleRequest, ExclusionReason};
@@ -278,21 +277,6 @@ fn rate_limit_waits_for_the_reset() {
     );
     assert_eq!(fake.lock().expect("f").rate_limited, 1);
     assert_eq!(plan.repos["core"].included.len(), 1);
-}
-
-fn kcideploy() -> Command {
-    let mut cmd = Command::cargo_bin("kcideploy").expect("binary");
-    cmd.env("NO_COLOR", "1").env("KCI_TEST_TOKEN", TOKEN);
-    cmd
-}
-
-fn output(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.output().expect("run");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// Every file under `dir`, as text.

@@ -8,25 +8,9 @@ mod fake_kernelci;
 
 use std::sync::{Arc, Mutex};
 
-use assert_cmd::Command;
 use common::*;
 use fake_kernelci::{FakeKci, Scenario, SharedKci};
 use serde_json::json;
-
-fn kcideploy() -> Command {
-    let mut cmd = Command::cargo_bin("kcideploy").expect("binary");
-    cmd.env("NO_COLOR", "1");
-    cmd
-}
-
-fn output(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.output().expect("run");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn apply(plan: &std::path::Path) -> (i32, String, String) {
     output(

@@ -122,13 +122,22 @@ impl RunContext {
         if let Some(c) = self.http.get() {
             return Ok(c.clone());
         }
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("kcideploy/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
+        let client = http_client(None)?;
         Ok(self.http.get_or_init(|| client).clone())
     }
+}
+
+/// An HTTP client (rustls with ring) with kcideploy's user agent and an optional timeout.
+pub fn http_client(timeout: Option<Duration>) -> Result<reqwest::Client, String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder =
+        reqwest::Client::builder().user_agent(concat!("kcideploy/", env!("CARGO_PKG_VERSION")));
+    if let Some(t) = timeout {
+        builder = builder.timeout(t);
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot make an HTTP client: {e}"))
 }
 
 /// Repos a step deploys: those of its `on` components and `with.repo`, and of the steps it

@@ -69,12 +69,7 @@ impl GitHub {
                     gh.token_env
                 )
             })?;
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("kcideploy/", env!("CARGO_PKG_VERSION")))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
+        let http = crate::apply::http_client(Some(Duration::from_secs(30)))?;
         Ok(GitHub {
             http,
             api: gh.api_url.trim_end_matches('/').to_string(),

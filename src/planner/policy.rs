@@ -16,6 +16,16 @@ pub enum CycleRequest {
     Auto,
 }
 
+impl From<Cycle> for CycleRequest {
+    /// Plan again for the cycle a plan was made for.
+    fn from(cycle: Cycle) -> Self {
+        match cycle {
+            Cycle::Partial => CycleRequest::Partial,
+            Cycle::Full => CycleRequest::Full,
+        }
+    }
+}
+
 pub fn decide(
     request: CycleRequest,
     policy: &Policy,

@@ -285,23 +285,7 @@ async fn handle(
     }
 }
 
-/// Start the fake on 127.0.0.1 (in its own thread); returns its base URL.
+/// Start the fake on 127.0.0.1; returns its base URL.
 pub fn start(shared: Shared) -> String {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("rt");
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            let _ = tx.send(listener.local_addr().expect("addr"));
-            let app = axum::Router::new().fallback(handle).with_state(shared);
-            let _ = axum::serve(listener, app).await;
-        });
-    });
-    let addr = rx.recv().expect("fake started");
-    format!("http://{addr}")
+    super::common::serve(axum::Router::new().fallback(handle).with_state(shared))
 }

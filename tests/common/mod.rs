@@ -176,3 +176,39 @@ pub fn runs(plan: &Plan) -> Vec<&str> {
         .map(|s| s.name.as_str())
         .collect()
 }
+
+/// The real binary, without colours.
+pub fn kcideploy() -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("kcideploy").expect("binary");
+    cmd.env("NO_COLOR", "1");
+    cmd
+}
+
+/// Exit code, stdout, stderr.
+pub fn output(cmd: &mut assert_cmd::Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Serve `app` on 127.0.0.1 in its own thread; returns the base URL.
+pub fn serve(app: axum::Router) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let _ = tx.send(listener.local_addr().expect("addr"));
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    format!("http://{}", rx.recv().expect("server started"))
+}

@@ -15,19 +15,7 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &CommandWith) -> Result<(), StepEr
     let Some((program, args)) = argv.split_first() else {
         return Err(StepError::Failed("with.run is empty".into()));
     };
-    let mut env = ctx.env();
-    let base = match &with.repo {
-        Some(repo) => {
-            let dir = ctx.run.checkout(repo).map_err(StepError::Failed)?;
-            env.push(("KCIDEPLOY_CHECKOUT".into(), dir.display().to_string()));
-            dir
-        }
-        None => ctx.run.config.dir.clone(),
-    };
-    let cwd = match &with.cwd {
-        Some(c) => base.join(c),
-        None => base,
-    };
+    let (cwd, env) = ctx.workdir(with.repo.as_deref(), with.cwd.as_deref())?;
     let mut cmd = Command::new(program);
     cmd.args(args).current_dir(&cwd).envs(env).envs(&with.env);
     process::run(

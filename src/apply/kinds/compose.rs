@@ -38,19 +38,7 @@ fn compose_program() -> Result<&'static [String], StepError> {
 
 pub async fn run(ctx: &mut StepCtx<'_>, with: &ComposeWith) -> Result<(), StepError> {
     let program = compose_program()?;
-    let mut env = ctx.env();
-    let base = match &with.repo {
-        Some(repo) => {
-            let dir = ctx.run.checkout(repo).map_err(StepError::Failed)?;
-            env.push(("KCIDEPLOY_CHECKOUT".into(), dir.display().to_string()));
-            dir
-        }
-        None => ctx.run.config.dir.clone(),
-    };
-    let cwd = match &with.cwd {
-        Some(c) => base.join(c),
-        None => base,
-    };
+    let (cwd, env) = ctx.workdir(with.repo.as_deref(), with.cwd.as_deref())?;
     let mut args: Vec<String> = program[1..].to_vec();
     if let Some(project) = &with.project {
         args.extend(["-p".into(), project.clone()]);

@@ -53,6 +53,25 @@ pub struct StepCtx<'a> {
 }
 
 impl StepCtx<'_> {
+    /// Where a process of the step runs, and its environment: `cwd` within `repo`'s staging
+    /// checkout (with `KCIDEPLOY_CHECKOUT`), or within the plan file's directory.
+    pub fn workdir(
+        &self,
+        repo: Option<&str>,
+        cwd: Option<&str>,
+    ) -> Result<(std::path::PathBuf, Vec<(String, String)>), StepError> {
+        let mut env = self.env();
+        let base = match repo {
+            Some(repo) => {
+                let dir = self.run.checkout(repo).map_err(StepError::Failed)?;
+                env.push(("KCIDEPLOY_CHECKOUT".into(), dir.display().to_string()));
+                dir
+            }
+            None => self.run.config.dir.clone(),
+        };
+        Ok((cwd.map(|c| base.join(c)).unwrap_or(base), env))
+    }
+
     /// Say how the step is getting on (a spinner message on a terminal, a line otherwise).
     pub fn progress(&self, message: String) {
         use std::io::Write;
