@@ -14,4 +14,5 @@ pub mod kernelci;
 pub mod notify;
 pub mod planner;
 pub mod schema;
+pub mod server;
 pub mod state;

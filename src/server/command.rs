@@ -1,0 +1,163 @@
+//! `@kcibot` commands in PR comments: a small parser returning typed commands. Code blocks,
+//! inline code and quoted lines are not read; `None`-like (an empty list) is "not for me";
+//! an `Err` is "for me but malformed", with a did-you-mean.
+
+/// What a maintainer asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BotCommand {
+    /// Deploy now with this PR included (partial cycle).
+    Deploy,
+    /// Deploy and run a full cycle with the pipe-cleaner.
+    Trigger,
+    /// Where this PR stands.
+    Status,
+    /// The commands.
+    Help,
+}
+
+impl BotCommand {
+    pub const ALL: [(&'static str, BotCommand); 4] = [
+        ("deploy", BotCommand::Deploy),
+        ("trigger", BotCommand::Trigger),
+        ("status", BotCommand::Status),
+        ("help", BotCommand::Help),
+    ];
+}
+
+/// A command for the bot that it does not know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// The word after the mention (empty when there is none).
+    pub word: String,
+    pub suggestion: Option<&'static str>,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let known = BotCommand::ALL.map(|(w, _)| format!("`{w}`")).join(", ");
+        match (&self.word, self.suggestion) {
+            (w, _) if w.is_empty() => write!(f, "no command after the mention; commands: {known}"),
+            (w, Some(s)) => write!(f, "unknown command `{w}`: did you mean `{s}`?"),
+            (w, None) => write!(f, "unknown command `{w}`; commands: {known}"),
+        }
+    }
+}
+
+/// The text of a comment that commands are read from: no fenced code blocks, no inline code,
+/// no quoted lines.
+fn readable(body: &str) -> String {
+    let mut out = String::new();
+    let mut fenced = false;
+    for line in body.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced || trimmed.starts_with('>') {
+            continue;
+        }
+        // Drop `inline code` spans.
+        let mut in_code = false;
+        for c in line.chars() {
+            if c == '`' {
+                in_code = !in_code;
+            } else if !in_code {
+                out.push(c);
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Every command addressed to `@<bot>` in `body`, in order.
+pub fn parse(body: &str, bot: &str) -> Vec<Result<BotCommand, ParseError>> {
+    let mention = format!("@{}", bot.to_ascii_lowercase());
+    let text = readable(body);
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        for (i, word) in words.iter().enumerate() {
+            let w = word
+                .trim_end_matches([',', ':', '.', '!'])
+                .to_ascii_lowercase();
+            if w != mention {
+                continue;
+            }
+            let next = words
+                .get(i + 1)
+                .map(|n| {
+                    n.trim_end_matches([',', '.', '!', '?'])
+                        .to_ascii_lowercase()
+                })
+                .unwrap_or_default();
+            match BotCommand::ALL.iter().find(|(name, _)| *name == next) {
+                Some((_, cmd)) => out.push(Ok(*cmd)),
+                None => {
+                    let suggestion = BotCommand::ALL
+                        .iter()
+                        .map(|(name, _)| (strsim::jaro_winkler(&next, name), *name))
+                        .filter(|(score, _)| *score > 0.8)
+                        .max_by(|a, b| a.0.total_cmp(&b.0))
+                        .map(|(_, name)| name);
+                    out.push(Err(ParseError {
+                        word: next,
+                        suggestion,
+                    }));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn show(body: &str) -> String {
+        parse(body, "kcibot")
+            .iter()
+            .map(|r| match r {
+                Ok(c) => format!("{c:?}"),
+                Err(e) => format!("Err({e})"),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn table() {
+        let cases = [
+            ("@kcibot deploy", "Deploy"),
+            ("@kcibot trigger", "Trigger"),
+            ("@KciBot Status", "Status"),
+            ("@kcibot help", "Help"),
+            ("@kcibot, deploy please", "Deploy"),
+            ("Looks good.\n\n@kcibot deploy", "Deploy"),
+            ("@kcibot deploy\n@kcibot trigger", "Deploy Trigger"),
+            ("thanks!", ""),
+            ("ping @kcibot2 deploy", ""),
+            ("mail me at x@kcibot deploy", ""),
+            ("> @kcibot deploy", ""),
+            ("```\n@kcibot deploy\n```", ""),
+            ("run `@kcibot deploy` to deploy", ""),
+            (
+                "@kcibot",
+                "Err(no command after the mention; commands: `deploy`, `trigger`, `status`, `help`)",
+            ),
+            (
+                "@kcibot depoly",
+                "Err(unknown command `depoly`: did you mean `deploy`?)",
+            ),
+            (
+                "@kcibot merge",
+                "Err(unknown command `merge`; commands: `deploy`, `trigger`, `status`, `help`)",
+            ),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(show(body), expected, "{body:?}");
+        }
+    }
+}

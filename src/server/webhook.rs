@@ -1,0 +1,305 @@
+//! GitHub webhooks: the `X-Hub-Signature-256` check (HMAC-SHA256 of the raw body, compared in
+//! constant time) and one pure function from (event name, body) to a typed [`Event`].
+
+use hmac::{KeyInit, Mac};
+use serde::Deserialize;
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// Whether `header` (`sha256=<hex>`) is the HMAC-SHA256 of `body` with `secret`.
+/// The comparison is constant-time (`Mac::verify_slice`).
+pub fn signature_valid(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
+    let Some(hex_sig) = header.and_then(|h| h.strip_prefix("sha256=")) else {
+        return false;
+    };
+    let Ok(expected) = hex::decode(hex_sig.trim()) else {
+        return false;
+    };
+    let Ok(mut mac) = HmacSha256::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&expected).is_ok()
+}
+
+/// `sha256=<hex>` for `body` (what GitHub sends; used by tests and by clients of the endpoint).
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = HmacSha256::new_from_slice(secret).unwrap_or_else(|_| {
+        // HMAC takes keys of any length; this branch cannot be reached.
+        HmacSha256::new_from_slice(b"").expect("empty key")
+    });
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The events that matter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Ping,
+    /// opened, synchronize, reopened, closed, labeled, unlabeled, ready_for_review.
+    PullRequest {
+        repo: String,
+        number: u64,
+        action: String,
+        head: String,
+        base: String,
+    },
+    /// A push to a branch.
+    Push {
+        repo: String,
+        branch: String,
+        after: String,
+    },
+    /// A new comment on a PR.
+    PrComment {
+        repo: String,
+        number: u64,
+        comment_id: u64,
+        author: String,
+        author_id: u64,
+        /// OWNER, MEMBER, COLLABORATOR, CONTRIBUTOR, NONE, ...
+        association: String,
+        body: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WebhookError {
+    /// The body is not the JSON GitHub sends for this event; names the field.
+    #[error("malformed `{event}` payload: {message}")]
+    Malformed { event: String, message: String },
+}
+
+#[derive(Deserialize)]
+struct Repo {
+    full_name: String,
+}
+
+#[derive(Deserialize)]
+struct Ref {
+    #[serde(rename = "ref")]
+    name: String,
+    sha: String,
+}
+
+#[derive(Deserialize)]
+struct Pr {
+    number: u64,
+    head: Ref,
+    base: Ref,
+}
+
+#[derive(Deserialize)]
+struct PullRequestPayload {
+    action: String,
+    pull_request: Pr,
+    repository: Repo,
+}
+
+#[derive(Deserialize)]
+struct PushPayload {
+    #[serde(rename = "ref")]
+    name: String,
+    after: String,
+    repository: Repo,
+}
+
+#[derive(Deserialize)]
+struct User {
+    login: String,
+    id: u64,
+}
+
+#[derive(Deserialize)]
+struct Comment {
+    id: u64,
+    body: String,
+    user: User,
+    author_association: String,
+}
+
+#[derive(Deserialize)]
+struct Issue {
+    number: u64,
+    /// Present only when the issue is a pull request.
+    #[serde(default)]
+    pull_request: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct CommentPayload {
+    action: String,
+    issue: Issue,
+    comment: Comment,
+    repository: Repo,
+}
+
+const PR_ACTIONS: &[&str] = &[
+    "opened",
+    "synchronize",
+    "reopened",
+    "closed",
+    "labeled",
+    "unlabeled",
+    "ready_for_review",
+];
+
+fn parse<T: for<'de> Deserialize<'de>>(event: &str, body: &[u8]) -> Result<T, WebhookError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| WebhookError::Malformed {
+        event: event.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// The typed event of a verified delivery; `None` for events and actions kcideploy ignores.
+pub fn parse_event(event: &str, body: &[u8]) -> Result<Option<Event>, WebhookError> {
+    Ok(match event {
+        "ping" => Some(Event::Ping),
+        "pull_request" => {
+            let p: PullRequestPayload = parse(event, body)?;
+            PR_ACTIONS
+                .contains(&p.action.as_str())
+                .then_some(Event::PullRequest {
+                    repo: p.repository.full_name,
+                    number: p.pull_request.number,
+                    action: p.action,
+                    head: p.pull_request.head.sha,
+                    base: p.pull_request.base.name,
+                })
+        }
+        "push" => {
+            let p: PushPayload = parse(event, body)?;
+            p.name
+                .strip_prefix("refs/heads/")
+                .map(|branch| Event::Push {
+                    repo: p.repository.full_name,
+                    branch: branch.to_string(),
+                    after: p.after,
+                })
+        }
+        "issue_comment" => {
+            let p: CommentPayload = parse(event, body)?;
+            (p.action == "created" && p.issue.pull_request.is_some()).then_some(Event::PrComment {
+                repo: p.repository.full_name,
+                number: p.issue.number,
+                comment_id: p.comment.id,
+                author: p.comment.user.login,
+                author_id: p.comment.user.id,
+                association: p.comment.author_association,
+                body: p.comment.body,
+            })
+        }
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/tests/fixtures/github-webhooks/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn signatures() {
+        let body = fixture("ping");
+        let header = sign(b"s3cret", &body);
+        assert!(signature_valid(b"s3cret", &body, Some(&header)));
+        assert!(!signature_valid(b"other", &body, Some(&header)));
+        let mut tampered = body.clone();
+        tampered.push(b' ');
+        assert!(!signature_valid(b"s3cret", &tampered, Some(&header)));
+        assert!(!signature_valid(b"s3cret", &body, None));
+        assert!(!signature_valid(b"s3cret", &body, Some("sha1=abc")));
+        assert!(!signature_valid(b"s3cret", &body, Some("sha256=zz")));
+    }
+
+    #[test]
+    fn events_from_real_payloads() {
+        assert_eq!(parse_event("ping", &fixture("ping")), Ok(Some(Event::Ping)));
+        for action in ["opened", "synchronize", "reopened", "closed", "labeled"] {
+            let event = parse_event("pull_request", &fixture(&format!("pull_request.{action}")))
+                .expect("parses");
+            let Some(Event::PullRequest {
+                repo,
+                number,
+                action: a,
+                head,
+                base,
+            }) = event
+            else {
+                panic!("{action}: {event:?}")
+            };
+            assert_eq!(
+                (repo.as_str(), number, a.as_str(), base.as_str()),
+                ("Codertocat/Hello-World", 2, action, "master")
+            );
+            assert_eq!(head.len(), 40);
+        }
+        // A tag push is not a branch push.
+        assert_eq!(parse_event("push", &fixture("push")), Ok(None));
+        // The fixture's comment is on an issue, not a PR: ignored; edits are ignored too.
+        assert_eq!(
+            parse_event("issue_comment", &fixture("issue_comment.created")),
+            Ok(None)
+        );
+        assert_eq!(
+            parse_event("issue_comment", &fixture("issue_comment.edited")),
+            Ok(None)
+        );
+        assert_eq!(parse_event("star", b"{}"), Ok(None));
+    }
+
+    #[test]
+    fn pr_comments_and_branch_pushes() {
+        let mut comment: serde_json::Value =
+            serde_json::from_slice(&fixture("issue_comment.created")).expect("json");
+        comment["issue"]["pull_request"] = serde_json::json!({"url": "https://api.github.com/repos/Codertocat/Hello-World/pulls/1"});
+        comment["comment"]["body"] = serde_json::json!("@kcibot deploy");
+        let event = parse_event(
+            "issue_comment",
+            &serde_json::to_vec(&comment).expect("json"),
+        )
+        .expect("parses");
+        let Some(Event::PrComment {
+            author,
+            association,
+            body,
+            ..
+        }) = event
+        else {
+            panic!("{event:?}")
+        };
+        assert_eq!(
+            (author.as_str(), association.as_str(), body.as_str()),
+            ("Codertocat", "OWNER", "@kcibot deploy")
+        );
+
+        let mut push: serde_json::Value = serde_json::from_slice(&fixture("push")).expect("json");
+        push["ref"] = serde_json::json!("refs/heads/main");
+        let event = parse_event("push", &serde_json::to_vec(&push).expect("json")).expect("parses");
+        assert!(
+            matches!(event, Some(Event::Push { ref branch, .. }) if branch == "main"),
+            "{event:?}"
+        );
+    }
+
+    #[test]
+    fn malformed_payloads_name_the_field() {
+        let err = parse_event(
+            "pull_request",
+            br#"{"action": "opened", "pull_request": {"number": "two"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "malformed `pull_request` payload: pull_request.number: invalid type: string \"two\", expected u64 at line 1 column 53"
+        );
+    }
+}
