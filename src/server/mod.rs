@@ -3,4 +3,5 @@
 //! endpoint, the durable queue and the policy scheduler build on them.
 
 pub mod command;
+pub mod policy;
 pub mod webhook;
