@@ -109,13 +109,7 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &GitPushWith) -> Result<(), StepEr
     if tags.iter().any(|t| t.date == today && t.sha == *sha) {
         let _ = writeln!(log, "a tag of today already points at {sha}");
     } else {
-        let n = tags
-            .iter()
-            .filter(|t| t.date == today)
-            .map(|t| t.n)
-            .max()
-            .unwrap_or(0)
-            + 1;
+        let n = next_number(&tags, &today);
         let name = format!("{prefix}{today}.{n}");
         let _ = writeln!(log, "tag {name}");
         refspecs.push(format!("{sha}:refs/tags/{name}"));
@@ -126,8 +120,7 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &GitPushWith) -> Result<(), StepEr
             sha: sha.clone(),
         });
     }
-    kept.sort_by(|a, b| (&b.date, b.n).cmp(&(&a.date, a.n)));
-    for old in kept.iter().skip(with.tag_keep) {
+    for old in beyond(&mut kept, with.tag_keep) {
         let _ = writeln!(log, "delete old tag {}", old.name);
         refspecs.push(format!(":refs/tags/{}", old.name));
     }
@@ -147,6 +140,22 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &GitPushWith) -> Result<(), StepEr
     )
     .await?;
     Ok(())
+}
+
+/// The next `N` of `<prefix>YYYYMMDD.N` for `today`.
+pub(crate) fn next_number(tags: &[DatedTag], today: &str) -> u32 {
+    tags.iter()
+        .filter(|t| t.date == today)
+        .map(|t| t.n)
+        .max()
+        .unwrap_or(0)
+        + 1
+}
+
+/// The tags beyond the newest `keep` (newest first by date, then number), to delete.
+pub(crate) fn beyond(tags: &mut [DatedTag], keep: usize) -> &[DatedTag] {
+    tags.sort_by(|a, b| (&b.date, b.n).cmp(&(&a.date, a.n)));
+    &tags[keep.min(tags.len())..]
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

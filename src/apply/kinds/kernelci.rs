@@ -410,13 +410,7 @@ async fn build_revision(
     .await?;
     let tags = parse_tags(&listing, &prefix);
     let today = ctx.run.now.strftime("%Y%m%d").to_string();
-    let n = tags
-        .iter()
-        .filter(|t| t.date == today)
-        .map(|t| t.n)
-        .max()
-        .unwrap_or(0)
-        + 1;
+    let n = super::git_push::next_number(&tags, &today);
     let tag = format!("{prefix}{today}.{n}");
     let message = format!("{tag}\n\nkcideploy pipe-cleaner, run {}", ctx.run.run_id);
     git(
@@ -439,16 +433,17 @@ async fn build_revision(
         format!("HEAD:refs/heads/{branch}"),
         format!("HEAD:refs/tags/{tag}"),
     ];
-    let mut all: Vec<(String, u32, String)> = tags
-        .iter()
-        .map(|t| (t.date.clone(), t.n, t.name.clone()))
-        .collect();
-    all.push((today, n, tag.clone()));
-    all.sort_by(|a, b| (&b.0, b.1).cmp(&(&a.0, a.1)));
+    let mut all = tags.clone();
+    all.push(super::git_push::DatedTag {
+        name: tag.clone(),
+        date: today,
+        n,
+        sha: sha.clone(),
+    });
     refspecs.extend(
-        all.iter()
-            .skip(with.tag_keep)
-            .map(|(_, _, name)| format!(":refs/tags/{name}")),
+        super::git_push::beyond(&mut all, with.tag_keep)
+            .iter()
+            .map(|t| format!(":refs/tags/{}", t.name)),
     );
     let mut args = vec!["-C", wt, "push", "--quiet", "--force", push_url];
     args.extend(refspecs.iter().map(String::as_str));
