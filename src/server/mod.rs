@@ -3,5 +3,6 @@
 //! endpoint, the durable queue and the policy scheduler build on them.
 
 pub mod command;
+pub mod endpoint;
 pub mod policy;
 pub mod webhook;
