@@ -86,7 +86,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             + &(0..30)
                 .map(|d| {
                     format!(
-                        "  s{d}: {{ kind: command, on: [c{d}], needs: [{}] }}\n",
+                        "  s{d}: {{ kind: command, on: [c{d}], needs: [{}], with: {{ run: [\"true\"] }} }}\n",
                         if d > 0 {
                             format!("s{}", d - 1)
                         } else {
