@@ -118,6 +118,17 @@ fn context_tree(ctx: &StepCtx<'_>, repo: &str, dir: &str) -> Result<String, Stri
     Ok(entry.id().to_string())
 }
 
+/// The next item of a daemon's progress stream, or `Cancelled` when the run is stopped.
+async fn next_or_cancel<S: futures_util::Stream + Unpin>(
+    stream: &mut S,
+    cancel: &mut tokio::sync::watch::Receiver<Cancel>,
+) -> Result<Option<S::Item>, StepError> {
+    tokio::select! {
+        item = stream.next() => Ok(item),
+        _ = cancelled(cancel, Cancel::Graceful) => Err(StepError::Cancelled),
+    }
+}
+
 /// Build an image, or do nothing when the content tag exists; then move the tags.
 pub async fn build(
     ctx: &mut StepCtx<'_>,
@@ -228,11 +239,9 @@ pub async fn build(
             let mut last_instruction = String::new();
             let mut error: Option<String> = None;
             loop {
-                let item = tokio::select! {
-                    item = stream.next() => item,
-                    _ = cancelled(&mut ctx.cancel, Cancel::Graceful) => return Err(StepError::Cancelled),
+                let Some(item) = next_or_cancel(&mut stream, &mut ctx.cancel).await? else {
+                    break;
                 };
-                let Some(item) = item else { break };
                 match item {
                     Ok(info) => {
                         if let Some(text) = info.stream {
@@ -371,11 +380,9 @@ pub async fn push(ctx: &mut StepCtx<'_>, with: &DockerPushWith) -> Result<(), St
             credentials(&with.image),
         );
         loop {
-            let item = tokio::select! {
-                item = stream.next() => item,
-                _ = cancelled(&mut ctx.cancel, Cancel::Graceful) => return Err(StepError::Cancelled),
+            let Some(item) = next_or_cancel(&mut stream, &mut ctx.cancel).await? else {
+                break;
             };
-            let Some(item) = item else { break };
             match item {
                 Ok(info) => {
                     if let Some(status) = info.status {
