@@ -73,6 +73,27 @@ pub enum Command {
         #[arg(long = "lock-timeout", default_value = "5m", value_parser = parse_duration)]
         lock_timeout: crate::config::HumanDuration,
     },
+    /// Long-running service: GitHub webhooks, the staging policy, `@kcibot` commands,
+    /// `/status` and `/metrics`. SIGTERM stops the running deploy cleanly.
+    Serve {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Address to listen on (port 0: any free port, printed at start).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Post no PR comment and no commit status after deploys (the bot still replies).
+        #[arg(long = "no-notify")]
+        no_notify: bool,
+        /// Steps running at once.
+        #[arg(long, default_value_t = 10)]
+        parallelism: usize,
+        /// Time between SIGTERM and SIGKILL for a step being stopped.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        grace: crate::config::HumanDuration,
+        /// Wait this long for the state lock (held by a manual apply).
+        #[arg(long = "lock-timeout", default_value = "5m", value_parser = parse_duration)]
+        lock_timeout: crate::config::HumanDuration,
+    },
     /// Look at the state.
     #[command(subcommand)]
     State(StateCommand),
@@ -301,6 +322,21 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
             no_notify,
             lock_timeout,
         } => cmd_run(file, at, no_notify, lock_timeout, color),
+        Command::Serve {
+            file,
+            listen,
+            no_notify,
+            parallelism,
+            grace,
+            lock_timeout,
+        } => crate::server::serve::serve(crate::server::serve::ServeOptions {
+            file,
+            listen,
+            notify: !no_notify,
+            parallelism,
+            grace: grace.0,
+            lock_timeout: lock_timeout.0,
+        }),
         Command::State(cmd) => cmd_state(cmd),
         Command::ForceUnlock { id, file } => {
             let config = Config::load(&file)?;
@@ -474,77 +510,22 @@ fn cmd_apply(args: ApplyArgs, color: bool) -> Result<ExitStatus> {
         ..Default::default()
     };
     let notify = !args.no_notify && crate::notify::wanted(&config);
-    if notify {
-        for w in crate::notify::pending(&config, &plan) {
-            tracing::warn!("notification: {w}");
-        }
-    }
-    let mut report = run_apply(
-        config.clone(),
-        plan.clone(),
+    let mut narrator = CliNarrator {
+        json: args.json,
+        color,
+    };
+    let crate::deploy::Deployed { report, .. } = crate::deploy::apply_with_blame(
+        &config,
+        plan,
         &backend,
         &lock,
-        opts.clone(),
+        crate::deploy::DeployOptions {
+            apply: opts,
+            notify,
+        },
         reporter.as_mut(),
+        &mut narrator,
     )?;
-    let mut plan = plan;
-    let mut culprits = 0;
-    while report.result == "failed"
-        && config.file.blame.enabled
-        && culprits < config.file.blame.max_culprits
-    {
-        let Some(found) = blame_failure(&config, &plan, &report, &backend, reporter.as_mut())?
-        else {
-            break;
-        };
-        culprits += 1;
-        if !args.json {
-            println!("\nLeft out {found}; deploying the rest.\n");
-        }
-        let state = backend.read()?;
-        let cache = PathBuf::from(&plan.cache_dir);
-        let snapshot = crate::forge::snapshot(&config, &cache)?;
-        let request = CycleRequest::from(plan.cycle);
-        plan = planner::plan(
-            &config,
-            &snapshot,
-            state.as_ref(),
-            PlanOptions {
-                cycle: request,
-                now: Timestamp::now(),
-            },
-        )?;
-        if !args.json {
-            print!("{}", planner::render::text(&plan, color));
-        }
-        report = run_apply(
-            config.clone(),
-            plan.clone(),
-            &backend,
-            &lock,
-            opts.clone(),
-            reporter.as_mut(),
-        )?;
-    }
-    if notify {
-        let results = crate::notify::RunResults {
-            run_id: &report.run_id,
-            steps: report
-                .steps
-                .iter()
-                .map(|(n, r)| {
-                    (
-                        n.clone(),
-                        (*r, report.durations.get(n).copied().unwrap_or(0)),
-                    )
-                })
-                .collect(),
-            details: report.details.clone(),
-        };
-        for w in crate::notify::after_apply(&config, &plan, &results) {
-            tracing::warn!("notification: {w}");
-        }
-    }
     drop(lock);
     Ok(if report.succeeded() {
         ExitStatus::Success
@@ -553,105 +534,19 @@ fn cmd_apply(args: ApplyArgs, color: bool) -> Result<ExitStatus> {
     })
 }
 
-/// Apply on a fresh tokio runtime.
-pub fn run_apply(
-    config: Config,
-    plan: Plan,
-    backend: &LocalState,
-    lock: &crate::state::StateLock,
-    opts: crate::apply::ApplyOptions,
-    reporter: &mut dyn crate::apply::events::Reporter,
-) -> Result<crate::apply::ApplyReport> {
-    // Steps are child processes and I/O waits: one thread schedules them with the least latency.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .into_diagnostic()?;
-    Ok(runtime.block_on(crate::apply::apply(
-        config, plan, backend, lock, opts, reporter,
-    ))?)
+/// Prints the new plan after a culprit was left out.
+struct CliNarrator {
+    json: bool,
+    color: bool,
 }
 
-/// Bisect the first failed step of `report`, record the verdict, and leave the culprit out.
-/// Returns the culprit's label when one was found.
-fn blame_failure(
-    config: &Config,
-    plan: &Plan,
-    report: &crate::apply::ApplyReport,
-    backend: &LocalState,
-    reporter: &mut dyn crate::apply::events::Reporter,
-) -> Result<Option<String>> {
-    use crate::apply::blame::{self, Verdict};
-    let Some(failed) = report
-        .steps
-        .iter()
-        .find(|(_, r)| *r == crate::apply::events::StepResult::Failed)
-        .map(|(n, _)| n.clone())
-    else {
-        return Ok(None);
-    };
-    let state_dir = backend
-        .path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let env = blame::BisectEnv {
-        log_root: state_dir
-            .join("runs")
-            .join(&plan.name)
-            .join(&report.run_id)
-            .join(format!("blame-{failed}")),
-        checkout_dir: state_dir.join("checkouts").join(&plan.name),
-        cancel: tokio::sync::watch::channel(crate::apply::process::Cancel::None).1,
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .into_diagnostic()?;
-    let (record, cands, verdict) = runtime.block_on(blame::bisect(
-        config,
-        plan,
-        &failed,
-        &report.run_id,
-        env,
-        reporter,
-    ));
-    let mut state = backend.read()?.unwrap_or_default();
-    let log_tail = state
-        .current_run
-        .as_ref()
-        .and_then(|r| r.steps.iter().find(|s| s.name == failed))
-        .and_then(|s| s.log.as_ref())
-        .map(|log| crate::apply::process::tail(Path::new(log), 20));
-    let culprit = match verdict {
-        Verdict::Blamed(i) | Verdict::Pair(_, i) => cands.get(i).cloned(),
-        _ => None,
-    };
-    if let Some(c) = &culprit {
-        let author = plan
-            .repos
-            .get(&c.repo)
-            .and_then(|r| r.included.iter().find(|i| i.id == c.change))
-            .map(|i| i.author.clone())
-            .unwrap_or_default();
-        state.exclusions.push(crate::state::Exclusion {
-            id: crate::state::random_id()[..8].to_string(),
-            repo: c.repo.clone(),
-            change: c.change.clone(),
-            head: c.head.clone(),
-            reason: "blamed".into(),
-            step: failed.clone(),
-            detail: format!("{} (author {author})", record.summary),
-            log_tail,
-            at: Timestamp::now(),
-            run_id: report.run_id.clone(),
-        });
+impl crate::deploy::Narrator for CliNarrator {
+    fn replanned(&mut self, culprit: &str, plan: &Plan) {
+        if !self.json {
+            println!("\nLeft out {culprit}; deploying the rest.\n");
+            print!("{}", planner::render::text(plan, self.color));
+        }
     }
-    state.blames.push(record);
-    let extra = state.blames.len().saturating_sub(crate::state::BLAMES_KEEP);
-    state.blames.drain(..extra);
-    backend.write(&mut state)?;
-    Ok(culprit.map(|c| c.label()))
 }
 
 /// `run`: nothing to do (0), held back by the cooldown (3), else apply (2 applied, 1 failed).

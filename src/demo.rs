@@ -232,7 +232,7 @@ pub fn run(dir: Option<&Path>, color: bool) -> Result<ExitStatus> {
     let backend = LocalState::new(config.state_path());
     let lock = crate::state::StateLock::acquire(&backend.path, "apply", std::time::Duration::ZERO)?;
     let mut reporter = crate::apply::events::PlainReporter::default();
-    let report = crate::cli::run_apply(
+    let report = crate::deploy::run_apply(
         config,
         plan,
         &backend,

@@ -7,6 +7,7 @@ pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod deploy;
 pub mod exit;
 pub mod forge;
 pub mod gitops;
