@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use common::*;
-use fake_github::{Fake, Pr, Shared, TOKEN, pr_object};
+use fake_github::{Fake, Pr, Shared, TOKEN, add_pr, pr};
 use kcideploy::planner::{CycleRequest, ExclusionReason};
 
 fn plan_text(api: &str, trusted_extra: &str) -> String {
@@ -32,46 +32,6 @@ steps:
   restart: {{ kind: command, on: [config], with: {{ run: ["true"] }} }}
 "#
     )
-}
-
-/// A PR: a commit on main in the bare repo, `refs/pull/N/head`, and its REST object.
-fn add_pr(fake: &Shared, remote: &Remote, p: Pr<'_>, edits: &[(&str, Option<&str>)]) -> String {
-    let head = kcideploy::gitops::scratch::commit(
-        &remote.repo,
-        Some(remote.main),
-        edits,
-        ALICE,
-        NOW - DAY,
-        "pr",
-    )
-    .expect("commit");
-    remote
-        .repo
-        .reference(&format!("refs/pull/{}/head", p.number), head, true, "pr")
-        .expect("ref");
-    let mut f = fake.lock().expect("fake");
-    f.files.insert(
-        p.number,
-        edits.iter().map(|(path, _)| path.to_string()).collect(),
-    );
-    f.prs.push(pr_object(&Pr {
-        head: head.to_string(),
-        ..p
-    }));
-    head.to_string()
-}
-
-fn pr(number: u64, login: &'static str) -> Pr<'static> {
-    Pr {
-        number,
-        login,
-        head: String::new(),
-        branch: "fix",
-        base: "main",
-        labels: &[],
-        draft: false,
-        updated_at: "2026-11-23T08:00:00Z",
-    }
 }
 
 fn setup() -> (Fixture, Remote, Shared, String) {

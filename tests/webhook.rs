@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::post_webhook as post;
 use kcideploy::server::endpoint::{Queue, router};
 use kcideploy::server::webhook::sign;
 
@@ -13,36 +14,6 @@ fn fixture(name: &str) -> Vec<u8> {
         env!("CARGO_MANIFEST_DIR")
     ))
     .expect("fixture")
-}
-
-fn post(
-    url: &str,
-    event: &str,
-    delivery: &str,
-    body: &[u8],
-    signature: Option<String>,
-) -> (u16, String) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
-    runtime.block_on(async {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::new();
-        let mut req = client
-            .post(format!("{url}/webhook"))
-            .header("x-github-event", event)
-            .header("x-github-delivery", delivery)
-            .body(body.to_vec());
-        if let Some(sig) = signature {
-            req = req.header("x-hub-signature-256", sig);
-        }
-        let resp = req.send().await.expect("send");
-        (
-            resp.status().as_u16(),
-            resp.text().await.unwrap_or_default(),
-        )
-    })
 }
 
 #[test]

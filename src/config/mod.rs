@@ -156,6 +156,18 @@ impl Config {
                 "unsupported version",
             ));
         }
+        if let Some(cron) = &f.policy.schedule
+            && let Err(message) = crate::server::cron::Cron::parse(&cron.value)
+        {
+            let mut e = self.error_at(
+                &cron.referenced,
+                cron.value.len(),
+                message,
+                "not a cron expression",
+            );
+            e.help = Some("five fields in UTC: minute hour day-of-month month day-of-week, e.g. `0 */6 * * *`".into());
+            errors.push(e);
+        }
         for repo in f.repos.values() {
             self.check_glob(&repo.pending.branches, "pending.branches", &mut errors);
             for skip in &repo.pending.skip {

@@ -47,6 +47,73 @@ pub struct PlanFile {
     #[serde(default, deserialize_with = "NotifyConfig::flag_or_map")]
     #[schemars(with = "NotifySchema")]
     pub notify: NotifyConfig,
+    /// `kcideploy serve`: the webhook secret, the bot and who may command it.
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+/// The long-running service (`kcideploy serve`).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Name of the environment variable holding the webhook secret (never the secret itself).
+    #[serde(default = "ServerConfig::default_secret_env")]
+    pub secret_env: String,
+    /// The bot's GitHub login, as mentioned in commands (`@kcibot deploy`).
+    #[serde(default = "ServerConfig::default_bot")]
+    pub bot: String,
+    /// GitHub logins allowed to command the bot.
+    #[serde(default)]
+    pub maintainers: Vec<String>,
+    /// Also allow commenters whose `author_association` on the repo is one of these.
+    #[serde(default)]
+    pub maintainer_associations: Vec<Association>,
+    /// Largest webhook body accepted, in bytes (GitHub caps payloads at 25 MB).
+    #[serde(default = "ServerConfig::default_max_body")]
+    pub max_body: usize,
+}
+
+impl ServerConfig {
+    fn default_secret_env() -> String {
+        "KCIDEPLOY_WEBHOOK_SECRET".into()
+    }
+    fn default_bot() -> String {
+        "kcibot".into()
+    }
+    fn default_max_body() -> usize {
+        25 * 1024 * 1024
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            secret_env: Self::default_secret_env(),
+            bot: Self::default_bot(),
+            maintainers: Vec::new(),
+            maintainer_associations: Vec::new(),
+            max_body: Self::default_max_body(),
+        }
+    }
+}
+
+/// A commenter's relation to the repository, as GitHub reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Association {
+    Owner,
+    Member,
+    Collaborator,
+}
+
+impl Association {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Association::Owner => "OWNER",
+            Association::Member => "MEMBER",
+            Association::Collaborator => "COLLABORATOR",
+        }
+    }
 }
 
 /// Where the GitHub API is and how to authenticate.
@@ -235,6 +302,12 @@ pub struct Policy {
     /// How many times one partial deploy may be restarted by new events.
     #[serde(default = "Policy::default_max_restarts")]
     pub max_restarts: u32,
+    /// Also run a full cycle at these times (`serve`): a cron expression in UTC, five fields
+    /// (`minute hour day-of-month month day-of-week`, e.g. `0 */6 * * *`) or six with
+    /// seconds first. Days of the week by name (`Mon-Fri`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub schedule: Option<SpannedString>,
 }
 
 impl Policy {
@@ -259,6 +332,7 @@ impl Default for Policy {
             cooldown: Self::default_cooldown(),
             full_cycle_interval: Self::default_full_cycle_interval(),
             max_restarts: Self::default_max_restarts(),
+            schedule: None,
         }
     }
 }

@@ -247,6 +247,11 @@ impl GitHub {
         Ok(items)
     }
 
+    /// One object (a PR, a user).
+    pub async fn get_one(&self, path: &str) -> Result<Value, String> {
+        Ok(self.get(&self.url(path)).await?.0)
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
         let resp = self
             .send(reqwest::Method::POST, &self.url(path), Some(body), None)

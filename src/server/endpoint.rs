@@ -6,10 +6,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::metrics::Metrics;
 
 use super::webhook::{parse_event, signature_valid};
 
@@ -27,6 +31,9 @@ pub struct Entry {
     pub received: jiff::Timestamp,
     /// The payload as GitHub sent it.
     pub body: serde_json::Value,
+    /// The bot answered this comment already (a restart does not answer twice).
+    #[serde(default)]
+    pub replied: bool,
 }
 
 impl Queue {
@@ -51,13 +58,16 @@ impl Queue {
         self.dir.join("seen").join(Self::safe(delivery)).exists()
     }
 
-    /// Write an entry durably (temp file, fsync, rename) and remember its delivery id.
-    pub fn push(&self, entry: &Entry) -> std::io::Result<()> {
+    /// Write an entry durably (temp file, fsync, rename) and remember its delivery id;
+    /// returns the entry's file.
+    pub fn push(&self, entry: &Entry) -> std::io::Result<PathBuf> {
         let id = Self::safe(&entry.delivery);
         let name = format!("{}-{id}.json", entry.received.as_nanosecond());
         let bytes = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
-        crate::state::write_atomic(&self.dir.join("pending").join(name), &bytes)?;
-        crate::state::write_atomic(&self.dir.join("seen").join(id), b"")
+        let file = self.dir.join("pending").join(name);
+        crate::state::write_atomic(&file, &bytes)?;
+        crate::state::write_atomic(&self.dir.join("seen").join(id), b"")?;
+        Ok(file)
     }
 
     /// The pending entries, oldest first, with their files.
@@ -85,29 +95,75 @@ impl Queue {
     pub fn ack(&self, file: &Path) -> std::io::Result<()> {
         std::fs::remove_file(file)
     }
+
+    /// Rewrite an entry in place (atomically), e.g. once the bot answered it.
+    pub fn update(&self, file: &Path, entry: &Entry) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+        crate::state::write_atomic(file, &bytes)
+    }
+
+    /// The queue's directory (the bot keeps approvals to record beside it).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
 }
 
-struct App {
-    secret: Vec<u8>,
-    queue: Queue,
+/// What the webhook handler needs: the secret, the queue, and who to tell.
+pub struct App {
+    pub secret: Vec<u8>,
+    pub queue: Queue,
+    pub metrics: Arc<Metrics>,
+    /// Gets every queued entry once it is on disk (the `serve` worker).
+    pub sink: Option<UnboundedSender<(PathBuf, Entry)>>,
 }
 
 /// The webhook router; bodies over `max_body` bytes are refused with 413.
 pub fn router(secret: Vec<u8>, queue: Queue, max_body: usize) -> axum::Router {
+    webhook_router(
+        Arc::new(App {
+            secret,
+            queue,
+            metrics: Default::default(),
+            sink: None,
+        }),
+        max_body,
+    )
+}
+
+/// [`router`] with the caller's metrics and sink.
+pub fn webhook_router(app: Arc<App>, max_body: usize) -> axum::Router {
     axum::Router::new()
         .route("/webhook", post(webhook))
         .layer(DefaultBodyLimit::max(max_body))
-        .with_state(Arc::new(App { secret, queue }))
+        .with_state(app)
 }
 
 async fn webhook(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> (StatusCode, String) {
+    let (outcome, status, text) = receive(&app, &headers, body);
+    app.metrics.webhook(outcome);
+    (status, text)
+}
+
+fn receive(
+    app: &App,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> (&'static str, StatusCode, String) {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return ("too_large", e.status(), format!("{}\n", e.body_text()));
+        }
+        Err(e) => return ("malformed", e.status(), format!("{}\n", e.body_text())),
+    };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if !signature_valid(&app.secret, &body, header("x-hub-signature-256")) {
         return (
+            "unauthorized",
             StatusCode::UNAUTHORIZED,
             "bad or missing X-Hub-Signature-256\n".into(),
         );
@@ -115,32 +171,46 @@ async fn webhook(
     let (Some(event), Some(delivery)) = (header("x-github-event"), header("x-github-delivery"))
     else {
         return (
+            "malformed",
             StatusCode::BAD_REQUEST,
             "missing X-GitHub-Event or X-GitHub-Delivery\n".into(),
         );
     };
     if app.queue.seen(delivery) {
         return (
+            "duplicate",
             StatusCode::OK,
             format!("delivery {delivery} already received\n"),
         );
     }
     match parse_event(event, &body) {
-        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
-        Ok(None) => (StatusCode::ACCEPTED, format!("ignored: `{event}`\n")),
+        Err(e) => ("malformed", StatusCode::BAD_REQUEST, format!("{e}\n")),
+        Ok(None) => (
+            "ignored",
+            StatusCode::ACCEPTED,
+            format!("ignored: `{event}`\n"),
+        ),
         Ok(Some(_)) => {
             let entry = Entry {
                 delivery: delivery.to_string(),
                 event: event.to_string(),
                 received: jiff::Timestamp::now(),
                 body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+                replied: false,
             };
             match app.queue.push(&entry) {
-                Ok(()) => (
-                    StatusCode::ACCEPTED,
-                    format!("queued `{event}` {delivery}\n"),
-                ),
+                Ok(file) => {
+                    if let Some(sink) = &app.sink {
+                        let _ = sink.send((file, entry));
+                    }
+                    (
+                        "queued",
+                        StatusCode::ACCEPTED,
+                        format!("queued `{event}` {delivery}\n"),
+                    )
+                }
                 Err(e) => (
+                    "error",
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("cannot queue the event: {e}\n"),
                 ),

@@ -1,8 +1,12 @@
-//! The event-driven side (the `serve` issue): webhooks and `@kcibot` commands. This module
-//! holds the pure parts so far — signature check, typed events, the command parser; the HTTP
-//! endpoint, the durable queue and the policy scheduler build on them.
+//! The event-driven side: `kcideploy serve`. Webhooks are checked ([`webhook`]), queued
+//! durably ([`endpoint`]), fed to the staging policy ([`policy`], plus the `schedule:` cron in
+//! [`cron`]); `@kcibot` comments are parsed by [`command`]; [`serve`] ties them together with
+//! the deploys, `/status` and `/metrics` ([`metrics`]).
 
 pub mod command;
+pub mod cron;
 pub mod endpoint;
+pub mod metrics;
 pub mod policy;
+pub mod serve;
 pub mod webhook;

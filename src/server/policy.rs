@@ -9,7 +9,9 @@
 //!   a full cycle is never interrupted: the event waits for the next deploy.
 //! - A full cycle when the last one is `full_cycle_interval` old, else partial (what the
 //!   planner's `auto` cycle does); [`Scheduler::full_due`] tells when the next one is due
-//!   without any event.
+//!   without any event (never inside the cooldown).
+//! - An explicit request (`@kcibot deploy`/`trigger`, the `schedule:` cron) names its cycle
+//!   and starts at once when nothing runs; during a deploy it starts right after it.
 
 use std::time::Duration;
 
@@ -32,6 +34,8 @@ pub enum Reaction {
 struct Pending {
     first_event: Instant,
     due: Instant,
+    /// The cycle an explicit request asked for.
+    forced: Option<Cycle>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +44,16 @@ struct Running {
     restarts: u32,
     /// An event came that this deploy will not include.
     event_waiting: bool,
+    /// An explicit request came that this deploy will not serve.
+    request_waiting: Option<Cycle>,
+}
+
+/// The larger of two cycles (a full cycle does all a partial one does).
+fn stronger(a: Option<Cycle>, b: Cycle) -> Cycle {
+    match a {
+        Some(Cycle::Full) => Cycle::Full,
+        _ => b,
+    }
 }
 
 #[derive(Debug)]
@@ -82,6 +96,10 @@ impl Scheduler {
             run.event_waiting = true;
             return Reaction::Queued;
         }
+        if let Some(p) = self.pending.filter(|p| p.forced.is_some()) {
+            // An explicit request already due stays due and includes this event.
+            return Reaction::Scheduled(p.due);
+        }
         let cooldown_end = self.last_finished.map(|t| t + self.cooldown);
         if let Some(end) = cooldown_end.filter(|end| now < *end) {
             // Within the cooldown: one deploy when it ends.
@@ -89,6 +107,7 @@ impl Scheduler {
             self.pending = Some(Pending {
                 first_event: self.pending.map(|p| p.first_event).unwrap_or(now),
                 due,
+                forced: self.pending.and_then(|p| p.forced),
             });
             return Reaction::Scheduled(due);
         }
@@ -96,16 +115,51 @@ impl Scheduler {
             None => Pending {
                 first_event: now,
                 due: now + self.settle,
+                forced: None,
             },
             Some(p) => Pending {
                 first_event: p.first_event,
                 due: p
                     .due
                     .max((now + self.settle).min(p.first_event + 2 * self.settle)),
+                forced: None,
             },
         };
         self.pending = Some(pending);
         Reaction::Scheduled(pending.due)
+    }
+
+    /// An explicit request for `cycle` at `now`: start at once when idle; restart a partial
+    /// deploy for another partial one (within the restart budget); else right after the
+    /// running deploy.
+    pub fn request(&mut self, now: Instant, cycle: Cycle) -> Reaction {
+        if let Some(run) = &mut self.running {
+            if run.cycle == Cycle::Partial
+                && cycle == Cycle::Partial
+                && run.restarts < self.max_restarts
+            {
+                run.restarts += 1;
+                return Reaction::RestartRunning;
+            }
+            run.request_waiting = Some(stronger(run.request_waiting, cycle));
+            return Reaction::Queued;
+        }
+        let forced = stronger(self.pending.and_then(|p| p.forced), cycle);
+        self.pending = Some(Pending {
+            first_event: now,
+            due: now,
+            forced: Some(forced),
+        });
+        Reaction::Scheduled(now)
+    }
+
+    /// The cycle the next deploy will run, if it started at `at`.
+    pub fn next_cycle(&self, at: Instant) -> Cycle {
+        match self.pending.and_then(|p| p.forced) {
+            Some(c) => c,
+            None if at >= self.full_due() => Cycle::Full,
+            None => Cycle::Partial,
+        }
     }
 
     /// When the next deploy should start: the pending one, else the next full cycle.
@@ -113,7 +167,10 @@ impl Scheduler {
         match (self.running, self.pending) {
             (Some(_), _) => None,
             (None, Some(p)) => Some(p.due),
-            (None, None) => Some(self.full_due()),
+            (None, None) => Some(match self.last_finished {
+                Some(end) => self.full_due().max(end + self.cooldown),
+                None => self.full_due(),
+            }),
         }
     }
 
@@ -133,16 +190,13 @@ impl Scheduler {
         if now < due {
             return None;
         }
+        let cycle = self.next_cycle(now);
         self.pending = None;
-        let cycle = if now >= self.full_due() {
-            Cycle::Full
-        } else {
-            Cycle::Partial
-        };
         self.running = Some(Running {
             cycle,
             restarts: 0,
             event_waiting: false,
+            request_waiting: None,
         });
         Some(cycle)
     }
@@ -157,12 +211,29 @@ impl Scheduler {
         if run.cycle == Cycle::Full {
             self.last_full = Some(now);
         }
-        if run.event_waiting {
+        if let Some(cycle) = run.request_waiting {
+            self.pending = Some(Pending {
+                first_event: now,
+                due: now,
+                forced: Some(cycle),
+            });
+        } else if run.event_waiting {
             self.pending = Some(Pending {
                 first_event: now,
                 due: now + self.cooldown,
+                forced: None,
             });
         }
+    }
+
+    /// The cycle running, if any.
+    pub fn running(&self) -> Option<Cycle> {
+        self.running.map(|r| r.cycle)
+    }
+
+    /// When the last full cycle ended (for `/status`).
+    pub fn last_full(&self) -> Option<Instant> {
+        self.last_full
     }
 
     /// Restarts used by the running deploy.
@@ -279,6 +350,52 @@ mod tests {
         assert!(matches!(s.on_event(Instant::now()), Reaction::Scheduled(_)));
         advance(31 * MIN).await;
         assert_eq!(s.start_if_due(Instant::now()), Some(Cycle::Partial));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_start_at_once_or_right_after_the_running_deploy() {
+        let mut s = scheduler();
+        // Inside the cooldown and the settle: a maintainer's request does not wait.
+        advance(MIN).await;
+        let now = Instant::now();
+        assert_eq!(s.request(now, Cycle::Partial), Reaction::Scheduled(now));
+        // A plain event after it does not push it back.
+        assert_eq!(s.on_event(now), Reaction::Scheduled(now));
+        assert_eq!(s.start_if_due(now), Some(Cycle::Partial));
+        // `trigger` during a partial deploy: a full cycle right after it.
+        advance(MIN).await;
+        assert_eq!(s.request(Instant::now(), Cycle::Full), Reaction::Queued);
+        advance(MIN).await;
+        let end = Instant::now();
+        s.on_finished(end);
+        assert_eq!(s.next_due(), Some(end));
+        assert_eq!(s.start_if_due(end), Some(Cycle::Full));
+        // `deploy` during a full cycle is never a restart.
+        assert_eq!(s.request(end, Cycle::Partial), Reaction::Queued);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_for_a_partial_deploy_restarts_a_partial_one() {
+        let mut s = scheduler();
+        advance(40 * MIN).await;
+        s.on_event(Instant::now());
+        advance(5 * MIN).await;
+        assert_eq!(s.start_if_due(Instant::now()), Some(Cycle::Partial));
+        assert_eq!(
+            s.request(Instant::now(), Cycle::Partial),
+            Reaction::RestartRunning
+        );
+        assert_eq!(s.request(Instant::now(), Cycle::Partial), Reaction::Queued);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_overdue_full_cycle_still_waits_for_the_cooldown() {
+        let long_ago = Instant::now();
+        advance(7 * 60 * MIN).await;
+        let end = Instant::now();
+        let s = Scheduler::new(&Policy::default(), Some(end), Some(long_ago));
+        assert_eq!(s.next_due(), Some(end + 30 * MIN));
+        assert_eq!(s.next_cycle(end + 30 * MIN), Cycle::Full);
     }
 
     #[tokio::test(start_paused = true)]

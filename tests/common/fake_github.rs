@@ -207,6 +207,19 @@ async fn handle(
             prs.sort_by_key(|p| std::cmp::Reverse(p["number"].as_u64()));
             page(&mut fake, &uri, &headers, &prs)
         }
+        ("GET", ["repos", _, _, "pulls", n]) => {
+            fake.charged += 1;
+            let n: u64 = n.parse().unwrap_or(0);
+            match fake.prs.iter().find(|p| p["number"].as_u64() == Some(n)) {
+                Some(pr) => (
+                    StatusCode::OK,
+                    [("content-type", "application/json")],
+                    pr.to_string(),
+                )
+                    .into_response(),
+                None => error(StatusCode::NOT_FOUND, "Not Found"),
+            }
+        }
         ("GET", ["repos", _, _, "pulls", n, "files"]) => {
             let n: u64 = n.parse().unwrap_or(0);
             let files: Vec<Value> = fake
@@ -282,6 +295,51 @@ async fn handle(
             fake.charged += 1;
             error(StatusCode::NOT_FOUND, "Not Found")
         }
+    }
+}
+
+/// A PR: a commit on main in the bare repo, `refs/pull/N/head`, and its REST object.
+pub fn add_pr(
+    fake: &Shared,
+    remote: &super::common::Remote,
+    p: Pr<'_>,
+    edits: &[(&str, Option<&str>)],
+) -> String {
+    let head = kcideploy::gitops::scratch::commit(
+        &remote.repo,
+        Some(remote.main),
+        edits,
+        super::common::ALICE,
+        super::common::NOW - super::common::DAY,
+        "pr",
+    )
+    .expect("commit");
+    remote
+        .repo
+        .reference(&format!("refs/pull/{}/head", p.number), head, true, "pr")
+        .expect("ref");
+    let mut f = fake.lock().expect("fake");
+    f.files.insert(
+        p.number,
+        edits.iter().map(|(path, _)| path.to_string()).collect(),
+    );
+    f.prs.push(pr_object(&Pr {
+        head: head.to_string(),
+        ..p
+    }));
+    head.to_string()
+}
+
+pub fn pr(number: u64, login: &'static str) -> Pr<'static> {
+    Pr {
+        number,
+        login,
+        head: String::new(),
+        branch: "fix",
+        base: "main",
+        labels: &[],
+        draft: false,
+        updated_at: "2026-11-23T08:00:00Z",
     }
 }
 

@@ -212,3 +212,52 @@ pub fn serve(app: axum::Router) -> String {
     });
     format!("http://{}", rx.recv().expect("server started"))
 }
+
+/// POST a webhook delivery as GitHub does; returns the status and body.
+pub fn post_webhook(
+    url: &str,
+    event: &str,
+    delivery: &str,
+    body: &[u8],
+    signature: Option<String>,
+) -> (u16, String) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    runtime.block_on(async {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::new();
+        let mut req = client
+            .post(format!("{url}/webhook"))
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery)
+            .body(body.to_vec());
+        if let Some(sig) = signature {
+            req = req.header("x-hub-signature-256", sig);
+        }
+        let resp = req.send().await.expect("send");
+        (
+            resp.status().as_u16(),
+            resp.text().await.unwrap_or_default(),
+        )
+    })
+}
+
+/// GET a URL; returns the status and body.
+pub fn get(url: &str) -> (u16, String) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    runtime.block_on(async {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        match reqwest::get(url).await {
+            Ok(resp) => (
+                resp.status().as_u16(),
+                resp.text().await.unwrap_or_default(),
+            ),
+            Err(e) => (0, e.to_string()),
+        }
+    })
+}

@@ -1,0 +1,592 @@
+//! `kcideploy serve` as a process on 127.0.0.1: real payloads signed in the test, real git
+//! repos, real command steps; a fake GitHub only for the bot's reads and replies.
+
+mod common;
+#[path = "common/fake_github.rs"]
+mod fake_github;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use fake_github::{Fake, Shared, add_pr, pr};
+use kcideploy::server::webhook::sign;
+use serde_json::{Value, json};
+
+const SECRET: &str = "serve-test-secret";
+
+fn fixture(name: &str) -> Value {
+    let text = std::fs::read_to_string(format!(
+        "{}/tests/fixtures/github-webhooks/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("fixture");
+    serde_json::from_str(&text).expect("fixture JSON")
+}
+
+/// A running `kcideploy serve`; killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(plan: &Path) -> Server {
+        let log = plan.with_file_name(format!(
+            "serve-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kcideploy"))
+            .args(["serve", "-f"])
+            .arg(plan)
+            .args(["--listen", "127.0.0.1:0", "--grace", "1s"])
+            .env("KCIDEPLOY_WEBHOOK_SECRET", SECRET)
+            .env("RUST_LOG", "kcideploy=info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("line");
+        let url = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .filter(|u| u.starts_with("http://"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no address in {line:?}; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            })
+            .to_string();
+        Server { child, url, log }
+    }
+
+    fn post(&self, event: &str, delivery: &str, body: &Value) -> (u16, String) {
+        let bytes = serde_json::to_vec(body).expect("json");
+        post_webhook(
+            &self.url,
+            event,
+            delivery,
+            &bytes,
+            Some(sign(SECRET.as_bytes(), &bytes)),
+        )
+    }
+
+    fn status(&self) -> Value {
+        let (code, text) = get(&format!("{}/status", self.url));
+        assert_eq!(code, 200, "{text}");
+        serde_json::from_str(&text).expect("status JSON")
+    }
+
+    fn metrics(&self) -> String {
+        get(&format!("{}/metrics", self.url)).1
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait until `ok(status)` holds.
+    fn wait_for(&self, what: &str, timeout: Duration, ok: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let s = self.status();
+            if ok(&s) {
+                return s;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "timed out waiting for {what}; status:\n{s:#}\nlog:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for the exit code.
+    fn terminate(mut self) -> i32 {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        self.child.wait().ok().and_then(|s| s.code()).unwrap_or(-1)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A git-forge repo known to GitHub as Codertocat/Hello-World (the fixtures' repo), a
+/// pending branch so a deploy has work, and a step that appends to `runs.log`.
+fn setup(policy: &str, step_run: &str) -> (Fixture, PathBuf) {
+    let fx = Fixture::new();
+    let step_run = step_run.replace("LOG", &fx.path().join("runs.log").display().to_string());
+    let remote = fx.repo("core", &[("config/a.yaml", Some("a: 1\n"))]);
+    remote.branch("staging-fix", ALICE, &[("config/a.yaml", Some("a: 2\n"))]);
+    let plan = fx.plan_file(&format!(
+        r#"version: 1
+name: staging
+policy: {{ {policy} }}
+notify: false
+repos:
+  core:
+    url: repos/core.git
+    base: master
+    github_repo: Codertocat/Hello-World
+    pending: {{ branches: "staging-*" }}
+components:
+  config: {{ repo: core, paths: ["config/**"] }}
+steps:
+  restart: {{ kind: command, on: [config], with: {{ run: ["sh", "-c", "{step_run}"] }} }}
+"#
+    ));
+    // `master` is the fixtures' base branch.
+    let repo = git2::Repository::open_bare(fx.path().join("repos/core.git")).expect("repo");
+    kcideploy::gitops::scratch::set_branch(&repo, "master", remote.main).expect("branch");
+    // A full cycle just ran: the server has no reason to deploy before an event.
+    let config = kcideploy::config::Config::load(&plan).expect("config");
+    let backend = kcideploy::state::LocalState::new(config.state_path());
+    let mut state = kcideploy::state::State::default();
+    state.cycles.last_full = Some(jiff::Timestamp::now());
+    backend.write(&mut state).expect("state");
+    (fx, plan)
+}
+
+fn runs_log(fx: &Fixture) -> String {
+    std::fs::read_to_string(fx.path().join("runs.log")).unwrap_or_default()
+}
+
+fn queued_files(fx: &Fixture) -> usize {
+    std::fs::read_dir(fx.path().join(".kcideploy/staging.webhooks/pending"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn ts(v: &Value) -> jiff::Timestamp {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a time: {v}"))
+}
+
+#[test]
+fn replayed_payloads_schedule_one_settled_deploy_and_bad_requests_change_nothing() {
+    let (fx, plan) = setup(
+        "settle: 2s, cooldown: 1h, full_cycle_interval: 6h",
+        "echo run >> LOG",
+    );
+    let server = Server::start(&plan);
+    let idle = server.status();
+    assert!(idle["running"].is_null(), "{idle:#}");
+    assert!(
+        ts(&idle["next_deploy"]) > jiff::Timestamp::now() + jiff::SignedDuration::from_hours(5),
+        "no event: the next deploy is the next full cycle: {idle:#}"
+    );
+
+    // Refused, with nothing queued: a bad signature, garbled JSON, an oversized body.
+    let opened = fixture("pull_request.opened");
+    let bytes = serde_json::to_vec(&opened).expect("json");
+    let bad = post_webhook(
+        &server.url,
+        "pull_request",
+        "bad-1",
+        &bytes,
+        Some(sign(b"wrong", &bytes)),
+    );
+    assert_eq!(bad.0, 401, "{}", bad.1);
+    let garbled = b"{\"action\": \"opened\", \"pull_request\": ";
+    let (code, text) = post_webhook(
+        &server.url,
+        "pull_request",
+        "bad-2",
+        garbled,
+        Some(sign(SECRET.as_bytes(), garbled)),
+    );
+    assert_eq!(code, 400, "{text}");
+    let big = vec![b' '; 26 * 1024 * 1024];
+    let (code, _) = post_webhook(
+        &server.url,
+        "push",
+        "bad-3",
+        &big,
+        Some(sign(SECRET.as_bytes(), &big)),
+    );
+    assert_eq!(code, 413);
+    assert_eq!(queued_files(&fx), 0);
+    assert_eq!(server.status()["queue"], 0);
+
+    // Every fixture: ping and the PR events are queued; a tag push and comments on an issue
+    // are ignored.
+    let replay = [
+        ("ping", "ping", 202),
+        ("push", "push", 202),
+        ("issue_comment", "issue_comment.created", 202),
+        ("issue_comment", "issue_comment.edited", 202),
+        ("pull_request", "pull_request.opened", 202),
+    ];
+    let before = jiff::Timestamp::now();
+    for (i, (event, name, expected)) in replay.iter().enumerate() {
+        let (code, text) = server.post(event, &format!("d-{i}"), &fixture(name));
+        assert_eq!(code, *expected, "{name}: {text}");
+    }
+    let s = server.wait_for(
+        "the PR event to be scheduled",
+        Duration::from_secs(5),
+        |s| s["queue"] == 1,
+    );
+    let first_due = ts(&s["next_deploy"]);
+    assert_eq!(s["next_cycle"], "partial", "{s:#}");
+    assert!(
+        first_due >= before + jiff::SignedDuration::from_millis(1900)
+            && first_due <= jiff::Timestamp::now() + jiff::SignedDuration::from_secs(2),
+        "settle: 2s after the event: {s:#}"
+    );
+    // A fixup within the settle window pushes the deploy back, never beyond one more settle.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        server
+            .post(
+                "pull_request",
+                "d-sync",
+                &fixture("pull_request.synchronize")
+            )
+            .0,
+        202
+    );
+    let s = server.wait_for("the fixup", Duration::from_secs(5), |s| s["queue"] == 2);
+    let second_due = ts(&s["next_deploy"]);
+    assert!(second_due > first_due, "{first_due} then {second_due}");
+    assert!(second_due <= first_due + jiff::SignedDuration::from_secs(2));
+    // The same delivery again is not a new event.
+    let (code, text) = server.post(
+        "pull_request",
+        "d-sync",
+        &fixture("pull_request.synchronize"),
+    );
+    assert_eq!(code, 200, "{text}");
+
+    // One deploy for both events, after the settle; the queue is empty after it.
+    let s = server.wait_for("the deploy", Duration::from_secs(30), |s| {
+        s["last"]["result"].is_string()
+    });
+    assert_eq!(s["last"]["result"], "success", "{s:#}\n{}", server.log());
+    assert_eq!(s["last"]["cycle"], "partial");
+    assert_eq!(s["queue"], 0);
+    assert_eq!(queued_files(&fx), 0);
+    assert_eq!(runs_log(&fx), "run\n", "one deploy, one step run");
+    assert_eq!(s["changes"][0]["change"], "staging-fix");
+    assert_eq!(s["changes"][0]["state"], "included");
+    // Inside the cooldown (1h) the next deploy waits for its end, whatever comes.
+    let metrics = server.metrics();
+    for line in [
+        "kcideploy_webhook_deliveries_total{outcome=\"unauthorized\"} 1",
+        "kcideploy_webhook_deliveries_total{outcome=\"malformed\"} 1",
+        "kcideploy_webhook_deliveries_total{outcome=\"too_large\"} 1",
+        "kcideploy_webhook_deliveries_total{outcome=\"queued\"} 3",
+        "kcideploy_webhook_deliveries_total{outcome=\"ignored\"} 3",
+        "kcideploy_webhook_deliveries_total{outcome=\"duplicate\"} 1",
+        "kcideploy_deploys_total{cycle=\"partial\",result=\"success\"} 1",
+        "kcideploy_step_duration_seconds_count{step=\"restart\",result=\"success\"} 1",
+        "kcideploy_queue_depth 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    let (code, html) = get(&format!("{}/", server.url));
+    assert_eq!(code, 200);
+    assert!(
+        html.contains("Last deploy") && html.contains("staging-fix"),
+        "{html}"
+    );
+    assert_eq!(
+        server.terminate(),
+        0,
+        "SIGTERM with nothing running: a clean exit"
+    );
+}
+
+#[test]
+fn an_event_survives_kill_9_after_the_reply() {
+    let (fx, plan) = setup(
+        "settle: 1s, cooldown: 1h, full_cycle_interval: 6h",
+        "echo run >> LOG",
+    );
+    let server = Server::start(&plan);
+    let (code, _) = server.post("pull_request", "k-1", &fixture("pull_request.opened"));
+    assert_eq!(code, 202);
+    server.kill9();
+    assert_eq!(runs_log(&fx), "", "killed before the settle ended");
+    assert_eq!(queued_files(&fx), 1, "on disk before the 2xx");
+
+    let server = Server::start(&plan);
+    let s = server.wait_for(
+        "the replayed event's deploy",
+        Duration::from_secs(30),
+        |s| s["last"]["result"].is_string(),
+    );
+    assert_eq!(s["last"]["result"], "success", "{}", server.log());
+    assert_eq!(runs_log(&fx), "run\n");
+    assert_eq!(queued_files(&fx), 0);
+    // The delivery is still known: GitHub's redelivery is not a second event.
+    let (code, _) = server.post("pull_request", "k-1", &fixture("pull_request.opened"));
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn an_event_restarts_a_partial_deploy_once_then_waits_for_the_cooldown() {
+    let (fx, plan) = setup(
+        "settle: 1s, cooldown: 3s, full_cycle_interval: 6h, max_restarts: 1",
+        "echo start >> LOG; sleep 2; echo end >> LOG",
+    );
+    let server = Server::start(&plan);
+    server.post("pull_request", "r-1", &fixture("pull_request.opened"));
+    server.wait_for("the deploy to start", Duration::from_secs(10), |s| {
+        s["running"]["steps"]["restart"]["state"] == "running"
+    });
+    // During the partial deploy: restart it from the beginning.
+    server.post("pull_request", "r-2", &fixture("pull_request.synchronize"));
+    server.wait_for("the restart", Duration::from_secs(10), |s| {
+        s["running"]["restarts"] == 1 && s["running"]["steps"]["restart"]["state"] == "running"
+    });
+    // Again: the budget is spent, the event waits for the next deploy.
+    server.post("pull_request", "r-3", &fixture("pull_request.reopened"));
+    let s = server.wait_for(
+        "the restarted deploy to end",
+        Duration::from_secs(20),
+        |s| s["last"]["result"].is_string(),
+    );
+    assert_eq!(s["last"]["result"], "success", "{}", server.log());
+    assert_eq!(
+        runs_log(&fx),
+        "start\nstart\nend\n",
+        "stopped once, then ran to the end"
+    );
+    assert_eq!(s["queue"], 1, "the third event waits: {s:#}");
+    let finished = ts(&s["last"]["finished_at"]);
+    let due = ts(&s["next_deploy"]);
+    assert!(
+        due >= finished + jiff::SignedDuration::from_millis(2900),
+        "after the cooldown: {s:#}"
+    );
+    let metrics = server.metrics();
+    assert!(
+        metrics.contains("kcideploy_deploys_total{cycle=\"partial\",result=\"cancelled\"} 1"),
+        "{metrics}"
+    );
+    // The waiting event's deploy: nothing changed since, so nothing to do.
+    let s = server.wait_for("the next deploy", Duration::from_secs(20), |s| {
+        s["queue"] == 0 && s["running"].is_null()
+    });
+    assert_eq!(s["last"]["result"], "nothing", "{s:#}");
+}
+
+#[test]
+fn sigterm_stops_a_running_deploy_cleanly_and_the_next_start_resumes_it() {
+    let (fx, plan) = setup(
+        "settle: 0s, cooldown: 1s, full_cycle_interval: 6h",
+        "echo start >> LOG; [ -f LOG.go ] || sleep 30; echo end >> LOG",
+    );
+    let server = Server::start(&plan);
+    server.post("pull_request", "t-1", &fixture("pull_request.opened"));
+    let s = server.wait_for("the deploy to start", Duration::from_secs(10), |s| {
+        s["running"]["steps"]["restart"]["state"] == "running"
+    });
+    let run_id = s["running"]["run_id"].clone();
+    let started = Instant::now();
+    assert_eq!(server.terminate(), 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the step was stopped, not waited for"
+    );
+    let state_file = fx.path().join(".kcideploy/staging.state.json");
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(&state_file).expect("state"))
+        .expect("state JSON");
+    assert_eq!(state["current_run"]["result"], "cancelled", "{state:#}");
+    assert_eq!(state["current_run"]["id"], run_id);
+    assert_eq!(queued_files(&fx), 1, "the event waits for the next start");
+
+    // The next start replays the event and resumes the same run.
+    std::fs::write(fx.path().join("runs.log.go"), "").expect("flag");
+    let server = Server::start(&plan);
+    let s = server.wait_for("the resumed deploy", Duration::from_secs(30), |s| {
+        s["last"]["result"].is_string()
+    });
+    assert_eq!(s["last"]["result"], "success", "{}", server.log());
+    assert_eq!(s["last"]["run_id"], run_id, "resumed, not a new run");
+    assert_eq!(runs_log(&fx), "start\nstart\nend\n");
+    assert_eq!(queued_files(&fx), 0);
+}
+
+/// The bot against a fake GitHub: who may command it, approvals of untrusted PRs, replies.
+#[test]
+fn kcibot_commands_from_maintainers_and_refusals_for_others() {
+    let fx = Fixture::new();
+    let remote = fx.repo("core", &[("config/a.yaml", Some("a: 1\n"))]);
+    let fake: Shared = Arc::new(Mutex::new(Fake::default()));
+    let api = fake_github::start(fake.clone());
+    let head = add_pr(
+        &fake,
+        &remote,
+        pr(7, "mallory"),
+        &[("config/m.yaml", Some("m\n"))],
+    );
+    let plan = fx.plan_file(&format!(
+        r#"version: 1
+name: staging
+policy: {{ settle: 1h, cooldown: 1s, full_cycle_interval: 6h }}
+github: {{ api_url: "{api}", token_env: KCI_TEST_TOKEN }}
+notify: false
+server: {{ maintainers: [alice], maintainer_associations: [OWNER] }}
+repos:
+  core:
+    url: repos/core.git
+    forge: github
+    github_repo: kernelci/core
+    pending: {{ trusted: [alice] }}
+components:
+  config: {{ repo: core, paths: ["config/**"] }}
+steps:
+  restart: {{ kind: command, on: [config], with: {{ run: ["true"] }} }}
+"#
+    ));
+    {
+        let config = kcideploy::config::Config::load(&plan).expect("config");
+        let mut state = kcideploy::state::State::default();
+        state.cycles.last_full = Some(jiff::Timestamp::now());
+        kcideploy::state::LocalState::new(config.state_path())
+            .write(&mut state)
+            .expect("state");
+    }
+    let server = Server::start(&plan);
+    let comment = |login: &str, association: &str, body: &str| {
+        let mut c = fixture("issue_comment.created");
+        c["repository"]["full_name"] = json!("kernelci/core");
+        c["issue"]["number"] = json!(7);
+        c["issue"]["pull_request"] =
+            json!({"url": "https://api.github.com/repos/kernelci/core/pulls/7"});
+        c["comment"]["user"]["login"] = json!(login);
+        c["comment"]["author_association"] = json!(association);
+        c["comment"]["body"] = json!(body);
+        c
+    };
+    let replies = || -> Vec<String> {
+        fake.lock()
+            .expect("fake")
+            .comments
+            .get(&7)
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|c| c["body"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let wait_replies = |n: usize| {
+        let start = Instant::now();
+        while replies().len() < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{n} replies expected, got {:?}\n{}",
+                replies(),
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        replies()
+    };
+
+    // Not a maintainer: a polite refusal, nothing queued, nothing approved.
+    let (code, _) = server.post(
+        "issue_comment",
+        "c-1",
+        &comment("eve", "CONTRIBUTOR", "@kcibot deploy"),
+    );
+    assert_eq!(code, 202);
+    let r = wait_replies(1);
+    assert!(r[0].starts_with("Sorry @eve"), "{r:?}");
+    let s = server.wait_for("the refusal to be done", Duration::from_secs(5), |s| {
+        s["queue"] == 0
+    });
+    assert_eq!(s["approvals_pending"], 0);
+    assert!(
+        s["running"].is_null() && s["last"].is_null(),
+        "nothing ran: {s:#}"
+    );
+
+    // help and a typo.
+    server.post(
+        "issue_comment",
+        "c-2",
+        &comment("alice", "MEMBER", "@kcibot help\n\n@kcibot depoly"),
+    );
+    let r = wait_replies(2);
+    assert!(r[1].contains("`@kcibot trigger`"), "{r:?}");
+    assert!(r[1].contains("did you mean `deploy`?"), "{r:?}");
+
+    // A maintainer's deploy: approves the untrusted PR's head and deploys now, not after the
+    // 1h settle.
+    server.post(
+        "issue_comment",
+        "c-3",
+        &comment("alice", "MEMBER", "LGTM\n\n@kcibot deploy"),
+    );
+    let r = wait_replies(3);
+    assert!(
+        r[2].contains(&format!("Approved #7 by @mallory at `{}`", &head[..12])),
+        "{r:?}"
+    );
+    assert!(
+        r[2].contains("Starting a partial deploy (no test kernel) now."),
+        "{r:?}"
+    );
+    let s = server.wait_for("the deploy", Duration::from_secs(30), |s| {
+        s["last"]["result"].is_string()
+    });
+    assert_eq!(s["last"]["result"], "success", "{s:#}\n{}", server.log());
+    assert_eq!(s["changes"][0]["change"], "#7");
+    assert_eq!(
+        s["changes"][0]["state"], "included",
+        "approved at this head: {s:#}"
+    );
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(fx.path().join(".kcideploy/staging.state.json")).expect("state"),
+    )
+    .expect("state JSON");
+    assert_eq!(state["approvals"][0]["head"], head);
+    assert_eq!(state["approvals"][0]["by"], "alice");
+
+    // An OWNER by association may command too; status tells where the PR stands.
+    server.post(
+        "issue_comment",
+        "c-4",
+        &comment("root", "OWNER", "@kcibot status"),
+    );
+    let r = wait_replies(4);
+    assert!(
+        r[3].contains(&format!(
+            "#7 at `{}` was included in the last deploy (partial cycle, success",
+            &head[..12]
+        )),
+        "{r:?}"
+    );
+    // Nothing said twice: every comment was answered once.
+    assert_eq!(replies().len(), 4);
+}
