@@ -177,10 +177,25 @@ fn runs_log(fx: &Fixture) -> String {
     std::fs::read_to_string(fx.path().join("runs.log")).unwrap_or_default()
 }
 
+/// Entries waiting in the durable queue: in its segments and not acknowledged in `seen.log`.
 fn queued_files(fx: &Fixture) -> usize {
-    std::fs::read_dir(fx.path().join(".kcideploy/staging.webhooks/pending"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+    let dir = fx.path().join(".kcideploy/staging.webhooks");
+    let acked = std::fs::read_to_string(dir.join("seen.log")).unwrap_or_default();
+    let acked: std::collections::HashSet<&str> = acked.lines().collect();
+    std::fs::read_dir(dir.join("pending"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+        .flat_map(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .collect::<Vec<_>>()
+        })
+        .filter(|e| !acked.contains(e["delivery"].as_str().unwrap_or("")))
+        .count()
 }
 
 fn ts(v: &Value) -> jiff::Timestamp {

@@ -50,10 +50,13 @@ fn signed_events_are_queued_before_the_reply_and_everything_else_is_refused_or_i
     let pending = queue.pending();
     assert_eq!(pending.len(), 1);
     assert_eq!(
-        (pending[0].1.delivery.as_str(), pending[0].1.event.as_str()),
+        (pending[0].delivery.as_str(), pending[0].event.as_str()),
         ("d-1", "pull_request")
     );
-    assert_eq!(pending[0].1.body["pull_request"]["number"], 2);
+    assert!(matches!(
+        pending[0].payload,
+        kcideploy::server::webhook::Event::PullRequest { number: 2, .. }
+    ));
 
     // The same delivery again: ignored, not queued twice.
     let (status, text) = post(
@@ -79,10 +82,11 @@ fn signed_events_are_queued_before_the_reply_and_everything_else_is_refused_or_i
     assert_eq!(queue.pending().len(), 1);
 
     // A restart loses nothing: a new queue on the same directory sees the entry; ack removes it.
+    drop(queue);
     let reopened = Queue::open(dir.path()).expect("queue");
     let pending = reopened.pending();
     assert_eq!(pending.len(), 1);
-    reopened.ack(&pending[0].0).expect("ack");
+    reopened.ack(&pending[0].delivery).expect("ack");
     assert!(reopened.pending().is_empty());
     assert!(
         reopened.seen("d-1"),

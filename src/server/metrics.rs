@@ -34,6 +34,7 @@ pub struct Metrics {
     pub deploys: Family<RunLabels, Counter>,
     pub steps: StepHistograms,
     pub queue_depth: Gauge,
+    pub queue_flushes: Gauge,
     pub running: Gauge,
 }
 
@@ -69,6 +70,12 @@ impl Default for Metrics {
             "Accepted webhook deliveries not yet covered by a finished deploy",
             queue_depth.clone(),
         );
+        let queue_flushes = Gauge::default();
+        registry.register(
+            "queue_flushes",
+            "Batches of deliveries written to the queue since start (one disk flush each)",
+            queue_flushes.clone(),
+        );
         let running = Gauge::default();
         registry.register("deploy_running", "1 while a deploy runs", running.clone());
         Metrics {
@@ -77,6 +84,7 @@ impl Default for Metrics {
             deploys,
             steps,
             queue_depth,
+            queue_flushes,
             running,
         }
     }

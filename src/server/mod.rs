@@ -8,5 +8,6 @@ pub mod cron;
 pub mod endpoint;
 pub mod metrics;
 pub mod policy;
+pub mod queue;
 pub mod serve;
 pub mod webhook;

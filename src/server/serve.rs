@@ -28,7 +28,7 @@ use super::cron::Cron;
 use super::endpoint::{App, Entry, Queue, webhook_router};
 use super::metrics::{self, Metrics};
 use super::policy::{Reaction, Scheduler};
-use super::webhook::{Event, parse_event};
+use super::webhook::Event;
 use crate::apply::events::{Event as ApplyEvent, Reporter};
 use crate::apply::process::Cancel;
 use crate::config::{Config, Cycle, ForgeKind};
@@ -119,6 +119,8 @@ struct Hub {
     status: Mutex<Status>,
     /// Guards the approvals file.
     approvals: Mutex<()>,
+    /// How many approvals the file holds.
+    approvals_pending: std::sync::atomic::AtomicUsize,
 }
 
 impl Hub {
@@ -145,6 +147,8 @@ impl Hub {
         list.push(approval);
         let bytes = serde_json::to_vec_pretty(&list).map_err(std::io::Error::other)?;
         crate::state::write_atomic(&self.approvals_file(), &bytes)?;
+        self.approvals_pending
+            .store(list.len(), std::sync::atomic::Ordering::Relaxed);
         Ok(list.len())
     }
 
@@ -164,6 +168,8 @@ impl Hub {
         }
         backend.write(&mut state)?;
         std::fs::remove_file(self.approvals_file()).into_diagnostic()?;
+        self.approvals_pending
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -264,7 +270,12 @@ pub fn serve(opts: ServeOptions) -> Result<ExitStatus> {
         metrics: Arc::new(Metrics::default()),
         status: Mutex::new(Status::default()),
         approvals: Mutex::new(()),
+        approvals_pending: Default::default(),
     });
+    hub.approvals_pending.store(
+        hub.read_approvals().len(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     runtime.block_on(run(hub, secret.into_bytes(), cron))
 }
 
@@ -365,10 +376,10 @@ enum Handled {
 struct Worker {
     hub: Arc<Hub>,
     sched: Scheduler,
-    /// Entries fed to the scheduler and not yet acknowledged.
-    handled: BTreeSet<PathBuf>,
-    /// Entries the running deploy includes.
-    covered: Vec<PathBuf>,
+    /// Deliveries fed to the scheduler and not yet acknowledged.
+    handled: BTreeSet<String>,
+    /// Deliveries the running deploy includes.
+    covered: Vec<String>,
     running: Option<Running>,
     done_tx: mpsc::UnboundedSender<Outcome>,
     done_rx: Option<mpsc::UnboundedReceiver<Outcome>>,
@@ -420,16 +431,16 @@ impl Worker {
 
     async fn run(
         mut self,
-        mut entries: mpsc::UnboundedReceiver<(PathBuf, Entry)>,
+        mut entries: mpsc::UnboundedReceiver<Entry>,
         mut stop: watch::Receiver<u32>,
     ) {
         let Some(mut done_rx) = self.done_rx.take() else {
             return;
         };
         // What a previous process accepted and did not finish.
-        for (file, entry) in self.hub.queue.pending() {
-            if self.handled.insert(file.clone()) {
-                self.handle(file, entry).await;
+        for entry in self.hub.queue.pending() {
+            if self.handled.insert(entry.delivery.clone()) {
+                self.handle(entry).await;
             }
         }
         loop {
@@ -447,10 +458,12 @@ impl Worker {
             };
             let far = Instant::now() + Duration::from_secs(365 * 86_400);
             tokio::select! {
-                Some((file, entry)) = entries.recv() => {
-                    // The start-up scan may have handled (and removed) it already.
-                    if file.exists() && self.handled.insert(file.clone()) {
-                        self.handle(file, entry).await;
+                Some(entry) = entries.recv() => {
+                    // The start-up scan may have handled (and acknowledged) it already.
+                    if self.hub.queue.is_pending(&entry.delivery)
+                        && self.handled.insert(entry.delivery.clone())
+                    {
+                        self.handle(entry).await;
                     }
                 }
                 _ = tokio::time::sleep_until(due.unwrap_or(far)), if due.is_some() => {}
@@ -500,23 +513,22 @@ impl Worker {
     }
 
     /// Feed one queued delivery to the scheduler or the bot.
-    async fn handle(&mut self, file: PathBuf, entry: Entry) {
-        let body = serde_json::to_vec(&entry.body).unwrap_or_default();
-        let handled = match parse_event(&entry.event, &body) {
-            Ok(Some(Event::Ping)) => {
+    async fn handle(&mut self, entry: Entry) {
+        let handled = match entry.payload.clone() {
+            Event::Ping => {
                 tracing::info!("ping from GitHub ({})", entry.delivery);
                 Handled::Ack
             }
-            Ok(Some(Event::PullRequest {
+            Event::PullRequest {
                 repo,
                 number,
                 action,
                 ..
-            })) => match self.hub.repo_for(&repo) {
+            } => match self.hub.repo_for(&repo) {
                 Some(_) => self.event(&format!("{repo}#{number} {action}")),
                 None => self.unknown_repo(&repo),
             },
-            Ok(Some(Event::Push { repo, branch, .. })) => match self.hub.repo_for(&repo) {
+            Event::Push { repo, branch, .. } => match self.hub.repo_for(&repo) {
                 Some((_, cfg)) if branch == cfg.base => {
                     self.event(&format!("push to {repo} {branch}"))
                 }
@@ -531,21 +543,20 @@ impl Worker {
                 Some(_) => Handled::Ack,
                 None => self.unknown_repo(&repo),
             },
-            Ok(Some(Event::PrComment {
+            Event::PrComment {
                 repo,
                 number,
                 author,
                 association,
                 body,
                 ..
-            })) => {
-                self.comment(&file, &entry, &repo, number, &author, &association, &body)
+            } => {
+                self.comment(&entry, &repo, number, &author, &association, &body)
                     .await
             }
-            Ok(None) | Err(_) => Handled::Ack,
         };
         if let Handled::Ack = handled {
-            self.ack(&file);
+            self.ack(&entry.delivery);
         }
     }
 
@@ -554,10 +565,10 @@ impl Worker {
         Handled::Ack
     }
 
-    fn ack(&mut self, file: &Path) {
-        self.handled.remove(file);
-        if let Err(e) = self.hub.queue.ack(file) {
-            tracing::warn!("cannot remove {}: {e}", file.display());
+    fn ack(&mut self, delivery: &str) {
+        self.handled.remove(delivery);
+        if let Err(e) = self.hub.queue.ack(delivery) {
+            tracing::warn!("cannot acknowledge delivery {delivery}: {e}");
         }
     }
 
@@ -582,10 +593,8 @@ impl Worker {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn comment(
         &mut self,
-        file: &Path,
         entry: &Entry,
         full_name: &str,
         number: u64,
@@ -653,10 +662,8 @@ impl Worker {
         if !replay {
             tracing::info!("{full_name}#{number}: @{author}: {}", lines.join(" / "));
             self.reply(full_name, number, &lines.join("\n\n")).await;
-            let mut answered = entry.clone();
-            answered.replied = true;
-            if let Err(e) = self.hub.queue.update(file, &answered) {
-                tracing::warn!("cannot mark {} answered: {e}", file.display());
+            if let Err(e) = self.hub.queue.mark_replied(&entry.delivery) {
+                tracing::warn!("cannot mark delivery {} answered: {e}", entry.delivery);
             }
         }
         if keep { Handled::Keep } else { Handled::Ack }
@@ -832,8 +839,8 @@ impl Worker {
             // Planning or fetching failed: keep the events and try again after the cooldown.
             self.sched.on_event(Instant::now());
         } else {
-            for file in std::mem::take(&mut self.covered) {
-                self.ack(&file);
+            for delivery in std::mem::take(&mut self.covered) {
+                self.ack(&delivery);
             }
         }
         self.record(outcome);
@@ -873,7 +880,10 @@ impl Worker {
         let now = Instant::now();
         let depth = self.handled.len();
         self.hub.metrics.queue_depth.set(depth as i64);
-        let approvals = self.hub.read_approvals().len();
+        let approvals = self
+            .hub
+            .approvals_pending
+            .load(std::sync::atomic::Ordering::Relaxed);
         let mut status = self.hub.status();
         status.queue = depth;
         status.approvals_pending = approvals;
@@ -1101,6 +1111,9 @@ async fn status(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Response {
 }
 
 async fn metrics_text(State(hub): State<Arc<Hub>>) -> Response {
+    hub.metrics
+        .queue_flushes
+        .set(hub.queue.flushes().try_into().unwrap_or(i64::MAX));
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],

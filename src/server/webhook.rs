@@ -32,8 +32,10 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// The events that matter.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The events that matter: what the queue keeps of a delivery (a few hundred bytes instead
+/// of GitHub's tens of kilobytes).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     Ping,
     /// opened, synchronize, reopened, closed, labeled, unlabeled, ready_for_review.
