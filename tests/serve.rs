@@ -312,17 +312,33 @@ fn replayed_payloads_schedule_one_settled_deploy_and_bad_requests_change_nothing
     assert_eq!(s["changes"][0]["change"], "staging-fix");
     assert_eq!(s["changes"][0]["state"], "included");
     // Inside the cooldown (1h) the next deploy waits for its end, whatever comes.
+    let finished = ts(&s["last"]["finished_at"]);
+    assert_eq!(
+        server
+            .post("pull_request", "d-late", &fixture("pull_request.closed"))
+            .0,
+        202
+    );
+    let s = server.wait_for("the late event", Duration::from_secs(5), |s| {
+        s["queue"] == 1
+    });
+    let due = ts(&s["next_deploy"]);
+    assert!(
+        due >= finished + jiff::SignedDuration::from_secs(3599)
+            && due <= finished + jiff::SignedDuration::from_secs(3601),
+        "the cooldown's end: {s:#}"
+    );
     let metrics = server.metrics();
     for line in [
         "kcideploy_webhook_deliveries_total{outcome=\"unauthorized\"} 1",
         "kcideploy_webhook_deliveries_total{outcome=\"malformed\"} 1",
         "kcideploy_webhook_deliveries_total{outcome=\"too_large\"} 1",
-        "kcideploy_webhook_deliveries_total{outcome=\"queued\"} 3",
+        "kcideploy_webhook_deliveries_total{outcome=\"queued\"} 4",
         "kcideploy_webhook_deliveries_total{outcome=\"ignored\"} 3",
         "kcideploy_webhook_deliveries_total{outcome=\"duplicate\"} 1",
         "kcideploy_deploys_total{cycle=\"partial\",result=\"success\"} 1",
         "kcideploy_step_duration_seconds_count{step=\"restart\",result=\"success\"} 1",
-        "kcideploy_queue_depth 0",
+        "kcideploy_queue_depth 1",
     ] {
         assert!(metrics.contains(line), "{line} missing:\n{metrics}");
     }
@@ -604,4 +620,54 @@ steps:
     );
     // Nothing said twice: every comment was answered once.
     assert_eq!(replies().len(), 4);
+    server.terminate();
+
+    // A push to the PR revokes the approval: the next deploy leaves the new head out.
+    let new_head = kcideploy::gitops::scratch::commit(
+        &remote.repo,
+        Some(remote.main),
+        &[("config/m.yaml", Some("m2\n"))],
+        ALICE,
+        NOW - DAY,
+        "push",
+    )
+    .expect("commit");
+    remote
+        .repo
+        .reference("refs/pull/7/head", new_head, true, "push")
+        .expect("ref");
+    fake.lock().expect("fake").prs[0]["head"]["sha"] = json!(new_head.to_string());
+    std::fs::write(
+        &plan,
+        std::fs::read_to_string(&plan)
+            .expect("plan")
+            .replace("settle: 1h", "settle: 0s"),
+    )
+    .expect("plan");
+    let server = Server::start(&plan);
+    let mut sync = fixture("pull_request.synchronize");
+    sync["repository"]["full_name"] = json!("kernelci/core");
+    sync["pull_request"]["number"] = json!(7);
+    sync["pull_request"]["head"]["sha"] = json!(new_head.to_string());
+    assert_eq!(server.post("pull_request", "p-1", &sync).0, 202);
+    let s = server.wait_for("the deploy after the push", Duration::from_secs(30), |s| {
+        s["last"]["result"].is_string()
+    });
+    assert_eq!(s["changes"][0]["head"], new_head.to_string(), "{s:#}");
+    assert_eq!(s["changes"][0]["state"], "untrusted", "{s:#}");
+}
+
+#[test]
+fn policy_schedule_runs_full_cycles() {
+    let (_fx, plan) = setup(
+        "settle: 1h, cooldown: 0s, full_cycle_interval: 6h, schedule: \"*/2 * * * * *\"",
+        "true",
+    );
+    let server = Server::start(&plan);
+    assert!(server.status()["schedule_next"].is_string());
+    let s = server.wait_for("the scheduled full cycle", Duration::from_secs(15), |s| {
+        s["last"]["result"].is_string()
+    });
+    assert_eq!(s["last"]["cycle"], "full", "{s:#}");
+    assert_eq!(s["last"]["result"], "success", "{s:#}\n{}", server.log());
 }

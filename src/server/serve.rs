@@ -400,7 +400,10 @@ impl Worker {
         let github = match GitHub::new(&hub.config, &crate::forge::default_cache_dir(&hub.config)) {
             Ok(g) => Some(Arc::new(g)),
             Err(e) => {
-                tracing::warn!("the bot cannot read PRs or reply: {e}");
+                let server = &hub.config.file.server;
+                if !server.maintainers.is_empty() || !server.maintainer_associations.is_empty() {
+                    tracing::warn!("the bot cannot read PRs or reply: {e}");
+                }
                 None
             }
         };
