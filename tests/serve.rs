@@ -458,13 +458,23 @@ fn sigterm_stops_a_running_deploy_cleanly_and_the_next_start_resumes_it() {
     // The next start replays the event and resumes the same run.
     std::fs::write(fx.path().join("runs.log.go"), "").expect("flag");
     let server = Server::start(&plan);
+    // (Until it ends, `last` is the stopped run, read from state.)
     let s = server.wait_for("the resumed deploy", Duration::from_secs(30), |s| {
-        s["last"]["result"].is_string()
+        s["last"]["result"] != "cancelled"
     });
     assert_eq!(s["last"]["result"], "success", "{}", server.log());
     assert_eq!(s["last"]["run_id"], run_id, "resumed, not a new run");
     assert_eq!(runs_log(&fx), "start\nstart\nend\n");
     assert_eq!(queued_files(&fx), 0);
+
+    // A restart shows the last deploy and what it deployed, from state.
+    drop(server);
+    let server = Server::start(&plan);
+    let s = server.status();
+    assert_eq!(s["last"]["run_id"], run_id, "{s:#}");
+    assert_eq!(s["last"]["result"], "success");
+    assert_eq!(s["changes"][0]["change"], "staging-fix");
+    assert_eq!(s["changes"][0]["state"], "included");
 }
 
 /// The bot against a fake GitHub: who may command it, approvals of untrusted PRs, replies.
@@ -649,9 +659,11 @@ steps:
     sync["repository"]["full_name"] = json!("kernelci/core");
     sync["pull_request"]["number"] = json!(7);
     sync["pull_request"]["head"]["sha"] = json!(new_head.to_string());
+    let before = server.status()["last"]["run_id"].clone();
+    assert!(before.is_string(), "the first deploy, from state");
     assert_eq!(server.post("pull_request", "p-1", &sync).0, 202);
     let s = server.wait_for("the deploy after the push", Duration::from_secs(30), |s| {
-        s["last"]["result"].is_string()
+        s["last"]["run_id"] != before
     });
     assert_eq!(s["changes"][0]["head"], new_head.to_string(), "{s:#}");
     assert_eq!(s["changes"][0]["state"], "untrusted", "{s:#}");

@@ -397,6 +397,20 @@ impl Worker {
             .map(instant);
         let last_full = state.as_ref().and_then(|s| s.cycles.last_full).map(instant);
         let sched = Scheduler::new(&hub.config.file.policy, last_finished, last_full);
+        if let Some(state) = &state {
+            let mut status = hub.status();
+            status.last = state.history.last().and_then(|run| {
+                Some(LastDeploy {
+                    cycle: run.cycle,
+                    result: run.result.clone(),
+                    run_id: Some(run.id.clone()),
+                    started_at: run.started_at,
+                    finished_at: run.finished_at?,
+                    error: None,
+                })
+            });
+            status.changes = deployed_changes(state);
+        }
         let github = match GitHub::new(&hub.config, &crate::forge::default_cache_dir(&hub.config)) {
             Ok(g) => Some(Arc::new(g)),
             Err(e) => {
@@ -907,6 +921,35 @@ fn instant_at(at: Timestamp) -> Instant {
         Ok(d) => now + d,
         Err(_) => now,
     }
+}
+
+/// The changes state says are deployed, and the ones left out for breaking a deploy (what
+/// `/status` shows before this process deployed anything).
+fn deployed_changes(state: &crate::state::State) -> Vec<ChangeStatus> {
+    let mut out = Vec::new();
+    for (repo, rs) in &state.repos {
+        for c in &rs.included {
+            out.push(ChangeStatus {
+                repo: repo.clone(),
+                change: c.id.clone(),
+                head: c.head.clone(),
+                author: String::new(),
+                state: "included".into(),
+                detail: None,
+            });
+        }
+    }
+    for e in &state.exclusions {
+        out.push(ChangeStatus {
+            repo: e.repo.clone(),
+            change: e.change.clone(),
+            head: e.head.clone(),
+            author: String::new(),
+            state: e.reason.clone(),
+            detail: Some(e.detail.clone()),
+        });
+    }
+    out
 }
 
 fn changes(plan: &Plan) -> Vec<ChangeStatus> {
