@@ -758,3 +758,57 @@ fn run_applies_obeys_the_cooldown_and_says_when_there_is_nothing_to_do() {
         "restart\nrestart\n"
     );
 }
+
+/// A run whose cancel came before it started (the server stopping while it planned) starts
+/// nothing, records every step cancelled, and the next apply resumes it.
+#[test]
+fn a_run_cancelled_before_it_starts_runs_nothing_and_resumes_later() {
+    let (fx, plan_file) =
+        fixture("  a: { kind: command, on: [config], with: { run: [\"true\"] } }\n");
+    let config = kcideploy::config::Config::load(&plan_file).expect("config");
+    let plan = fx.plan(&config, kcideploy::planner::CycleRequest::Partial);
+    let backend = LocalState::new(config.state_path());
+    let lock =
+        kcideploy::state::StateLock::acquire(&backend.path, "test", Duration::ZERO).expect("lock");
+    let (tx, rx) = tokio::sync::watch::channel(kcideploy::apply::process::Cancel::None);
+    tx.send(kcideploy::apply::process::Cancel::Graceful)
+        .expect("send");
+    let opts = kcideploy::apply::ApplyOptions {
+        handle_signals: false,
+        cancel: Some(rx),
+        ..Default::default()
+    };
+    let mut reporter = kcideploy::apply::events::PlainReporter::default();
+    reporter.capture = true;
+    let report = kcideploy::deploy::run_apply(
+        config.clone(),
+        plan.clone(),
+        &backend,
+        &lock,
+        opts,
+        &mut reporter,
+    )
+    .expect("apply");
+    assert_eq!(report.result, "cancelled");
+    let state = state_of(&fx, "t");
+    let run = state.current_run.expect("kept for resuming");
+    assert_eq!(run.steps[0].result, "cancelled");
+    assert_eq!(
+        run.steps[0].detail.as_deref(),
+        Some("not started: cancelled")
+    );
+    let resumed = kcideploy::deploy::run_apply(
+        config,
+        plan,
+        &backend,
+        &lock,
+        kcideploy::apply::ApplyOptions {
+            handle_signals: false,
+            ..Default::default()
+        },
+        &mut reporter,
+    )
+    .expect("apply");
+    assert_eq!(resumed.result, "success");
+    assert_eq!(resumed.run_id, report.run_id, "the same run, resumed");
+}

@@ -394,7 +394,12 @@ pub async fn apply(
     } else {
         None
     };
-    let mut cancel = Cancel::None;
+    // Cancelled before it started (the server stopping while this run planned): start nothing.
+    let mut cancel = opts
+        .cancel
+        .as_ref()
+        .map(|rx| *rx.borrow())
+        .unwrap_or(Cancel::None);
     let mut join: JoinSet<Outcome> = JoinSet::new();
     let mut running = 0usize;
     let mut write_error: Option<StateError> = None;
