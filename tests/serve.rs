@@ -582,6 +582,33 @@ steps:
     assert!(r[1].contains("`@kcibot trigger`"), "{r:?}");
     assert!(r[1].contains("did you mean `deploy`?"), "{r:?}");
 
+    // Bound to a SHA that is not the head: nothing approved, nothing deployed.
+    server.post(
+        "issue_comment",
+        "c-sha",
+        &comment("alice", "MEMBER", "@kcibot deploy 0000000"),
+    );
+    let r = wait_replies(3);
+    assert!(
+        r[2].starts_with(&format!(
+            "Not deploying #7: its head is `{}` now, not `0000000`",
+            &head[..12]
+        )),
+        "{r:?}"
+    );
+    // The bot's own comment (its help text quotes commands) is never a command.
+    server.post(
+        "issue_comment",
+        "c-own",
+        &comment("kcibot[bot]", "NONE", "@kcibot deploy"),
+    );
+    let s = server.wait_for("the two comments to be done", Duration::from_secs(5), |s| {
+        s["queue"] == 0
+    });
+    assert_eq!(s["approvals_pending"], 0);
+    assert!(s["last"].is_null(), "nothing ran: {s:#}");
+    assert_eq!(replies().len(), 3, "no answer to itself");
+
     // A maintainer's deploy: approves the untrusted PR's head and deploys now, not after the
     // 1h settle.
     server.post(
@@ -589,13 +616,13 @@ steps:
         "c-3",
         &comment("alice", "MEMBER", "LGTM\n\n@kcibot deploy"),
     );
-    let r = wait_replies(3);
+    let r = wait_replies(4);
     assert!(
-        r[2].contains(&format!("Approved #7 by @mallory at `{}`", &head[..12])),
+        r[3].contains(&format!("Approved #7 by @mallory at `{}`", &head[..12])),
         "{r:?}"
     );
     assert!(
-        r[2].contains("Starting a partial deploy (no test kernel) now."),
+        r[3].contains("Starting a partial deploy (no test kernel) now."),
         "{r:?}"
     );
     let s = server.wait_for("the deploy", Duration::from_secs(30), |s| {
@@ -620,16 +647,16 @@ steps:
         "c-4",
         &comment("root", "OWNER", "@kcibot status"),
     );
-    let r = wait_replies(4);
+    let r = wait_replies(5);
     assert!(
-        r[3].contains(&format!(
+        r[4].contains(&format!(
             "#7 at `{}` was included in the last deploy (partial cycle, success",
             &head[..12]
         )),
         "{r:?}"
     );
     // Nothing said twice: every comment was answered once.
-    assert_eq!(replies().len(), 4);
+    assert_eq!(replies().len(), 5);
     server.terminate();
 
     // A push to the PR revokes the approval: the next deploy leaves the new head out.

@@ -71,8 +71,21 @@ fn readable(body: &str) -> String {
     out
 }
 
+/// A command and its optional argument: `@kcibot deploy 1a2b3c4` binds the approval to the
+/// PR head starting with that SHA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    pub command: BotCommand,
+    pub sha: Option<String>,
+}
+
+/// A commit SHA or a prefix of one (7 to 40 hex digits).
+fn sha_like(word: &str) -> bool {
+    (7..=40).contains(&word.len()) && word.chars().all(|c| c.is_ascii_hexdigit())
+}
+
 /// Every command addressed to `@<bot>` in `body`, in order.
-pub fn parse(body: &str, bot: &str) -> Vec<Result<BotCommand, ParseError>> {
+pub fn parse(body: &str, bot: &str) -> Vec<Result<Parsed, ParseError>> {
     let mention = format!("@{}", bot.to_ascii_lowercase());
     let text = readable(body);
     let mut out = Vec::new();
@@ -93,7 +106,13 @@ pub fn parse(body: &str, bot: &str) -> Vec<Result<BotCommand, ParseError>> {
                 })
                 .unwrap_or_default();
             match BotCommand::ALL.iter().find(|(name, _)| *name == next) {
-                Some((_, cmd)) => out.push(Ok(*cmd)),
+                Some((_, cmd)) => {
+                    let sha = words
+                        .get(i + 2)
+                        .map(|w| w.trim_end_matches([',', '.', '!']).to_ascii_lowercase())
+                        .filter(|w| sha_like(w));
+                    out.push(Ok(Parsed { command: *cmd, sha }))
+                }
                 None => {
                     let suggestion = BotCommand::ALL
                         .iter()
@@ -120,7 +139,11 @@ mod tests {
         parse(body, "kcibot")
             .iter()
             .map(|r| match r {
-                Ok(c) => format!("{c:?}"),
+                Ok(Parsed { command, sha: None }) => format!("{command:?}"),
+                Ok(Parsed {
+                    command,
+                    sha: Some(sha),
+                }) => format!("{command:?}({sha})"),
                 Err(e) => format!("Err({e})"),
             })
             .collect::<Vec<_>>()
@@ -135,6 +158,8 @@ mod tests {
             ("@KciBot Status", "Status"),
             ("@kcibot help", "Help"),
             ("@kcibot, deploy please", "Deploy"),
+            ("@kcibot deploy 1A2B3C4d.", "Deploy(1a2b3c4d)"),
+            ("@kcibot deploy abc now", "Deploy"),
             ("Looks good.\n\n@kcibot deploy", "Deploy"),
             ("@kcibot deploy\n@kcibot trigger", "Deploy Trigger"),
             ("thanks!", ""),

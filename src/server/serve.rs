@@ -621,6 +621,13 @@ impl Worker {
     ) -> Handled {
         let hub = self.hub.clone();
         let server = &hub.config.file.server;
+        // The bot's own comments (as a user or a GitHub App, `name[bot]`) are never commands.
+        if author
+            .trim_end_matches("[bot]")
+            .eq_ignore_ascii_case(&server.bot)
+        {
+            return Handled::Ack;
+        }
         let commands = command::parse(body, &server.bot);
         if commands.is_empty() {
             return Handled::Ack;
@@ -650,19 +657,31 @@ impl Worker {
         for cmd in commands.into_iter().filter(|_| permitted) {
             match cmd {
                 Err(e) => lines.push(format!("{e}. {}", help_line(&server.bot))),
-                Ok(BotCommand::Help) => lines.push(help_text(&server.bot)),
-                Ok(BotCommand::Status) => lines.push(self.pr_status(&repo, number)),
-                Ok(cmd @ (BotCommand::Deploy | BotCommand::Trigger)) => {
+                Ok(command::Parsed {
+                    command: BotCommand::Help,
+                    ..
+                }) => lines.push(help_text(&server.bot)),
+                Ok(command::Parsed {
+                    command: BotCommand::Status,
+                    ..
+                }) => lines.push(self.pr_status(&repo, number)),
+                Ok(command::Parsed {
+                    command: cmd @ (BotCommand::Deploy | BotCommand::Trigger),
+                    sha,
+                }) => {
                     let cycle = if cmd == BotCommand::Trigger {
                         Cycle::Full
                     } else {
                         Cycle::Partial
                     };
                     if !replay {
-                        match self.approve(&repo, full_name, number, author).await {
+                        match self
+                            .approve(&repo, full_name, number, author, sha.as_deref())
+                            .await
+                        {
                             Ok(line) => lines.push(line),
                             Err(e) => {
-                                lines.push(format!("I could not read #{number}: {e}"));
+                                lines.push(format!("Not deploying #{number}: {e}."));
                                 continue;
                             }
                         }
@@ -686,13 +705,15 @@ impl Worker {
         if keep { Handled::Keep } else { Handled::Ack }
     }
 
-    /// Approve the PR's current head (recorded in state by the next deploy).
+    /// Approve the PR's current head (recorded in state by the next deploy); with `sha`, only
+    /// if the head starts with it.
     async fn approve(
         &self,
         repo: &str,
         full_name: &str,
         number: u64,
         by: &str,
+        sha: Option<&str>,
     ) -> Result<String, String> {
         let gh = self
             .github
@@ -706,6 +727,14 @@ impl Worker {
             .ok_or("the PR has no head.sha")?
             .to_string();
         let pr_author = pr["user"]["login"].as_str().unwrap_or("?").to_string();
+        if let Some(sha) = sha
+            && !head.starts_with(sha)
+        {
+            return Err(format!(
+                "its head is `{}` now, not `{sha}`: nothing approved; look at the new commits and approve again",
+                &head[..head.len().min(12)]
+            ));
+        }
         self.hub
             .add_approval(Approval {
                 repo: repo.to_string(),
@@ -989,8 +1018,9 @@ fn help_line(bot: &str) -> String {
 fn help_text(bot: &str) -> String {
     format!(
         "Commands (maintainers only):\n\
-         - `@{bot} deploy`: deploy staging now with this PR included (partial cycle, no test \
-         kernel); approves the PR's current head if its author is not trusted.\n\
+         - `@{bot} deploy [SHA]`: deploy staging now with this PR included (partial cycle, no \
+         test kernel); approves the PR's current head if its author is not trusted (with a SHA, \
+         only if the head is that commit).\n\
          - `@{bot} trigger`: the same, as a full cycle (test kernel and result check).\n\
          - `@{bot} status`: where this PR stands and when the next deploy is.\n\
          - `@{bot} help`: this text."
