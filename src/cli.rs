@@ -61,6 +61,7 @@ pub enum Command {
     /// One-shot for cron or CI: plan, obey the policy, apply, notify.
     /// Exit: 0 nothing to do, 1 failed, 2 applied, 3 held back by the policy.
     Run {
+        /// The plan file.
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
         /// Decide the policy as if it were this time (RFC 3339).
@@ -76,6 +77,7 @@ pub enum Command {
     /// Long-running service: GitHub webhooks, the staging policy, `@kcibot` commands,
     /// `/status` and `/metrics`. SIGTERM stops the running deploy cleanly.
     Serve {
+        /// The plan file.
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
         /// Address to listen on (port 0: any free port, printed at start).

@@ -710,3 +710,30 @@ fn policy_schedule_runs_full_cycles() {
     assert_eq!(s["last"]["cycle"], "full", "{s:#}");
     assert_eq!(s["last"]["result"], "success", "{s:#}\n{}", server.log());
 }
+
+#[test]
+fn refuses_to_start_without_a_secret_or_on_a_bad_address() {
+    let (_fx, plan) = setup("settle: 1s", "true");
+    let (code, _, err) = output(
+        kcideploy()
+            .args(["serve", "-f"])
+            .arg(&plan)
+            .env_remove("KCIDEPLOY_WEBHOOK_SECRET"),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(
+            "the webhook secret is missing: set the environment variable KCIDEPLOY_WEBHOOK_SECRET"
+        ),
+        "{err}"
+    );
+    let (code, _, err) = output(
+        kcideploy()
+            .args(["serve", "--listen", "256.0.0.1:99999", "-f"])
+            .arg(&plan)
+            .env("KCIDEPLOY_WEBHOOK_SECRET", SECRET),
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot listen on 256.0.0.1:99999"), "{err}");
+    assert!(!err.contains(SECRET), "the secret is never printed");
+}
