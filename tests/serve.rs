@@ -348,6 +348,7 @@ fn replayed_payloads_schedule_one_settled_deploy_and_bad_requests_change_nothing
         html.contains("Last deploy") && html.contains("staging-fix"),
         "{html}"
     );
+    assert!(!server.log().contains(SECRET), "the secret is never logged");
     assert_eq!(
         server.terminate(),
         0,
@@ -657,6 +658,10 @@ steps:
     );
     // Nothing said twice: every comment was answered once.
     assert_eq!(replies().len(), 5);
+    assert!(
+        !server.log().contains(fake_github::TOKEN),
+        "the token is never logged"
+    );
     server.terminate();
 
     // A push to the PR revokes the approval: the next deploy leaves the new head out.
