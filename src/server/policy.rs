@@ -236,6 +236,13 @@ impl Scheduler {
         self.last_full
     }
 
+    /// What state says about deploys this scheduler did not run (a manual `apply`, `run`):
+    /// the later of what it knew and what state says.
+    pub fn observe(&mut self, last_finished: Option<Instant>, last_full: Option<Instant>) {
+        self.last_finished = self.last_finished.max(last_finished);
+        self.last_full = self.last_full.max(last_full);
+    }
+
     /// Restarts used by the running deploy.
     pub fn restarts(&self) -> Option<u32> {
         self.running.map(|r| r.restarts)
@@ -396,6 +403,17 @@ mod tests {
         let s = Scheduler::new(&Policy::default(), Some(end), Some(long_ago));
         assert_eq!(s.next_due(), Some(end + 30 * MIN));
         assert_eq!(s.next_cycle(end + 30 * MIN), Cycle::Full);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_cycle_applied_by_hand_moves_the_next_one() {
+        let mut s = scheduler();
+        advance(5 * 60 * MIN).await;
+        let by_hand = Instant::now();
+        s.observe(Some(by_hand), Some(by_hand));
+        advance(60 * MIN).await;
+        assert_eq!(s.start_if_due(Instant::now()), None);
+        assert_eq!(s.next_due(), Some(by_hand + 6 * 60 * MIN));
     }
 
     #[tokio::test(start_paused = true)]

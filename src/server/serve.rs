@@ -391,11 +391,7 @@ struct Worker {
 impl Worker {
     fn new(hub: Arc<Hub>, cron: Option<Cron>) -> Result<Worker> {
         let state = LocalState::new(hub.config.state_path()).read()?;
-        let last_finished = state
-            .as_ref()
-            .and_then(|s| s.history.iter().filter_map(|r| r.finished_at).max())
-            .map(instant);
-        let last_full = state.as_ref().and_then(|s| s.cycles.last_full).map(instant);
+        let (last_finished, last_full) = state.as_ref().map(history_times).unwrap_or_default();
         let sched = Scheduler::new(&hub.config.file.policy, last_finished, last_full);
         if let Some(state) = &state {
             let mut status = hub.status();
@@ -438,6 +434,18 @@ impl Worker {
         Ok(w)
     }
 
+    /// Tell the scheduler what state says about the last deploys.
+    fn observe_state(&mut self) {
+        match LocalState::new(self.hub.config.state_path()).read() {
+            Ok(Some(state)) => {
+                let (finished, full) = history_times(&state);
+                self.sched.observe(finished, full);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("cannot read the state: {e}"),
+        }
+    }
+
     fn next_cron(&mut self) {
         self.cron_next = self
             .cron
@@ -463,9 +471,16 @@ impl Worker {
         loop {
             if self.running.is_none()
                 && *stop.borrow() == 0
-                && let Some(cycle) = self.sched.start_if_due(Instant::now())
+                && self
+                    .sched
+                    .next_due()
+                    .is_some_and(|due| due <= Instant::now())
             {
-                self.launch(cycle);
+                // A manual apply or `run` may have deployed meanwhile.
+                self.observe_state();
+                if let Some(cycle) = self.sched.start_if_due(Instant::now()) {
+                    self.launch(cycle);
+                }
             }
             self.publish();
             let due = if self.running.is_none() {
@@ -942,6 +957,19 @@ impl Worker {
             run.restarts = self.sched.restarts().unwrap_or(0);
         }
     }
+}
+
+/// When the last deploy ended and when the last full cycle did, by state.
+fn history_times(state: &crate::state::State) -> (Option<Instant>, Option<Instant>) {
+    (
+        state
+            .history
+            .iter()
+            .filter_map(|r| r.finished_at)
+            .max()
+            .map(instant),
+        state.cycles.last_full.map(instant),
+    )
 }
 
 fn instant_at(at: Timestamp) -> Instant {
