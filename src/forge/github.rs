@@ -80,6 +80,12 @@ impl GitHub {
         })
     }
 
+    /// Wait at most `max` for a rate limit to reset (the bot answers promptly or not at all).
+    pub fn with_max_wait(mut self, max: Duration) -> GitHub {
+        self.max_wait = self.max_wait.min(max);
+        self
+    }
+
     fn url(&self, path: &str) -> String {
         if path.starts_with("http://") || path.starts_with("https://") {
             path.to_string()

@@ -408,7 +408,8 @@ impl Worker {
             status.changes = deployed_changes(state);
         }
         let github = match GitHub::new(&hub.config, &crate::forge::default_cache_dir(&hub.config)) {
-            Ok(g) => Some(Arc::new(g)),
+            // The worker awaits the bot's calls: never minutes behind a rate limit.
+            Ok(g) => Some(Arc::new(g.with_max_wait(Duration::from_secs(15)))),
             Err(e) => {
                 let server = &hub.config.file.server;
                 if !server.maintainers.is_empty() || !server.maintainer_associations.is_empty() {
