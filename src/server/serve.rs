@@ -501,8 +501,12 @@ impl Worker {
                 }
                 _ = tokio::time::sleep_until(due.unwrap_or(far)), if due.is_some() => {}
                 _ = tokio::time::sleep_until(self.cron_next.unwrap_or(far)), if self.cron_next.is_some() => {
-                    tracing::info!("policy.schedule: full cycle");
-                    self.sched.request(Instant::now(), Cycle::Full);
+                    if self.sched.running() == Some(Cycle::Full) {
+                        tracing::info!("policy.schedule: a full cycle is running already");
+                    } else {
+                        tracing::info!("policy.schedule: full cycle");
+                        self.sched.request(Instant::now(), Cycle::Full);
+                    }
                     self.next_cron();
                 }
                 Some(outcome) = done_rx.recv() => self.finished(outcome),
