@@ -563,11 +563,7 @@ fn cmd_run(
     let config = Config::load(&file)?;
     let state = LocalState::new(config.state_path()).read()?;
     let plan = make_plan(&file, CycleRequest::Auto, now, None)?;
-    let moved = plan
-        .repos
-        .values()
-        .any(|r| r.deployed.as_deref() != Some(r.staging.as_str()));
-    if !plan.has_changes() && !moved {
+    if plan.is_deployed() {
         println!(
             "Nothing to do: {} is deployed as planned ({} cycle).",
             plan.name,

@@ -60,22 +60,25 @@ pub fn apply_with_blame(
             tracing::warn!("notification: {w}");
         }
     }
-    let mut report = run_apply(
-        config.clone(),
-        plan.clone(),
-        backend,
-        lock,
-        opts.clone(),
-        reporter,
-    )?;
     let mut plan = plan;
     let mut culprits = 0;
-    while report.result == "failed"
-        && config.file.blame.enabled
-        && culprits < config.file.blame.max_culprits
-    {
+    let report = loop {
+        let report = run_apply(
+            config.clone(),
+            plan.clone(),
+            backend,
+            lock,
+            opts.clone(),
+            reporter,
+        )?;
+        if report.result != "failed"
+            || !config.file.blame.enabled
+            || culprits >= config.file.blame.max_culprits
+        {
+            break report;
+        }
         let Some(found) = blame_failure(config, &plan, &report, backend, reporter)? else {
-            break;
+            break report;
         };
         culprits += 1;
         let state = backend.read()?;
@@ -90,15 +93,7 @@ pub fn apply_with_blame(
             },
         )?;
         narrator.replanned(&found, &plan);
-        report = run_apply(
-            config.clone(),
-            plan.clone(),
-            backend,
-            lock,
-            opts.clone(),
-            reporter,
-        )?;
-    }
+    };
     if notify {
         let results = crate::notify::RunResults {
             run_id: &report.run_id,

@@ -251,4 +251,14 @@ impl Plan {
     pub fn has_changes(&self) -> bool {
         self.summary.run > 0
     }
+
+    /// Nothing to run and every repo's deployed revision is its staging revision: a deploy
+    /// would change nothing.
+    pub fn is_deployed(&self) -> bool {
+        !self.has_changes()
+            && self
+                .repos
+                .values()
+                .all(|r| r.deployed.as_deref() == Some(r.staging.as_str()))
+    }
 }

@@ -196,13 +196,15 @@ fn wall(at: Instant) -> Timestamp {
     ts.checked_add(signed).unwrap_or(ts)
 }
 
-/// Wall clock → Instant (past times clamp to the process's clock origin).
+/// Wall clock → Instant, past or future.
 fn instant(at: Timestamp) -> Instant {
     let now = Instant::now();
-    let ago = Timestamp::now().duration_since(at);
-    match Duration::try_from(ago) {
-        Ok(d) => now.checked_sub(d).unwrap_or(now),
-        Err(_) => now,
+    let ahead = at.duration_since(Timestamp::now());
+    let back = Duration::try_from(-ahead).ok();
+    match (Duration::try_from(ahead), back) {
+        (Ok(d), _) => now + d,
+        (Err(_), Some(d)) => now.checked_sub(d).unwrap_or(now),
+        _ => now,
     }
 }
 
@@ -452,7 +454,7 @@ impl Worker {
             .cron
             .as_ref()
             .and_then(|c| c.next_after(Timestamp::now()))
-            .map(instant_at);
+            .map(instant);
     }
 
     async fn run(
@@ -977,14 +979,6 @@ fn history_times(state: &crate::state::State) -> (Option<Instant>, Option<Instan
     )
 }
 
-fn instant_at(at: Timestamp) -> Instant {
-    let now = Instant::now();
-    match Duration::try_from(at.duration_since(Timestamp::now())) {
-        Ok(d) => now + d,
-        Err(_) => now,
-    }
-}
-
 /// The changes state says are deployed, and the ones left out for breaking a deploy (what
 /// `/status` shows before this process deployed anything).
 fn deployed_changes(state: &crate::state::State) -> Vec<ChangeStatus> {
@@ -1114,11 +1108,7 @@ fn deploy_inner(
             now: Timestamp::now(),
         },
     )?;
-    let moved = plan
-        .repos
-        .values()
-        .any(|r| r.deployed.as_deref() != Some(r.staging.as_str()));
-    if !plan.has_changes() && !moved {
+    if plan.is_deployed() {
         return Ok((plan, None));
     }
     let opts = crate::apply::ApplyOptions {
