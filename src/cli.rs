@@ -196,6 +196,9 @@ pub struct ApplyArgs {
     /// Where fetched repos are cached, with -f.
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// With -f: plan as if it were this time (RFC 3339), for the policy and `max_age`.
+    #[arg(long, value_name = "RFC3339", requires = "file")]
+    pub at: Option<String>,
     /// Post no PR comment and no commit status (also `notify: { enabled: false }`).
     #[arg(long = "no-notify")]
     pub no_notify: bool,
@@ -474,7 +477,7 @@ fn cmd_apply(args: ApplyArgs, color: bool) -> Result<ExitStatus> {
             saved
         }
         None => {
-            let now = Timestamp::now();
+            let now = parse_now(args.at.as_deref())?;
             let cache = args
                 .cache_dir
                 .clone()
@@ -596,6 +599,7 @@ fn cmd_run(
         json: false,
         cycle: CycleRequest::from(plan.cycle),
         cache_dir: None,
+        at,
         no_notify,
     };
     Ok(match cmd_apply(args, color)? {

@@ -28,15 +28,13 @@ fn fixture_with_change() -> (Fixture, std::path::PathBuf) {
     (fx, path)
 }
 
-const AT: &str = "2026-11-24T08:00:00Z";
-
 #[test]
 fn detailed_exitcode_is_2_with_changes_and_0_without() {
     let (fx, plan) = fixture_with_change();
     let (code, out, err) = output(kcideploy().args(["plan", "-f"]).arg(&plan).args([
         "-detailed-exitcode",
         "--at",
-        AT,
+        at().as_str(),
     ]));
     assert_eq!(code, 2, "{out}{err}");
     assert!(out.contains("+ restart (command)"), "{out}");
@@ -50,7 +48,7 @@ fn detailed_exitcode_is_2_with_changes_and_0_without() {
         kcideploy()
             .args(["plan", "-f"])
             .arg(&plan)
-            .args(["--at", AT]),
+            .args(["--at", at().as_str()]),
     );
     assert_eq!(code, 0);
     // Nothing pending: 0.
@@ -61,7 +59,7 @@ fn detailed_exitcode_is_2_with_changes_and_0_without() {
         "--cycle",
         "partial",
         "--at",
-        AT,
+        at().as_str(),
     ]));
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("No steps to run"), "{out}");
@@ -77,7 +75,7 @@ fn saved_plan_round_trips_and_tampering_is_detected() {
             .arg(&plan)
             .arg("-out")
             .arg(&saved)
-            .args(["--at", AT]),
+            .args(["--at", at().as_str()]),
     );
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -117,7 +115,7 @@ fn json_output_has_the_documented_shape() {
         kcideploy()
             .args(["plan", "--json", "-f"])
             .arg(&plan)
-            .args(["--at", AT]),
+            .args(["--at", at().as_str()]),
     );
     assert_eq!(code, 0);
     let json: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
@@ -218,7 +216,7 @@ fn graph_is_dot_and_marks_planned_steps() {
         .arg(&plan)
         .arg("-out")
         .arg(&saved)
-        .args(["--at", AT])
+        .args(["--at", at().as_str()])
         .assert()
         .success();
     let (_, dot, _) = output(

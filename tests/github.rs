@@ -126,7 +126,7 @@ fn every_exclusion_reason_in_pr_number_order() {
         &fake,
         &remote,
         Pr {
-            updated_at: "2026-10-01T00:00:00Z",
+            updated_at: NOW - 54 * DAY,
             ..pr(8, "dave")
         },
         &[("config/o.yaml", Some("o\n"))],
@@ -278,6 +278,7 @@ fn comments_are_edited_not_duplicated_and_statuses_move_and_the_token_stays_secr
         kcideploy()
             .args(["plan", "-f"])
             .arg(&plan)
+            .args(["--at", at().as_str()])
             .arg("-out")
             .arg(&saved),
     );
@@ -318,7 +319,8 @@ fn comments_are_edited_not_duplicated_and_statuses_move_and_the_token_stays_secr
                 "partial",
                 "-f",
             ])
-            .arg(&plan),
+            .arg(&plan)
+            .args(["--at", at().as_str()]),
     );
     assert_eq!(code, 0, "{out}{err}");
     all_output += &(out + &err);
@@ -340,7 +342,8 @@ fn comments_are_edited_not_duplicated_and_statuses_move_and_the_token_stays_secr
                 "partial",
                 "-f",
             ])
-            .arg(&plan),
+            .arg(&plan)
+            .args(["--at", at().as_str()]),
     );
     assert_eq!(code, 0, "{out}{err}");
     all_output += &(out + &err);
@@ -352,7 +355,12 @@ fn comments_are_edited_not_duplicated_and_statuses_move_and_the_token_stays_secr
         plan_text(&api, "").replace("kernelci/core", "kernelci/secret"),
     )
     .expect("w");
-    let (code, out, err) = output(kcideploy().args(["plan", "-f"]).arg(&broken));
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["plan", "-f"])
+            .arg(&broken)
+            .args(["--at", at().as_str()]),
+    );
     all_output += &(out + &err.clone());
     assert_eq!(code, 1);
     assert!(
@@ -389,7 +397,8 @@ fn missing_or_bad_token_is_a_clear_error() {
         kcideploy()
             .env_remove("KCI_TEST_TOKEN")
             .args(["plan", "-f"])
-            .arg(&plan),
+            .arg(&plan)
+            .args(["--at", at().as_str()]),
     );
     assert_eq!(code, 1);
     assert!(
@@ -400,7 +409,8 @@ fn missing_or_bad_token_is_a_clear_error() {
         kcideploy()
             .env("KCI_TEST_TOKEN", "ghp_wrong")
             .args(["plan", "-f"])
-            .arg(&plan),
+            .arg(&plan)
+            .args(["--at", at().as_str()]),
     );
     assert_eq!(code, 1);
     assert!(
@@ -427,7 +437,7 @@ fn an_approval_at_the_head_overrides_untrusted_until_the_next_push() {
         change: "#2".into(),
         head: head.clone(),
         by: "alice".into(),
-        at: jiff::Timestamp::now(),
+        at: now(),
     });
     backend.write(&mut state).expect("state");
     let plan = with_token(|| fx.plan(&config, CycleRequest::Partial));
@@ -464,9 +474,12 @@ fn notify_false_posts_nothing() {
     let (code, out, err) = output(
         kcideploy()
             .args(["apply", "-auto-approve", "--cycle", "partial", "-f"])
-            .arg(&plan),
+            .arg(&plan)
+            .args(["--at", at().as_str()]),
     );
     assert_eq!(code, 0, "{out}{err}");
+    // PR #1 was deployed, so there was something to post.
+    assert!(out.contains("1 change(s) included"), "{out}");
     let f = fake.lock().expect("f");
     assert!(f.statuses.is_empty() && f.comments.is_empty());
 }
@@ -486,7 +499,8 @@ fn a_failed_cycle_check_is_reported_in_every_comment() {
     let (code, out, _) = output(
         kcideploy()
             .args(["apply", "-auto-approve", "--cycle", "partial", "-f"])
-            .arg(&plan),
+            .arg(&plan)
+            .args(["--at", at().as_str()]),
     );
     assert_eq!(code, 1, "{out}");
     let f = fake.lock().expect("f");

@@ -52,7 +52,8 @@ pub struct Pr<'a> {
     pub base: &'a str,
     pub labels: &'a [&'a str],
     pub draft: bool,
-    pub updated_at: &'a str,
+    /// Unix seconds; fixtures set it relative to the test clock (`common::NOW`).
+    pub updated_at: i64,
 }
 
 pub fn pr_object(p: &Pr<'_>) -> Value {
@@ -65,7 +66,7 @@ pub fn pr_object(p: &Pr<'_>) -> Value {
     pr["head"]["label"] = json!(format!("{}:{}", p.login, p.branch));
     pr["base"]["ref"] = json!(p.base);
     pr["draft"] = json!(p.draft);
-    pr["updated_at"] = json!(p.updated_at);
+    pr["updated_at"] = json!(super::common::rfc3339(p.updated_at));
     let label_template =
         fixture("github-webhooks/pull_request.labeled.json")["pull_request"]["labels"][0].clone();
     pr["labels"] = Value::Array(
@@ -339,7 +340,7 @@ pub fn pr(number: u64, login: &'static str) -> Pr<'static> {
         base: "main",
         labels: &[],
         draft: false,
-        updated_at: "2026-11-23T08:00:00Z",
+        updated_at: super::common::NOW - super::common::DAY,
     }
 }
 

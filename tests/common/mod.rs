@@ -11,7 +11,9 @@ use kcideploy::gitops::scratch::{self, Edit};
 use kcideploy::planner::{self, CycleRequest, Plan, PlanOptions};
 use kcideploy::state::{LocalState, RepoState, State};
 
-/// 2026-11-24T08:00:00Z: "now" in every test.
+/// "Now" in every test: a fixed instant (late November 2026). Every date a test makes is
+/// relative to it, and every binary run that judges dates gets it with `--at` ([`at()`]);
+/// tests/clock.rs fails on absolute fixture dates that the real clock would reach.
 pub const NOW: i64 = 1_795_507_200;
 pub const DAY: i64 = 86_400;
 pub const ALICE: (&str, &str) = ("Alice", "alice@example.org");
@@ -20,6 +22,18 @@ pub const EVE: (&str, &str) = ("Eve", "eve@example.net");
 
 pub fn now() -> Timestamp {
     Timestamp::from_second(NOW).expect("valid time")
+}
+
+/// `secs` (Unix seconds) as RFC 3339, the way GitHub writes times.
+pub fn rfc3339(secs: i64) -> String {
+    Timestamp::from_second(secs)
+        .expect("valid time")
+        .to_string()
+}
+
+/// The test clock as the binary's `--at` argument.
+pub fn at() -> String {
+    rfc3339(NOW)
 }
 
 /// A temp dir holding bare "remote" repos and a plan file.
