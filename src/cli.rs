@@ -10,7 +10,8 @@ use miette::{Context, IntoDiagnostic, Result};
 use crate::config::Config;
 use crate::exit::ExitStatus;
 use crate::planner::{self, CycleRequest, Plan, PlanOptions};
-use crate::state::{LocalState, write_atomic};
+use crate::state::LocalState;
+use crate::support::write_atomic;
 
 /// Deploy KernelCI staging and production from a YAML plan file.
 #[derive(Debug, Parser)]
@@ -583,7 +584,7 @@ fn cmd_run(
         if now.as_second() < ready {
             println!(
                 "Held back by the policy: the last deploy ended {} ago, cooldown is {cooldown}; next deploy from {}.",
-                planner::render::age(now.as_second() - end.as_second()),
+                crate::support::text::age(now.as_second() - end.as_second()),
                 Timestamp::from_second(ready).unwrap_or(now)
             );
             return Ok(ExitStatus::HeldBack);

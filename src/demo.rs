@@ -250,7 +250,7 @@ pub fn run(dir: Option<&Path>, color: bool) -> Result<ExitStatus> {
         .unwrap_or_else(|_| "(not pushed)".into());
     println!(
         "\nrepos/kernelci-pipeline.git: staging.kernelci.org is now {}",
-        crate::planner::short(&pushed)
+        crate::support::text::short(&pushed)
     );
 
     println!("\n$ kcideploy plan -f {}\n", demo.plan_file.display());

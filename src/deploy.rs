@@ -198,7 +198,7 @@ fn blame_failure(
             .map(|i| i.author.clone())
             .unwrap_or_default();
         state.exclusions.push(crate::state::Exclusion {
-            id: crate::state::random_id()[..8].to_string(),
+            id: crate::support::random_id()[..8].to_string(),
             repo: c.repo.clone(),
             change: c.change.clone(),
             head: c.head.clone(),

@@ -39,7 +39,7 @@ impl Api {
             ),
             None => None,
         };
-        let http = crate::apply::http_client(Some(Duration::from_secs(30)))?;
+        let http = crate::support::http::http_client(Some(Duration::from_secs(30)))?;
         Ok(Api {
             http,
             base: k.api_url.trim_end_matches('/').to_string(),

@@ -17,3 +17,4 @@ pub mod planner;
 pub mod schema;
 pub mod server;
 pub mod state;
+pub mod support;

@@ -11,7 +11,8 @@ use serde_json::json;
 use crate::apply::events::StepResult;
 use crate::config::{Config, ForgeKind};
 use crate::forge::github::{GitHub, slug};
-use crate::planner::{Plan, StepReason, short};
+use crate::planner::{Plan, StepReason};
+use crate::support::text::short;
 
 /// What a run did, for the comments.
 pub struct RunResults<'a> {
@@ -65,7 +66,7 @@ fn steps_of(config: &Config, plan: &Plan, repo: &str, change: &str) -> Vec<Strin
 }
 
 fn duration(ms: u64) -> String {
-    crate::planner::render::age((ms / 1000) as i64)
+    crate::support::text::age((ms / 1000) as i64)
 }
 
 /// The comment for one PR.

@@ -50,7 +50,7 @@ fn docker_ok(args: &[&str]) -> bool {
 }
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &kcideploy::state::random_id()[..8])
+    format!("{prefix}-{}", &kcideploy::support::random_id()[..8])
 }
 
 fn busybox() -> Vec<u8> {

@@ -202,7 +202,7 @@ fn staging_for(
             let message = format!(
                 "kcideploy: merge {} ({}) into {} (bisection)\n",
                 change.id,
-                crate::planner::short(&change.head),
+                crate::support::text::short(&change.head),
                 repo_plan.base_branch
             );
             match gitops::merge_change(&cache, tip, head, &message).map_err(|e| e.to_string())? {

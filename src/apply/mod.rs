@@ -108,9 +108,10 @@ impl RunContext {
             .repos
             .get(repo)
             .ok_or_else(|| format!("repo `{repo}` is not in the plan"))?;
-        let dest = self
-            .checkout_dir
-            .join(format!("{repo}-{}", crate::planner::short(&plan.staging)));
+        let dest = self.checkout_dir.join(format!(
+            "{repo}-{}",
+            crate::support::text::short(&plan.staging)
+        ));
         let cache = git2::Repository::open_bare(self.cache_dir.join(format!("{repo}.git")))
             .map_err(|e| format!("cannot open the cache of `{repo}`: {e}"))?;
         crate::gitops::export_tree(&cache, &plan.staging, &dest)?;
@@ -122,22 +123,9 @@ impl RunContext {
         if let Some(c) = self.http.get() {
             return Ok(c.clone());
         }
-        let client = http_client(None)?;
+        let client = crate::support::http::http_client(None)?;
         Ok(self.http.get_or_init(|| client).clone())
     }
-}
-
-/// An HTTP client (rustls with ring) with kcideploy's user agent and an optional timeout.
-pub fn http_client(timeout: Option<Duration>) -> Result<reqwest::Client, String> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut builder =
-        reqwest::Client::builder().user_agent(concat!("kcideploy/", env!("CARGO_PKG_VERSION")));
-    if let Some(t) = timeout {
-        builder = builder.timeout(t);
-    }
-    builder
-        .build()
-        .map_err(|e| format!("cannot make an HTTP client: {e}"))
 }
 
 /// Repos a step deploys: those of its `on` components and `with.repo`, and of the steps it
@@ -207,7 +195,7 @@ pub fn inputs_digest(plan: &Plan) -> String {
 
 fn new_run_id(now: Timestamp) -> String {
     let stamp = now.strftime("%Y%m%dT%H%M%SZ").to_string();
-    format!("{stamp}-{}", &crate::state::random_id()[..6])
+    format!("{stamp}-{}", &crate::support::random_id()[..6])
 }
 
 struct Node {

@@ -30,7 +30,7 @@ pub enum ProcessError {
     },
     #[error("`{program}` exited with {status}")]
     Failed { program: String, status: ExitStatus },
-    #[error("timed out after {}", crate::planner::render::age(.0.as_secs() as i64))]
+    #[error("timed out after {}", crate::support::text::age(.0.as_secs() as i64))]
     Timeout(Duration),
     #[error("cancelled")]
     Cancelled,

@@ -1,6 +1,7 @@
 //! Is a saved plan still true? Compare its fingerprint with one made now, and say what moved.
 
-use crate::planner::{Fingerprint, short};
+use crate::planner::Fingerprint;
+use crate::support::text::short;
 
 /// Everything that moved between `saved` and `now`; empty when the plan still holds.
 /// `own_serial`: the state serial moved only through a run of this very plan (resume).

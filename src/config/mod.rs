@@ -157,7 +157,7 @@ impl Config {
             ));
         }
         if let Some(cron) = &f.policy.schedule
-            && let Err(message) = crate::server::cron::Cron::parse(&cron.value)
+            && let Err(message) = crate::support::cron::Cron::parse(&cron.value)
         {
             let mut e = self.error_at(
                 &cron.referenced,

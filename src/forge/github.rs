@@ -69,7 +69,7 @@ impl GitHub {
                     gh.token_env
                 )
             })?;
-        let http = crate::apply::http_client(Some(Duration::from_secs(30)))?;
+        let http = crate::support::http::http_client(Some(Duration::from_secs(30)))?;
         Ok(GitHub {
             http,
             api: gh.api_url.trim_end_matches('/').to_string(),
@@ -158,7 +158,7 @@ impl GitHub {
                 if wait > self.max_wait {
                     return Err(format!(
                         "{what}: rate limit exceeded; it resets in {}, more than github.max_wait ({})",
-                        crate::planner::render::age(wait.as_secs() as i64),
+                        crate::support::text::age(wait.as_secs() as i64),
                         crate::config::HumanDuration(self.max_wait)
                     ));
                 }
@@ -227,7 +227,7 @@ impl GitHub {
                 body: body.clone(),
             };
             if let Ok(bytes) = serde_json::to_vec(&entry) {
-                let _ = crate::state::write_atomic(&file, &bytes);
+                let _ = crate::support::write_atomic(&file, &bytes);
             }
         }
         Ok((body, next))

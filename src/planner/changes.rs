@@ -73,7 +73,7 @@ pub fn screen(
                 ExclusionReason::Stale,
                 format!(
                     "head commit is {} old, more than pending.max_age ({max_age})",
-                    crate::planner::render::age(age)
+                    crate::support::text::age(age)
                 ),
             ));
         }

@@ -191,7 +191,7 @@ fn plan_repo(
         let message = format!(
             "kcideploy: merge {} ({}) into {}\n\n{}\n",
             change.id,
-            short(&change.head),
+            crate::support::text::short(&change.head),
             snap.base_branch,
             change.title
         );
@@ -374,9 +374,4 @@ pub fn fingerprint_digest(fp: &Fingerprint) -> String {
     copy.digest.clear();
     let bytes = serde_json::to_vec(&copy).unwrap_or_default();
     hex::encode(Sha256::digest(&bytes))
-}
-
-/// The first 7 characters of a SHA.
-pub fn short(sha: &str) -> &str {
-    sha.get(..7).unwrap_or(sha)
 }

@@ -53,7 +53,7 @@ pub fn decide(
                 ),
                 Some(last) => {
                     let ago = now.as_second() - last.as_second();
-                    let since = super::render::age(ago);
+                    let since = crate::support::text::age(ago);
                     if ago >= interval.as_secs() as i64 {
                         (
                             Cycle::Full,
@@ -63,7 +63,7 @@ pub fn decide(
                             ),
                         )
                     } else {
-                        let due = super::render::age(interval.as_secs() as i64 - ago);
+                        let due = crate::support::text::age(interval.as_secs() as i64 - ago);
                         (
                             Cycle::Partial,
                             "auto",

@@ -152,7 +152,7 @@ impl Queue {
             .collect();
         let keep = &old[old.len().saturating_sub(SEEN_KEEP)..];
         if keep.len() < old.len() {
-            crate::state::write_atomic(&log_path, (keep.join("\n") + "\n").as_bytes())?;
+            crate::support::write_atomic(&log_path, (keep.join("\n") + "\n").as_bytes())?;
         }
         for d in keep {
             index.remember(d);
@@ -280,7 +280,7 @@ impl Queue {
 
     /// Remember durably that the bot answered this delivery.
     pub fn mark_replied(&self, delivery: &str) -> std::io::Result<()> {
-        crate::state::write_atomic(&self.dir.join("replied").join(safe(delivery)), b"")
+        crate::support::write_atomic(&self.dir.join("replied").join(safe(delivery)), b"")
     }
 
     /// The queue's directory (the bot keeps approvals to record beside it).

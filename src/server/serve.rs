@@ -24,7 +24,6 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::command::{self, BotCommand};
-use super::cron::Cron;
 use super::endpoint::{App, Entry, Queue, webhook_router};
 use super::metrics::{self, Metrics};
 use super::policy::{Reaction, Scheduler};
@@ -36,6 +35,7 @@ use crate::exit::ExitStatus;
 use crate::forge::github::{GitHub, slug};
 use crate::planner::{self, CycleRequest, Plan, PlanOptions};
 use crate::state::{Approval, LocalState, StateLock};
+use crate::support::cron::Cron;
 
 /// How `serve` runs deploys.
 #[derive(Debug, Clone)]
@@ -146,7 +146,7 @@ impl Hub {
         list.retain(|a| !(a.repo == approval.repo && a.change == approval.change));
         list.push(approval);
         let bytes = serde_json::to_vec_pretty(&list).map_err(std::io::Error::other)?;
-        crate::state::write_atomic(&self.approvals_file(), &bytes)?;
+        crate::support::write_atomic(&self.approvals_file(), &bytes)?;
         self.approvals_pending
             .store(list.len(), std::sync::atomic::Ordering::Relaxed);
         Ok(list.len())

@@ -117,7 +117,7 @@ impl StateLock {
                         continue;
                     }
                     let info = LockInfo {
-                        id: crate::state::random_id(),
+                        id: crate::support::random_id(),
                         pid: std::process::id(),
                         host: hostname(),
                         operation: operation.to_string(),

@@ -2,7 +2,6 @@
 //! `plan` only reads it; writes go through [`write_atomic`] (temp file, fsync, rename).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
@@ -240,24 +239,7 @@ impl Default for State {
 
 /// A random identifier for a new state's lineage.
 fn new_lineage() -> String {
-    random_hex::<16>()
-}
-
-/// A short random identifier (lock ids).
-pub fn random_id() -> String {
-    random_hex::<8>()
-}
-
-fn random_hex<const N: usize>() -> String {
-    let mut bytes = [0u8; N];
-    // getrandom only fails when the OS has no entropy source at all.
-    if getrandom::fill(&mut bytes).is_err() {
-        let nanos = Timestamp::now().as_nanosecond().to_le_bytes();
-        for (b, n) in bytes.iter_mut().zip(nanos.iter().cycle()) {
-            *b = *n;
-        }
-    }
-    hex::encode(bytes)
+    crate::support::random_hex::<16>()
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -319,7 +301,7 @@ impl LocalState {
             source: std::io::Error::other(e),
         })?;
         json.push(b'\n');
-        write_atomic(&self.path, &json).map_err(|source| StateError::Write {
+        crate::support::write_atomic(&self.path, &json).map_err(|source| StateError::Write {
             path: self.path.clone(),
             source,
         })
@@ -345,27 +327,6 @@ fn parse_state(path: &Path, text: &str) -> Result<State, StateError> {
         path: path.to_path_buf(),
         source,
     })
-}
-
-/// Write a file so that readers see the old or the new content, never a mix:
-/// a temporary file in the same directory, fsync, rename over the target, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".kcideploy-tmp-")
-        .tempfile_in(&dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    if let Ok(d) = std::fs::File::open(&dir) {
-        // Directory fsync makes the rename durable; not every filesystem supports it.
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use super::{RunRecord, State};
-use crate::planner::short;
+use crate::support::text::short;
 
 pub fn show(state: &State, path: &Path) -> String {
     let mut out = String::new();

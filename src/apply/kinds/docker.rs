@@ -112,7 +112,7 @@ fn context_tree(ctx: &StepCtx<'_>, repo: &str, dir: &str) -> Result<String, Stri
     let entry = tree.get_path(std::path::Path::new(trimmed)).map_err(|_| {
         format!(
             "the build context `{dir}` does not exist in {repo} {}",
-            crate::planner::short(&plan.staging)
+            crate::support::text::short(&plan.staging)
         )
     })?;
     Ok(entry.id().to_string())
@@ -493,7 +493,7 @@ pub async fn restart(
             if start.elapsed() >= limit {
                 return Err(failed(format!(
                     "container {name} is {what} after {}",
-                    crate::planner::render::age(limit.as_secs() as i64)
+                    crate::support::text::age(limit.as_secs() as i64)
                 )));
             }
             tokio::select! {

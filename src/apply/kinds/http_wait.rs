@@ -55,7 +55,7 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &HttpWaitWith) -> Result<(), StepE
             return Err(StepError::Failed(format!(
                 "{} did not answer as expected within {} (last: {last})",
                 with.url,
-                crate::planner::render::age(limit.as_secs() as i64)
+                crate::support::text::age(limit.as_secs() as i64)
             )));
         }
         tokio::select! {

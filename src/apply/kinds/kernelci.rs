@@ -31,7 +31,7 @@ async fn pause(
 }
 
 fn age(d: Duration) -> String {
-    crate::planner::render::age(d.as_secs() as i64)
+    crate::support::text::age(d.as_secs() as i64)
 }
 
 /// Wait until no node (of the owner/kind) is running, available or closing.
@@ -276,13 +276,13 @@ pub async fn pipe_cleaner(
         }
         ctx.progress(format!(
             "waiting for the checkout of {} ({tag})",
-            crate::planner::short(&sha)
+            crate::support::text::short(&sha)
         ));
         let until = checkout_deadline.min(deadline);
         if Instant::now() >= until {
             return Err(failed(format!(
                 "no checkout node for {branch} {} after {}: is the pipeline's trigger running?",
-                crate::planner::short(&sha),
+                crate::support::text::short(&sha),
                 age(with.checkout_timeout.0.min(limit))
             )));
         }
@@ -305,7 +305,7 @@ pub async fn pipe_cleaner(
                 .unwrap_or("no error message");
             return Err(failed(format!(
                 "the checkout {checkout_id} of {branch} {} ended {result}: {why}",
-                crate::planner::short(&sha)
+                crate::support::text::short(&sha)
             )));
         }
         let left = api.unfinished(&tree_filter).await.map_err(failed)?;

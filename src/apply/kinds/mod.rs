@@ -23,7 +23,7 @@ use crate::config::{StepConfig, StepKind};
 pub enum StepError {
     #[error("cancelled")]
     Cancelled,
-    #[error("timed out after {}", crate::planner::render::age(.0.as_secs() as i64))]
+    #[error("timed out after {}", crate::support::text::age(.0.as_secs() as i64))]
     Timeout(Duration),
     #[error("{0}")]
     Failed(String),
