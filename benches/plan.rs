@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use git2::Repository;
 use jiff::Timestamp;
-use kcideploy::config::Config;
+
 use kcideploy::gitops::scratch;
-use kcideploy::planner::{self, CycleRequest, PlanOptions};
+use kcideploy::planner::CycleRequest;
+use kcideploy::workspace::{PlanRequest, Workspace};
 
 const FILES: usize = 3000;
 const BRANCHES: usize = 40;
@@ -96,25 +97,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 })
                 .collect::<String>(),
     )?;
-    let config = Config::load(&plan_path).map_err(|e| format!("{e:?}"))?;
     let cache = dir.path().join("cache");
+    let ws = Workspace::load(&plan_path, Some(&cache)).map_err(|e| format!("{e:?}"))?;
+    let request = PlanRequest {
+        cycle: CycleRequest::Partial,
+        ..Default::default()
+    };
     let mut fetch_times = Vec::new();
     let mut plan_times = Vec::new();
     let mut result = None;
     for _ in 0..RUNS {
         let t = Instant::now();
-        let snapshot = kcideploy::forge::snapshot(&config, &cache)?;
+        let snapshot = ws.fetch().map_err(|e| format!("{e:?}"))?;
         fetch_times.push(t.elapsed());
+        // Staging (the merges) and planning: what the staging script's `git merge` loop does.
         let t = Instant::now();
-        let plan = planner::plan(
-            &config,
-            &snapshot,
-            None,
-            PlanOptions {
-                cycle: CycleRequest::Partial,
-                now: Timestamp::now(),
-            },
-        )?;
+        let plan = ws.plan(&snapshot, &request).map_err(|e| format!("{e:?}"))?;
         plan_times.push(t.elapsed());
         result = Some(plan);
     }

@@ -9,7 +9,7 @@ use miette::{IntoDiagnostic, Result};
 use crate::apply::events::{Reporter, StepResult};
 use crate::apply::{ApplyOptions, ApplyReport};
 use crate::config::Config;
-use crate::planner::{self, CycleRequest, Plan, PlanOptions};
+use crate::planner::{CycleRequest, Plan};
 use crate::state::{LocalState, StateLock};
 
 /// What `deploy` tells its caller between applies (the CLI prints it; `serve` logs it).
@@ -81,17 +81,7 @@ pub fn apply_with_blame(
             break report;
         };
         culprits += 1;
-        let state = backend.read()?;
-        let snapshot = crate::forge::snapshot(config, Path::new(&plan.cache_dir))?;
-        plan = planner::plan(
-            config,
-            &snapshot,
-            state.as_ref(),
-            PlanOptions {
-                cycle: CycleRequest::from(plan.cycle),
-                now: Timestamp::now(),
-            },
-        )?;
+        plan = replan(config, &plan, backend)?;
         narrator.replanned(&found, &plan);
     };
     if notify {
@@ -114,6 +104,22 @@ pub fn apply_with_blame(
         }
     }
     Ok(Deployed { plan, report })
+}
+
+/// Plan again after blame left a culprit out: the same cycle, the state as blame left it.
+fn replan(config: &Config, plan: &Plan, backend: &LocalState) -> Result<Plan> {
+    let ws = crate::workspace::Workspace {
+        config: config.clone(),
+        backend: LocalState::new(backend.path.clone()),
+        state: backend.read()?,
+        cache_dir: PathBuf::from(&plan.cache_dir),
+        plan_file: plan.plan_file.clone(),
+    };
+    let request = crate::workspace::PlanRequest {
+        cycle: CycleRequest::from(plan.cycle),
+        ..Default::default()
+    };
+    Ok(ws.fetch_and_plan(&request)?.1)
 }
 
 /// Apply on a fresh tokio runtime.

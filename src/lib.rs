@@ -6,7 +6,6 @@
 pub mod apply;
 pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod deploy;
 pub mod exit;
 pub mod forge;
@@ -18,3 +17,4 @@ pub mod schema;
 pub mod server;
 pub mod state;
 pub mod support;
+pub mod workspace;

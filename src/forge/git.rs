@@ -3,15 +3,13 @@
 //! fetched refs and commits goes through git2.
 
 use std::path::Path;
-use std::process::Command;
 
 use jiff::Timestamp;
 
 use super::{ForgeError, PendingChange, RepoSnapshot};
 use crate::config::RepoConfig;
 
-/// Where fetched branches land in the cache repository.
-pub const REMOTE_NAMESPACE: &str = "refs/kcideploy/remote/";
+pub use crate::gitops::remote::{REMOTE_NAMESPACE, redact_url};
 
 /// Fetch `url` into the cache repo of `name` and list pending branches.
 pub fn snapshot(
@@ -31,7 +29,19 @@ pub fn snapshot(
         path: cache.clone(),
         source: git2::Error::from_str(&e),
     })?;
-    fetch(name, url, &cache)?;
+    let refspec = format!("+refs/heads/*:{REMOTE_NAMESPACE}*");
+    crate::gitops::remote::fetch(
+        &cache,
+        url,
+        &[refspec],
+        true,
+        crate::gitops::remote::FETCH_TIMEOUT,
+    )
+    .map_err(|e| ForgeError::Fetch {
+        repo: name.to_string(),
+        url: redact_url(url),
+        message: e.message,
+    })?;
 
     let base_ref = format!("{REMOTE_NAMESPACE}{}", repo.base);
     let base = git_repo
@@ -97,77 +107,4 @@ pub fn snapshot(
 /// The commit's committer time.
 pub fn commit_time(commit: &git2::Commit<'_>) -> Timestamp {
     Timestamp::from_second(commit.time().seconds()).unwrap_or(Timestamp::UNIX_EPOCH)
-}
-
-/// `git fetch --prune` every branch of `url` into the cache's remote namespace.
-pub(crate) fn fetch(name: &str, url: &str, cache: &Path) -> Result<(), ForgeError> {
-    let refspec = format!("+refs/heads/*:{REMOTE_NAMESPACE}*");
-    let output = Command::new("git")
-        .arg("--git-dir")
-        .arg(cache)
-        .args([
-            "fetch",
-            "--prune",
-            "--no-tags",
-            "--quiet",
-            "--no-write-fetch-head",
-        ])
-        .arg(url)
-        .arg(&refspec)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_ASKPASS", "true")
-        .output()
-        .map_err(|e| ForgeError::Fetch {
-            repo: name.to_string(),
-            url: redact_url(url),
-            message: format!("cannot run `git`: {e}"),
-        })?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(ForgeError::Fetch {
-            repo: name.to_string(),
-            url: redact_url(url),
-            message: redact_url(stderr.trim()),
-        });
-    }
-    Ok(())
-}
-
-/// Hide credentials embedded in URLs (`https://user:token@host`).
-pub fn redact_url(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
-        let end = tail
-            .find(|c: char| c == '/' || c.is_whitespace())
-            .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match authority.rfind('@') {
-            Some(at) => {
-                out.push_str("***@");
-                out.push_str(&authority[at + 1..]);
-            }
-            None => out.push_str(authority),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact_url;
-
-    #[test]
-    fn redacts_credentials() {
-        assert_eq!(
-            redact_url("fatal: https://x-access-token:ghp_secret@github.com/k/r.git not found"),
-            "fatal: https://***@github.com/k/r.git not found"
-        );
-        assert_eq!(redact_url("/tmp/local/repo"), "/tmp/local/repo");
-        assert_eq!(redact_url("ssh://git@host/x"), "ssh://***@host/x");
-    }
 }

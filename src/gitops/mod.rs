@@ -1,7 +1,9 @@
 //! Local git operations with git2: merge a change set into a staging revision, tree diffs.
 //! No work tree is touched; every object lands in the cache repository.
 
+pub mod remote;
 pub mod scratch;
+pub mod stage;
 
 use std::collections::BTreeSet;
 

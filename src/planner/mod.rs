@@ -1,5 +1,6 @@
-//! Planning: (config, forge snapshot, state, now) → [`Plan`]. Deterministic; the only side
-//! effect is writing merge commits into the cache repositories the snapshot names.
+//! Planning: a pure function (config, forge snapshot, staged revisions, state, now) → [`Plan`].
+//! No git, no network, no clock, no file system: the workspace fetches and stages first
+//! (screening here decides what it merges: [`screen_repo`]), then asks for the plan.
 
 pub mod changes;
 pub mod graph;
@@ -7,9 +8,11 @@ pub mod policy;
 pub mod render;
 pub mod types;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::{BTreeMap, BTreeSet};
 
-use git2::{Oid, Repository};
 use indexmap::IndexMap;
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
@@ -17,73 +20,145 @@ use sha2::{Digest, Sha256};
 pub use policy::CycleRequest;
 pub use types::*;
 
-use crate::config::Config;
-use crate::forge::{ForgeSnapshot, RepoSnapshot};
-use crate::gitops::{self, MergeStep};
+use crate::config::{Config, RepoConfig};
+use crate::forge::{ForgeSnapshot, PendingChange, RepoSnapshot};
+use crate::gitops::stage::{DeployedDiff, Merge, StagedRepo, ToMerge};
 use crate::state::{RepoState, State};
 
-/// Planning options from the command line.
+/// Everything a plan is made from.
 #[derive(Debug, Clone, Copy)]
-pub struct PlanOptions {
+pub struct PlanInputs<'a> {
+    pub config: &'a Config,
+    pub snapshot: &'a ForgeSnapshot,
+    /// Per repo: the staging revision made from [`screen_repo`]'s changes, and its diff.
+    pub staged: &'a IndexMap<String, StagedRepo>,
+    pub state: Option<&'a State>,
+    /// Steps whose recorded outputs drifted (`plan -refresh`): they run again.
+    pub drift: &'a BTreeMap<String, String>,
     pub cycle: CycleRequest,
     /// "Now" for the policy and for `max_age`.
     pub now: Timestamp,
+    /// The plan file as the saved plan names it (absolute).
+    pub plan_file: &'a str,
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum PlanError {
-    #[error("repo `{repo}`: {context}: {source}")]
-    Git {
-        repo: String,
-        context: String,
-        source: git2::Error,
-    },
     #[error("repo `{repo}` is in the plan file but not in the forge snapshot")]
     MissingRepo { repo: String },
+    #[error("repo `{repo}` was not staged (or staged with other changes than planning screens in)")]
+    Unstaged { repo: String },
+}
+
+/// A pending change after screening: to merge, or left out before merging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Screened<'a> {
+    Merge(&'a PendingChange),
+    Out(Excluded),
+}
+
+/// Screen a repo's pending changes, in forge order: trust (a maintainer's approval at the
+/// head overrides `untrusted`), skip list and label, draft, base, age, and blamed heads.
+pub fn screen_repo<'a>(
+    name: &str,
+    repo_cfg: &RepoConfig,
+    snap: &'a RepoSnapshot,
+    state: Option<&State>,
+    now: Timestamp,
+) -> Vec<Screened<'a>> {
+    let targets = (repo_cfg.base.as_str(), repo_cfg.staging_branch.as_str());
+    snap.changes
+        .iter()
+        .map(|change| {
+            let out = |reason, detail: String| Screened::Out(left_out(change, reason, detail, Vec::new()));
+            let approved = state.is_some_and(|s| {
+                s.approvals
+                    .iter()
+                    .any(|a| a.repo == name && a.change == change.id && a.head == change.head)
+            });
+            match changes::screen(&repo_cfg.pending, snap.trusted.as_deref(), targets, change, now) {
+                Some((ExclusionReason::Untrusted, _)) if approved => {}
+                Some((reason, detail)) => return out(reason, detail),
+                None => {}
+            }
+            // Blamed at this head: left out until a new push (a new head re-admits it).
+            let blamed = state.and_then(|s| {
+                s.exclusions
+                    .iter()
+                    .find(|e| e.repo == name && e.change == change.id && e.head == change.head)
+            });
+            match blamed {
+                Some(e) => out(
+                    ExclusionReason::Blamed,
+                    format!(
+                        "broke step `{}` in run {} (exclusion {}; a new push or `kcideploy exclusions clear {}` re-admits it)",
+                        e.step, e.run_id, e.id, e.id
+                    ),
+                ),
+                None => Screened::Merge(change),
+            }
+        })
+        .collect()
+}
+
+/// What the workspace merges for a repo: the changes screening lets through, in order.
+pub fn to_merge(screened: &[Screened<'_>]) -> Vec<ToMerge> {
+    screened
+        .iter()
+        .filter_map(|s| match s {
+            Screened::Merge(c) => Some(ToMerge {
+                id: c.id.clone(),
+                head: c.head.clone(),
+                title: c.title.clone(),
+                files: c.files.clone(),
+            }),
+            Screened::Out(_) => None,
+        })
+        .collect()
+}
+
+fn left_out(
+    change: &PendingChange,
+    reason: ExclusionReason,
+    detail: String,
+    paths: Vec<String>,
+) -> Excluded {
+    Excluded {
+        id: change.id.clone(),
+        head: change.head.clone(),
+        author: change.author.clone(),
+        reason,
+        detail,
+        paths,
+    }
 }
 
 /// Compute the plan.
-pub fn plan(
-    config: &Config,
-    snapshot: &ForgeSnapshot,
-    state: Option<&State>,
-    opts: PlanOptions,
-) -> Result<Plan, PlanError> {
-    plan_with_drift(config, snapshot, state, opts, &BTreeMap::new())
-}
-
-/// Compute the plan; `drift` (step → what drifted, from `plan -refresh`) makes those steps run.
-pub fn plan_with_drift(
-    config: &Config,
-    snapshot: &ForgeSnapshot,
-    state: Option<&State>,
-    opts: PlanOptions,
-    drift: &BTreeMap<String, String>,
-) -> Result<Plan, PlanError> {
+pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
+    let PlanInputs {
+        config,
+        snapshot,
+        staged,
+        state,
+        drift,
+        cycle,
+        now,
+        plan_file,
+    } = *inputs;
     let times = state.map(|s| s.cycles.clone()).unwrap_or_default();
-    let decision = policy::decide(opts.cycle, &config.file.policy, &times, opts.now);
+    let decision = policy::decide(cycle, &config.file.policy, &times, now);
     let mut repos = IndexMap::new();
     for (name, repo_cfg) in &config.file.repos {
         let snap = snapshot
             .repos
             .get(name)
             .ok_or_else(|| PlanError::MissingRepo { repo: name.clone() })?;
+        let staged_repo = staged
+            .get(name)
+            .ok_or_else(|| PlanError::Unstaged { repo: name.clone() })?;
+        let screened = screen_repo(name, repo_cfg, snap, state, now);
         let deployed = state.and_then(|s| s.repos.get(name));
-        let exclusions: Vec<&crate::state::Exclusion> = state
-            .map(|s| s.exclusions.iter().filter(|e| e.repo == *name).collect())
-            .unwrap_or_default();
-        let approvals: Vec<&crate::state::Approval> = state
-            .map(|s| s.approvals.iter().filter(|a| a.repo == *name).collect())
-            .unwrap_or_default();
-        let repo_plan = plan_repo(
-            name,
-            repo_cfg,
-            snap,
-            deployed,
-            &exclusions,
-            &approvals,
-            opts.now,
-        )?;
+        let repo_plan = plan_repo(name, snap, &screened, staged_repo, deployed)?;
         repos.insert(name.clone(), repo_plan);
     }
     let components = graph::affected_components(config, &repos);
@@ -102,15 +177,9 @@ pub fn plan_with_drift(
     Ok(Plan {
         format_version: PLAN_FORMAT_VERSION.to_string(),
         name: config.file.name.clone(),
-        plan_file: std::fs::canonicalize(&config.path)
-            .unwrap_or_else(|_| config.path.clone())
-            .display()
-            .to_string(),
-        cache_dir: std::path::absolute(&snapshot.cache_dir)
-            .unwrap_or_else(|_| snapshot.cache_dir.clone())
-            .display()
-            .to_string(),
-        planned_at: opts.now,
+        plan_file: plan_file.to_string(),
+        cache_dir: snapshot.cache_dir.display().to_string(),
+        planned_at: now,
         cycle: decision.cycle,
         cycle_decision: decision,
         repos,
@@ -121,148 +190,77 @@ pub fn plan_with_drift(
     })
 }
 
+/// A repo's part of the plan: screening and merge results in forge order, changed paths
+/// attributed to the changes that touched them.
 fn plan_repo(
     name: &str,
-    repo_cfg: &crate::config::RepoConfig,
     snap: &RepoSnapshot,
+    screened: &[Screened<'_>],
+    staged: &StagedRepo,
     deployed: Option<&RepoState>,
-    exclusions: &[&crate::state::Exclusion],
-    approvals: &[&crate::state::Approval],
-    now: Timestamp,
 ) -> Result<RepoPlan, PlanError> {
-    let git_err = |context: String| {
-        let repo = name.to_string();
-        move |source| PlanError::Git {
-            repo,
-            context,
-            source,
-        }
+    let unstaged = || PlanError::Unstaged {
+        repo: name.to_string(),
     };
-    let repo = Repository::open_bare(&snap.cache).map_err(git_err(format!(
-        "cannot open cache {}",
-        snap.cache.display()
-    )))?;
-    let base = Oid::from_str(&snap.base).map_err(git_err("bad base SHA".into()))?;
-    let mut tip = base;
-    let mut included = Vec::new();
+    let mut merges = staged.merges.iter();
+    let mut included: Vec<Included> = Vec::new();
     let mut excluded = Vec::new();
-    for change in &snap.changes {
-        let exclude = |reason, detail: String, paths| Excluded {
-            id: change.id.clone(),
-            head: change.head.clone(),
-            author: change.author.clone(),
-            reason,
-            detail,
-            paths,
+    for item in screened {
+        let change = match item {
+            Screened::Out(e) => {
+                excluded.push(e.clone());
+                continue;
+            }
+            Screened::Merge(change) => *change,
         };
-        let targets = (repo_cfg.base.as_str(), repo_cfg.staging_branch.as_str());
-        // A maintainer's approval at this very head overrides `untrusted`.
-        let approved = approvals
-            .iter()
-            .any(|a| a.change == change.id && a.head == change.head);
-        let screened = match changes::screen(
-            &repo_cfg.pending,
-            snap.trusted.as_deref(),
-            targets,
-            change,
-            now,
-        ) {
-            Some((types::ExclusionReason::Untrusted, _)) if approved => None,
-            other => other,
-        };
-        if let Some((reason, detail)) = screened {
-            excluded.push(exclude(reason, detail, Vec::new()));
-            continue;
+        let (id, merge) = merges.next().ok_or_else(unstaged)?;
+        if *id != change.id {
+            return Err(unstaged());
         }
-        // Blamed at this head: left out until a new push (a new head re-admits it).
-        if let Some(e) = exclusions
-            .iter()
-            .find(|e| e.change == change.id && e.head == change.head)
-        {
-            let detail = format!(
-                "broke step `{}` in run {} (exclusion {}; a new push or `kcideploy exclusions clear {}` re-admits it)",
-                e.step, e.run_id, e.id, e.id
-            );
-            excluded.push(exclude(types::ExclusionReason::Blamed, detail, Vec::new()));
-            continue;
-        }
-        let head = Oid::from_str(&change.head)
-            .map_err(git_err(format!("bad head SHA of {}", change.id)))?;
-        let message = format!(
-            "kcideploy: merge {} ({}) into {}\n\n{}\n",
-            change.id,
-            crate::support::text::short(&change.head),
-            snap.base_branch,
-            change.title
-        );
-        match gitops::merge_change(&repo, tip, head, &message)
-            .map_err(git_err(format!("cannot merge {}", change.id)))?
-        {
-            MergeStep::Merged(commit) => {
-                let paths = match &change.files {
-                    // The forge's list of the PR's files (github), else the git diff.
-                    Some(files) => files.iter().cloned().collect::<BTreeSet<String>>(),
-                    None => gitops::change_paths(&repo, base, head)
-                        .map_err(git_err(format!("cannot diff {}", change.id)))?,
+        let out = |reason, detail, paths| left_out(change, reason, detail, paths);
+        match merge {
+            Merge::Merged { paths } => included.push(Included {
+                id: change.id.clone(),
+                head: change.head.clone(),
+                author: change.author.clone(),
+                title: change.title.clone(),
+                paths: paths.clone(),
+            }),
+            Merge::Conflict { paths } => {
+                let with = if included.is_empty() {
+                    format!("the base {}", snap.base_branch)
+                } else {
+                    let ids: Vec<&str> = included.iter().map(|i| i.id.as_str()).collect();
+                    format!("what is merged before it ({})", ids.join(", "))
                 };
-                tip = commit;
-                included.push(Included {
-                    id: change.id.clone(),
-                    head: change.head.clone(),
-                    author: change.author.clone(),
-                    title: change.title.clone(),
-                    paths: paths.into_iter().collect(),
-                });
+                let detail = format!("conflicts with {with} in {}", paths.join(", "));
+                excluded.push(out(ExclusionReason::Conflict, detail, paths.clone()));
             }
-            MergeStep::Conflict(paths) => {
-                let detail = format!(
-                    "conflicts with {} in {}",
-                    if included.is_empty() {
-                        format!("the base {}", snap.base_branch)
-                    } else {
-                        format!(
-                            "what is merged before it ({})",
-                            included
-                                .iter()
-                                .map(|i: &Included| i.id.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )
-                    },
-                    paths.join(", ")
-                );
-                excluded.push(exclude(types::ExclusionReason::Conflict, detail, paths));
-            }
-            MergeStep::Empty => excluded.push(exclude(
-                types::ExclusionReason::Empty,
+            Merge::Empty => excluded.push(out(
+                ExclusionReason::Empty,
                 format!(
                     "nothing beyond {} and the changes merged before it",
                     snap.base_branch
                 ),
                 Vec::new(),
             )),
-            MergeStep::Unrelated => excluded.push(exclude(
-                types::ExclusionReason::Conflict,
+            Merge::Unrelated => excluded.push(out(
+                ExclusionReason::Conflict,
                 format!("shares no history with {}", snap.base_branch),
                 Vec::new(),
             )),
         }
     }
-    let staging = tip;
-
-    let deployed_sha = deployed.map(|d| d.deployed.clone());
-    let (diff_basis, attribution) = match &deployed_sha {
-        None => (DiffBasis::Initial, Vec::new()),
-        Some(sha) if !gitops::has_commit(&repo, sha) => (DiffBasis::UnknownDeployed, Vec::new()),
-        Some(sha) => {
-            let old = Oid::from_str(sha).map_err(git_err("bad deployed SHA in state".into()))?;
-            let changed = gitops::diff_paths(&repo, old, staging)
-                .map_err(git_err("cannot diff deployed and staging revisions".into()))?;
-            let base_paths = match repo.merge_base(old, base) {
-                Ok(fork) => gitops::diff_paths(&repo, fork, base)
-                    .map_err(git_err("cannot diff the base".into()))?,
-                Err(_) => BTreeSet::new(),
-            };
+    if merges.next().is_some() {
+        return Err(unstaged());
+    }
+    let (diff_basis, attribution) = match &staged.diff {
+        DeployedDiff::Initial => (DiffBasis::Initial, Vec::new()),
+        DeployedDiff::Unknown => (DiffBasis::UnknownDeployed, Vec::new()),
+        DeployedDiff::Deployed {
+            changed,
+            base_paths,
+        } => {
             let before: BTreeMap<&str, &str> = deployed
                 .map(|d| {
                     d.included
@@ -273,15 +271,15 @@ fn plan_repo(
                 .unwrap_or_default();
             (
                 DiffBasis::Deployed,
-                attribute(&changed, &included, &base_paths, &before),
+                attribute(changed, &included, base_paths, &before),
             )
         }
     };
     Ok(RepoPlan {
         base_branch: snap.base_branch.clone(),
         base: snap.base.clone(),
-        staging: staging.to_string(),
-        deployed: deployed_sha,
+        staging: staged.staging.clone(),
+        deployed: deployed.map(|d| d.deployed.clone()),
         remote_staging: snap.remote_staging.clone(),
         diff_basis,
         included,

@@ -81,6 +81,18 @@ pub fn decide(
     }
 }
 
+/// When the last deploy ended less than `cooldown` before `now`: the time the next one may
+/// start. `None`: a deploy may start now.
+pub fn cooldown_until(
+    cooldown: crate::config::HumanDuration,
+    last_end: Option<Timestamp>,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let end = last_end?;
+    let ready = end.as_second() + cooldown.as_secs() as i64;
+    (now.as_second() < ready).then(|| Timestamp::from_second(ready).unwrap_or(now))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +117,21 @@ mod tests {
         assert_eq!(d.cycle, Cycle::Full);
         let d = decide(CycleRequest::Partial, &policy, &none, t(0));
         assert_eq!(d.cycle, Cycle::Partial);
+    }
+
+    #[test]
+    fn cooldown_holds_until_it_has_passed_since_the_last_deploy() {
+        let at = |s: i64| Timestamp::from_second(1_795_507_200 + s).expect("ts");
+        let cooldown = crate::config::HumanDuration::from_secs(600);
+        assert_eq!(
+            cooldown_until(cooldown, None, at(0)),
+            None,
+            "never deployed"
+        );
+        assert_eq!(
+            cooldown_until(cooldown, Some(at(0)), at(599)),
+            Some(at(600))
+        );
+        assert_eq!(cooldown_until(cooldown, Some(at(0)), at(600)), None);
     }
 }

@@ -33,7 +33,7 @@ use crate::apply::process::Cancel;
 use crate::config::{Config, Cycle, ForgeKind};
 use crate::exit::ExitStatus;
 use crate::forge::github::{GitHub, slug};
-use crate::planner::{self, CycleRequest, Plan, PlanOptions};
+use crate::planner::{CycleRequest, Plan};
 use crate::state::{Approval, LocalState, StateLock};
 use crate::support::cron::Cron;
 
@@ -1092,22 +1092,16 @@ fn deploy_inner(
     cancel: watch::Receiver<Cancel>,
 ) -> Result<(Plan, Option<crate::apply::ApplyReport>)> {
     // The plan file as it is now: an edited plan takes effect at the next deploy.
-    let config = Config::load(&hub.opts.file)?;
-    let backend = LocalState::new(config.state_path());
-    let lock = StateLock::acquire(&backend.path, "serve", hub.opts.lock_timeout)?;
-    hub.record_approvals(&backend)?;
-    let state = backend.read()?;
-    let cache = crate::forge::default_cache_dir(&config);
-    let snapshot = crate::forge::snapshot(&config, &cache)?;
-    let plan = planner::plan(
-        &config,
-        &snapshot,
-        state.as_ref(),
-        PlanOptions {
-            cycle: CycleRequest::from(cycle),
-            now: Timestamp::now(),
-        },
-    )?;
+    let mut ws = crate::workspace::Workspace::load(&hub.opts.file, None)?;
+    let lock = StateLock::acquire(&ws.backend.path, "serve", hub.opts.lock_timeout)?;
+    hub.record_approvals(&ws.backend)?;
+    ws.reload_state()?;
+    let request = crate::workspace::PlanRequest {
+        cycle: CycleRequest::from(cycle),
+        ..Default::default()
+    };
+    let (_, plan) = ws.fetch_and_plan(&request)?;
+    let (config, backend) = (&ws.config, &ws.backend);
     if plan.is_deployed() {
         return Ok((plan, None));
     }
@@ -1119,12 +1113,12 @@ fn deploy_inner(
         // `approve: true` steps stop the run: a service never confirms on its own.
         auto_approve: false,
     };
-    let notify = hub.opts.notify && crate::notify::wanted(&config);
+    let notify = hub.opts.notify && crate::notify::wanted(config);
     let mut reporter = StatusReporter { hub };
     let deployed = crate::deploy::apply_with_blame(
-        &config,
+        config,
         plan,
-        &backend,
+        backend,
         &lock,
         crate::deploy::DeployOptions {
             apply: opts,

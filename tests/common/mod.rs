@@ -8,8 +8,9 @@ use git2::{Oid, Repository};
 use jiff::Timestamp;
 use kcideploy::config::Config;
 use kcideploy::gitops::scratch::{self, Edit};
-use kcideploy::planner::{self, CycleRequest, Plan, PlanOptions};
+use kcideploy::planner::{self, CycleRequest, Plan};
 use kcideploy::state::{LocalState, RepoState, State};
+use kcideploy::workspace::{PlanRequest, Workspace};
 
 /// "Now" in every test: a fixed instant (late November 2026). Every date a test makes is
 /// relative to it, and every binary run that judges dates gets it with `--at` ([`at()`]);
@@ -108,18 +109,13 @@ impl Fixture {
     }
 
     pub fn plan_at(&self, config: &Config, cycle: CycleRequest, at: Timestamp) -> Plan {
-        let state = LocalState::new(config.state_path())
-            .read()
-            .expect("read state");
-        let snapshot =
-            kcideploy::forge::snapshot(config, &self.path().join("cache")).expect("snapshot");
-        planner::plan(
-            config,
-            &snapshot,
-            state.as_ref(),
-            PlanOptions { cycle, now: at },
-        )
-        .expect("plan")
+        let ws = Workspace::load(&config.path, Some(&self.path().join("cache"))).expect("load");
+        let request = PlanRequest {
+            cycle,
+            now: Some(at),
+            ..Default::default()
+        };
+        ws.fetch_and_plan(&request).expect("plan").1
     }
 }
 

@@ -10,9 +10,10 @@ use crate::exit::ExitStatus;
 use crate::gitops::scratch::{Edit, commit, set_branch};
 use crate::planner::CycleRequest;
 use crate::state::{ChangeRef, CycleTimes, LocalState, RepoState, State};
+use crate::workspace::{PlanRequest, Workspace};
 
 /// The embedded demo plan file.
-pub const DEMO_PLAN: &str = include_str!("../plans/demo.yaml");
+pub const DEMO_PLAN: &str = include_str!("../../plans/demo.yaml");
 
 const ALICE: (&str, &str) = ("Alice", "alice@example.org");
 const BOB: (&str, &str) = ("Bob", "bob@example.org");
@@ -221,21 +222,26 @@ pub fn run(dir: Option<&Path>, color: bool) -> Result<ExitStatus> {
     println!("  repos/kernelci-api.git       main + pr/7");
     println!("  state: both `main`s deployed 2 hours ago (full cycle)\n");
     println!("$ kcideploy plan -f {}\n", demo.plan_file.display());
-    let plan = crate::cli::make_plan(&demo.plan_file, CycleRequest::Auto, now, None)?;
+    let ws = Workspace::load(&demo.plan_file, None)?;
+    let request = PlanRequest {
+        cycle: CycleRequest::Auto,
+        now: Some(now),
+        ..Default::default()
+    };
+    let (_, plan) = ws.fetch_and_plan(&request)?;
     print!("{}", crate::planner::render::text(&plan, color));
 
     println!(
         "\n$ kcideploy apply -f {} -auto-approve\n",
         demo.plan_file.display()
     );
-    let config = crate::config::Config::load(&demo.plan_file)?;
-    let backend = LocalState::new(config.state_path());
-    let lock = crate::state::StateLock::acquire(&backend.path, "apply", std::time::Duration::ZERO)?;
+    let lock =
+        crate::state::StateLock::acquire(&ws.backend.path, "apply", std::time::Duration::ZERO)?;
     let mut reporter = crate::apply::events::PlainReporter::default();
     let report = crate::deploy::run_apply(
-        config,
+        ws.config.clone(),
         plan,
-        &backend,
+        &ws.backend,
         &lock,
         Default::default(),
         &mut reporter,
@@ -254,7 +260,9 @@ pub fn run(dir: Option<&Path>, color: bool) -> Result<ExitStatus> {
     );
 
     println!("\n$ kcideploy plan -f {}\n", demo.plan_file.display());
-    let again = crate::cli::make_plan(&demo.plan_file, CycleRequest::Auto, Timestamp::now(), None)?;
+    let mut ws = ws;
+    ws.reload_state()?;
+    let (_, again) = ws.fetch_and_plan(&PlanRequest::default())?;
     print!("{}", crate::planner::render::text(&again, color));
     println!(
         "\nTry: kcideploy state history -f {0}\n     kcideploy plan -f {0} --cycle full",

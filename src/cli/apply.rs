@@ -1,0 +1,174 @@
+//! `apply`: a saved plan (checked against a fresh one for staleness) or `-f` (plan, confirm),
+//! then one deploy: apply, blame, notify.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use miette::{IntoDiagnostic, Result};
+
+use super::args::ApplyArgs;
+use super::plan::{parse_now, read_saved_plan};
+use crate::apply::events::{JsonReporter, PlainReporter, Reporter, TtyReporter};
+use crate::exit::ExitStatus;
+use crate::planner::{self, CycleRequest, Plan};
+use crate::state::StateLock;
+use crate::workspace::{PlanRequest, Workspace};
+
+/// How the CLI runs a deploy once it has a plan.
+pub struct Execute {
+    pub json: bool,
+    pub color: bool,
+    pub parallelism: usize,
+    pub grace: std::time::Duration,
+    pub auto_approve: bool,
+    pub no_notify: bool,
+}
+
+/// Load, lock, check or make the plan, confirm, apply.
+pub fn cmd_apply(args: ApplyArgs, color: bool) -> Result<ExitStatus> {
+    let saved = args.planfile.as_deref().map(read_saved_plan).transpose()?;
+    let (file, cache) = match (&args.file, &saved) {
+        (Some(f), _) => (f.clone(), args.cache_dir.clone()),
+        (None, Some(p)) => (
+            PathBuf::from(&p.plan_file),
+            Some(PathBuf::from(&p.cache_dir)),
+        ),
+        (None, None) => miette::bail!("give a saved plan, or -f PLAN.yaml"),
+    };
+    let mut ws = Workspace::load(&file, cache.as_deref())?;
+    let lock = StateLock::acquire(&ws.backend.path, "apply", args.lock_timeout.0)?;
+    // Plan against the state as it is under the lock.
+    ws.reload_state()?;
+    let plan = match saved {
+        Some(saved) => check_saved(&ws, saved)?,
+        None => {
+            let request = PlanRequest {
+                cycle: args.cycle,
+                now: Some(parse_now(args.at.as_deref())?),
+                ..Default::default()
+            };
+            let (_, plan) = ws.fetch_and_plan(&request)?;
+            if !args.json {
+                print!("{}", planner::render::text(&plan, color));
+            }
+            if plan.has_changes() && !args.auto_approve {
+                confirm()?;
+            }
+            plan
+        }
+    };
+    let how = Execute {
+        json: args.json,
+        color,
+        parallelism: args.parallelism,
+        grace: args.grace.0,
+        auto_approve: args.auto_approve,
+        no_notify: args.no_notify,
+    };
+    execute(&ws, &lock, plan, &how)
+}
+
+/// A saved plan applies only while what it was made from holds: plan again from the same
+/// inputs (its cycle and time) and compare fingerprints.
+fn check_saved(ws: &Workspace, saved: Plan) -> Result<Plan> {
+    let request = PlanRequest {
+        cycle: CycleRequest::from(saved.cycle),
+        now: Some(saved.planned_at),
+        ..Default::default()
+    };
+    let (_, fresh) = ws.fetch_and_plan(&request)?;
+    let own_serial = ws
+        .state
+        .as_ref()
+        .and_then(|s| s.current_run.as_ref())
+        .is_some_and(|r| {
+            r.plan_digest == saved.fingerprint.digest
+                && r.start_serial == saved.fingerprint.state_serial
+        });
+    let moved =
+        crate::apply::stale::differences(&saved.fingerprint, &fresh.fingerprint, own_serial);
+    if !moved.is_empty() {
+        miette::bail!(
+            help = format!(
+                "plan again (kcideploy plan -f {} -out FILE) and apply the new plan",
+                ws.plan_file
+            ),
+            "the saved plan is stale; since it was made:\n  - {}",
+            moved.join("\n  - ")
+        );
+    }
+    Ok(saved)
+}
+
+/// Apply `plan` (with blame and notifications) under `lock`; exit 0 when it succeeded.
+pub fn execute(ws: &Workspace, lock: &StateLock, plan: Plan, how: &Execute) -> Result<ExitStatus> {
+    let mut reporter: Box<dyn Reporter> = if how.json {
+        Box::new(JsonReporter)
+    } else if std::io::stdout().is_terminal() {
+        Box::new(TtyReporter::new())
+    } else {
+        Box::new(PlainReporter::default())
+    };
+    let opts = crate::apply::ApplyOptions {
+        parallelism: how.parallelism,
+        grace: how.grace,
+        auto_approve: how.auto_approve,
+        ..Default::default()
+    };
+    let notify = !how.no_notify && crate::notify::wanted(&ws.config);
+    let mut narrator = CliNarrator {
+        json: how.json,
+        color: how.color,
+    };
+    let crate::deploy::Deployed { report, .. } = crate::deploy::apply_with_blame(
+        &ws.config,
+        plan,
+        &ws.backend,
+        lock,
+        crate::deploy::DeployOptions {
+            apply: opts,
+            notify,
+        },
+        reporter.as_mut(),
+        &mut narrator,
+    )?;
+    Ok(if report.succeeded() {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Error
+    })
+}
+
+/// Prints the new plan after a culprit was left out.
+struct CliNarrator {
+    json: bool,
+    color: bool,
+}
+
+impl crate::deploy::Narrator for CliNarrator {
+    fn replanned(&mut self, culprit: &str, plan: &Plan) {
+        if !self.json {
+            println!("\nLeft out {culprit}; deploying the rest.\n");
+            print!("{}", planner::render::text(plan, self.color));
+        }
+    }
+}
+
+/// Ask on the terminal; only `yes` goes on.
+fn confirm() -> Result<()> {
+    if !std::io::stdin().is_terminal() {
+        miette::bail!(
+            help =
+                "pass -auto-approve, or save the plan with `plan -out FILE` and run `apply FILE`",
+            "no terminal to confirm the plan on"
+        );
+    }
+    print!("\nDo you want to perform these actions? Only 'yes' will be accepted: ");
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).into_diagnostic()?;
+    if answer.trim() != "yes" {
+        miette::bail!("apply cancelled: the answer was not `yes`");
+    }
+    Ok(())
+}

@@ -1,0 +1,304 @@
+//! The command line's clap definitions and Terraform-style single-dash options.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::planner::CycleRequest;
+
+/// Deploy KernelCI staging and production from a YAML plan file.
+#[derive(Debug, Parser)]
+#[command(name = "kcideploy", version, about, long_about = None)]
+pub struct Cli {
+    /// Never use colours.
+    #[arg(long = "no-color", global = true)]
+    pub no_color: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what a deploy would do, and why.
+    Plan(PlanArgs),
+    /// Check a plan file: syntax, names, globs, dependency cycles.
+    Validate {
+        /// The plan file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Print the step graph as Graphviz DOT.
+    Graph {
+        /// The plan file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// A plan saved with `plan -out`: mark the steps it runs.
+        #[arg(long)]
+        plan: Option<PathBuf>,
+    },
+    /// Print the JSON schema of plan files (draft-07).
+    Schema {
+        /// Print the plan file reference (Markdown) instead, as in the README.
+        #[arg(long)]
+        reference: bool,
+    },
+    /// Show a plan saved with `plan -out`.
+    Show {
+        /// The saved plan.
+        planfile: PathBuf,
+        /// Print the plan JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a saved plan, or plan and run after confirmation.
+    Apply(ApplyArgs),
+    /// One-shot for cron or CI: plan, obey the policy, apply, notify.
+    /// Exit: 0 nothing to do, 1 failed, 2 applied, 3 held back by the policy.
+    Run {
+        /// The plan file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Decide the policy as if it were this time (RFC 3339).
+        #[arg(long, value_name = "RFC3339")]
+        at: Option<String>,
+        /// Post no PR comment and no commit status.
+        #[arg(long = "no-notify")]
+        no_notify: bool,
+        /// Wait this long for the state lock.
+        #[arg(long = "lock-timeout", default_value = "5m", value_parser = parse_duration)]
+        lock_timeout: crate::config::HumanDuration,
+    },
+    /// Long-running service: GitHub webhooks, the staging policy, `@kcibot` commands,
+    /// `/status` and `/metrics`. SIGTERM stops the running deploy cleanly.
+    Serve {
+        /// The plan file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Address to listen on (port 0: any free port, printed at start).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Post no PR comment and no commit status after deploys (the bot still replies).
+        #[arg(long = "no-notify")]
+        no_notify: bool,
+        /// Steps running at once.
+        #[arg(long, default_value_t = 10)]
+        parallelism: usize,
+        /// Time between SIGTERM and SIGKILL for a step being stopped.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        grace: crate::config::HumanDuration,
+        /// Wait this long for the state lock (held by a manual apply).
+        #[arg(long = "lock-timeout", default_value = "5m", value_parser = parse_duration)]
+        lock_timeout: crate::config::HumanDuration,
+    },
+    /// Look at the state.
+    #[command(subcommand)]
+    State(StateCommand),
+    /// Remove the state lock ID left by a run that is gone for good.
+    ForceUnlock {
+        /// The lock ID, as named by the error.
+        id: String,
+        /// The plan file whose state is locked.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Explain the last bisection.
+    Blame {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// The last one (the only choice for now).
+        #[arg(long, default_value_t = true)]
+        last: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the changes left out because they broke a deploy, or clear one.
+    Exclusions {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        #[command(subcommand)]
+        action: Option<ExclusionsAction>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
+    /// Make local repos with pending branches, plan, apply, and plan again.
+    Demo {
+        /// Directory to create the demo in (default: a new temporary directory, kept).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// The plan file.
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Save the plan, with a fingerprint of every input, for `apply`.
+    #[arg(long = "out", value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Exit 0 when there is nothing to do, 2 when steps would run, 1 on error.
+    #[arg(long = "detailed-exitcode")]
+    pub detailed_exitcode: bool,
+    /// Which cycle: partial, full, or auto (ask the policy).
+    #[arg(long, value_enum, default_value_t = CycleRequest::Auto)]
+    pub cycle: CycleRequest,
+    /// Plan as if it were this time (RFC 3339), for the policy and `max_age`.
+    #[arg(long, value_name = "RFC3339")]
+    pub at: Option<String>,
+    /// Where fetched repos are cached (default: beside the state file).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Check that images and containers recorded in state are still there and as recorded;
+    /// steps whose outputs drifted run again.
+    #[arg(long)]
+    pub refresh: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// A plan saved with `plan -out`.
+    #[arg(conflicts_with = "file", required_unless_present = "file")]
+    pub planfile: Option<PathBuf>,
+    /// Plan this plan file now and apply after confirmation.
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Do not ask for confirmation.
+    #[arg(long = "auto-approve")]
+    pub auto_approve: bool,
+    /// Steps running at once.
+    #[arg(long, default_value_t = 10)]
+    pub parallelism: usize,
+    /// Wait this long for the state lock (e.g. 30s, 5m).
+    #[arg(long = "lock-timeout", default_value = "0s", value_parser = parse_duration)]
+    pub lock_timeout: crate::config::HumanDuration,
+    /// Time between SIGTERM and SIGKILL for a step being stopped.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub grace: crate::config::HumanDuration,
+    /// One JSON object per event on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Which cycle, with -f: partial, full, or auto.
+    #[arg(long, value_enum, default_value_t = CycleRequest::Auto)]
+    pub cycle: CycleRequest,
+    /// Where fetched repos are cached, with -f.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// With -f: plan as if it were this time (RFC 3339), for the policy and `max_age`.
+    #[arg(long, value_name = "RFC3339", requires = "file")]
+    pub at: Option<String>,
+    /// Post no PR comment and no commit status (also `notify: { enabled: false }`).
+    #[arg(long = "no-notify")]
+    pub no_notify: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExclusionsAction {
+    /// Re-admit an excluded change (by exclusion ID).
+    Clear { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Deployed revisions, cycle times, the current run.
+    Show {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// The state JSON as it is.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The last runs with per-step results and durations.
+    History {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// How many runs.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        count: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<crate::config::HumanDuration, String> {
+    crate::config::HumanDuration::parse(text)
+}
+
+/// Terraform writes long options with one dash (`-out`, `-detailed-exitcode`); accept both.
+pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    const LONG: &[&str] = &[
+        "out",
+        "detailed-exitcode",
+        "json",
+        "no-color",
+        "cycle",
+        "at",
+        "refresh",
+        "auto-approve",
+        "parallelism",
+        "lock-timeout",
+        "target",
+        "file",
+        "plan",
+        "cache-dir",
+        "grace",
+        "no-notify",
+    ];
+    args.into_iter()
+        .map(|arg| {
+            let Some(rest) = arg.strip_prefix('-') else {
+                return arg;
+            };
+            if rest.starts_with('-') {
+                return arg;
+            }
+            let name = rest.split('=').next().unwrap_or(rest);
+            if LONG.contains(&name) {
+                format!("-{arg}")
+            } else {
+                arg
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_args;
+
+    #[test]
+    fn single_dash_long_options() {
+        let args = [
+            "kcideploy",
+            "plan",
+            "-f",
+            "x.yaml",
+            "-out",
+            "p.json",
+            "-detailed-exitcode",
+            "-out=q",
+            "--json",
+        ]
+        .map(String::from);
+        assert_eq!(
+            normalize_args(args),
+            [
+                "kcideploy",
+                "plan",
+                "-f",
+                "x.yaml",
+                "--out",
+                "p.json",
+                "--detailed-exitcode",
+                "--out=q",
+                "--json"
+            ]
+        );
+    }
+}

@@ -1,0 +1,65 @@
+//! The command line: one file per verb, each thin: parse (clap, [`args`]), call the library,
+//! render, map errors to exit codes.
+
+mod apply;
+pub mod args;
+mod demo;
+mod inspect;
+mod plan;
+mod run;
+mod state;
+
+use std::io::IsTerminal;
+
+use miette::Result;
+
+pub use args::{ApplyArgs, Cli, Command, ExclusionsAction, PlanArgs, StateCommand, normalize_args};
+pub use plan::{parse_now, read_saved_plan};
+
+use crate::exit::ExitStatus;
+
+/// Whether to colour output written to stdout.
+fn use_color(cli_no_color: bool) -> bool {
+    !cli_no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
+}
+
+/// Run the command line; errors come back as miette reports.
+pub fn run(cli: Cli) -> Result<ExitStatus> {
+    let color = use_color(cli.no_color);
+    match cli.command {
+        Command::Plan(args) => plan::cmd_plan(args, color),
+        Command::Validate { file } => inspect::validate(&file),
+        Command::Graph { file, plan } => inspect::graph(&file, plan.as_deref()),
+        Command::Schema { reference } => inspect::schema(reference),
+        Command::Show { planfile, json } => inspect::show(&planfile, json, color),
+        Command::Apply(args) => apply::cmd_apply(args, color),
+        Command::Run {
+            file,
+            at,
+            no_notify,
+            lock_timeout,
+        } => run::cmd_run(file, at, no_notify, lock_timeout, color),
+        Command::Serve {
+            file,
+            listen,
+            no_notify,
+            parallelism,
+            grace,
+            lock_timeout,
+        } => crate::server::serve::serve(crate::server::serve::ServeOptions {
+            file,
+            listen,
+            notify: !no_notify,
+            parallelism,
+            grace: grace.0,
+            lock_timeout: lock_timeout.0,
+        }),
+        Command::State(cmd) => state::cmd_state(cmd),
+        Command::ForceUnlock { id, file } => state::force_unlock(&file, &id),
+        Command::Blame { file, json, .. } => state::blame(&file, json),
+        Command::Exclusions { file, action, json } => state::exclusions(&file, action, json),
+        Command::Completions { shell } => inspect::completions(shell),
+        Command::Man => inspect::man(),
+        Command::Demo { dir } => demo::run(dir.as_deref(), color),
+    }
+}

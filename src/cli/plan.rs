@@ -1,0 +1,128 @@
+//! `plan`: fetch, stage, plan, print (text or JSON), save with `-out`; reading saved plans.
+
+use std::io::Write;
+use std::path::Path;
+
+use jiff::Timestamp;
+use miette::{Context, IntoDiagnostic, Result};
+
+use super::args::PlanArgs;
+use crate::config::Config;
+use crate::exit::ExitStatus;
+use crate::planner::{self, Plan};
+use crate::support::write_atomic;
+use crate::workspace::{PlanRequest, Workspace};
+
+/// Parse `--at`, or take the clock.
+pub fn parse_now(at: Option<&str>) -> Result<Timestamp> {
+    match at {
+        None => Ok(Timestamp::now()),
+        Some(text) => text
+            .parse::<Timestamp>()
+            .into_diagnostic()
+            .wrap_err_with(|| {
+                format!("--at `{text}` is not an RFC 3339 time such as 2026-11-24T08:00:00Z")
+            }),
+    }
+}
+
+/// Steps whose recorded outputs (images, containers) are no longer as recorded.
+pub fn detect_drift(
+    config: &Config,
+    state: &crate::state::State,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let with_outputs: Vec<(String, serde_json::Value)> = state
+        .steps
+        .iter()
+        .filter(|(name, record)| {
+            config.file.steps.contains_key(*name) && record.result == "success"
+        })
+        .filter_map(|(name, record)| record.outputs.clone().map(|o| (name.clone(), o)))
+        .collect();
+    if with_outputs.is_empty() {
+        return Ok(Default::default());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .into_diagnostic()?;
+    runtime.block_on(async {
+        let docker = crate::apply::kinds::docker::connect()
+            .await
+            .map_err(|e| miette::miette!("-refresh needs the Docker daemon: {e}"))?;
+        let mut drift = std::collections::BTreeMap::new();
+        for (name, outputs) in with_outputs {
+            if let Some(detail) = crate::apply::kinds::docker::drift(&docker, &outputs).await {
+                drift.insert(name, detail);
+            }
+        }
+        Ok(drift)
+    })
+}
+
+pub fn cmd_plan(args: PlanArgs, color: bool) -> Result<ExitStatus> {
+    let ws = Workspace::load(&args.file, args.cache_dir.as_deref())?;
+    let drift = match (&ws.state, args.refresh) {
+        (Some(state), true) => detect_drift(&ws.config, state)?,
+        _ => Default::default(),
+    };
+    let request = PlanRequest {
+        cycle: args.cycle,
+        now: Some(parse_now(args.at.as_deref())?),
+        drift,
+    };
+    let (_, plan) = ws.fetch_and_plan(&request)?;
+    if let Some(out) = &args.out {
+        let mut json = to_json(&plan)?.into_bytes();
+        json.push(b'\n');
+        write_atomic(out, &json)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot save the plan to {}", out.display()))?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    let rendered = if args.json {
+        format!("{}\n", to_json(&plan)?)
+    } else {
+        let mut text = planner::render::text(&plan, color);
+        if let Some(out) = &args.out {
+            text.push_str(&format!("\nSaved the plan to {}.\n", out.display()));
+        }
+        text
+    };
+    // A closed pipe (`| head`) is not an error worth a backtrace.
+    let _ = stdout.write_all(rendered.as_bytes());
+    Ok(if args.detailed_exitcode && plan.has_changes() {
+        ExitStatus::Changes
+    } else {
+        ExitStatus::Success
+    })
+}
+
+pub fn to_json(plan: &Plan) -> Result<String> {
+    serde_json::to_string_pretty(plan).into_diagnostic()
+}
+
+/// Read a plan saved with `-out`, checking its format version and fingerprint digest.
+pub fn read_saved_plan(path: &Path) -> Result<Plan> {
+    let text = std::fs::read_to_string(path)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot read saved plan {}", path.display()))?;
+    let plan: Plan = serde_json::from_str(&text)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("{} is not a saved kcideploy plan", path.display()))?;
+    if plan.format_version != planner::PLAN_FORMAT_VERSION {
+        miette::bail!(
+            "{} has plan format version {}; this kcideploy reads version {}",
+            path.display(),
+            plan.format_version,
+            planner::PLAN_FORMAT_VERSION
+        );
+    }
+    if planner::fingerprint_digest(&plan.fingerprint) != plan.fingerprint.digest {
+        miette::bail!(
+            "{}: the fingerprint does not match its digest: the file was edited",
+            path.display()
+        );
+    }
+    Ok(plan)
+}

@@ -1,0 +1,102 @@
+//! Verbs on the state: `state show|history`, `force-unlock`, `blame`, `exclusions`.
+
+use std::path::Path;
+
+use miette::{IntoDiagnostic, Result};
+
+use super::args::{ExclusionsAction, StateCommand};
+use crate::config::Config;
+use crate::exit::ExitStatus;
+use crate::state::LocalState;
+
+pub fn cmd_state(cmd: StateCommand) -> Result<ExitStatus> {
+    let (file, json) = match &cmd {
+        StateCommand::Show { file, json } | StateCommand::History { file, json, .. } => {
+            (file, *json)
+        }
+    };
+    let config = Config::load(file)?;
+    let path = config.state_path();
+    let Some(state) = LocalState::new(&path).read()? else {
+        println!("No state at {}: nothing was applied yet.", path.display());
+        return Ok(ExitStatus::Success);
+    };
+    match cmd {
+        StateCommand::Show { .. } if json => println!(
+            "{}",
+            serde_json::to_string_pretty(&state).into_diagnostic()?
+        ),
+        StateCommand::Show { .. } => print!("{}", crate::state::render::show(&state, &path)),
+        StateCommand::History { count, .. } => {
+            let runs: Vec<_> = state.history.iter().rev().take(count).collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&runs).into_diagnostic()?);
+            } else {
+                print!("{}", crate::state::render::history(&runs));
+            }
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+pub fn force_unlock(file: &Path, id: &str) -> Result<ExitStatus> {
+    let config = Config::load(file)?;
+    let info = crate::state::lock::force_unlock(&config.state_path(), id)?;
+    println!("Removed the {info}.");
+    Ok(ExitStatus::Success)
+}
+
+pub fn blame(file: &Path, json: bool) -> Result<ExitStatus> {
+    let config = Config::load(file)?;
+    let state = LocalState::new(config.state_path())
+        .read()?
+        .unwrap_or_default();
+    let Some(last) = state.blames.last() else {
+        println!("No bisection yet.");
+        return Ok(ExitStatus::Success);
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(last).into_diagnostic()?);
+    } else {
+        print!("{}", crate::state::render::blame(last));
+    }
+    Ok(ExitStatus::Success)
+}
+
+pub fn exclusions(file: &Path, action: Option<ExclusionsAction>, json: bool) -> Result<ExitStatus> {
+    let config = Config::load(file)?;
+    let backend = LocalState::new(config.state_path());
+    match action {
+        None => {
+            let state = backend.read()?.unwrap_or_default();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&state.exclusions).into_diagnostic()?
+                );
+            } else {
+                print!("{}", crate::state::render::exclusions(&state.exclusions));
+            }
+        }
+        Some(ExclusionsAction::Clear { id }) => {
+            let lock = crate::state::StateLock::acquire(
+                &backend.path,
+                "exclusions clear",
+                std::time::Duration::from_secs(10),
+            )?;
+            let mut state = backend.read()?.unwrap_or_default();
+            let before = state.exclusions.len();
+            state.exclusions.retain(|e| e.id != id);
+            if state.exclusions.len() == before {
+                miette::bail!(
+                    help = "`kcideploy exclusions -f PLAN` lists them",
+                    "no exclusion with ID {id}"
+                );
+            }
+            backend.write(&mut state)?;
+            drop(lock);
+            println!("Cleared exclusion {id}: the change is merged again from the next plan on.");
+        }
+    }
+    Ok(ExitStatus::Success)
+}

@@ -1,0 +1,137 @@
+//! The one path from a plan file on disk to a [`Plan`]: load the plan file and the state,
+//! fetch the forges, stage the change sets, plan. Every verb (plan, apply, run, serve, blame's
+//! replanning, demo) gets its inputs here, so a fix reaches all of them.
+//!
+//! ```text
+//! Workspace::load ─▶ fetch (forge snapshot) ─▶ stage (gitops: merge, diff) ─▶ planner::plan
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use jiff::Timestamp;
+use miette::{Result, WrapErr};
+
+use crate::config::Config;
+use crate::forge::ForgeSnapshot;
+use crate::gitops::stage::{StageRequest, StagedRepo};
+use crate::planner::{self, CycleRequest, Plan, PlanInputs};
+use crate::state::{LocalState, State};
+
+/// A loaded plan file and its state.
+#[derive(Debug)]
+pub struct Workspace {
+    pub config: Config,
+    pub backend: LocalState,
+    /// The state as last read (`None`: nothing applied yet).
+    pub state: Option<State>,
+    /// Where fetched repos are cached (absolute).
+    pub cache_dir: PathBuf,
+    /// The plan file's absolute path, as saved plans name it.
+    pub plan_file: String,
+}
+
+/// What to plan for.
+#[derive(Debug, Clone, Default)]
+pub struct PlanRequest {
+    pub cycle: CycleRequest,
+    /// "Now" for the policy and `max_age` (`None`: the clock).
+    pub now: Option<Timestamp>,
+    /// Steps whose recorded outputs drifted (from `plan -refresh`).
+    pub drift: BTreeMap<String, String>,
+}
+
+impl Workspace {
+    /// Load the plan file and read its state; `cache_dir` defaults to `cache/<name>/` beside
+    /// the state file.
+    pub fn load(file: &Path, cache_dir: Option<&Path>) -> Result<Workspace> {
+        let config = Config::load(file)?;
+        let backend = LocalState::new(config.state_path());
+        let state = backend.read()?;
+        let cache_dir = cache_dir
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| crate::forge::default_cache_dir(&config));
+        let cache_dir = std::path::absolute(&cache_dir).unwrap_or(cache_dir);
+        let plan_file = std::fs::canonicalize(&config.path)
+            .unwrap_or_else(|_| config.path.clone())
+            .display()
+            .to_string();
+        Ok(Workspace {
+            config,
+            backend,
+            state,
+            cache_dir,
+            plan_file,
+        })
+    }
+
+    /// Read the state again (after an apply, or under the lock before applying).
+    pub fn reload_state(&mut self) -> Result<()> {
+        self.state = self.backend.read()?;
+        Ok(())
+    }
+
+    /// Fetch every repo of the plan file and list its pending changes.
+    pub fn fetch(&self) -> Result<ForgeSnapshot> {
+        tracing::debug!(plan = %self.config.file.name, "fetching the forges");
+        Ok(crate::forge::snapshot(&self.config, &self.cache_dir)?)
+    }
+
+    /// Merge each repo's screened change set into a staging revision and diff it against the
+    /// deployed revision.
+    pub fn stage(
+        &self,
+        snapshot: &ForgeSnapshot,
+        now: Timestamp,
+    ) -> Result<IndexMap<String, StagedRepo>> {
+        let mut staged = IndexMap::new();
+        for (name, repo_cfg) in &self.config.file.repos {
+            let Some(snap) = snapshot.repos.get(name) else {
+                continue;
+            };
+            let screened = planner::screen_repo(name, repo_cfg, snap, self.state.as_ref(), now);
+            let deployed = self
+                .state
+                .as_ref()
+                .and_then(|s| s.repos.get(name))
+                .map(|r| r.deployed.as_str());
+            let request = StageRequest {
+                cache: snap.cache.clone(),
+                base: &snap.base,
+                base_branch: &snap.base_branch,
+                changes: planner::to_merge(&screened),
+                deployed,
+            };
+            let repo = crate::gitops::stage::stage(&request)
+                .map_err(|e| miette::miette!("repo `{name}`: {e}"))?;
+            staged.insert(name.clone(), repo);
+        }
+        Ok(staged)
+    }
+
+    /// Stage and plan from a snapshot already fetched.
+    pub fn plan(&self, snapshot: &ForgeSnapshot, request: &PlanRequest) -> Result<Plan> {
+        let now = request.now.unwrap_or_else(Timestamp::now);
+        let staged = self.stage(snapshot, now)?;
+        let plan = planner::plan(&PlanInputs {
+            config: &self.config,
+            snapshot,
+            staged: &staged,
+            state: self.state.as_ref(),
+            drift: &request.drift,
+            cycle: request.cycle,
+            now,
+            plan_file: &self.plan_file,
+        })
+        .wrap_err_with(|| format!("cannot plan {}", self.plan_file))?;
+        Ok(plan)
+    }
+
+    /// Fetch, stage and plan: what `plan`, `apply -f`, `run` and `serve` do once per deploy.
+    pub fn fetch_and_plan(&self, request: &PlanRequest) -> Result<(ForgeSnapshot, Plan)> {
+        let snapshot = self.fetch()?;
+        let plan = self.plan(&snapshot, request)?;
+        Ok((snapshot, plan))
+    }
+}
