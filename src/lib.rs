@@ -13,7 +13,7 @@ pub mod gitops;
 pub mod kernelci;
 pub mod notify;
 pub mod planner;
-pub mod schema;
+pub mod policy;
 pub mod server;
 pub mod state;
 pub mod support;

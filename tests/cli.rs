@@ -245,7 +245,7 @@ fn committed_schema_is_fresh() {
         "/schemas/plan.schema.json"
     ))
     .expect("schemas/plan.schema.json");
-    let generated = format!("{}\n", kcideploy::schema::plan_schema_json());
+    let generated = format!("{}\n", kcideploy::config::schema::plan_schema_json());
     assert!(
         committed == generated,
         "schemas/plan.schema.json is stale: run `cargo run -- schema > schemas/plan.schema.json`"
@@ -343,7 +343,7 @@ fn readme_plan_file_reference_is_generated_from_the_schema() {
         .find("<!-- plan-reference:end -->")
         .expect("end marker");
     assert!(
-        readme[start..end] == kcideploy::schema::reference_markdown(),
+        readme[start..end] == kcideploy::config::schema::reference_markdown(),
         "README's plan file reference is stale: replace it with `kcideploy schema --reference`"
     );
 }

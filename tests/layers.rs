@@ -11,7 +11,6 @@ const LAYERS: &[(&str, u32)] = &[
     ("support", 0),
     ("exit", 0),
     ("config", 1),
-    ("schema", 2),
     ("state", 2),
     ("gitops", 2),
     ("kernelci", 2),

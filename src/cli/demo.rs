@@ -166,7 +166,7 @@ pub fn build(dir: &Path, now: Timestamp) -> Result<Demo> {
     std::fs::write(&plan_file, text).into_diagnostic()?;
     std::fs::write(
         dir.join("plan.schema.json"),
-        crate::schema::plan_schema_json(),
+        crate::config::schema::plan_schema_json(),
     )
     .into_diagnostic()?;
 

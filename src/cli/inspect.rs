@@ -34,9 +34,9 @@ pub fn graph(file: &Path, plan: Option<&Path>) -> Result<ExitStatus> {
 
 pub fn schema(reference: bool) -> Result<ExitStatus> {
     if reference {
-        print!("{}", crate::schema::reference_markdown());
+        print!("{}", crate::config::schema::reference_markdown());
     } else {
-        println!("{}", crate::schema::plan_schema_json());
+        println!("{}", crate::config::schema::plan_schema_json());
     }
     Ok(ExitStatus::Success)
 }

@@ -43,7 +43,7 @@ pub fn cmd_run(
         .as_ref()
         .and_then(|s| s.history.iter().filter_map(|r| r.finished_at).max());
     let cooldown = ws.config.file.policy.cooldown;
-    if let Some(ready) = planner::policy::cooldown_until(cooldown, last_end, now) {
+    if let Some(ready) = crate::policy::cooldown_until(cooldown, last_end, now) {
         println!(
             "Held back by the policy: the last deploy ended {} ago, cooldown is {cooldown}; next deploy from {ready}.",
             crate::support::text::age(

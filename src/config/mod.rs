@@ -2,6 +2,7 @@
 
 mod duration;
 pub mod kinds;
+pub mod schema;
 mod types;
 
 use std::collections::{BTreeSet, HashMap};

@@ -4,7 +4,7 @@
 
 pub mod changes;
 pub mod graph;
-pub mod policy;
+
 pub mod render;
 pub mod types;
 
@@ -17,7 +17,7 @@ use indexmap::IndexMap;
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
-pub use policy::CycleRequest;
+pub use crate::policy::CycleRequest;
 pub use types::*;
 
 use crate::config::{Config, RepoConfig};
@@ -146,7 +146,7 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
         plan_file,
     } = *inputs;
     let times = state.map(|s| s.cycles.clone()).unwrap_or_default();
-    let decision = policy::decide(cycle, &config.file.policy, &times, now);
+    let decision = crate::policy::decide(cycle, &config.file.policy, &times, now);
     let mut repos = IndexMap::new();
     for (name, repo_cfg) in &config.file.repos {
         let snap = snapshot

@@ -5,6 +5,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Cycle;
+pub use crate::policy::cycle::CycleDecision;
 
 /// Version of the plan JSON document.
 pub const PLAN_FORMAT_VERSION: &str = "1";
@@ -180,15 +181,6 @@ pub struct StepPlan {
     #[serde(default)]
     pub after: Vec<String>,
     pub because: Vec<StepReason>,
-}
-
-/// The cycle chosen and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CycleDecision {
-    pub cycle: Cycle,
-    /// `partial`, `full` or `auto`, as asked.
-    pub requested: String,
-    pub reason: String,
 }
 
 /// Every input the plan was computed from; `apply` refuses a plan whose inputs moved.

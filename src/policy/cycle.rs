@@ -1,19 +1,37 @@
 //! Which cycle to run. Pure: (request, policy, recorded cycle times, now).
 
 use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
 
-use super::types::CycleDecision;
 use crate::config::{Cycle, Policy};
 use crate::state::CycleTimes;
 
 /// What the user asked for on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CycleRequest {
     Partial,
     Full,
     /// Ask the policy: full when the last full cycle is older than `full_cycle_interval`.
     #[default]
     Auto,
+}
+
+impl CycleRequest {
+    /// The word on the command line and in plan JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CycleRequest::Partial => "partial",
+            CycleRequest::Full => "full",
+            CycleRequest::Auto => "auto",
+        }
+    }
+}
+
+impl std::fmt::Display for CycleRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl From<Cycle> for CycleRequest {
@@ -26,38 +44,37 @@ impl From<Cycle> for CycleRequest {
     }
 }
 
+/// The cycle chosen and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CycleDecision {
+    pub cycle: Cycle,
+    /// What was asked for: `partial`, `full` or `auto`.
+    pub requested: CycleRequest,
+    pub reason: String,
+}
+
+/// The cycle to run: what was asked for, or for `auto` full when the last full cycle is
+/// older than `full_cycle_interval` (or there was none).
 pub fn decide(
     request: CycleRequest,
     policy: &Policy,
     times: &CycleTimes,
     now: Timestamp,
 ) -> CycleDecision {
-    let (cycle, requested, reason) = match request {
-        CycleRequest::Partial => (
-            Cycle::Partial,
-            "partial",
-            "asked for on the command line".to_string(),
-        ),
-        CycleRequest::Full => (
-            Cycle::Full,
-            "full",
-            "asked for on the command line".to_string(),
-        ),
+    let asked = "asked for on the command line".to_string();
+    let (cycle, reason) = match request {
+        CycleRequest::Partial => (Cycle::Partial, asked),
+        CycleRequest::Full => (Cycle::Full, asked),
         CycleRequest::Auto => {
             let interval = policy.full_cycle_interval;
             match times.last_full {
-                None => (
-                    Cycle::Full,
-                    "auto",
-                    "no full cycle recorded yet".to_string(),
-                ),
+                None => (Cycle::Full, "no full cycle recorded yet".to_string()),
                 Some(last) => {
                     let ago = now.as_second() - last.as_second();
                     let since = crate::support::text::age(ago);
                     if ago >= interval.as_secs() as i64 {
                         (
                             Cycle::Full,
-                            "auto",
                             format!(
                                 "last full cycle {since} ago, full_cycle_interval is {interval}"
                             ),
@@ -66,7 +83,6 @@ pub fn decide(
                         let due = crate::support::text::age(interval.as_secs() as i64 - ago);
                         (
                             Cycle::Partial,
-                            "auto",
                             format!("last full cycle {since} ago; next one due in {due}"),
                         )
                     }
@@ -76,7 +92,7 @@ pub fn decide(
     };
     CycleDecision {
         cycle,
-        requested: requested.to_string(),
+        requested: request,
         reason,
     }
 }
