@@ -1,6 +1,7 @@
 //! Local git operations with git2: merge a change set into a staging revision, tree diffs.
 //! No work tree is touched; every object lands in the cache repository.
 
+pub mod export;
 pub mod remote;
 pub mod scratch;
 pub mod stage;
@@ -8,6 +9,8 @@ pub mod stage;
 use std::collections::BTreeSet;
 
 use git2::{Oid, Repository, Signature, Time};
+
+pub use export::export_tree;
 
 /// Identity of the merge commits kcideploy makes.
 pub const MERGER_NAME: &str = "kcideploy";
@@ -96,79 +99,6 @@ pub fn change_paths(
 /// Whether the object database has this commit.
 pub fn has_commit(repo: &Repository, sha: &str) -> bool {
     Oid::from_str(sha).is_ok_and(|oid| repo.find_commit(oid).is_ok())
-}
-
-/// Write the tree of commit `sha` into `dest` (which must not exist): files, executable bits
-/// and symlinks, no `.git`. Written to a temporary sibling first and renamed into place, so a
-/// half-written export is never seen; an export that already exists is kept.
-pub fn export_tree(repo: &Repository, sha: &str, dest: &std::path::Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    if dest.exists() {
-        return Ok(());
-    }
-    let parent = dest.parent().ok_or("export path has no parent")?;
-    std::fs::create_dir_all(parent)
-        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".export-")
-        .tempdir_in(parent)
-        .map_err(|e| format!("cannot create a directory in {}: {e}", parent.display()))?;
-    let oid = Oid::from_str(sha).map_err(|e| format!("bad SHA {sha}: {e}"))?;
-    let tree = repo
-        .find_commit(oid)
-        .and_then(|c| c.tree())
-        .map_err(|e| format!("commit {sha} is not in the cache: {e}"))?;
-    let mut failure: Option<String> = None;
-    tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-        let Ok(name) = entry.name() else {
-            return git2::TreeWalkResult::Skip;
-        };
-        let path = tmp.path().join(dir).join(name);
-        let result: Result<(), String> = (|| {
-            match entry.kind() {
-                Some(git2::ObjectType::Tree) => {
-                    std::fs::create_dir_all(&path).map_err(|e| e.to_string())
-                }
-                Some(git2::ObjectType::Blob) => {
-                    let blob = repo.find_blob(entry.id()).map_err(|e| e.to_string())?;
-                    if entry.filemode() == 0o120000 {
-                        let target = String::from_utf8_lossy(blob.content()).into_owned();
-                        std::os::unix::fs::symlink(target, &path).map_err(|e| e.to_string())
-                    } else {
-                        std::fs::write(&path, blob.content()).map_err(|e| e.to_string())?;
-                        if entry.filemode() == 0o100755 {
-                            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-                                .map_err(|e| e.to_string())?;
-                        }
-                        Ok(())
-                    }
-                }
-                // Submodules (commits) are not exported.
-                _ => Ok(()),
-            }
-        })();
-        match result {
-            Ok(()) => git2::TreeWalkResult::Ok,
-            Err(e) => {
-                failure = Some(format!("{}: {e}", path.display()));
-                git2::TreeWalkResult::Abort
-            }
-        }
-    })
-    .map_err(|e| failure.clone().unwrap_or_else(|| e.to_string()))?;
-    if let Some(f) = failure {
-        return Err(f);
-    }
-    let tmp_path = tmp.keep();
-    match std::fs::rename(&tmp_path, dest) {
-        Ok(()) => Ok(()),
-        // Another step exported the same revision meanwhile.
-        Err(_) if dest.exists() => {
-            let _ = std::fs::remove_dir_all(&tmp_path);
-            Ok(())
-        }
-        Err(e) => Err(format!("cannot move the export to {}: {e}", dest.display())),
-    }
 }
 
 /// Exclusive use of a cache repository, released when dropped (or when the process dies).
