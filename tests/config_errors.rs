@@ -261,3 +261,17 @@ fn report_shows_the_line_with_a_caret() {
     let text = GOOD.replace("on: [config]", "on: [configs]");
     insta::assert_snapshot!(rendered(&text));
 }
+
+#[test]
+fn a_key_with_a_line_break_is_reported_whole_on_one_line() {
+    // The message comes from serde-saphyr's structured error; control characters in it are
+    // escaped so the message stays one line.
+    let text = GOOD.replace("name: t\n", "name: t\n\"ev\\nil\": 1\n");
+    let msg = one_error(&text);
+    assert!(msg.starts_with("plans/bad.yaml:3:1: "), "{msg}");
+    assert!(
+        msg.contains("`ev\\nil`") && msg.contains("expected one of"),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'), "{msg}");
+}

@@ -445,24 +445,29 @@ impl YamlError {
 
 /// The error's message without serde-saphyr's own location suffix and snippet.
 fn yaml_message(err: &serde_saphyr::Error) -> String {
-    let rendered = err.to_string();
-    let first = rendered.lines().next().unwrap_or("invalid YAML").trim();
-    let first = match first.rfind(" at line ") {
-        Some(i) => &first[..i],
-        None => first,
-    };
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    // Drop serde-saphyr's own "line N column M: " prefix: the location leads our message.
-    let first = match first.strip_prefix("line ").and_then(|r| r.split_once(": ")) {
-        Some((pos, rest)) if pos.contains(" column ") => rest,
-        _ => first,
-    };
-    let first = first.trim_end_matches(':');
-    if let Some(key) = first.strip_prefix("duplicate mapping key: ") {
-        let key = key.split(", set DuplicateKeyPolicy").next().unwrap_or(key);
-        return format!("duplicate key `{key}`: a key may appear only once in a mapping");
+    use serde_saphyr::MessageFormatter;
+    // The structured error, not its rendered text: the location leads our message, and a
+    // new serde-saphyr release cannot change what we cut.
+    let err = err.without_snippet();
+    if let serde_saphyr::Error::DuplicateMappingKey { key, .. } = err {
+        let key = key
+            .as_deref()
+            .map(|k| format!(" `{k}`"))
+            .unwrap_or_default();
+        return format!("duplicate key{key}: a key may appear only once in a mapping");
     }
-    first.to_string()
+    let text = serde_saphyr::DefaultMessageFormatter.format_message(err);
+    // The text may quote the plan file: control characters are escaped (`\n`), so none
+    // reaches a terminal or log and the message stays on one line.
+    let mut one_line = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            one_line.extend(c.escape_debug());
+        } else {
+            one_line.push(c);
+        }
+    }
+    one_line.trim().trim_end_matches(':').to_string()
 }
 
 /// All semantic errors of one plan file.
