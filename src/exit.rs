@@ -11,6 +11,10 @@ pub enum ExitStatus {
     Changes,
     /// 3: `run` held back by the policy (cooldown).
     HeldBack,
+    /// 64 (sysexits' EX_USAGE): the command line is wrong (unknown flag or subcommand, bad
+    /// value). No success path uses it, so `-detailed-exitcode` and `run` callers that treat
+    /// 2 and 3 as success never mistake a typo for one.
+    Usage,
 }
 
 impl ExitStatus {
@@ -20,6 +24,7 @@ impl ExitStatus {
             ExitStatus::Error => 1,
             ExitStatus::Changes => 2,
             ExitStatus::HeldBack => 3,
+            ExitStatus::Usage => 64,
         }
     }
 }

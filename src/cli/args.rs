@@ -81,7 +81,7 @@ pub enum Command {
         #[arg(long = "no-notify")]
         no_notify: bool,
         /// Steps running at once.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, value_parser = at_least_one)]
         parallelism: usize,
         /// Time between SIGTERM and SIGKILL for a step being stopped.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -173,7 +173,7 @@ pub struct ApplyArgs {
     #[arg(long = "auto-approve")]
     pub auto_approve: bool,
     /// Steps running at once.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = at_least_one)]
     pub parallelism: usize,
     /// Wait this long for the state lock (e.g. 30s, 5m).
     #[arg(long = "lock-timeout", default_value = "0s", value_parser = parse_duration)]
@@ -224,6 +224,15 @@ pub enum StateCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A count that must be at least 1 (`-parallelism`).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a number: {e}")),
+    }
 }
 
 fn parse_duration(text: &str) -> Result<crate::config::HumanDuration, String> {

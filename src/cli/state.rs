@@ -18,7 +18,12 @@ pub fn cmd_state(cmd: StateCommand) -> Result<ExitStatus> {
     let config = Config::load(file)?;
     let path = config.state_path();
     let Some(state) = LocalState::new(&path).read()? else {
-        println!("No state at {}: nothing was applied yet.", path.display());
+        // `--json` output is always one JSON document: no state is `null`, no runs `[]`.
+        match (&cmd, json) {
+            (StateCommand::Show { .. }, true) => println!("null"),
+            (StateCommand::History { .. }, true) => println!("[]"),
+            _ => println!("No state at {}: nothing was applied yet.", path.display()),
+        }
         return Ok(ExitStatus::Success);
     };
     match cmd {
@@ -52,7 +57,7 @@ pub fn blame(file: &Path, json: bool) -> Result<ExitStatus> {
         .read()?
         .unwrap_or_default();
     let Some(last) = state.blames.last() else {
-        println!("No bisection yet.");
+        println!("{}", if json { "null" } else { "No bisection yet." });
         return Ok(ExitStatus::Success);
     };
     if json {

@@ -1,0 +1,164 @@
+//! How the binary behaves as a Unix tool: exit codes of usage errors, closed pipes, `--json`
+//! always one JSON document, plain logs off a terminal, values that make no sense refused.
+
+mod common;
+
+use std::io::Read;
+use std::process::Stdio;
+
+use common::*;
+
+const SUBCOMMANDS: &[&[&str]] = &[
+    &["plan"],
+    &["validate"],
+    &["graph"],
+    &["schema"],
+    &["show"],
+    &["apply"],
+    &["run"],
+    &["serve"],
+    &["state", "show"],
+    &["state", "history"],
+    &["force-unlock"],
+    &["blame"],
+    &["exclusions"],
+    &["completions"],
+    &["man"],
+    &["demo"],
+];
+
+#[test]
+fn usage_errors_exit_64_which_no_success_path_uses() {
+    for sub in SUBCOMMANDS {
+        let (code, out, err) = output(kcideploy().args(*sub).arg("--no-such-flag"));
+        assert_eq!(code, 64, "{sub:?}: {out}{err}");
+        assert!(err.contains("--no-such-flag"), "{sub:?}: {err}");
+    }
+    let (code, _, err) = output(kcideploy().arg("plna"));
+    assert_eq!(code, 64, "{err}");
+    // Help and version are answers.
+    assert_eq!(output(kcideploy().arg("--help")).0, 0);
+    assert_eq!(output(kcideploy().args(["plan", "--help"])).0, 0);
+    assert_eq!(output(kcideploy().arg("--version")).0, 0);
+}
+
+#[test]
+fn parallelism_zero_is_refused() {
+    for sub in [
+        &["apply", "-f", "x.yaml"][..],
+        &["serve", "-f", "x.yaml"][..],
+    ] {
+        let (code, _, err) = output(kcideploy().args(sub).args(["-parallelism", "0"]));
+        assert_eq!(code, 64, "{sub:?}: {err}");
+        assert!(err.contains("must be at least 1"), "{err}");
+    }
+}
+
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    for sub in [&["schema"][..], &["man"][..], &["completions", "bash"][..]] {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kcideploy"))
+            .args(sub)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        // Read a little, then close the pipe, like `| head -c 10`.
+        let mut stdout = child.stdout.take().expect("stdout");
+        let mut first = [0u8; 10];
+        stdout.read_exact(&mut first).expect("some output");
+        drop(stdout);
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut err)
+            .expect("stderr");
+        let status = child.wait().expect("wait");
+        assert!(!err.contains("panicked"), "{sub:?}: {err}");
+        assert_ne!(status.code(), Some(101), "{sub:?}: {err}");
+    }
+}
+
+fn no_state_fixture() -> (Fixture, std::path::PathBuf) {
+    let fx = Fixture::new();
+    fx.repo("pipe", &[("config/a.yaml", Some("a: 1\n"))]);
+    let plan = fx.plan_file(
+        r#"version: 1
+name: t
+repos:
+  pipe: { url: repos/pipe.git, pending: { branches: "pr/*" } }
+components:
+  config: { repo: pipe, paths: ["config/**"] }
+steps:
+  restart: { kind: command, on: [config], with: { run: ["true"] } }
+"#,
+    );
+    (fx, plan)
+}
+
+#[test]
+fn json_output_is_one_document_even_with_nothing_to_show() {
+    let (_fx, plan) = no_state_fixture();
+    for sub in [
+        &["state", "show", "--json", "-f"][..],
+        &["state", "history", "--json", "-f"][..],
+        &["blame", "--json", "-f"][..],
+        &["exclusions", "--json", "-f"][..],
+        &["plan", "--json", "-f"][..],
+    ] {
+        let (code, out, err) = output(kcideploy().args(sub).arg(&plan));
+        assert_eq!(code, 0, "{sub:?}: {out}{err}");
+        let parsed: Result<serde_json::Value, _> = serde_json::from_str(&out);
+        assert!(parsed.is_ok(), "{sub:?} printed no JSON document: {out}");
+    }
+}
+
+#[test]
+fn logs_off_a_terminal_have_no_colour_codes() {
+    let (_fx, plan) = no_state_fixture();
+    let (code, _, err) = output(
+        kcideploy()
+            .env_remove("NO_COLOR")
+            .env("RUST_LOG", "kcideploy=debug")
+            .args(["plan", "-f"])
+            .arg(&plan),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("fetching the forges"),
+        "a debug line was logged: {err}"
+    );
+    assert!(
+        !err.contains('\u{1b}'),
+        "ANSI codes in a log to a pipe: {err:?}"
+    );
+}
+
+#[test]
+fn run_tells_the_policy_s_reason_not_a_command_line_one() {
+    let (fx, plan) = no_state_fixture();
+    let remote = git2::Repository::open_bare(fx.path().join("repos/pipe.git")).expect("repo");
+    let main = remote.refname_to_id("refs/heads/main").expect("main");
+    let config = fx.config(&std::fs::read_to_string(&plan).expect("plan"));
+    fx.deploy(&config, &[("pipe", main)], Some(NOW - 3600));
+    let remote = Remote {
+        repo: remote,
+        path: fx.path().join("repos/pipe.git"),
+        main,
+    };
+    remote.branch("pr/1", ALICE, &[("config/a.yaml", Some("a: 2\n"))]);
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["run", "-f"])
+            .arg(&plan)
+            .args(["--at", at().as_str()]),
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        out.contains("partial cycle (auto: last full cycle 1h ago"),
+        "{out}"
+    );
+    assert!(!out.contains("asked for on the command line"), "{out}");
+}
