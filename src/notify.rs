@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::apply::events::StepResult;
 use crate::config::{Config, ForgeKind};
-use crate::forge::github::{GitHub, slug};
+use crate::forge::github::{GitHub, GitHubError, slug};
 use crate::planner::{Plan, StepReason};
 use crate::support::text::short;
 
@@ -209,7 +209,7 @@ pub fn wanted(config: &Config) -> bool {
 }
 
 /// Set `pending` on every included PR head (before apply).
-pub fn pending(config: &Config, plan: &Plan) -> Vec<String> {
+pub fn pending(config: &Config, plan: &Plan) -> Vec<GitHubError> {
     run(
         config,
         plan,
@@ -230,7 +230,7 @@ pub fn pending(config: &Config, plan: &Plan) -> Vec<String> {
 }
 
 /// Comment on every PR and set the final statuses (after apply).
-pub fn after_apply(config: &Config, plan: &Plan, results: &RunResults<'_>) -> Vec<String> {
+pub fn after_apply(config: &Config, plan: &Plan, results: &RunResults<'_>) -> Vec<GitHubError> {
     run(
         config,
         plan,
@@ -290,7 +290,7 @@ async fn upsert_comment(
     number: &str,
     marker: &str,
     body: &str,
-) -> Result<(), String> {
+) -> Result<(), GitHubError> {
     let comments = gh
         .get_all(&format!(
             "/repos/{slug}/issues/{number}/comments?per_page=100"
@@ -320,10 +320,10 @@ async fn upsert_comment(
 }
 
 /// Run `f` for each github repo with a client; collect warnings (never fail the deploy).
-fn run<'a, F, Fut>(config: &'a Config, plan: &'a Plan, f: F) -> Vec<String>
+fn run<'a, F, Fut>(config: &'a Config, plan: &'a Plan, f: F) -> Vec<GitHubError>
 where
     F: Fn(Arc<GitHub>, String, &'a str) -> Fut,
-    Fut: std::future::Future<Output = Vec<String>>,
+    Fut: std::future::Future<Output = Vec<GitHubError>>,
 {
     if !wanted(config) {
         return Vec::new();
@@ -337,7 +337,7 @@ where
         .build()
     {
         Ok(r) => r,
-        Err(e) => return vec![e.to_string()],
+        Err(e) => return vec![GitHubError::Setup(format!("cannot start a runtime: {e}"))],
     };
     let mut warnings = Vec::new();
     for (name, repo) in &config.file.repos {

@@ -49,7 +49,8 @@ impl Worker {
             .ok_or("no GitHub token to read the PR with")?;
         let pr = gh
             .get_one(&format!("/repos/{full_name}/pulls/{number}"))
-            .await?;
+            .await
+            .map_err(|e| e.to_string())?;
         let head = pr["head"]["sha"]
             .as_str()
             .ok_or("the PR has no head.sha")?
