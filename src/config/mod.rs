@@ -2,6 +2,7 @@
 
 mod duration;
 pub mod kinds;
+mod maintainer;
 mod types;
 
 use std::collections::{BTreeSet, HashMap};
@@ -14,6 +15,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use serde_saphyr::{Location, Spanned};
 
 pub use duration::HumanDuration;
+pub use maintainer::Maintainer;
 pub use types::*;
 
 /// The only plan file format version this build reads.

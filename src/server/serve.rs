@@ -72,6 +72,15 @@ pub fn serve(opts: ServeOptions) -> Result<ExitStatus> {
             config.file.server.bot
         );
     }
+    let placeholders = super::bot::placeholders(&config.file.server);
+    if !placeholders.is_empty() {
+        tracing::warn!(
+            "server.maintainers with the placeholder id 0 cannot command @{} until their \
+             GitHub user id is set: {}",
+            config.file.server.bot,
+            placeholders.join(", ")
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -262,6 +262,7 @@ impl Worker {
                 repo,
                 number,
                 author,
+                author_id,
                 association,
                 body,
                 ..
@@ -270,6 +271,7 @@ impl Worker {
                     full_name: &repo,
                     number,
                     author: &author,
+                    author_id,
                     association: &association,
                     body: &body,
                 };

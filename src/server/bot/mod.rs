@@ -5,6 +5,7 @@
 mod deploy;
 mod help;
 pub mod parser;
+mod permission;
 mod reply;
 mod status;
 
@@ -13,13 +14,17 @@ use parser::{BotCommand, Parsed};
 use super::endpoint::Entry;
 use super::worker::{Handled, Worker};
 use crate::config::Cycle;
+pub(in crate::server) use permission::placeholders;
 
 /// A new comment on a PR, as the webhook told it.
 pub(super) struct Comment<'a> {
     /// `owner/name` on GitHub.
     pub(super) full_name: &'a str,
     pub(super) number: u64,
+    /// The commenter's login, for messages only.
     pub(super) author: &'a str,
+    /// The commenter's numeric GitHub user id: what permission is checked by.
+    pub(super) author_id: u64,
     /// OWNER, MEMBER, COLLABORATOR, CONTRIBUTOR, NONE, ...
     pub(super) association: &'a str,
     pub(super) body: &'a str,
@@ -59,14 +64,7 @@ impl Worker {
             replay: entry.replied,
         };
         let (number, author) = (comment.number, comment.author);
-        let permitted = server
-            .maintainers
-            .iter()
-            .any(|m| m.eq_ignore_ascii_case(author))
-            || server
-                .maintainer_associations
-                .iter()
-                .any(|a| a.as_str() == comment.association);
+        let permitted = permission::permitted(server, comment.author_id, comment.association);
         let mut lines = Vec::new();
         let mut keep = false;
         if permitted {
@@ -75,8 +73,9 @@ impl Worker {
             }
         } else {
             tracing::info!(
-                "{}#{number}: @{author} may not command the bot",
-                comment.full_name
+                "{}#{number}: @{author} (id {}) may not command the bot",
+                comment.full_name,
+                comment.author_id
             );
             lines.push(help::refusal(author, &server.bot));
         }
