@@ -137,13 +137,18 @@ pub fn comment(
     Some(out)
 }
 
-/// The failure details of these steps, folded.
+/// Where to read why these steps failed, folded. The error itself is never posted (it can
+/// hold paths, hosts and tool output): it is in the step's log, the run's history and the
+/// output of the apply or the server log.
 fn why_failed(out: &mut String, steps: &[String], results: &RunResults<'_>) {
     for step in steps {
-        if let Some(detail) = results.details.get(step) {
+        if results.details.contains_key(step) {
             let _ = writeln!(
                 out,
-                "\n<details><summary><code>{step}</code> failed</summary>\n\n{detail}\n</details>"
+                "\n<details><summary><code>{step}</code> failed</summary>\n\n\
+                 Why is in its log `{step}.log` of run `{run}`, and in \
+                 `kcideploy state history` on the deploy host.\n</details>",
+                run = results.run_id
             );
         }
     }

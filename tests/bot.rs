@@ -1,5 +1,6 @@
 //! `@kcibot` in a real `kcideploy serve` process against the fake GitHub: who may command it
-//! (by numeric user id, never by login).
+//! (by numeric user id, never by login), and what the PR is told when something fails (what
+//! failed and where to look, never the raw error).
 
 mod common;
 #[path = "common/fake_github.rs"]
@@ -167,9 +168,35 @@ fn comments(fake: &Shared, number: u64) -> Vec<String> {
         .collect()
 }
 
+/// What a PR comment must never hold: paths, Rust debug output, library and OS messages,
+/// API routes, the host's identity.
+fn assert_no_raw_error(body: &str, fx: &Fixture) {
+    let dir = fx.path().display().to_string();
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown-host".into());
+    for raw in [
+        dir.as_str(),
+        "/tmp/",
+        "/nonexistent",
+        "Error {",
+        "os error",
+        "error sending request",
+        "libgit2",
+        "/repos/",
+        "Not Found",
+        "docs.github.com",
+        "pid ",
+        host.as_str(),
+    ] {
+        assert!(!body.contains(raw), "{raw:?} in the comment:\n{body}");
+    }
+}
+
 #[test]
 fn maintainers_are_known_by_id_not_by_login() {
-    let (_fx, fake, plan, head) = setup(r#"["true"]"#, false);
+    let (fx, fake, plan, head) = setup(r#"["true"]"#, false);
     let server = Server::start(&plan, &[]);
 
     // Someone who took the login `alice` (or a lookalike account): refused.
@@ -202,4 +229,103 @@ fn maintainers_are_known_by_id_not_by_login() {
     let s = server.status();
     assert_eq!(s["last"]["result"], "success", "{s:#}\n{}", server.log());
     assert_eq!(s["changes"][0]["state"], "included", "{s:#}");
+
+    // A PR GitHub does not know: the reply says so in words; the log has GitHub's answer.
+    server.comment("c-3", 8, ("alice-renamed", ALICE_ID), "@kcibot deploy");
+    server.wait("the answer on #8", Duration::from_secs(10), || {
+        !comments(&fake, 8).is_empty()
+    });
+    let r = comments(&fake, 8);
+    assert_eq!(
+        r[0],
+        "Not deploying #8: GitHub would not give me this PR; nothing was approved; the server \
+         log has the details."
+    );
+    assert_no_raw_error(&r[0], &fx);
+    assert!(
+        server
+            .log()
+            .contains("GET /repos/kernelci/core/pulls/8: 404 Not Found: Not Found"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn a_deploy_that_cannot_lock_the_state_is_reported_without_the_error() {
+    let (fx, fake, plan, _) = setup(r#"["true"]"#, false);
+    // A manual `kcideploy apply` holds the state lock for the whole test.
+    let config = kcideploy::config::Config::load(&plan).expect("config");
+    let _lock = kcideploy::state::StateLock::acquire(&config.state_path(), "apply", Duration::ZERO)
+        .expect("lock");
+    let server = Server::start(&plan, &["--lock-timeout", "1s"]);
+
+    server.comment("c-1", 7, ("alice", ALICE_ID), "@kcibot deploy");
+    server.wait(
+        "the answer and the failure",
+        Duration::from_secs(20),
+        || comments(&fake, 7).len() == 2,
+    );
+    let r = comments(&fake, 7);
+    assert!(
+        r[0].contains("Starting a partial deploy (no test kernel) now."),
+        "{r:?}"
+    );
+    let failure = &r[1];
+    assert!(
+        failure.starts_with(
+            "The partial deploy of staging asked for here did not run: the state is locked by \
+             another `apply` run"
+        ),
+        "{failure}"
+    );
+    for hint in ["`/status`", "`kcideploy state history`", "server log"] {
+        assert!(failure.contains(hint), "{hint} missing:\n{failure}");
+    }
+    assert_no_raw_error(failure, &fx);
+    // The whole error is for the operator: in the log and in /status.
+    let s = server.status();
+    assert_eq!(s["last"]["result"], "error", "{s:#}");
+    let error = s["last"]["error"].as_str().unwrap_or("");
+    assert!(error.contains("the state is locked: lock "), "{s:#}");
+    assert!(
+        server.log().contains("the state is locked: lock "),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn a_failed_step_is_named_in_the_pr_comment_without_its_error() {
+    let (fx, fake, plan, _) = setup(r#"["/nonexistent/kcideploy/prog"]"#, true);
+    let server = Server::start(&plan, &[]);
+
+    server.comment("c-1", 7, ("alice", ALICE_ID), "@kcibot deploy");
+    server.wait("the deploy", Duration::from_secs(30), || {
+        server.status()["last"]["result"].is_string()
+    });
+    let s = server.status();
+    assert_eq!(s["last"]["result"], "failed", "{s:#}\n{}", server.log());
+    let run = s["last"]["run_id"].as_str().expect("run id").to_string();
+    let r = comments(&fake, 7);
+    let report = r
+        .iter()
+        .find(|b| b.contains("<!-- kcideploy:staging:core -->"))
+        .unwrap_or_else(|| panic!("no deploy comment in {r:?}"));
+    assert!(report.contains("| `restart` | ❌ failed |"), "{report}");
+    assert!(
+        report.contains(&format!(
+            "Why is in its log `restart.log` of run `{run}`, and in `kcideploy state history`"
+        )),
+        "{report}"
+    );
+    assert_no_raw_error(report, &fx);
+    // The error itself is in the server log.
+    assert!(
+        server
+            .log()
+            .contains("restart: failed: cannot start `/nonexistent/kcideploy/prog`"),
+        "{}",
+        server.log()
+    );
 }

@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::hub::Hub;
-use crate::apply::events::{Event as ApplyEvent, Reporter};
+use crate::apply::events::{Event as ApplyEvent, Reporter, StepResult};
 use crate::config::Cycle;
 use crate::planner::Plan;
 
@@ -166,8 +166,13 @@ impl Reporter for StatusReporter<'_> {
                 detail,
                 ..
             } => {
+                let failed = *result == StepResult::Failed;
                 let result = result.as_str();
-                tracing::info!("{step}: {result}");
+                match detail {
+                    // The whole error goes to the log; PR comments only name the step.
+                    Some(detail) if failed => tracing::warn!("{step}: {result}: {detail}"),
+                    _ => tracing::info!("{step}: {result}"),
+                }
                 self.hub
                     .metrics
                     .step(step, result, *duration_ms as f64 / 1000.0);
@@ -238,7 +243,7 @@ pub fn html(s: &Status) -> String {
             "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&c.repo),
             esc(&c.change),
-            esc(&c.head[..c.head.len().min(12)]),
+            esc(c.head.get(..12).unwrap_or(&c.head)),
             esc(&c.author),
             esc(&c.state),
             esc(c.detail.as_deref().unwrap_or(""))

@@ -58,6 +58,10 @@ pub(super) struct Worker {
     handled: BTreeSet<String>,
     /// Deliveries the running deploy includes.
     covered: Vec<String>,
+    /// PRs (`owner/name`, number) where a maintainer asked for the next deploy.
+    pub(super) requested: BTreeSet<(String, u64)>,
+    /// PRs where a maintainer asked for the running deploy: told if it fails to run.
+    pub(super) asked: BTreeSet<(String, u64)>,
     running: Option<Running>,
     done_tx: mpsc::UnboundedSender<Outcome>,
     done_rx: Option<mpsc::UnboundedReceiver<Outcome>>,
@@ -102,6 +106,8 @@ impl Worker {
             sched,
             handled: BTreeSet::new(),
             covered: Vec::new(),
+            requested: BTreeSet::new(),
+            asked: BTreeSet::new(),
             running: None,
             done_tx,
             done_rx: Some(done_rx),
@@ -187,7 +193,7 @@ impl Worker {
                     }
                     self.next_cron();
                 }
-                Some(outcome) = done_rx.recv() => self.finished(outcome),
+                Some(outcome) = done_rx.recv() => self.finished(outcome).await,
                 _ = stop.changed() => {
                     self.stop(&mut done_rx, &mut stop).await;
                     return;
@@ -339,6 +345,7 @@ impl Worker {
             });
         }
         self.covered = self.handled.iter().cloned().collect();
+        self.asked.append(&mut self.requested);
         self.running = Some(Running {
             cycle,
             cancel,
@@ -354,7 +361,7 @@ impl Worker {
         });
     }
 
-    fn finished(&mut self, outcome: Outcome) {
+    async fn finished(&mut self, outcome: Outcome) {
         let Some(run) = self.running.take() else {
             return;
         };
@@ -370,7 +377,8 @@ impl Worker {
             return;
         }
         self.sched.on_finished(Instant::now());
-        if outcome.result == "error" {
+        let failed = outcome.result == "error";
+        if failed {
             // Planning or fetching failed: keep the events and try again after the cooldown.
             self.sched.on_event(Instant::now());
         } else {
@@ -378,7 +386,19 @@ impl Worker {
                 self.ack(&delivery);
             }
         }
+        let run_id = self
+            .hub
+            .status()
+            .running
+            .as_ref()
+            .and_then(|r| r.run_id.clone());
+        let cycle = outcome.cycle;
         self.record(outcome);
+        let asked = std::mem::take(&mut self.asked);
+        if failed {
+            // The steps never reported on these PRs: say so there.
+            self.tell_failure(&asked, cycle, run_id.as_deref()).await;
+        }
     }
 
     /// Remember a finished deploy for `/status` and `/metrics`.

@@ -3,6 +3,7 @@
 //! `trigger`, [`status`], [`help`]) and answers every comment once ([`reply`]).
 
 mod deploy;
+mod failed;
 mod help;
 pub mod parser;
 mod permission;

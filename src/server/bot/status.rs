@@ -1,5 +1,6 @@
 //! `@kcibot status`: where a PR stands, from what `/status` knows.
 
+use super::deploy::short;
 use crate::config::Cycle;
 use crate::server::status::Status;
 
@@ -13,14 +14,14 @@ pub(super) fn pr_status(status: &Status, repo: &str, number: u64) -> String {
     let mut line = match (seen, &status.last) {
         (Some(c), Some(last)) if c.state == "included" => format!(
             "{id} at `{}` was included in the last deploy ({} cycle, {}, {}).",
-            &c.head[..c.head.len().min(12)],
+            short(&c.head),
             last.cycle.as_str(),
             last.result,
             last.finished_at.strftime("%Y-%m-%d %H:%M UTC")
         ),
         (Some(c), _) => format!(
             "{id} at `{}` was left out of the last deploy: {}{}.",
-            &c.head[..c.head.len().min(12)],
+            short(&c.head),
             c.state,
             c.detail
                 .as_deref()
