@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::apply::events::StepResult;
 use crate::config::{Config, ForgeKind};
-use crate::forge::github::{GitHub, slug};
+use crate::forge::github::{GitHub, GitHubError, slug};
 use crate::planner::{Plan, StepReason};
 use crate::support::text::short;
 
@@ -137,13 +137,18 @@ pub fn comment(
     Some(out)
 }
 
-/// The failure details of these steps, folded.
+/// Where to read why these steps failed, folded. The error itself is never posted (it can
+/// hold paths, hosts and tool output): it is in the step's log, the run's history and the
+/// output of the apply or the server log.
 fn why_failed(out: &mut String, steps: &[String], results: &RunResults<'_>) {
     for step in steps {
-        if let Some(detail) = results.details.get(step) {
+        if results.details.contains_key(step) {
             let _ = writeln!(
                 out,
-                "\n<details><summary><code>{step}</code> failed</summary>\n\n{detail}\n</details>"
+                "\n<details><summary><code>{step}</code> failed</summary>\n\n\
+                 Why is in its log `{step}.log` of run `{run}`, and in \
+                 `kcideploy state history` on the deploy host.\n</details>",
+                run = results.run_id
             );
         }
     }
@@ -209,7 +214,7 @@ pub fn wanted(config: &Config) -> bool {
 }
 
 /// Set `pending` on every included PR head (before apply).
-pub fn pending(config: &Config, plan: &Plan) -> Vec<String> {
+pub fn pending(config: &Config, plan: &Plan) -> Vec<GitHubError> {
     run(
         config,
         plan,
@@ -230,7 +235,7 @@ pub fn pending(config: &Config, plan: &Plan) -> Vec<String> {
 }
 
 /// Comment on every PR and set the final statuses (after apply).
-pub fn after_apply(config: &Config, plan: &Plan, results: &RunResults<'_>) -> Vec<String> {
+pub fn after_apply(config: &Config, plan: &Plan, results: &RunResults<'_>) -> Vec<GitHubError> {
     run(
         config,
         plan,
@@ -290,7 +295,7 @@ async fn upsert_comment(
     number: &str,
     marker: &str,
     body: &str,
-) -> Result<(), String> {
+) -> Result<(), GitHubError> {
     let comments = gh
         .get_all(&format!(
             "/repos/{slug}/issues/{number}/comments?per_page=100"
@@ -320,10 +325,10 @@ async fn upsert_comment(
 }
 
 /// Run `f` for each github repo with a client; collect warnings (never fail the deploy).
-fn run<'a, F, Fut>(config: &'a Config, plan: &'a Plan, f: F) -> Vec<String>
+fn run<'a, F, Fut>(config: &'a Config, plan: &'a Plan, f: F) -> Vec<GitHubError>
 where
     F: Fn(Arc<GitHub>, String, &'a str) -> Fut,
-    Fut: std::future::Future<Output = Vec<String>>,
+    Fut: std::future::Future<Output = Vec<GitHubError>>,
 {
     if !wanted(config) {
         return Vec::new();
@@ -337,7 +342,7 @@ where
         .build()
     {
         Ok(r) => r,
-        Err(e) => return vec![e.to_string()],
+        Err(e) => return vec![GitHubError::Setup(format!("cannot start a runtime: {e}"))],
     };
     let mut warnings = Vec::new();
     for (name, repo) in &config.file.repos {

@@ -497,7 +497,7 @@ name: staging
 policy: {{ settle: 1h, cooldown: 1s, full_cycle_interval: 6h }}
 github: {{ api_url: "{api}", token_env: KCI_TEST_TOKEN }}
 notify: false
-server: {{ maintainers: [alice], maintainer_associations: [OWNER] }}
+server: {{ maintainers: [{{ login: alice, id: 1001 }}], maintainer_associations: [OWNER] }}
 repos:
   core:
     url: repos/core.git
@@ -526,6 +526,8 @@ steps:
         c["issue"]["pull_request"] =
             json!({"url": "https://api.github.com/repos/kernelci/core/pulls/7"});
         c["comment"]["user"]["login"] = json!(login);
+        // Maintainers are checked by id: alice's is in the plan file.
+        c["comment"]["user"]["id"] = json!(if login == "alice" { 1001 } else { 9999 });
         c["comment"]["author_association"] = json!(association);
         c["comment"]["body"] = json!(body);
         c

@@ -2,6 +2,7 @@
 
 mod duration;
 pub mod kinds;
+mod maintainer;
 pub mod schema;
 mod types;
 
@@ -15,6 +16,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use serde_saphyr::{Location, Spanned};
 
 pub use duration::HumanDuration;
+pub use maintainer::Maintainer;
 pub use types::*;
 
 /// The only plan file format version this build reads.

@@ -62,9 +62,9 @@ pub struct ServerConfig {
     /// The bot's GitHub login, as mentioned in commands (`@kcibot deploy`).
     #[serde(default = "ServerConfig::default_bot")]
     pub bot: String,
-    /// GitHub logins allowed to command the bot.
+    /// Who may command the bot, by numeric GitHub user id: `[{ login: Codertocat, id: 21031067 }]`.
     #[serde(default)]
-    pub maintainers: Vec<String>,
+    pub maintainers: Vec<super::Maintainer>,
     /// Also allow commenters whose `author_association` on the repo is one of these.
     #[serde(default)]
     pub maintainer_associations: Vec<Association>,

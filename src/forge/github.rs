@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{ForgeError, PendingChange, RepoSnapshot};
 use crate::config::{Config, RepoConfig};
+
+mod snapshot;
+pub use snapshot::{read_trusted_file, snapshot};
 
 /// A GitHub API client. `Debug` does not show the token.
 pub struct GitHub {
@@ -42,6 +44,92 @@ struct Cached {
     body: Value,
 }
 
+/// Why a call to the GitHub API failed. Messages name the method and the route (never the
+/// token); the bot and the notifications log them and post a fixed sentence instead.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GitHubError {
+    /// The token's environment variable is not set.
+    #[error("the GitHub token is missing: set the environment variable {env}")]
+    NoToken { env: String },
+    /// The HTTP client or its runtime could not be made.
+    #[error("{0}")]
+    Setup(String),
+    /// GitHub answered with an error status and its `message`.
+    #[error(
+        "{method} {route}: {status}: {message}{}{}",
+        status_hint(*status),
+        documentation_url.as_deref().map(|d| format!("; see {d}")).unwrap_or_default()
+    )]
+    Status {
+        method: reqwest::Method,
+        route: String,
+        status: StatusCode,
+        message: String,
+        documentation_url: Option<String>,
+    },
+    /// The rate limit resets later than `github.max_wait`.
+    #[error(
+        "{method} {route}: rate limit exceeded; it resets in {}, more than github.max_wait ({})",
+        crate::support::text::age(reset_in.as_secs() as i64),
+        crate::config::HumanDuration(*max_wait)
+    )]
+    RateLimited {
+        method: reqwest::Method,
+        route: String,
+        reset_in: Duration,
+        max_wait: Duration,
+    },
+    /// No answer: DNS, connection, TLS or timeout (after retries).
+    #[error("{method} {route}: cannot reach {host}: {cause}")]
+    Network {
+        method: reqwest::Method,
+        route: String,
+        host: String,
+        /// The whole chain of causes.
+        cause: String,
+    },
+    /// An answer that is not what GitHub sends (not JSON, not a list).
+    #[error("{method} {route}: {message}")]
+    Unexpected {
+        method: reqwest::Method,
+        route: String,
+        message: String,
+    },
+}
+
+impl GitHubError {
+    /// The HTTP status GitHub answered with, if it answered.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            GitHubError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+fn status_hint(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => " (the token is invalid or expired)",
+        403 | 404 => " (the token lacks access to this repository, or it does not exist)",
+        _ => "",
+    }
+}
+
+/// An error and its causes, `: `-separated.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let next = e.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = e.source();
+    }
+    text
+}
+
 /// `rel="next"` of a `Link` header.
 pub fn next_link(headers: &HeaderMap) -> Option<String> {
     let link = headers.get("link")?.to_str().ok()?;
@@ -58,18 +146,16 @@ pub fn next_link(headers: &HeaderMap) -> Option<String> {
 
 impl GitHub {
     /// A client for the plan file's `github:` settings; the token from its environment variable.
-    pub fn new(config: &Config, cache_dir: &Path) -> Result<GitHub, String> {
+    pub fn new(config: &Config, cache_dir: &Path) -> Result<GitHub, GitHubError> {
         let gh = &config.file.github;
         let token = std::env::var(&gh.token_env)
             .ok()
             .filter(|t| !t.trim().is_empty())
-            .ok_or_else(|| {
-                format!(
-                    "the GitHub token is missing: set the environment variable {}",
-                    gh.token_env
-                )
+            .ok_or_else(|| GitHubError::NoToken {
+                env: gh.token_env.clone(),
             })?;
-        let http = crate::support::http::http_client(Some(Duration::from_secs(30)))?;
+        let http = crate::support::http::http_client(Some(Duration::from_secs(30)))
+            .map_err(GitHubError::Setup)?;
         Ok(GitHub {
             http,
             api: gh.api_url.trim_end_matches('/').to_string(),
@@ -125,7 +211,8 @@ impl GitHub {
         url: &str,
         body: Option<&Value>,
         etag: Option<&str>,
-    ) -> Result<reqwest::Response, String> {
+    ) -> Result<reqwest::Response, GitHubError> {
+        let route = url.strip_prefix(&self.api).unwrap_or(url).to_string();
         let mut server_errors = 0;
         loop {
             let mut req = self
@@ -138,16 +225,25 @@ impl GitHub {
             if let Some(b) = body {
                 req = req.json(b);
             }
-            let what = format!("{method} {}", url.strip_prefix(&self.api).unwrap_or(url));
             let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) if server_errors < 3 => {
                     server_errors += 1;
-                    tracing::warn!("{what}: {e}; retrying");
+                    tracing::warn!("{method} {route}: {}; retrying", chain(&e));
                     tokio::time::sleep(Duration::from_millis(500 << server_errors)).await;
                     continue;
                 }
-                Err(e) => return Err(format!("{what}: {e}")),
+                Err(e) => {
+                    return Err(GitHubError::Network {
+                        method,
+                        host: reqwest::Url::parse(url)
+                            .ok()
+                            .and_then(|u| u.host_str().map(String::from))
+                            .unwrap_or_else(|| self.api.clone()),
+                        route,
+                        cause: chain(&e),
+                    });
+                }
             };
             let status = resp.status();
             if status != StatusCode::NOT_MODIFIED {
@@ -156,13 +252,14 @@ impl GitHub {
             }
             if let Some(wait) = rate_limit_wait(status, resp.headers()) {
                 if wait > self.max_wait {
-                    return Err(format!(
-                        "{what}: rate limit exceeded; it resets in {}, more than github.max_wait ({})",
-                        crate::support::text::age(wait.as_secs() as i64),
-                        crate::config::HumanDuration(self.max_wait)
-                    ));
+                    return Err(GitHubError::RateLimited {
+                        method,
+                        route,
+                        reset_in: wait,
+                        max_wait: self.max_wait,
+                    });
                 }
-                tracing::warn!("{what}: rate limited, waiting {wait:?}");
+                tracing::warn!("{method} {route}: rate limited, waiting {wait:?}");
                 tokio::time::sleep(wait).await;
                 continue;
             }
@@ -173,26 +270,20 @@ impl GitHub {
             }
             if status.is_client_error() || status.is_server_error() {
                 let body: Value = resp.json().await.unwrap_or(Value::Null);
-                let message = body["message"].as_str().unwrap_or("no message");
-                let hint = match status.as_u16() {
-                    401 => " (the token is invalid or expired)",
-                    403 | 404 => {
-                        " (the token lacks access to this repository, or it does not exist)"
-                    }
-                    _ => "",
-                };
-                let docs = body["documentation_url"]
-                    .as_str()
-                    .map(|d| format!("; see {d}"))
-                    .unwrap_or_default();
-                return Err(format!("{what}: {status}: {message}{hint}{docs}"));
+                return Err(GitHubError::Status {
+                    method,
+                    route,
+                    status,
+                    message: body["message"].as_str().unwrap_or("no message").to_string(),
+                    documentation_url: body["documentation_url"].as_str().map(String::from),
+                });
             }
             return Ok(resp);
         }
     }
 
     /// GET with the ETag cache: a 304 costs no rate limit and gives the cached body.
-    async fn get(&self, url: &str) -> Result<(Value, Option<String>), String> {
+    async fn get(&self, url: &str) -> Result<(Value, Option<String>), GitHubError> {
         let file = self.cache_file(url);
         let cached: Option<Cached> = std::fs::read(&file)
             .ok()
@@ -216,10 +307,11 @@ impl GitHub {
             .and_then(|v| v.to_str().ok())
             .map(String::from);
         let next = next_link(resp.headers());
-        let body: Value = resp
-            .json()
-            .await
-            .map_err(|e| format!("GET {url}: not JSON: {e}"))?;
+        let body: Value = resp.json().await.map_err(|e| GitHubError::Unexpected {
+            method: reqwest::Method::GET,
+            route: url.strip_prefix(&self.api).unwrap_or(url).to_string(),
+            message: format!("not JSON: {}", chain(&e)),
+        })?;
         if let Some(etag) = etag {
             let entry = Cached {
                 etag,
@@ -234,7 +326,7 @@ impl GitHub {
     }
 
     /// Every item of every page.
-    pub async fn get_all(&self, path: &str) -> Result<Vec<Value>, String> {
+    pub async fn get_all(&self, path: &str) -> Result<Vec<Value>, GitHubError> {
         let mut url = Some(self.url(path));
         let mut items = Vec::new();
         while let Some(u) = url {
@@ -242,10 +334,11 @@ impl GitHub {
             match body {
                 Value::Array(list) => items.extend(list),
                 other => {
-                    return Err(format!(
-                        "GET {u}: expected a list, got {}",
-                        short_json(&other)
-                    ));
+                    return Err(GitHubError::Unexpected {
+                        method: reqwest::Method::GET,
+                        route: u.strip_prefix(&self.api).unwrap_or(&u).to_string(),
+                        message: format!("expected a list, got {}", short_json(&other)),
+                    });
                 }
             }
             url = next;
@@ -254,22 +347,32 @@ impl GitHub {
     }
 
     /// One object (a PR, a user).
-    pub async fn get_one(&self, path: &str) -> Result<Value, String> {
+    pub async fn get_one(&self, path: &str) -> Result<Value, GitHubError> {
         Ok(self.get(&self.url(path)).await?.0)
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
-        let resp = self
-            .send(reqwest::Method::POST, &self.url(path), Some(body), None)
-            .await?;
-        resp.json().await.map_err(|e| format!("POST {path}: {e}"))
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, GitHubError> {
+        self.write(reqwest::Method::POST, path, body).await
     }
 
-    pub async fn patch(&self, path: &str, body: &Value) -> Result<Value, String> {
+    pub async fn patch(&self, path: &str, body: &Value) -> Result<Value, GitHubError> {
+        self.write(reqwest::Method::PATCH, path, body).await
+    }
+
+    async fn write(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> Result<Value, GitHubError> {
         let resp = self
-            .send(reqwest::Method::PATCH, &self.url(path), Some(body), None)
+            .send(method.clone(), &self.url(path), Some(body), None)
             .await?;
-        resp.json().await.map_err(|e| format!("PATCH {path}: {e}"))
+        resp.json().await.map_err(|e| GitHubError::Unexpected {
+            method,
+            route: path.to_string(),
+            message: format!("not JSON: {}", chain(&e)),
+        })
     }
 }
 
@@ -313,232 +416,6 @@ pub fn slug(repo: &RepoConfig) -> Option<String> {
     )
 }
 
-/// Logins in a trusted file: one per line, `#` comments, `login = ...` lines (ini) allowed.
-pub fn read_trusted_file(path: &Path) -> Result<Vec<String>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read pending.trusted_file {}: {e}", path.display()))?;
-    Ok(text
-        .lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim())
-        .filter(|l| !l.is_empty() && !l.starts_with('['))
-        .map(|l| l.split(['=', ':']).next().unwrap_or(l).trim().to_string())
-        .filter(|l| !l.is_empty())
-        .collect())
-}
-
-/// The PRs of one repo, their files, and their heads fetched into the cache.
-pub fn snapshot(
-    config: &Config,
-    name: &str,
-    repo: &RepoConfig,
-    cache_dir: &Path,
-) -> Result<RepoSnapshot, ForgeError> {
-    let err = |message: String| ForgeError::Github {
-        repo: name.to_string(),
-        message,
-    };
-    let slug = slug(repo).ok_or_else(|| {
-        err("set `github_repo: owner/name` (the url is not a github.com URL)".into())
-    })?;
-    let client = GitHub::new(config, cache_dir).map_err(err)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| err(e.to_string()))?;
-    let (prs, team) = runtime
-        .block_on(async {
-            let prs = client
-                .get_all(&format!("/repos/{slug}/pulls?state=open&per_page=100"))
-                .await?;
-            let team = match &repo.pending.trusted_team {
-                Some(team) => {
-                    let (org, slug) = team
-                        .split_once('/')
-                        .ok_or_else(|| format!("pending.trusted_team `{team}` is not org/team"))?;
-                    let members = client
-                        .get_all(&format!("/orgs/{org}/teams/{slug}/members?per_page=100"))
-                        .await?;
-                    Some(
-                        members
-                            .iter()
-                            .filter_map(|m| m["login"].as_str().map(String::from))
-                            .collect::<Vec<_>>(),
-                    )
-                }
-                None => None,
-            };
-            Ok::<_, String>((prs, team))
-        })
-        .map_err(err)?;
-
-    // The effective trusted list.
-    let mut trusted = repo.pending.trusted.clone();
-    if let Some(file) = &repo.pending.trusted_file {
-        let logins = read_trusted_file(&config.dir.join(file)).map_err(err)?;
-        trusted.get_or_insert_with(Vec::new).extend(logins);
-    }
-    if let Some(members) = team {
-        trusted.get_or_insert_with(Vec::new).extend(members);
-    }
-
-    let mut changes = Vec::new();
-    for pr in &prs {
-        let Some(number) = pr["number"].as_u64() else {
-            continue;
-        };
-        let head = pr["head"]["sha"].as_str().unwrap_or_default().to_string();
-        let updated_at = pr["updated_at"]
-            .as_str()
-            .and_then(|t| t.parse::<Timestamp>().ok())
-            .unwrap_or(Timestamp::UNIX_EPOCH);
-        let source = pr["head"]["label"]
-            .as_str()
-            .map(|l| l.replacen(':', "/", 1));
-        changes.push((
-            number,
-            PendingChange {
-                id: format!("#{number}"),
-                head,
-                author: pr["user"]["login"].as_str().unwrap_or_default().to_string(),
-                title: pr["title"].as_str().unwrap_or_default().to_string(),
-                labels: pr["labels"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|l| l["name"].as_str().map(String::from))
-                    .collect(),
-                draft: pr["draft"].as_bool().unwrap_or(false),
-                updated_at,
-                base: pr["base"]["ref"].as_str().map(String::from),
-                source,
-                files: None,
-            },
-        ));
-    }
-    changes.sort_by_key(|(n, _)| *n);
-    let files = runtime
-        .block_on(async {
-            let mut all = Vec::new();
-            for (n, _) in &changes {
-                let list = client
-                    .get_all(&format!("/repos/{slug}/pulls/{n}/files?per_page=100"))
-                    .await?;
-                all.push(
-                    list.iter()
-                        .filter_map(|f| f["filename"].as_str().map(String::from))
-                        .collect::<Vec<_>>(),
-                );
-            }
-            Ok::<_, String>(all)
-        })
-        .map_err(err)?;
-    let mut changes: Vec<PendingChange> = changes
-        .into_iter()
-        .zip(files)
-        .map(|((_, mut c), f)| {
-            c.files = Some(f);
-            c
-        })
-        .collect();
-
-    // Base and staging branches, and every PR head, through the git CLI.
-    let url = config.repo_url(repo);
-    let cache = cache_dir.join(format!("{name}.git"));
-    let (git_repo, _guard) = crate::gitops::open_cache(&cache).map_err(err)?;
-    let mut refspecs = vec![
-        format!(
-            "+refs/heads/{}:{}{}",
-            repo.base,
-            super::git::REMOTE_NAMESPACE,
-            repo.base
-        ),
-        format!(
-            "+refs/heads/{0}:{1}{0}",
-            repo.staging_branch,
-            super::git::REMOTE_NAMESPACE
-        ),
-    ];
-    for c in &changes {
-        let n = c.id.trim_start_matches('#');
-        refspecs.push(format!("+refs/pull/{n}/head:refs/kcideploy/pull/{n}"));
-    }
-    fetch_refs(name, &url, &cache, &refspecs, &repo.staging_branch)?;
-    let base = git_repo
-        .refname_to_id(&format!("{}{}", super::git::REMOTE_NAMESPACE, repo.base))
-        .map_err(|_| ForgeError::NoBase {
-            repo: name.to_string(),
-            branch: repo.base.clone(),
-            url: super::git::redact_url(&url),
-        })?
-        .to_string();
-    let remote_staging = git_repo
-        .refname_to_id(&format!(
-            "{}{}",
-            super::git::REMOTE_NAMESPACE,
-            repo.staging_branch
-        ))
-        .ok()
-        .map(|o| o.to_string());
-    // A PR whose fetched head is not the API's head moved meanwhile: use what was fetched.
-    for c in &mut changes {
-        let n = c.id.trim_start_matches('#');
-        if let Ok(oid) = git_repo.refname_to_id(&format!("refs/kcideploy/pull/{n}")) {
-            c.head = oid.to_string();
-        }
-    }
-    Ok(RepoSnapshot {
-        base_branch: repo.base.clone(),
-        base,
-        remote_staging,
-        changes,
-        cache,
-        trusted,
-    })
-}
-
-/// Fetch refspecs; a missing staging branch is not an error (it is made by the first push).
-fn fetch_refs(
-    name: &str,
-    url: &str,
-    cache: &Path,
-    refspecs: &[String],
-    staging: &str,
-) -> Result<(), ForgeError> {
-    let run = |specs: &[String]| {
-        std::process::Command::new("git")
-            .arg("--git-dir")
-            .arg(cache)
-            .args(["fetch", "--no-tags", "--quiet", "--no-write-fetch-head"])
-            .arg(url)
-            .args(specs)
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .output()
-    };
-    let fail = |message: String| ForgeError::Fetch {
-        repo: name.to_string(),
-        url: super::git::redact_url(url),
-        message: super::git::redact_url(&message),
-    };
-    let out = run(refspecs).map_err(|e| fail(format!("cannot run `git`: {e}")))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    // Again without the staging branch, which may not exist yet.
-    let without: Vec<String> = refspecs
-        .iter()
-        .filter(|s| !s.starts_with(&format!("+refs/heads/{staging}:")))
-        .cloned()
-        .collect();
-    let out = run(&without).map_err(|e| fail(format!("cannot run `git`: {e}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(fail(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,6 +434,47 @@ mod tests {
             Some("https://api.github.com/repositories/1/issues?per_page=3&page=2")
         );
         assert_eq!(next_link(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn errors_name_the_route_and_what_github_said() {
+        let get = reqwest::Method::GET;
+        let status = GitHubError::Status {
+            method: get.clone(),
+            route: "/repos/a/b/pulls/7".into(),
+            status: StatusCode::NOT_FOUND,
+            message: "Not Found".into(),
+            documentation_url: Some("https://docs.github.com/rest".into()),
+        };
+        assert_eq!(
+            status.to_string(),
+            "GET /repos/a/b/pulls/7: 404 Not Found: Not Found (the token lacks access to this \
+             repository, or it does not exist); see https://docs.github.com/rest"
+        );
+        assert_eq!(status.status(), Some(StatusCode::NOT_FOUND));
+        let limited = GitHubError::RateLimited {
+            method: get.clone(),
+            route: "/repos/a/b/pulls".into(),
+            reset_in: Duration::from_secs(3600),
+            max_wait: Duration::from_secs(15),
+        };
+        assert!(
+            limited
+                .to_string()
+                .starts_with("GET /repos/a/b/pulls: rate limit exceeded; it resets in 1h"),
+            "{limited}"
+        );
+        let network = GitHubError::Network {
+            method: get,
+            route: "/repos/a/b/pulls".into(),
+            host: "api.github.com".into(),
+            cause: "connection refused".into(),
+        };
+        assert_eq!(
+            network.to_string(),
+            "GET /repos/a/b/pulls: cannot reach api.github.com: connection refused"
+        );
+        assert_eq!(network.status(), None);
     }
 
     #[test]

@@ -86,6 +86,12 @@ pub enum ForgeError {
     },
     #[error("repo `{repo}`: {message}")]
     Github { repo: String, message: String },
+    /// A GitHub API call failed.
+    #[error("repo `{repo}`: {error}")]
+    GithubApi {
+        repo: String,
+        error: Box<github::GitHubError>,
+    },
     #[error("repo `{repo}`: cache repository {}: {source}", path.display())]
     Cache {
         repo: String,

@@ -1,12 +1,20 @@
 //! The event-driven side: `kcideploy serve`. Webhooks are checked ([`webhook`]), queued
-//! durably ([`endpoint`]), fed to the staging policy ([`policy`], plus the `schedule:` cron in
-//! [`crate::support::cron`]); `@kcibot` comments are parsed by [`command`]; [`serve`] ties them together with
-//! the deploys, `/status` and `/metrics` ([`metrics`]).
+//! durably ([`endpoint`], [`queue`]) and fed by the [`worker`] to the staging policy
+//! ([`policy`], plus the `schedule:` cron in [`crate::support::cron`]), which starts deploys
+//! ([`run_deploy`]); `@kcibot` comments go to the [`bot`]; [`routes`] serves `/status`
+//! ([`status`]) and `/metrics` ([`metrics`]); [`serve`] starts it all.
 
-pub mod command;
+mod approvals;
+pub mod bot;
+mod clock;
 pub mod endpoint;
+mod hub;
 pub mod metrics;
 pub mod policy;
 pub mod queue;
+mod routes;
+mod run_deploy;
 pub mod serve;
+pub mod status;
 pub mod webhook;
+mod worker;

@@ -1,0 +1,239 @@
+//! The `github` forge's snapshot: a repo's open PRs and their files through the REST API,
+//! the trusted logins, and every PR head fetched as `refs/pull/N/head` with the git CLI.
+
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use serde_json::Value;
+
+use super::{GitHub, GitHubError, slug};
+use crate::config::{Config, RepoConfig};
+use crate::forge::git::{REMOTE_NAMESPACE, redact_url};
+use crate::forge::{ForgeError, PendingChange, RepoSnapshot};
+
+/// Logins in a trusted file: one per line, `#` comments, `login = ...` lines (ini) allowed.
+pub fn read_trusted_file(path: &Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read pending.trusted_file {}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty() && !l.starts_with('['))
+        .map(|l| l.split(['=', ':']).next().unwrap_or(l).trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect())
+}
+
+/// The PRs of one repo, their files, and their heads fetched into the cache.
+pub fn snapshot(
+    config: &Config,
+    name: &str,
+    repo: &RepoConfig,
+    cache_dir: &Path,
+) -> Result<RepoSnapshot, ForgeError> {
+    let err = |message: String| ForgeError::Github {
+        repo: name.to_string(),
+        message,
+    };
+    let api = |error: GitHubError| ForgeError::GithubApi {
+        repo: name.to_string(),
+        error: Box::new(error),
+    };
+    let slug = slug(repo).ok_or_else(|| {
+        err("set `github_repo: owner/name` (the url is not a github.com URL)".into())
+    })?;
+    let team = match &repo.pending.trusted_team {
+        Some(team) => Some(
+            team.split_once('/')
+                .ok_or_else(|| err(format!("pending.trusted_team `{team}` is not org/team")))?,
+        ),
+        None => None,
+    };
+    let client = GitHub::new(config, cache_dir).map_err(api)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| err(e.to_string()))?;
+    let (mut changes, members) = runtime.block_on(list(&client, &slug, team)).map_err(api)?;
+
+    // The effective trusted list.
+    let mut trusted = repo.pending.trusted.clone();
+    if let Some(file) = &repo.pending.trusted_file {
+        let logins = read_trusted_file(&config.dir.join(file)).map_err(err)?;
+        trusted.get_or_insert_with(Vec::new).extend(logins);
+    }
+    if let Some(members) = members {
+        trusted.get_or_insert_with(Vec::new).extend(members);
+    }
+    let (cache, base, remote_staging) = fetch_heads(config, name, repo, cache_dir, &mut changes)?;
+    Ok(RepoSnapshot {
+        base_branch: repo.base.clone(),
+        base,
+        remote_staging,
+        changes,
+        cache,
+        trusted,
+    })
+}
+
+/// The open PRs of `slug` with their files, in number order, and the members of the
+/// trusted team (`org`, `team`).
+async fn list(
+    client: &GitHub,
+    slug: &str,
+    team: Option<(&str, &str)>,
+) -> Result<(Vec<PendingChange>, Option<Vec<String>>), GitHubError> {
+    let prs = client
+        .get_all(&format!("/repos/{slug}/pulls?state=open&per_page=100"))
+        .await?;
+    let members = match team {
+        Some((org, team)) => Some(
+            client
+                .get_all(&format!("/orgs/{org}/teams/{team}/members?per_page=100"))
+                .await?
+                .iter()
+                .filter_map(|m| m["login"].as_str().map(String::from))
+                .collect::<Vec<_>>(),
+        ),
+        None => None,
+    };
+    let mut changes: Vec<(u64, PendingChange)> = prs.iter().filter_map(pending_change).collect();
+    changes.sort_by_key(|(n, _)| *n);
+    let mut out = Vec::new();
+    for (n, mut change) in changes {
+        let files = client
+            .get_all(&format!("/repos/{slug}/pulls/{n}/files?per_page=100"))
+            .await?;
+        change.files = Some(
+            files
+                .iter()
+                .filter_map(|f| f["filename"].as_str().map(String::from))
+                .collect(),
+        );
+        out.push(change);
+    }
+    Ok((out, members))
+}
+
+/// A PR object of the REST API as a pending change (without its files).
+fn pending_change(pr: &Value) -> Option<(u64, PendingChange)> {
+    let number = pr["number"].as_u64()?;
+    let change = PendingChange {
+        id: format!("#{number}"),
+        head: pr["head"]["sha"].as_str().unwrap_or_default().to_string(),
+        author: pr["user"]["login"].as_str().unwrap_or_default().to_string(),
+        title: pr["title"].as_str().unwrap_or_default().to_string(),
+        labels: pr["labels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l["name"].as_str().map(String::from))
+            .collect(),
+        draft: pr["draft"].as_bool().unwrap_or(false),
+        updated_at: pr["updated_at"]
+            .as_str()
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .unwrap_or(Timestamp::UNIX_EPOCH),
+        base: pr["base"]["ref"].as_str().map(String::from),
+        source: pr["head"]["label"]
+            .as_str()
+            .map(|l| l.replacen(':', "/", 1)),
+        files: None,
+    };
+    Some((number, change))
+}
+
+/// Fetch the base and staging branches and every PR head through the git CLI; a PR whose
+/// fetched head is not the API's head moved meanwhile, and gets what was fetched. Returns the
+/// cache repository, the base SHA and the remote staging SHA.
+fn fetch_heads(
+    config: &Config,
+    name: &str,
+    repo: &RepoConfig,
+    cache_dir: &Path,
+    changes: &mut [PendingChange],
+) -> Result<(PathBuf, String, Option<String>), ForgeError> {
+    let url = config.repo_url(repo);
+    let cache = cache_dir.join(format!("{name}.git"));
+    let (git_repo, _guard) =
+        crate::gitops::open_cache(&cache).map_err(|message| ForgeError::Github {
+            repo: name.to_string(),
+            message,
+        })?;
+    let remote_ref = |branch: &str| format!("{REMOTE_NAMESPACE}{branch}");
+    let mut refspecs = vec![
+        format!("+refs/heads/{}:{}", repo.base, remote_ref(&repo.base)),
+        format!(
+            "+refs/heads/{}:{}",
+            repo.staging_branch,
+            remote_ref(&repo.staging_branch)
+        ),
+    ];
+    for c in changes.iter() {
+        let n = c.id.trim_start_matches('#');
+        refspecs.push(format!("+refs/pull/{n}/head:refs/kcideploy/pull/{n}"));
+    }
+    fetch_refs(name, &url, &cache, &refspecs, &repo.staging_branch)?;
+    let base = git_repo
+        .refname_to_id(&remote_ref(&repo.base))
+        .map_err(|_| ForgeError::NoBase {
+            repo: name.to_string(),
+            branch: repo.base.clone(),
+            url: redact_url(&url),
+        })?
+        .to_string();
+    let remote_staging = git_repo
+        .refname_to_id(&remote_ref(&repo.staging_branch))
+        .ok()
+        .map(|o| o.to_string());
+    for c in changes.iter_mut() {
+        let n = c.id.trim_start_matches('#');
+        if let Ok(oid) = git_repo.refname_to_id(&format!("refs/kcideploy/pull/{n}")) {
+            c.head = oid.to_string();
+        }
+    }
+    Ok((cache, base, remote_staging))
+}
+
+/// Fetch refspecs; a missing staging branch is not an error (it is made by the first push).
+fn fetch_refs(
+    name: &str,
+    url: &str,
+    cache: &Path,
+    refspecs: &[String],
+    staging: &str,
+) -> Result<(), ForgeError> {
+    let run = |specs: &[String]| {
+        std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(cache)
+            .args(["fetch", "--no-tags", "--quiet", "--no-write-fetch-head"])
+            .arg(url)
+            .args(specs)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+    };
+    let fail = |message: String| ForgeError::Fetch {
+        repo: name.to_string(),
+        url: redact_url(url),
+        message: redact_url(&message),
+    };
+    let out = run(refspecs).map_err(|e| fail(format!("cannot run `git`: {e}")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    // Again without the staging branch, which may not exist yet.
+    let without: Vec<String> = refspecs
+        .iter()
+        .filter(|s| !s.starts_with(&format!("+refs/heads/{staging}:")))
+        .cloned()
+        .collect();
+    let out = run(&without).map_err(|e| fail(format!("cannot run `git`: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(fail(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
+}

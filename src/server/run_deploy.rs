@@ -1,0 +1,91 @@
+//! One deploy, on the deploy thread: record pending approvals, plan, apply (with blame and
+//! notifications). The same code as `kcideploy apply`, run by the worker.
+
+use jiff::Timestamp;
+use miette::Result;
+use tokio::sync::watch;
+
+use super::hub::Hub;
+use super::status::StatusReporter;
+use super::worker::Outcome;
+use crate::apply::process::Cancel;
+use crate::config::Cycle;
+use crate::planner::{CycleRequest, Plan};
+use crate::state::StateLock;
+use crate::workspace::{PlanRequest, Workspace};
+
+/// One deploy, on its own thread: record pending approvals, plan, apply (with blame and
+/// notifications).
+pub(super) fn deploy(
+    hub: &Hub,
+    cycle: Cycle,
+    cancel: watch::Receiver<Cancel>,
+    started_at: Timestamp,
+) -> Outcome {
+    let mut outcome = Outcome {
+        cycle,
+        started_at,
+        result: "error".into(),
+        run_id: None,
+        plan: None,
+        error: None,
+    };
+    match deploy_inner(hub, cycle, cancel) {
+        Ok((plan, report)) => {
+            match report {
+                Some(r) => {
+                    outcome.result = r.result.clone();
+                    outcome.run_id = Some(r.run_id);
+                }
+                None => outcome.result = "nothing".into(),
+            }
+            outcome.plan = Some(plan);
+        }
+        Err(e) => outcome.error = Some(format!("{e}")),
+    }
+    outcome
+}
+
+fn deploy_inner(
+    hub: &Hub,
+    cycle: Cycle,
+    cancel: watch::Receiver<Cancel>,
+) -> Result<(Plan, Option<crate::apply::ApplyReport>)> {
+    // The plan file as it is now: an edited plan takes effect at the next deploy.
+    let mut ws = Workspace::load(&hub.opts.file, None)?;
+    let lock = StateLock::acquire(&ws.backend.path, "serve", hub.opts.lock_timeout)?;
+    hub.record_approvals(&ws.backend)?;
+    ws.reload_state()?;
+    let request = PlanRequest {
+        cycle: CycleRequest::from(cycle),
+        ..Default::default()
+    };
+    let (_, plan) = ws.fetch_and_plan(&request)?;
+    let (config, backend) = (&ws.config, &ws.backend);
+    if plan.is_deployed() {
+        return Ok((plan, None));
+    }
+    let opts = crate::apply::ApplyOptions {
+        parallelism: hub.opts.parallelism,
+        grace: hub.opts.grace,
+        handle_signals: false,
+        cancel: Some(cancel),
+        // `approve: true` steps stop the run: a service never confirms on its own.
+        auto_approve: false,
+    };
+    let notify = hub.opts.notify && crate::notify::wanted(config);
+    let mut reporter = StatusReporter { hub };
+    let deployed = crate::deploy::apply_with_blame(
+        config,
+        plan,
+        backend,
+        &lock,
+        crate::deploy::DeployOptions {
+            apply: opts,
+            notify,
+        },
+        &mut reporter,
+        &mut crate::deploy::Quiet,
+    )?;
+    Ok((deployed.plan, Some(deployed.report)))
+}
