@@ -1,6 +1,6 @@
 //! The event-driven side: `kcideploy serve`. Webhooks are checked ([`webhook`]), queued
 //! durably ([`endpoint`], [`queue`]) and fed by the [`worker`] to the staging policy
-//! ([`policy`], plus the `schedule:` cron in [`crate::support::cron`]), which starts deploys
+//! ([`crate::policy::scheduler`], plus the `schedule:` cron in [`crate::support::cron`]), which starts deploys
 //! ([`run_deploy`]); `@kcibot` comments go to the [`bot`]; [`routes`] serves `/status`
 //! ([`status`]) and `/metrics` ([`metrics`]); [`serve`] starts it all.
 
@@ -10,7 +10,6 @@ mod clock;
 pub mod endpoint;
 mod hub;
 pub mod metrics;
-pub mod policy;
 pub mod queue;
 mod routes;
 mod run_deploy;

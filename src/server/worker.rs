@@ -16,7 +16,6 @@ use super::bot::Comment;
 use super::clock::{instant, wall, when};
 use super::endpoint::Entry;
 use super::hub::Hub;
-use super::policy::{Reaction, Scheduler};
 use super::run_deploy::deploy;
 use super::status::{LastDeploy, RunStatus, changes, deployed_changes};
 use super::webhook::Event;
@@ -24,6 +23,7 @@ use crate::apply::process::Cancel;
 use crate::config::{Cycle, ForgeKind};
 use crate::forge::github::GitHub;
 use crate::planner::Plan;
+use crate::policy::scheduler::{Reaction, Scheduler};
 use crate::state::LocalState;
 use crate::support::cron::Cron;
 

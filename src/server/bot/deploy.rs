@@ -7,8 +7,8 @@ use tokio::time::Instant;
 use super::Ctx;
 use crate::config::Cycle;
 use crate::forge::github::GitHubError;
+use crate::policy::scheduler::Reaction;
 use crate::server::clock::when;
-use crate::server::policy::Reaction;
 use crate::server::worker::Worker;
 use crate::state::Approval;
 
