@@ -36,6 +36,9 @@ pub fn cmd_apply(args: ApplyArgs, color: bool) -> Result<ExitStatus> {
         (None, None) => miette::bail!("give a saved plan, or -f PLAN.yaml"),
     };
     let mut ws = Workspace::load(&file, cache.as_deref())?;
+    if let Some(saved) = &saved {
+        check_names(&ws, saved, args.planfile.as_deref().unwrap_or(&file))?;
+    }
     let lock = StateLock::acquire(&ws.backend.path, "apply", args.lock_timeout.0)?;
     // Plan against the state as it is under the lock.
     ws.reload_state()?;
@@ -66,6 +69,51 @@ pub fn cmd_apply(args: ApplyArgs, color: bool) -> Result<ExitStatus> {
         no_notify: args.no_notify,
     };
     execute(&ws, &lock, plan, &how)
+}
+
+/// Before the lock is taken: a saved plan must be sealed (plans saved before seals existed
+/// are planned again), and every step, component and repo it names must be in the plan file.
+fn check_names(ws: &Workspace, saved: &Plan, path: &std::path::Path) -> Result<()> {
+    if saved.content_digest.is_none() {
+        miette::bail!(
+            help = "plan again with `kcideploy plan -f PLAN.yaml -out FILE`",
+            "{} has no seal (saved by an older kcideploy): it cannot be checked for edits",
+            path.display()
+        );
+    }
+    let file = &ws.config.file;
+    let mut unknown: Vec<String> = Vec::new();
+    unknown.extend(
+        saved
+            .steps
+            .iter()
+            .filter(|s| !file.steps.contains_key(&s.name))
+            .map(|s| format!("step `{}`", s.name)),
+    );
+    unknown.extend(
+        saved
+            .components
+            .keys()
+            .filter(|c| !file.components.contains_key(*c))
+            .map(|c| format!("component `{c}`")),
+    );
+    unknown.extend(
+        saved
+            .repos
+            .keys()
+            .filter(|r| !file.repos.contains_key(*r))
+            .map(|r| format!("repo `{r}`")),
+    );
+    if !unknown.is_empty() {
+        miette::bail!(
+            help = "plan again with the plan file as it is now",
+            "{} names what {} does not have: {}",
+            path.display(),
+            ws.plan_file,
+            unknown.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// A saved plan applies only while what it was made from holds: plan again from the same

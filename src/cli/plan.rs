@@ -71,8 +71,9 @@ pub fn cmd_plan(args: PlanArgs, color: bool) -> Result<ExitStatus> {
         now: Some(parse_now(args.at.as_deref())?),
         drift,
     };
-    let (_, plan) = ws.fetch_and_plan(&request)?;
+    let (_, mut plan) = ws.fetch_and_plan(&request)?;
     if let Some(out) = &args.out {
+        plan.seal();
         let mut json = to_json(&plan)?.into_bytes();
         json.push(b'\n');
         write_atomic(out, &json)
@@ -102,7 +103,8 @@ pub fn to_json(plan: &Plan) -> Result<String> {
     serde_json::to_string_pretty(plan).into_diagnostic()
 }
 
-/// Read a plan saved with `-out`, checking its format version and fingerprint digest.
+/// Read a plan saved with `-out`, checking its format version, its fingerprint digest and,
+/// when it has one, its seal over the whole content.
 pub fn read_saved_plan(path: &Path) -> Result<Plan> {
     let text = std::fs::read_to_string(path)
         .into_diagnostic()
@@ -121,6 +123,13 @@ pub fn read_saved_plan(path: &Path) -> Result<Plan> {
     if planner::fingerprint_digest(&plan.fingerprint) != plan.fingerprint.digest {
         miette::bail!(
             "{}: the fingerprint does not match its digest: the file was edited",
+            path.display()
+        );
+    }
+    if plan.seal_holds() == Some(false) {
+        miette::bail!(
+            help = "plan again with `kcideploy plan -f PLAN.yaml -out FILE`; a saved plan is applied as it was made, or not at all",
+            "{} was edited after it was saved: its content no longer matches its seal (content_digest)",
             path.display()
         );
     }

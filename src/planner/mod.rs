@@ -187,6 +187,7 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
         steps,
         summary,
         fingerprint,
+        content_digest: None,
     })
 }
 

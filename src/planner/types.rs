@@ -236,9 +236,34 @@ pub struct Plan {
     pub steps: Vec<StepPlan>,
     pub summary: Summary,
     pub fingerprint: Fingerprint,
+    /// A saved plan's seal: SHA-256 over the canonical JSON of everything above, so an
+    /// edited saved plan (a step switched to run, a partial cycle made full) is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_digest: Option<String>,
 }
 
 impl Plan {
+    /// SHA-256 over the plan's canonical JSON without its seal.
+    pub fn compute_content_digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut unsealed = self.clone();
+        unsealed.content_digest = None;
+        let bytes = serde_json::to_vec(&unsealed).unwrap_or_default();
+        hex::encode(Sha256::digest(&bytes))
+    }
+
+    /// Seal the plan for saving with `-out`.
+    pub fn seal(&mut self) {
+        self.content_digest = Some(self.compute_content_digest());
+    }
+
+    /// Whether the seal matches the content (`None`: no seal at all).
+    pub fn seal_holds(&self) -> Option<bool> {
+        self.content_digest
+            .as_ref()
+            .map(|d| *d == self.compute_content_digest())
+    }
+
     /// True when at least one step would run.
     pub fn has_changes(&self) -> bool {
         self.summary.run > 0
