@@ -284,7 +284,7 @@ fn demo_plans_the_local_repos() {
         "+ pr/10 ",
         "pr/2 ",
         "untrusted: author mallory@example.net is not in pending.trusted",
-        "conflict: conflicts with what is merged before it (pr/1) in config/pipeline.yaml",
+        "conflict: conflicts with pr/1 merged before it in config/pipeline.yaml",
         "stale: head commit is 30d old",
         "skip_list: listed in pending.skip",
         "pr/10 → src/trigger.py → src/** → pipeline-src → build-pipeline-image",

@@ -87,7 +87,11 @@ fn every_exclusion_reason_and_natural_order() {
     );
     let conflict = &repo.excluded[1];
     assert_eq!(conflict.paths, ["config/a.yaml"]);
-    assert!(conflict.detail.contains("(pr/1)"), "{}", conflict.detail);
+    assert!(
+        conflict.detail.contains("with pr/1 merged before it"),
+        "{}",
+        conflict.detail
+    );
     assert_eq!(plan.summary.included, 3);
     assert_eq!(plan.summary.excluded, 5);
 }

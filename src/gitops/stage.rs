@@ -28,8 +28,9 @@ pub struct ToMerge {
 pub enum Merge {
     /// Merged; these are the paths the change touches (against its fork point).
     Merged { paths: Vec<String> },
-    /// Conflicts with what is merged before it, in these paths.
-    Conflict { paths: Vec<String> },
+    /// Conflicts in these paths: with the base itself (`with_base`), or else with what is
+    /// merged before it.
+    Conflict { paths: Vec<String>, with_base: bool },
     /// Brings nothing the tip does not already have.
     Empty,
     /// Shares no history with the base.
@@ -88,6 +89,13 @@ fn ctx(context: impl Into<String>) -> impl FnOnce(git2::Error) -> StageError {
     move |source| StageError { context, source }
 }
 
+/// Whether `head` conflicts with `base` alone (an in-memory merge, nothing written).
+fn conflicts(repo: &Repository, base: Oid, head: Oid) -> Result<bool, git2::Error> {
+    let ours = repo.find_commit(base)?;
+    let theirs = repo.find_commit(head)?;
+    Ok(repo.merge_commits(&ours, &theirs, None)?.has_conflicts())
+}
+
 /// Merge the changes one by one onto the base (a change that does not merge is left out and
 /// the next one goes on), then diff the result against the deployed revision. Merge commits
 /// are deterministic, so staging the same inputs twice gives the same SHA.
@@ -121,7 +129,15 @@ pub fn stage(req: &StageRequest<'_>) -> Result<StagedRepo, StageError> {
                     paths: paths.into_iter().collect(),
                 }
             }
-            MergeStep::Conflict(paths) => Merge::Conflict { paths },
+            MergeStep::Conflict(paths) => {
+                let with_base = tip != base
+                    && conflicts(&repo, base, head)
+                        .map_err(ctx(format!("cannot merge {} onto the base", change.id)))?;
+                Merge::Conflict {
+                    paths,
+                    with_base: with_base || tip == base,
+                }
+            }
             MergeStep::Empty => Merge::Empty,
             MergeStep::Unrelated => Merge::Unrelated,
         };

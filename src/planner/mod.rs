@@ -227,14 +227,8 @@ fn plan_repo(
                 title: change.title.clone(),
                 paths: paths.clone(),
             }),
-            Merge::Conflict { paths } => {
-                let with = if included.is_empty() {
-                    format!("the base {}", snap.base_branch)
-                } else {
-                    let ids: Vec<&str> = included.iter().map(|i| i.id.as_str()).collect();
-                    format!("what is merged before it ({})", ids.join(", "))
-                };
-                let detail = format!("conflicts with {with} in {}", paths.join(", "));
+            Merge::Conflict { paths, with_base } => {
+                let detail = conflict_detail(&snap.base_branch, &included, paths, *with_base);
                 excluded.push(out(ExclusionReason::Conflict, detail, paths.clone()));
             }
             Merge::Empty => excluded.push(out(
@@ -288,6 +282,29 @@ fn plan_repo(
         changed_paths: attribution.iter().map(|c| c.path.clone()).collect(),
         attribution,
     })
+}
+
+/// Say what a change conflicts with: the base itself, or the included changes that touch
+/// the conflicting paths (all merged before it when none touches them by its own list).
+fn conflict_detail(base: &str, included: &[Included], paths: &[String], with_base: bool) -> String {
+    let files = paths.join(", ");
+    if with_base || included.is_empty() {
+        return format!("conflicts with the base {base} in {files}");
+    }
+    let touching: Vec<&str> = included
+        .iter()
+        .filter(|i| i.paths.iter().any(|p| paths.contains(p)))
+        .map(|i| i.id.as_str())
+        .collect();
+    let ids = if touching.is_empty() {
+        included.iter().map(|i| i.id.as_str()).collect()
+    } else {
+        touching
+    };
+    format!(
+        "conflicts with {} merged before it in {files}",
+        ids.join(", ")
+    )
 }
 
 /// Attribute each changed path: to the included changes that are new or moved since the

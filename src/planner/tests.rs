@@ -174,6 +174,7 @@ fn screening_and_merges_in_forge_order_with_reasons() {
                 "pr/4",
                 Merge::Conflict {
                     paths: vec!["config/a.yaml".into()],
+                    with_base: false,
                 },
             ),
             ("pr/5", Merge::Empty),
@@ -202,7 +203,7 @@ fn screening_and_merges_in_forge_order_with_reasons() {
     );
     assert_eq!(
         repo.excluded[2].detail,
-        "conflicts with what is merged before it (pr/1) in config/a.yaml"
+        "conflicts with pr/1 merged before it in config/a.yaml"
     );
     assert_eq!(repo.staging, STAGING);
 }
