@@ -400,7 +400,7 @@ impl Worker {
             status.last = state.history.last().and_then(|run| {
                 Some(LastDeploy {
                     cycle: run.cycle,
-                    result: run.result.clone(),
+                    result: run.result.to_string(),
                     run_id: Some(run.id.clone()),
                     started_at: run.started_at,
                     finished_at: run.finished_at?,
@@ -1001,7 +1001,7 @@ fn deployed_changes(state: &crate::state::State) -> Vec<ChangeStatus> {
             change: e.change.clone(),
             head: e.head.clone(),
             author: String::new(),
-            state: e.reason.clone(),
+            state: e.reason.to_string(),
             detail: Some(e.detail.clone()),
         });
     }
@@ -1074,7 +1074,7 @@ fn deploy(
         Ok((plan, report)) => {
             match report {
                 Some(r) => {
-                    outcome.result = r.result.clone();
+                    outcome.result = r.result.to_string();
                     outcome.run_id = Some(r.run_id);
                 }
                 None => outcome.result = "nothing".into(),
