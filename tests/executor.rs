@@ -65,16 +65,28 @@ fn a_waiting_prompt_does_not_block_a_parallel_step() {
     let backend = LocalState::new(config.state_path());
     let lock = StateLock::acquire(&backend.path, "test", Duration::ZERO).expect("lock");
 
-    // The person at the terminal answers once `a` has finished: only possible if `a` ran
-    // while the prompt waited.
+    // The person at the terminal answers once kcideploy recorded `a` as finished in state:
+    // only possible if the executor went on while the prompt waited.
     let (reader, mut writer) = std::io::pipe().expect("pipe");
-    let answered = done.clone();
+    let state_path = backend.path.clone();
     let person = std::thread::spawn(move || {
+        let recorded = || {
+            LocalState::new(&state_path)
+                .read()
+                .ok()
+                .flatten()
+                .and_then(|s| s.current_run)
+                .is_some_and(|r| {
+                    r.steps
+                        .iter()
+                        .any(|s| s.name == "a" && s.result == "success")
+                })
+        };
         let start = Instant::now();
-        while !answered.exists() && start.elapsed() < Duration::from_secs(30) {
+        while !recorded() && start.elapsed() < Duration::from_secs(20) {
             std::thread::sleep(Duration::from_millis(20));
         }
-        let answer = if answered.exists() { "yes\n" } else { "no\n" };
+        let answer = if recorded() { "yes\n" } else { "no\n" };
         let _ = writer.write_all(answer.as_bytes());
         answer
     });
