@@ -62,7 +62,7 @@ pub async fn apply_with_blame_async(
         notify,
     } = opts;
     if notify {
-        for w in crate::notify::pending(config, &plan) {
+        for w in crate::notify::pending(config, &plan).await {
             tracing::warn!("notification: {w}");
         }
     }
@@ -95,11 +95,15 @@ pub async fn apply_with_blame_async(
             break report;
         }
         culprits += 1;
-        plan = replan(config, &plan, backend)?;
+        // Planning may start a runtime of its own (the github forge): off this one.
+        let (c, p, b) = (config.clone(), plan.clone(), backend.clone());
+        plan = tokio::task::spawn_blocking(move || replan(&c, &p, &b))
+            .await
+            .into_diagnostic()??;
         narrator.replanned(&found, &plan);
     };
     if notify {
-        notify_after(config, &plan, &report);
+        notify_after(config, &plan, &report).await;
     }
     Ok(Deployed { plan, report })
 }
@@ -119,7 +123,7 @@ fn replan(config: &Config, plan: &Plan, backend: &LocalState) -> Result<Plan> {
     )?)
 }
 
-fn notify_after(config: &Config, plan: &Plan, report: &ApplyReport) {
+async fn notify_after(config: &Config, plan: &Plan, report: &ApplyReport) {
     let results = crate::notify::RunResults {
         run_id: &report.run_id,
         steps: report
@@ -134,7 +138,7 @@ fn notify_after(config: &Config, plan: &Plan, report: &ApplyReport) {
             .collect(),
         details: report.details.clone(),
     };
-    for w in crate::notify::after_apply(config, plan, &results) {
+    for w in crate::notify::after_apply(config, plan, &results).await {
         tracing::warn!("notification: {w}");
     }
 }
