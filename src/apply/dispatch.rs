@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::approve::{ApprovalRequest, Decision as Approval};
-use super::cancel::{CancelReason, Stop, StopSource};
+use super::cancel::{CancelReason, Stop, StopSignal, StopSource};
 use super::events::{Event, StepResult};
 use super::kinds::Outputs;
 use super::runner::{Outcome, run_step};
@@ -63,93 +63,37 @@ pub async fn dispatch(
     if let Some(s) = outside.current() {
         source.stop(s.reason, s.by);
     }
-    let mut status = initial;
-    let mut steps: JoinSet<Outcome> = JoinSet::new();
-    let mut ids = HashMap::new();
-    let mut approvals: JoinSet<(usize, Approval)> = JoinSet::new();
     let (event_tx, mut event_rx) = mpsc::unbounded_channel::<Event>();
+    let mut run = Running {
+        ctx,
+        names,
+        status: initial,
+        steps: JoinSet::new(),
+        ids: HashMap::new(),
+        approvals: JoinSet::new(),
+        stop: stop.clone(),
+        events: event_tx,
+    };
     loop {
-        let running = status.iter().filter(|s| **s == Status::Running).count();
+        let running = run.status.iter().filter(|s| **s == Status::Running).count();
         let free = parallelism.max(1).saturating_sub(running);
-        for decision in schedule::next(graph, &status, free, stop.current().is_some()) {
-            match decision {
-                Decision::Start(i) => {
-                    status[i] = Status::Running;
-                    observer.started(&names[i]);
-                    let task = run_step(
-                        ctx.clone(),
-                        i,
-                        names[i].clone(),
-                        stop.clone(),
-                        event_tx.clone(),
-                    );
-                    ids.insert(steps.spawn(task).id(), i);
-                }
-                Decision::Ask(i) => {
-                    status[i] = Status::Approving;
-                    let answer = controls.approver.approve(ApprovalRequest {
-                        plan: ctx.plan.name.clone(),
-                        run_id: ctx.run_id.clone(),
-                        step: names[i].clone(),
-                    });
-                    approvals.spawn(async move { (i, answer.await) });
-                }
-                Decision::Drop(i, why) => {
-                    status[i] = Status::Done(why.result());
-                    let detail = match why {
-                        NotRun::DependencyFailed(d) => format!("dependency failed: {}", names[d]),
-                        NotRun::Cancelled => "not started: cancelled".to_string(),
-                    };
-                    let _ = observer.finished(not_run(i, &names[i], why.result(), detail));
-                }
-            }
+        for decision in schedule::next(graph, &run.status, free, stop.current().is_some()) {
+            run.decide(decision, controls, observer);
         }
-        if schedule::settled(&status) {
+        if schedule::settled(&run.status) {
             break;
         }
         tokio::select! {
-            Some(joined) = steps.join_next_with_id() => {
-                let outcome = match joined {
-                    Ok((_, outcome)) => outcome,
-                    Err(e) => {
-                        let Some(&i) = ids.get(&e.id()) else { continue };
-                        let detail = format!("the step's task failed: {e}");
-                        Outcome {
-                            index: i, outputs: None, result: StepResult::Failed, attempts: 0,
-                            duration: Duration::ZERO, detail: Some(detail), log_tail: None, stopped: None,
-                        }
-                    }
-                };
-                let i = outcome.index;
-                status[i] = Status::Done(outcome.result);
-                let log = ctx.log_dir.join(format!("{}.log", names[i])).display().to_string();
-                let finished = Finished {
-                    index: i,
-                    name: &names[i],
-                    result: outcome.result,
-                    attempts: outcome.attempts,
-                    duration: outcome.duration,
-                    detail: outcome.detail,
-                    log: Some(log),
-                    log_tail: outcome.log_tail,
-                    outputs: outcome.outputs,
-                };
-                if observer.finished(finished).is_err() {
+            Some(joined) = run.steps.join_next_with_id() => {
+                if let Some(finished) = run.joined(joined)
+                    && observer.finished(finished).is_err()
+                {
                     source.stop(CancelReason::Shutdown, "a state write error");
                 }
             }
-            Some(answered) = approvals.join_next() => {
+            Some(answered) = run.approvals.join_next() => {
                 let Ok((i, answer)) = answered else { continue };
-                if status[i] != Status::Approving {
-                    continue;
-                }
-                match answer {
-                    Approval::Approved => status[i] = Status::Approved,
-                    Approval::Refused(why) => {
-                        status[i] = Status::Done(StepResult::Cancelled);
-                        let _ = observer.finished(not_run(i, &names[i], StepResult::Cancelled, why));
-                    }
-                }
+                run.answered(i, answer, observer);
             }
             Some(event) = event_rx.recv() => observer.event(&event),
             s = outside.changed() => {
@@ -162,7 +106,8 @@ pub async fn dispatch(
     while let Ok(event) = event_rx.try_recv() {
         observer.event(&event);
     }
-    let results = status
+    let results = run
+        .status
         .iter()
         .map(|s| match s {
             Status::Done(r) => *r,
@@ -172,6 +117,103 @@ pub async fn dispatch(
     Dispatched {
         results,
         stopped: stop.current(),
+    }
+}
+
+/// The steps of a dispatch and what runs for them.
+struct Running<'a> {
+    ctx: Arc<RunContext>,
+    names: &'a [String],
+    status: Vec<Status>,
+    steps: JoinSet<Outcome>,
+    ids: HashMap<tokio::task::Id, usize>,
+    approvals: JoinSet<(usize, Approval)>,
+    stop: StopSignal,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl Running<'_> {
+    fn decide(&mut self, decision: Decision, controls: &Controls, observer: &mut dyn Observer) {
+        let names = self.names;
+        match decision {
+            Decision::Start(i) => {
+                self.status[i] = Status::Running;
+                observer.started(&names[i]);
+                let task = run_step(
+                    self.ctx.clone(),
+                    i,
+                    names[i].clone(),
+                    self.stop.clone(),
+                    self.events.clone(),
+                );
+                self.ids.insert(self.steps.spawn(task).id(), i);
+            }
+            Decision::Ask(i) => {
+                self.status[i] = Status::Approving;
+                let answer = controls.approver.approve(ApprovalRequest {
+                    plan: self.ctx.plan.name.clone(),
+                    run_id: self.ctx.run_id.clone(),
+                    step: names[i].clone(),
+                });
+                self.approvals.spawn(async move { (i, answer.await) });
+            }
+            Decision::Drop(i, why) => {
+                self.status[i] = Status::Done(why.result());
+                let detail = match why {
+                    NotRun::DependencyFailed(d) => format!("dependency failed: {}", names[d]),
+                    NotRun::Cancelled => "not started: cancelled".to_string(),
+                };
+                let _ = observer.finished(not_run(i, &names[i], why.result(), detail));
+            }
+        }
+    }
+
+    /// A step's task ended (a panicking task fails its step).
+    fn joined(
+        &mut self,
+        joined: Result<(tokio::task::Id, Outcome), tokio::task::JoinError>,
+    ) -> Option<Finished<'_>> {
+        let outcome = match joined {
+            Ok((_, outcome)) => outcome,
+            Err(e) => Outcome {
+                index: *self.ids.get(&e.id())?,
+                outputs: None,
+                result: StepResult::Failed,
+                attempts: 0,
+                duration: Duration::ZERO,
+                detail: Some(format!("the step's task failed: {e}")),
+                log_tail: None,
+                stopped: None,
+            },
+        };
+        let i = outcome.index;
+        self.status[i] = Status::Done(outcome.result);
+        let log = self.ctx.log_dir.join(format!("{}.log", self.names[i]));
+        Some(Finished {
+            index: i,
+            name: &self.names[i],
+            result: outcome.result,
+            attempts: outcome.attempts,
+            duration: outcome.duration,
+            detail: outcome.detail,
+            log: Some(log.display().to_string()),
+            log_tail: outcome.log_tail,
+            outputs: outcome.outputs,
+        })
+    }
+
+    fn answered(&mut self, i: usize, answer: Approval, observer: &mut dyn Observer) {
+        if self.status[i] != Status::Approving {
+            return;
+        }
+        match answer {
+            Approval::Approved => self.status[i] = Status::Approved,
+            Approval::Refused(why) => {
+                self.status[i] = Status::Done(StepResult::Cancelled);
+                let name = &self.names[i];
+                let _ = observer.finished(not_run(i, name, StepResult::Cancelled, why));
+            }
+        }
     }
 }
 
