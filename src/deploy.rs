@@ -1,5 +1,8 @@
 //! One deploy after planning, shared by `apply`, `run` and `serve`: apply the plan, bisect a
 //! failure and leave the culprit out (blame), apply again without it, and notify the PRs.
+//! The core is async and creates no runtime; apply and blame share one approver and one
+//! stop signal ([`Controls`]), so a signal, a server shutdown or a newer push stops a
+//! bisection as it stops an apply.
 
 use std::path::{Path, PathBuf};
 
@@ -7,10 +10,11 @@ use jiff::Timestamp;
 use miette::{IntoDiagnostic, Result};
 
 use crate::apply::events::{Reporter, StepResult};
-use crate::apply::{ApplyOptions, ApplyReport};
+use crate::apply::{ApplyOptions, ApplyReport, Controls, RunDirs};
 use crate::config::Config;
+use crate::forge::ForgeSnapshot;
 use crate::planner::{CycleRequest, Plan};
-use crate::state::{LocalState, StateLock};
+use crate::state::{ExclusionCause, LocalState, RunResult, StateLock};
 
 /// What `deploy` tells its caller between applies (the CLI prints it; `serve` logs it).
 pub trait Narrator {
@@ -38,76 +42,87 @@ pub struct Deployed {
 pub struct DeployOptions {
     pub apply: ApplyOptions,
     pub notify: bool,
+    /// The forge snapshot the plan was made from: planning again after blame reuses it
+    /// instead of fetching a second time.
+    pub snapshot: Option<ForgeSnapshot>,
 }
 
 /// Apply `plan`; on failure (and with `blame.enabled`) find the culprit, leave it out, plan
 /// and apply again, up to `blame.max_culprits` times; then comment on the PRs when `notify`.
-pub fn apply_with_blame(
+/// Stops (without replanning) when `controls.stop` fires.
+#[allow(clippy::too_many_arguments)] // the sync wrapper's arguments plus the controls
+pub async fn apply_with_blame_async(
     config: &Config,
     plan: Plan,
     backend: &LocalState,
     lock: &StateLock,
     opts: DeployOptions,
+    controls: &Controls,
     reporter: &mut dyn Reporter,
     narrator: &mut dyn Narrator,
 ) -> Result<Deployed> {
     let DeployOptions {
         apply: opts,
         notify,
+        snapshot,
     } = opts;
     if notify {
-        for w in crate::notify::pending(config, &plan) {
+        for w in crate::notify::pending(config, &plan).await {
             tracing::warn!("notification: {w}");
         }
     }
     let mut plan = plan;
     let mut culprits = 0;
     let report = loop {
-        let report = run_apply(
+        let report = crate::apply::apply(
             config.clone(),
             plan.clone(),
             backend,
             lock,
-            opts.clone(),
+            &opts,
+            controls,
             reporter,
-        )?;
-        if report.result != "failed"
+        )
+        .await?;
+        if report.result != RunResult::Failed
             || !config.file.blame.enabled
             || culprits >= config.file.blame.max_culprits
+            || controls.stop.current().is_some()
         {
             break report;
         }
-        let Some(found) = blame_failure(config, &plan, &report, backend, reporter)? else {
+        let found =
+            blame_failure(config, &plan, &report, backend, &opts, controls, reporter).await?;
+        let Some(found) = found else {
             break report;
         };
+        if controls.stop.current().is_some() {
+            break report;
+        }
         culprits += 1;
-        plan = replan(config, &plan, backend)?;
+        // Planning may start a runtime of its own (the github forge): off this one.
+        let (c, p, b) = (config.clone(), plan.clone(), backend.clone());
+        let snap = snapshot.clone();
+        plan = tokio::task::spawn_blocking(move || replan(&c, &p, &b, snap.as_ref()))
+            .await
+            .into_diagnostic()??;
         narrator.replanned(&found, &plan);
     };
     if notify {
-        let results = crate::notify::RunResults {
-            run_id: &report.run_id,
-            steps: report
-                .steps
-                .iter()
-                .map(|(n, r)| {
-                    (
-                        n.clone(),
-                        (*r, report.durations.get(n).copied().unwrap_or(0)),
-                    )
-                })
-                .collect(),
-            details: report.details.clone(),
-        };
-        for w in crate::notify::after_apply(config, &plan, &results) {
-            tracing::warn!("notification: {w}");
-        }
+        notify_after(config, &plan, &report).await;
     }
     Ok(Deployed { plan, report })
 }
 
-/// Plan again after blame left a culprit out: the same cycle, the state as blame left it.
-fn replan(config: &Config, plan: &Plan, backend: &LocalState) -> Result<Plan> {
+/// Plan again after a culprit was left out (state now excludes it): the same cycle, the
+/// snapshot the deploy was planned from when the caller has it (no second fetch), else a
+/// fresh one.
+fn replan(
+    config: &Config,
+    plan: &Plan,
+    backend: &LocalState,
+    snapshot: Option<&ForgeSnapshot>,
+) -> Result<Plan> {
     let ws = crate::workspace::Workspace {
         config: config.clone(),
         backend: LocalState::new(backend.path.clone()),
@@ -119,10 +134,56 @@ fn replan(config: &Config, plan: &Plan, backend: &LocalState) -> Result<Plan> {
         cycle: CycleRequest::from(plan.cycle),
         ..Default::default()
     };
-    Ok(ws.fetch_and_plan(&request)?.1)
+    match snapshot {
+        Some(snapshot) => {
+            let mut snapshot = snapshot.clone();
+            ws.refresh_remote_staging(&mut snapshot);
+            ws.plan(&snapshot, &request)
+        }
+        None => Ok(ws.fetch_and_plan(&request)?.1),
+    }
 }
 
-/// Apply on a fresh tokio runtime.
+async fn notify_after(config: &Config, plan: &Plan, report: &ApplyReport) {
+    let results = crate::notify::RunResults {
+        run_id: &report.run_id,
+        steps: report
+            .steps
+            .iter()
+            .map(|(n, r)| {
+                (
+                    n.clone(),
+                    (*r, report.durations.get(n).copied().unwrap_or(0)),
+                )
+            })
+            .collect(),
+        details: report.details.clone(),
+    };
+    for w in crate::notify::after_apply(config, plan, &results).await {
+        tracing::warn!("notification: {w}");
+    }
+}
+
+/// [`apply_with_blame_async`] on a runtime of its own, with the controls `opts` ask for.
+pub fn apply_with_blame(
+    config: &Config,
+    plan: Plan,
+    backend: &LocalState,
+    lock: &StateLock,
+    opts: DeployOptions,
+    reporter: &mut dyn Reporter,
+    narrator: &mut dyn Narrator,
+) -> Result<Deployed> {
+    block_on(async move {
+        let (controls, _listener) = Controls::listen(&opts.apply)?;
+        apply_with_blame_async(
+            config, plan, backend, lock, opts, &controls, reporter, narrator,
+        )
+        .await
+    })
+}
+
+/// Apply (no blame) on a runtime of its own, with the controls `opts` ask for.
 pub fn run_apply(
     config: Config,
     plan: Plan,
@@ -131,26 +192,37 @@ pub fn run_apply(
     opts: ApplyOptions,
     reporter: &mut dyn Reporter,
 ) -> Result<ApplyReport> {
-    // Steps are child processes and I/O waits: one thread schedules them with the least latency.
+    block_on(async move {
+        let (controls, _listener) = Controls::listen(&opts)?;
+        Ok(crate::apply::apply(config, plan, backend, lock, &opts, &controls, reporter).await?)
+    })
+}
+
+/// Until main makes the one runtime: steps are child processes and I/O waits, so one thread
+/// schedules them with the least latency. A prompt still waiting on stdin (the run was
+/// stopped) does not hold up the return.
+fn block_on<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .into_diagnostic()?;
-    Ok(runtime.block_on(crate::apply::apply(
-        config, plan, backend, lock, opts, reporter,
-    ))?)
+    let out = runtime.block_on(work);
+    runtime.shutdown_background();
+    out
 }
 
 /// Bisect the first failed step of `report`, record the verdict, and leave the culprit out.
 /// Returns the culprit's label when one was found.
-fn blame_failure(
+async fn blame_failure(
     config: &Config,
     plan: &Plan,
     report: &ApplyReport,
     backend: &LocalState,
+    opts: &ApplyOptions,
+    controls: &Controls,
     reporter: &mut dyn Reporter,
 ) -> Result<Option<String>> {
-    use crate::apply::blame::{self, Verdict};
+    use crate::blame::{self, Verdict};
     let Some(failed) = report
         .steps
         .iter()
@@ -159,32 +231,15 @@ fn blame_failure(
     else {
         return Ok(None);
     };
-    let state_dir = backend
-        .path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let dirs = RunDirs::beside(backend, &plan.name, &report.run_id);
     let env = blame::BisectEnv {
-        log_root: state_dir
-            .join("runs")
-            .join(&plan.name)
-            .join(&report.run_id)
-            .join(format!("blame-{failed}")),
-        checkout_dir: state_dir.join("checkouts").join(&plan.name),
-        cancel: tokio::sync::watch::channel(crate::apply::process::Cancel::None).1,
+        log_root: dirs.log_dir.join(format!("blame-{failed}")),
+        checkout_dir: dirs.checkout_dir,
+        opts,
+        controls,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .into_diagnostic()?;
-    let (record, cands, verdict) = runtime.block_on(blame::bisect(
-        config,
-        plan,
-        &failed,
-        &report.run_id,
-        env,
-        reporter,
-    ));
+    let (record, cands, verdict) =
+        blame::bisect(config, plan, &failed, &report.run_id, env, reporter).await;
     let mut state = backend.read()?.unwrap_or_default();
     let log_tail = state
         .current_run
@@ -208,7 +263,7 @@ fn blame_failure(
             repo: c.repo.clone(),
             change: c.change.clone(),
             head: c.head.clone(),
-            reason: "blamed".into(),
+            reason: ExclusionCause::Blamed,
             step: failed.clone(),
             detail: format!("{} (author {author})", record.summary),
             log_tail,

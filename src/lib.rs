@@ -4,6 +4,7 @@
 //! [`gitops`], affected components, triggered steps, policy) → [`planner::Plan`].
 
 pub mod apply;
+pub mod blame;
 pub mod cli;
 pub mod config;
 pub mod deploy;

@@ -214,7 +214,7 @@ pub fn wanted(config: &Config) -> bool {
 }
 
 /// Set `pending` on every included PR head (before apply).
-pub fn pending(config: &Config, plan: &Plan) -> Vec<GitHubError> {
+pub async fn pending(config: &Config, plan: &Plan) -> Vec<GitHubError> {
     run(
         config,
         plan,
@@ -232,10 +232,15 @@ pub fn pending(config: &Config, plan: &Plan) -> Vec<GitHubError> {
             warnings
         },
     )
+    .await
 }
 
 /// Comment on every PR and set the final statuses (after apply).
-pub fn after_apply(config: &Config, plan: &Plan, results: &RunResults<'_>) -> Vec<GitHubError> {
+pub async fn after_apply(
+    config: &Config,
+    plan: &Plan,
+    results: &RunResults<'_>,
+) -> Vec<GitHubError> {
     run(
         config,
         plan,
@@ -287,6 +292,7 @@ pub fn after_apply(config: &Config, plan: &Plan, results: &RunResults<'_>) -> Ve
             warnings
         },
     )
+    .await
 }
 
 async fn upsert_comment(
@@ -324,8 +330,9 @@ async fn upsert_comment(
     Ok(())
 }
 
-/// Run `f` for each github repo with a client; collect warnings (never fail the deploy).
-fn run<'a, F, Fut>(config: &'a Config, plan: &'a Plan, f: F) -> Vec<GitHubError>
+/// Run `f` for each github repo with a client, on the caller's runtime; collect warnings
+/// (never fail the deploy).
+async fn run<'a, F, Fut>(config: &'a Config, plan: &'a Plan, f: F) -> Vec<GitHubError>
 where
     F: Fn(Arc<GitHub>, String, &'a str) -> Fut,
     Fut: std::future::Future<Output = Vec<GitHubError>>,
@@ -337,20 +344,13 @@ where
         Ok(c) => Arc::new(c),
         Err(e) => return vec![e],
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => return vec![GitHubError::Setup(format!("cannot start a runtime: {e}"))],
-    };
     let mut warnings = Vec::new();
     for (name, repo) in &config.file.repos {
         if repo.forge != ForgeKind::Github || !plan.repos.contains_key(name) {
             continue;
         }
         let Some(slug) = slug(repo) else { continue };
-        warnings.extend(runtime.block_on(f(client.clone(), slug, name)));
+        warnings.extend(f(client.clone(), slug, name).await);
     }
     warnings
 }

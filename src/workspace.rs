@@ -128,6 +128,24 @@ impl Workspace {
         Ok(plan)
     }
 
+    /// Read each repo's staging branch on its remote again (a deploy's pushes, or blame's
+    /// rounds, moved it since the fetch): pushes lease on what the remote has now.
+    pub fn refresh_remote_staging(&self, snapshot: &mut ForgeSnapshot) {
+        for (name, repo_cfg) in &self.config.file.repos {
+            if let Some(snap) = snapshot.repos.get_mut(name) {
+                let url = self.config.repo_url(repo_cfg);
+                match crate::gitops::remote::branch_head(
+                    &url,
+                    &repo_cfg.staging_branch,
+                    crate::gitops::remote::FETCH_TIMEOUT,
+                ) {
+                    Ok(head) => snap.remote_staging = head,
+                    Err(e) => tracing::warn!("repo `{name}`: cannot read the staging branch: {e}"),
+                }
+            }
+        }
+    }
+
     /// Fetch, stage and plan: what `plan`, `apply -f`, `run` and `serve` do once per deploy.
     pub fn fetch_and_plan(&self, request: &PlanRequest) -> Result<(ForgeSnapshot, Plan)> {
         let snapshot = self.fetch()?;

@@ -10,31 +10,7 @@ use serde::Serialize;
 
 use crate::config::Cycle;
 
-/// How a step ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepResult {
-    Success,
-    Failed,
-    /// Not run: a step it depends on failed.
-    Skipped,
-    /// Not run: it finished before with the same inputs.
-    DoneBefore,
-    /// Stopped, or never started, because the run was cancelled.
-    Cancelled,
-}
-
-impl StepResult {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StepResult::Success => "success",
-            StepResult::Failed => "failed",
-            StepResult::Skipped => "skipped",
-            StepResult::DoneBefore => "done_before",
-            StepResult::Cancelled => "cancelled",
-        }
-    }
-}
+pub use crate::state::{RoundResult, RunResult, StepResult, VerdictKind};
 
 /// Counts at the end of a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -90,16 +66,16 @@ pub enum Event {
         step: String,
         round: u32,
         included: Vec<String>,
-        result: String,
+        result: RoundResult,
     },
     BlameVerdict {
         step: String,
-        verdict: String,
+        verdict: VerdictKind,
         summary: String,
     },
     RunFinished {
         run_id: String,
-        result: String,
+        result: RunResult,
         counts: Counts,
         duration_ms: u64,
     },

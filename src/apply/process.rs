@@ -1,5 +1,6 @@
-//! Run a child process for a step: its own process group, output to the step log, a time
-//! limit, and cancellation (SIGTERM to the group, SIGKILL after a grace period).
+//! Run a child process for a step: its own process group, output to the step log, and
+//! cancellation (SIGTERM to the group, SIGKILL after a grace period). The step runner owns
+//! time limits: it cancels the step when its attempt runs too long.
 
 use std::fs::File;
 use std::process::{ExitStatus, Stdio};
@@ -30,8 +31,6 @@ pub enum ProcessError {
     },
     #[error("`{program}` exited with {status}")]
     Failed { program: String, status: ExitStatus },
-    #[error("timed out after {}", crate::support::text::age(.0.as_secs() as i64))]
-    Timeout(Duration),
     #[error("cancelled")]
     Cancelled,
     #[error("{0}")]
@@ -57,7 +56,6 @@ pub async fn run(
     program: &str,
     log: &File,
     capture: bool,
-    limit: Duration,
     grace: Duration,
     cancel: &mut watch::Receiver<Cancel>,
 ) -> Result<Finished, ProcessError> {
@@ -90,10 +88,6 @@ pub async fn run(
     let mut watcher = cancel.clone();
     let status = tokio::select! {
         status = child.wait() => status?,
-        _ = tokio::time::sleep(limit) => {
-            stop(&mut child, grace, cancel).await;
-            return Err(ProcessError::Timeout(limit));
-        }
         _ = cancelled(&mut watcher, Cancel::Graceful) => {
             stop(&mut child, grace, cancel).await;
             return Err(ProcessError::Cancelled);

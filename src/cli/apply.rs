@@ -10,6 +10,7 @@ use super::args::ApplyArgs;
 use super::plan::{parse_now, read_saved_plan};
 use crate::apply::events::{JsonReporter, PlainReporter, Reporter, TtyReporter};
 use crate::exit::ExitStatus;
+use crate::forge::ForgeSnapshot;
 use crate::planner::{self, CycleRequest, Plan};
 use crate::state::StateLock;
 use crate::workspace::{PlanRequest, Workspace};
@@ -42,7 +43,7 @@ pub fn cmd_apply(args: ApplyArgs, color: bool) -> Result<ExitStatus> {
     let lock = StateLock::acquire(&ws.backend.path, "apply", args.lock_timeout.0)?;
     // Plan against the state as it is under the lock.
     ws.reload_state()?;
-    let plan = match saved {
+    let (snapshot, plan) = match saved {
         Some(saved) => check_saved(&ws, saved)?,
         None => {
             let request = PlanRequest {
@@ -50,14 +51,14 @@ pub fn cmd_apply(args: ApplyArgs, color: bool) -> Result<ExitStatus> {
                 now: Some(parse_now(args.at.as_deref())?),
                 ..Default::default()
             };
-            let (_, plan) = ws.fetch_and_plan(&request)?;
+            let (snapshot, plan) = ws.fetch_and_plan(&request)?;
             if !args.json {
                 print!("{}", planner::render::text(&plan, color));
             }
             if plan.has_changes() && !args.auto_approve {
                 confirm()?;
             }
-            plan
+            (snapshot, plan)
         }
     };
     let how = Execute {
@@ -68,7 +69,7 @@ pub fn cmd_apply(args: ApplyArgs, color: bool) -> Result<ExitStatus> {
         auto_approve: args.auto_approve,
         no_notify: args.no_notify,
     };
-    execute(&ws, &lock, plan, &how)
+    execute(&ws, &lock, plan, snapshot, &how)
 }
 
 /// Before the lock is taken: a saved plan must be sealed (plans saved before seals existed
@@ -118,13 +119,13 @@ fn check_names(ws: &Workspace, saved: &Plan, path: &std::path::Path) -> Result<(
 
 /// A saved plan applies only while what it was made from holds: plan again from the same
 /// inputs (its cycle and time) and compare fingerprints.
-fn check_saved(ws: &Workspace, saved: Plan) -> Result<Plan> {
+fn check_saved(ws: &Workspace, saved: Plan) -> Result<(ForgeSnapshot, Plan)> {
     let request = PlanRequest {
         cycle: CycleRequest::from(saved.cycle),
         now: Some(saved.planned_at),
         ..Default::default()
     };
-    let (_, fresh) = ws.fetch_and_plan(&request)?;
+    let (snapshot, fresh) = ws.fetch_and_plan(&request)?;
     let own_serial = ws
         .state
         .as_ref()
@@ -145,11 +146,17 @@ fn check_saved(ws: &Workspace, saved: Plan) -> Result<Plan> {
             moved.join("\n  - ")
         );
     }
-    Ok(saved)
+    Ok((snapshot, saved))
 }
 
 /// Apply `plan` (with blame and notifications) under `lock`; exit 0 when it succeeded.
-pub fn execute(ws: &Workspace, lock: &StateLock, plan: Plan, how: &Execute) -> Result<ExitStatus> {
+pub fn execute(
+    ws: &Workspace,
+    lock: &StateLock,
+    plan: Plan,
+    snapshot: ForgeSnapshot,
+    how: &Execute,
+) -> Result<ExitStatus> {
     let mut reporter: Box<dyn Reporter> = if how.json {
         Box::new(JsonReporter)
     } else if std::io::stdout().is_terminal() {
@@ -176,6 +183,7 @@ pub fn execute(ws: &Workspace, lock: &StateLock, plan: Plan, how: &Execute) -> R
         crate::deploy::DeployOptions {
             apply: opts,
             notify,
+            snapshot: Some(snapshot),
         },
         reporter.as_mut(),
         &mut narrator,

@@ -29,7 +29,7 @@ pub fn cmd_run(
         now: Some(now),
         ..Default::default()
     };
-    let (_, plan) = ws.fetch_and_plan(&request)?;
+    let (snapshot, plan) = ws.fetch_and_plan(&request)?;
     if plan.is_deployed() {
         println!(
             "Nothing to do: {} is deployed as planned ({} cycle).",
@@ -61,7 +61,7 @@ pub fn cmd_run(
         auto_approve: true,
         no_notify,
     };
-    Ok(match execute(&ws, &lock, plan, &how)? {
+    Ok(match execute(&ws, &lock, plan, snapshot, &how)? {
         ExitStatus::Success => ExitStatus::Changes,
         other => other,
     })

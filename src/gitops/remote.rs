@@ -37,17 +37,40 @@ pub fn fetch(
     run(cmd, timeout)
 }
 
+/// The SHA the branch has on the remote now (`None`: no such branch), by `git ls-remote`.
+pub fn branch_head(
+    url: &str,
+    branch: &str,
+    timeout: Duration,
+) -> Result<Option<String>, RemoteError> {
+    let mut cmd = Command::new("git");
+    cmd.args(["ls-remote", url, &format!("refs/heads/{branch}")]);
+    let out = run_capturing(cmd, timeout)?;
+    Ok(out.split_whitespace().next().map(String::from))
+}
+
 /// Run a `git` command without a terminal prompt; kill it after `timeout`.
-fn run(mut cmd: Command, timeout: Duration) -> Result<(), RemoteError> {
+fn run(cmd: Command, timeout: Duration) -> Result<(), RemoteError> {
+    run_capturing(cmd, timeout).map(|_| ())
+}
+
+/// [`run`], returning what the command printed on stdout.
+fn run_capturing(mut cmd: Command, timeout: Duration) -> Result<String, RemoteError> {
     let err = |message: String| RemoteError {
         message: redact_url(&message),
     };
-    let stderr = tempfile::tempfile().map_err(|e| err(format!("cannot make a temp file: {e}")))?;
+    let temp = || tempfile::tempfile().map_err(|e| err(format!("cannot make a temp file: {e}")));
+    let stderr = temp()?;
+    let stdout = temp()?;
     let mut child = cmd
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_ASKPASS", "true")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::from(
+            stdout
+                .try_clone()
+                .map_err(|e| err(format!("cannot make a temp file: {e}")))?,
+        ))
         .stderr(Stdio::from(
             stderr
                 .try_clone()
@@ -71,15 +94,17 @@ fn run(mut cmd: Command, timeout: Duration) -> Result<(), RemoteError> {
             Err(e) => return Err(err(format!("cannot wait for `git`: {e}"))),
         }
     };
+    let read = |mut file: std::fs::File| {
+        use std::io::{Read, Seek};
+        let mut text = String::new();
+        let _ = file.rewind();
+        let _ = file.take(1024 * 1024).read_to_string(&mut text);
+        text
+    };
     if status.success() {
-        return Ok(());
+        return Ok(read(stdout));
     }
-    use std::io::{Read, Seek};
-    let mut text = String::new();
-    let mut file = stderr;
-    let _ = file.rewind();
-    let _ = file.take(64 * 1024).read_to_string(&mut text);
-    Err(err(text.trim().to_string()))
+    Err(err(read(stderr).trim().to_string()))
 }
 
 /// Hide credentials embedded in URLs (`https://user:token@host`).

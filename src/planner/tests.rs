@@ -254,7 +254,7 @@ fn blamed_heads_and_approvals_come_from_state() {
         repo: "pipe".into(),
         change: "pr/1".into(),
         head: snap.repos["pipe"].changes[0].head.clone(),
-        reason: "blamed".into(),
+        reason: crate::state::ExclusionCause::Blamed,
         step: "build".into(),
         detail: String::new(),
         log_tail: None,

@@ -34,7 +34,7 @@ pub(super) fn deploy(
         Ok((plan, report)) => {
             match report {
                 Some(r) => {
-                    outcome.result = r.result.clone();
+                    outcome.result = r.result.to_string();
                     outcome.run_id = Some(r.run_id);
                 }
                 None => outcome.result = "nothing".into(),
@@ -60,7 +60,7 @@ fn deploy_inner(
         cycle: CycleRequest::from(cycle),
         ..Default::default()
     };
-    let (_, plan) = ws.fetch_and_plan(&request)?;
+    let (snapshot, plan) = ws.fetch_and_plan(&request)?;
     let (config, backend) = (&ws.config, &ws.backend);
     if plan.is_deployed() {
         return Ok((plan, None));
@@ -83,6 +83,7 @@ fn deploy_inner(
         crate::deploy::DeployOptions {
             apply: opts,
             notify,
+            snapshot: Some(snapshot),
         },
         &mut reporter,
         &mut crate::deploy::Quiet,

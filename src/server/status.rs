@@ -94,7 +94,7 @@ pub(super) fn deployed_changes(state: &crate::state::State) -> Vec<ChangeStatus>
             change: e.change.clone(),
             head: e.head.clone(),
             author: String::new(),
-            state: e.reason.clone(),
+            state: e.reason.to_string(),
             detail: Some(e.detail.clone()),
         });
     }

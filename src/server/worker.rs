@@ -80,7 +80,7 @@ impl Worker {
             status.last = state.history.last().and_then(|run| {
                 Some(LastDeploy {
                     cycle: run.cycle,
-                    result: run.result.clone(),
+                    result: run.result.to_string(),
                     run_id: Some(run.id.clone()),
                     started_at: run.started_at,
                     finished_at: run.finished_at?,

@@ -11,8 +11,10 @@ use crate::config::Cycle;
 
 pub mod lock;
 pub mod render;
+mod results;
 
 pub use lock::{LockError, LockInfo, StateLock};
+pub use results::{ExclusionCause, RoundResult, RunResult, StepResult, VerdictKind};
 
 /// The state format version this build reads and writes.
 pub const STATE_FORMAT_VERSION: u32 = 1;
@@ -69,8 +71,7 @@ pub struct Exclusion {
     pub repo: String,
     pub change: String,
     pub head: String,
-    /// `blamed`.
-    pub reason: String,
+    pub reason: ExclusionCause,
     /// The step that failed with it.
     pub step: String,
     pub detail: String,
@@ -90,8 +91,7 @@ pub struct BlameRecord {
     /// Candidates, as `<repo> <change>`, in merge order.
     pub candidates: Vec<String>,
     pub rounds: Vec<BlameRound>,
-    /// `blamed`, `pair`, `flake`, `infrastructure` or `undecided`.
-    pub verdict: String,
+    pub verdict: VerdictKind,
     /// The changes blamed (one, or two for a pair).
     #[serde(default)]
     pub culprits: Vec<String>,
@@ -105,9 +105,11 @@ pub struct BlameRound {
     pub n: u32,
     /// The candidates merged in this round.
     pub included: Vec<String>,
-    /// `pass`, `fail` or `conflict`.
-    pub result: String,
+    pub result: RoundResult,
     pub log_dir: String,
+    /// How each step of the round ended (the executor's records, as in a run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<RunStep>,
 }
 
 /// How many bisections state keeps.
@@ -131,8 +133,7 @@ pub struct RunRecord {
     pub started_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Timestamp>,
-    /// `running`, `success`, `failed` or `cancelled`.
-    pub result: String,
+    pub result: RunResult,
     #[serde(default)]
     pub steps: Vec<RunStep>,
 }
@@ -141,8 +142,7 @@ pub struct RunRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunStep {
     pub name: String,
-    /// `success`, `failed`, `skipped`, `done_before` or `cancelled`.
-    pub result: String,
+    pub result: StepResult,
     #[serde(default)]
     pub attempts: u32,
     #[serde(default)]
@@ -198,8 +198,8 @@ impl CycleTimes {
 pub struct StepRecord {
     /// Digest of the step's inputs when it ran.
     pub digest: String,
-    /// `success` or `failed`.
-    pub result: String,
+    /// `Success` or `Failed`.
+    pub result: StepResult,
     /// The run it belonged to.
     #[serde(default)]
     pub run_id: String,

@@ -2,7 +2,7 @@
 
 use tokio::process::Command;
 
-use super::{StepCtx, StepError};
+use super::{Attempt, Kind, StepCtx, StepError};
 use crate::apply::process;
 use crate::config::kinds::CommandWith;
 
@@ -18,15 +18,15 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &CommandWith) -> Result<(), StepEr
     let (cwd, env) = ctx.workdir(with.repo.as_deref(), with.cwd.as_deref())?;
     let mut cmd = Command::new(program);
     cmd.args(args).current_dir(&cwd).envs(env).envs(&with.env);
-    process::run(
-        cmd,
-        program,
-        ctx.log,
-        false,
-        ctx.step.timeout(),
-        ctx.run.grace,
-        &mut ctx.cancel,
-    )
-    .await?;
+    process::run(cmd, program, ctx.log, false, ctx.run.grace, &mut ctx.cancel).await?;
     Ok(())
+}
+
+/// `command`.
+pub struct CommandStep(pub CommandWith);
+
+impl Kind for CommandStep {
+    fn run<'a>(&'a self, ctx: &'a mut StepCtx<'_>) -> Attempt<'a> {
+        Box::pin(async move { run(ctx, &self.0).await.map(|()| None) })
+    }
 }

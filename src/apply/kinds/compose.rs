@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use tokio::process::Command;
 
-use super::{StepCtx, StepError};
+use super::{Attempt, Kind, StepCtx, StepError};
 use crate::apply::process;
 use crate::config::kinds::{ComposeAction, ComposeWith};
 
@@ -61,15 +61,15 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &ComposeWith) -> Result<(), StepEr
         program.join(" "),
         args[program.len() - 1..].join(" ")
     );
-    process::run(
-        cmd,
-        &shown,
-        ctx.log,
-        false,
-        ctx.step.timeout(),
-        ctx.run.grace,
-        &mut ctx.cancel,
-    )
-    .await?;
+    process::run(cmd, &shown, ctx.log, false, ctx.run.grace, &mut ctx.cancel).await?;
     Ok(())
+}
+
+/// `compose`.
+pub struct Compose(pub ComposeWith);
+
+impl Kind for Compose {
+    fn run<'a>(&'a self, ctx: &'a mut StepCtx<'_>) -> Attempt<'a> {
+        Box::pin(async move { run(ctx, &self.0).await.map(|()| None) })
+    }
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use tokio::process::Command;
 
-use super::{StepCtx, StepError};
+use super::{Attempt, Kind, StepCtx, StepError};
 use crate::apply::process;
 use crate::config::kinds::GitPushWith;
 use crate::forge::git::redact_url;
@@ -39,7 +39,6 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &GitPushWith) -> Result<(), StepEr
             .env("GIT_TERMINAL_PROMPT", "0");
         cmd
     };
-    let limit = ctx.step.timeout();
     let grace = run.grace;
 
     let mut log = ctx.log;
@@ -62,16 +61,7 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &GitPushWith) -> Result<(), StepEr
             url.clone(),
             format!("{sha}:refs/heads/{branch}"),
         ]);
-        if let Err(e) = process::run(
-            cmd,
-            "git push",
-            ctx.log,
-            false,
-            limit,
-            grace,
-            &mut ctx.cancel,
-        )
-        .await
+        if let Err(e) = process::run(cmd, "git push", ctx.log, false, grace, &mut ctx.cancel).await
         {
             let tail = process::tail(ctx.log_path, 20);
             if tail.contains("stale info") || tail.contains("[rejected]") {
@@ -97,7 +87,6 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &GitPushWith) -> Result<(), StepEr
         "git ls-remote",
         ctx.log,
         true,
-        limit,
         grace,
         &mut ctx.cancel,
     )
@@ -134,7 +123,6 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &GitPushWith) -> Result<(), StepEr
         "git push (tags)",
         ctx.log,
         false,
-        limit,
         grace,
         &mut ctx.cancel,
     )
@@ -186,6 +174,15 @@ pub(crate) fn parse_tags(listing: &str, prefix: &str) -> Vec<DatedTag> {
             })
         })
         .collect()
+}
+
+/// `git_push`.
+pub struct GitPush(pub GitPushWith);
+
+impl Kind for GitPush {
+    fn run<'a>(&'a self, ctx: &'a mut StepCtx<'_>) -> Attempt<'a> {
+        Box::pin(async move { run(ctx, &self.0).await.map(|()| None) })
+    }
 }
 
 #[cfg(test)]

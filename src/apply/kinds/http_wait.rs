@@ -3,13 +3,13 @@
 use std::io::Write;
 use std::time::Instant;
 
-use super::{StepCtx, StepError};
+use super::{Attempt, Kind, StepCtx, StepError};
 use crate::apply::process::Cancel;
 use crate::config::kinds::HttpWaitWith;
 
 pub async fn run(ctx: &mut StepCtx<'_>, with: &HttpWaitWith) -> Result<(), StepError> {
     let client = ctx.run.http_client().map_err(StepError::Failed)?;
-    let limit = ctx.step.timeout();
+    let limit = ctx.limit;
     let start = Instant::now();
     let mut log = ctx.log;
     // The last answer worth reporting (a request cut short by the deadline is not one).
@@ -78,4 +78,17 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// `http_wait`.
+pub struct HttpWait(pub HttpWaitWith);
+
+impl Kind for HttpWait {
+    fn run<'a>(&'a self, ctx: &'a mut StepCtx<'_>) -> Attempt<'a> {
+        Box::pin(async move { run(ctx, &self.0).await.map(|()| None) })
+    }
+
+    fn watches_limit(&self) -> bool {
+        true
+    }
 }

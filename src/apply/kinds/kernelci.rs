@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 
 use super::git_push::parse_tags;
-use super::{StepCtx, StepError};
+use super::{Attempt, Kind, StepCtx, StepError};
 use crate::apply::process::{self, Cancel, cancelled};
 use crate::config::kinds::{KernelciDrainWith, PipeCleanerWith, Thresholds};
 use crate::kernelci::{Api, node_id};
@@ -44,7 +44,7 @@ pub async fn drain(ctx: &mut StepCtx<'_>, with: &KernelciDrainWith) -> Result<()
     if let Some(kind) = &with.kind {
         filters.push(("kind".to_string(), kind.clone()));
     }
-    let limit = ctx.step.timeout();
+    let limit = ctx.limit;
     let deadline = Instant::now() + limit;
     loop {
         let left = api.unfinished(&filters).await.map_err(failed)?;
@@ -79,7 +79,6 @@ async fn git(ctx: &mut StepCtx<'_>, args: &[&str], capture: bool) -> Result<Stri
         &shown,
         ctx.log,
         capture,
-        ctx.step.timeout(),
         ctx.run.grace,
         &mut ctx.cancel,
     )
@@ -179,7 +178,7 @@ pub async fn pipe_cleaner(
     with: &PipeCleanerWith,
 ) -> Result<Value, StepError> {
     let api = Api::new(&ctx.run.config).map_err(failed)?;
-    let limit = ctx.step.timeout();
+    let limit = ctx.limit;
     let deadline = Instant::now() + limit;
     let previous = ctx
         .run
@@ -449,6 +448,32 @@ async fn build_revision(
     args.extend(refspecs.iter().map(String::as_str));
     git(ctx, &args, false).await?;
     Ok((sha, tag))
+}
+
+/// `kernelci_drain`.
+pub struct Drain(pub KernelciDrainWith);
+
+impl Kind for Drain {
+    fn run<'a>(&'a self, ctx: &'a mut StepCtx<'_>) -> Attempt<'a> {
+        Box::pin(async move { drain(ctx, &self.0).await.map(|()| None) })
+    }
+
+    fn watches_limit(&self) -> bool {
+        true
+    }
+}
+
+/// `pipe_cleaner`.
+pub struct PipeCleaner(pub PipeCleanerWith);
+
+impl Kind for PipeCleaner {
+    fn run<'a>(&'a self, ctx: &'a mut StepCtx<'_>) -> Attempt<'a> {
+        Box::pin(async move { pipe_cleaner(ctx, &self.0).await.map(Some) })
+    }
+
+    fn watches_limit(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

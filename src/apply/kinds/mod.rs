@@ -1,14 +1,21 @@
-//! Step kinds: what one attempt of a step does.
+//! Step kinds: what one attempt of a step does, one file each behind [`Kind`]. The step
+//! runner (`super::runner`) owns retries, time limits and cancellation.
 
 mod command;
 mod compose;
+mod container_restart;
 pub mod docker;
+mod docker_build;
+mod docker_prune;
+mod docker_push;
 mod git_push;
 mod http_wait;
 mod kernelci;
 
 use std::fs::File;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -33,7 +40,6 @@ impl From<ProcessError> for StepError {
     fn from(e: ProcessError) -> Self {
         match e {
             ProcessError::Cancelled => StepError::Cancelled,
-            ProcessError::Timeout(d) => StepError::Timeout(d),
             other => StepError::Failed(other.to_string()),
         }
     }
@@ -48,6 +54,9 @@ pub struct StepCtx<'a> {
     pub log: &'a File,
     pub log_path: &'a PathBuf,
     pub cancel: watch::Receiver<Cancel>,
+    /// This attempt's time limit (the runner stops the attempt when it is over; kinds that
+    /// watch it themselves say why in their own words).
+    pub limit: Duration,
     /// Progress for the reporter.
     pub events: tokio::sync::mpsc::UnboundedSender<super::events::Event>,
 }
@@ -125,26 +134,56 @@ pub fn env_key(name: &str) -> String {
 /// What a step made, kept in state (`docker_build`: the image; `container_restart`: containers).
 pub type Outputs = Option<serde_json::Value>;
 
-/// Run one attempt of the step.
-pub async fn execute(ctx: &mut StepCtx<'_>) -> Result<Outputs, StepError> {
-    match ctx.run.config.settings(ctx.name) {
-        KindSettings::Command(with) => command::run(ctx, &with).await.map(|()| None),
-        KindSettings::GitPush(with) => git_push::run(ctx, &with).await.map(|()| None),
-        KindSettings::HttpWait(with) => http_wait::run(ctx, &with).await.map(|()| None),
-        KindSettings::DockerBuild(with) => docker::build(ctx, &with).await.map(Some),
-        KindSettings::DockerPush(with) => docker::push(ctx, &with).await.map(|()| None),
-        KindSettings::ContainerRestart(with) => docker::restart(ctx, &with).await.map(Some),
-        KindSettings::DockerPrune(with) => docker::prune(ctx, &with).await.map(|()| None),
-        KindSettings::Compose(with) => compose::run(ctx, &with).await.map(|()| None),
-        KindSettings::KernelciDrain(with) => kernelci::drain(ctx, &with).await.map(|()| None),
-        KindSettings::PipeCleaner(with) => kernelci::pipe_cleaner(ctx, &with).await.map(Some),
-        KindSettings::Unchecked => Err(StepError::Failed(format!(
-            "step kind `{}` cannot run in this version of kcideploy yet",
-            kind_name(ctx.step.kind.value)
-        ))),
+/// One attempt's work, boxed so kinds live behind one trait.
+pub type Attempt<'a> = Pin<Box<dyn Future<Output = Result<Outputs, StepError>> + Send + 'a>>;
+
+/// The default time limit of one attempt.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// A step kind.
+pub trait Kind: Send + Sync {
+    /// Run one attempt. Cancellation arrives through `ctx.cancel`.
+    fn run<'a>(&'a self, ctx: &'a mut StepCtx<'_>) -> Attempt<'a>;
+
+    /// An attempt's limit when the step sets no `timeout`.
+    fn default_timeout(&self) -> Duration {
+        DEFAULT_TIMEOUT
+    }
+
+    /// Whether the kind fails with its own words when `ctx.limit` is over (the runner then
+    /// stops it only a little later, as a backstop).
+    fn watches_limit(&self) -> bool {
+        false
     }
 }
 
-fn kind_name(kind: StepKind) -> &'static str {
-    kind.as_str()
+/// The kind of a step, from its checked settings.
+pub fn kind_of(settings: KindSettings, kind: StepKind) -> Box<dyn Kind> {
+    match settings {
+        KindSettings::Command(with) => Box::new(command::CommandStep(with)),
+        KindSettings::GitPush(with) => Box::new(git_push::GitPush(with)),
+        KindSettings::HttpWait(with) => Box::new(http_wait::HttpWait(with)),
+        KindSettings::DockerBuild(with) => Box::new(docker_build::Build(with)),
+        KindSettings::DockerPush(with) => Box::new(docker_push::Push(with)),
+        KindSettings::ContainerRestart(with) => Box::new(container_restart::Restart(with)),
+        KindSettings::DockerPrune(with) => Box::new(docker_prune::Prune(with)),
+        KindSettings::Compose(with) => Box::new(compose::Compose(with)),
+        KindSettings::KernelciDrain(with) => Box::new(kernelci::Drain(with)),
+        KindSettings::PipeCleaner(with) => Box::new(kernelci::PipeCleaner(with)),
+        KindSettings::Unchecked => Box::new(Unchecked(kind)),
+    }
+}
+
+/// A kind this version cannot run yet.
+struct Unchecked(StepKind);
+
+impl Kind for Unchecked {
+    fn run<'a>(&'a self, _: &'a mut StepCtx<'_>) -> Attempt<'a> {
+        let kind = self.0.as_str();
+        Box::pin(async move {
+            Err(StepError::Failed(format!(
+                "step kind `{kind}` cannot run in this version of kcideploy yet"
+            )))
+        })
+    }
 }

@@ -1,0 +1,255 @@
+//! `docker_build`: build an image with a content tag, or do nothing when it exists.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+
+use bollard::query_parameters::{BuildImageOptions, TagImageOptions};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::docker::{
+    LABEL, LABEL_CONTENT, LABEL_IMAGE, connect, credentials, failed, next_or_cancel, substitute,
+    within_limit,
+};
+use super::{Attempt, Kind, StepCtx, StepError};
+use crate::config::kinds::DockerBuildWith;
+
+/// The id of the git tree of `dir` in the staging revision of `repo` (a content hash of it).
+fn context_tree(ctx: &StepCtx<'_>, repo: &str, dir: &str) -> Result<String, String> {
+    let plan = ctx
+        .run
+        .plan
+        .repos
+        .get(repo)
+        .ok_or_else(|| format!("repo `{repo}` is not in the plan"))?;
+    let cache = git2::Repository::open_bare(ctx.run.cache_dir.join(format!("{repo}.git")))
+        .map_err(|e| format!("cannot open the cache of `{repo}`: {e}"))?;
+    let oid = git2::Oid::from_str(&plan.staging).map_err(|e| e.to_string())?;
+    let tree = cache
+        .find_commit(oid)
+        .and_then(|c| c.tree())
+        .map_err(|e| e.to_string())?;
+    let trimmed = dir.trim_matches('/');
+    if trimmed.is_empty() || trimmed == "." {
+        return Ok(tree.id().to_string());
+    }
+    let entry = tree.get_path(std::path::Path::new(trimmed)).map_err(|_| {
+        format!(
+            "the build context `{dir}` does not exist in {repo} {}",
+            crate::support::text::short(&plan.staging)
+        )
+    })?;
+    Ok(entry.id().to_string())
+}
+
+/// Build an image, or do nothing when the content tag exists; then move the tags.
+pub async fn build(
+    ctx: &mut StepCtx<'_>,
+    with: &DockerBuildWith,
+) -> Result<serde_json::Value, StepError> {
+    let docker = connect().await.map_err(StepError::Failed)?;
+    let mut log = ctx.log;
+    let args: BTreeMap<String, String> = with
+        .args
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), substitute(v, ctx)?)))
+        .collect::<Result<_, String>>()
+        .map_err(StepError::Failed)?;
+    let (context_id, context_dir) = match &with.repo {
+        Some(repo) => {
+            let id = context_tree(ctx, repo, &with.context).map_err(StepError::Failed)?;
+            let dir = ctx
+                .run
+                .checkout(repo)
+                .map_err(StepError::Failed)?
+                .join(&with.context);
+            (id, Some(dir))
+        }
+        None => ("none".to_string(), None),
+    };
+    let dockerfile_name = if with.inline.is_some() {
+        ".kcideploy.Dockerfile".to_string()
+    } else {
+        with.dockerfile.clone()
+    };
+    let dockerfile = match (&with.inline, &context_dir) {
+        (Some(text), _) => text.clone(),
+        (None, Some(dir)) => std::fs::read_to_string(dir.join(&with.dockerfile)).map_err(|e| {
+            failed(format!(
+                "cannot read {} in the build context: {e}",
+                with.dockerfile
+            ))
+        })?,
+        (None, None) => return Err(failed("no build context and no inline Dockerfile")),
+    };
+    let digest = hex::encode(Sha256::digest(
+        json!({ "context": context_id, "dockerfile": dockerfile, "args": args, "no_cache": with.no_cache })
+            .to_string()
+            .as_bytes(),
+    ));
+    let content_tag = format!("kcd-{}", &digest[..16]);
+    let content_ref = format!("{}:{content_tag}", with.image);
+
+    let existing = docker.inspect_image(&content_ref).await.ok();
+    let id = match existing.and_then(|i| i.id) {
+        Some(id) => {
+            let _ = writeln!(log, "{content_ref} exists ({id}): nothing to build");
+            id
+        }
+        None if with.check_registry
+            && docker
+                .inspect_registry_image(&content_ref, credentials(&with.image))
+                .await
+                .is_ok() =>
+        {
+            let _ = writeln!(
+                log,
+                "{content_ref} exists in the registry: nothing to build"
+            );
+            return Ok(
+                json!({ "image": with.image, "content_tag": content_tag, "id": null, "tags": [] }),
+            );
+        }
+        None => {
+            let tar = build_context(
+                context_dir.as_deref(),
+                with.inline
+                    .as_deref()
+                    .map(|t| (dockerfile_name.as_str(), t)),
+            )
+            .map_err(|e| failed(format!("cannot pack the build context: {e}")))?;
+            let _ = writeln!(
+                log,
+                "building {content_ref} ({} KiB of context)",
+                tar.len() / 1024
+            );
+            let labels = HashMap::from([
+                (LABEL.to_string(), "1".to_string()),
+                (LABEL_IMAGE.to_string(), with.image.clone()),
+                (LABEL_CONTENT.to_string(), digest.clone()),
+                (
+                    "org.kernelci.kcideploy.plan".to_string(),
+                    ctx.run.plan.name.clone(),
+                ),
+                (
+                    "org.kernelci.kcideploy.step".to_string(),
+                    ctx.name.to_string(),
+                ),
+            ]);
+            let options = BuildImageOptions {
+                dockerfile: dockerfile_name.clone(),
+                t: Some(content_ref.clone()),
+                buildargs: Some(args.clone().into_iter().collect()),
+                labels: Some(labels),
+                rm: true,
+                forcerm: true,
+                nocache: with.no_cache,
+                networkmode: with.network.clone(),
+                ..Default::default()
+            };
+            let mut stream =
+                docker.build_image(options, None, Some(bollard::body_full(tar.into())));
+            let mut last_instruction = String::new();
+            let mut error: Option<String> = None;
+            loop {
+                let Some(item) = next_or_cancel(&mut stream, &mut ctx.cancel).await? else {
+                    break;
+                };
+                match item {
+                    Ok(info) => {
+                        if let Some(text) = info.stream {
+                            let _ = log.write_all(text.as_bytes());
+                            for line in text.lines() {
+                                if line.starts_with("Step ") {
+                                    last_instruction = line.trim().to_string();
+                                }
+                            }
+                        }
+                        if let Some(detail) = info.error_detail {
+                            error = Some(detail.message.unwrap_or_else(|| "build failed".into()));
+                        }
+                    }
+                    Err(e) => error = Some(e.to_string()),
+                }
+            }
+            if let Some(e) = error {
+                let e = e
+                    .strip_prefix("Docker stream error: ")
+                    .unwrap_or(&e)
+                    .to_string();
+                let _ = writeln!(log, "error: {e}");
+                let at = if last_instruction.is_empty() {
+                    String::new()
+                } else {
+                    format!(" at `{last_instruction}`")
+                };
+                return Err(failed(format!(
+                    "docker build of {content_ref} failed{at}: {}",
+                    e.trim()
+                )));
+            }
+            let image = docker
+                .inspect_image(&content_ref)
+                .await
+                .map_err(|e| failed(format!("built {content_ref}, but cannot inspect it: {e}")))?;
+            image.id.unwrap_or_default()
+        }
+    };
+    for tag in &with.tags {
+        docker
+            .tag_image(
+                &content_ref,
+                Some(TagImageOptions {
+                    repo: Some(with.image.clone()),
+                    tag: Some(tag.clone()),
+                }),
+            )
+            .await
+            .map_err(|e| {
+                failed(format!(
+                    "cannot tag {content_ref} as {}:{tag}: {e}",
+                    with.image
+                ))
+            })?;
+        let _ = writeln!(log, "tagged {}:{tag}", with.image);
+    }
+    Ok(json!({ "image": with.image, "content_tag": content_tag, "id": id, "tags": with.tags }))
+}
+
+/// A tar of the context directory, plus an inline Dockerfile.
+fn build_context(
+    dir: Option<&std::path::Path>,
+    inline: Option<(&str, &str)>,
+) -> std::io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    if let Some(dir) = dir {
+        builder.append_dir_all(".", dir)?;
+    }
+    if let Some((name, text)) = inline {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(text.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, name, text.as_bytes())?;
+    }
+    builder.into_inner()
+}
+
+/// `docker_build`.
+pub struct Build(pub DockerBuildWith);
+
+impl Kind for Build {
+    fn run<'a>(&'a self, ctx: &'a mut StepCtx<'_>) -> Attempt<'a> {
+        let what = format!("docker build of {}", self.0.image);
+        Box::pin(async move {
+            within_limit(&what, ctx.limit, ctx.log_path.clone(), build(ctx, &self.0))
+                .await
+                .map(Some)
+        })
+    }
+
+    fn watches_limit(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,253 @@
+//! What apply keeps in state: the run (resumed or new), every finished step at once (durable
+//! before any dependent starts), and at the end the deployed revisions and the history.
+
+use jiff::Timestamp;
+
+use super::dispatch::{Finished, Observer};
+use super::events::{Event, Reporter, StepResult};
+use super::report::finished_event;
+use super::schedule::Status;
+use super::{RunContext, digest};
+use crate::planner::{Plan, StepReason};
+use crate::state::{
+    ChangeRef, HISTORY_KEEP, LocalState, RepoState, RunRecord, RunResult, RunStep, State,
+    StateError, StepRecord,
+};
+
+/// Resume the unfinished run with the same inputs, or start a new one: `(run id, resumed)`.
+pub fn begin_run(state: &mut State, plan: &Plan, now: Timestamp) -> (String, bool) {
+    let inputs = digest::inputs_digest(plan);
+    let mut resumed = false;
+    let run = match state.current_run.take() {
+        Some(mut run) if run.inputs_digest == inputs && run.result != RunResult::Success => {
+            resumed = true;
+            run.result = RunResult::Running;
+            run.finished_at = None;
+            run
+        }
+        other => {
+            if let Some(mut old) = other {
+                if old.result == RunResult::Running {
+                    old.result = RunResult::Abandoned;
+                }
+                push_history(state, old);
+            }
+            RunRecord {
+                id: new_run_id(now),
+                plan_digest: plan.fingerprint.digest.clone(),
+                inputs_digest: inputs,
+                cycle: plan.cycle,
+                start_serial: state.serial,
+                started_at: now,
+                finished_at: None,
+                result: RunResult::Running,
+                steps: Vec::new(),
+            }
+        }
+    };
+    let id = run.id.clone();
+    state.current_run = Some(run);
+    (id, resumed)
+}
+
+fn new_run_id(now: Timestamp) -> String {
+    let stamp = now.strftime("%Y%m%dT%H%M%SZ").to_string();
+    format!("{stamp}-{}", &crate::support::random_id()[..6])
+}
+
+/// Steps that finished before with the same inputs are not repeated, unless what they made
+/// drifted away: their starting status.
+pub fn done_before(
+    state: &mut State,
+    ctx: &RunContext,
+    names: &[String],
+    digests: &[String],
+    reporter: &mut dyn Reporter,
+) -> Vec<Status> {
+    let drifted = |name: &str| {
+        ctx.plan.steps.iter().any(|s| {
+            s.name == name
+                && s.because
+                    .iter()
+                    .any(|r| matches!(r, StepReason::Drift { .. }))
+        })
+    };
+    names
+        .iter()
+        .zip(digests)
+        .map(|(name, digest)| {
+            let done = !drifted(name)
+                && state
+                    .steps
+                    .get(name)
+                    .is_some_and(|r| r.result == StepResult::Success && r.digest == *digest);
+            if !done {
+                return Status::Waiting;
+            }
+            let step = RunStep {
+                name: name.clone(),
+                result: StepResult::DoneBefore,
+                attempts: 0,
+                duration_ms: 0,
+                detail: None,
+                log: None,
+            };
+            record_step(state, step);
+            reporter.event(&Event::StepFinished {
+                step: name.clone(),
+                result: StepResult::DoneBefore,
+                attempts: 0,
+                duration_ms: 0,
+                detail: None,
+                log: None,
+                log_tail: None,
+            });
+            Status::Done(StepResult::DoneBefore)
+        })
+        .collect()
+}
+
+/// Records each finished step in state and writes it, and shows it.
+pub struct Recorder<'a> {
+    pub state: &'a mut State,
+    pub backend: &'a LocalState,
+    pub run_id: &'a str,
+    pub digests: &'a [String],
+    pub reporter: &'a mut dyn Reporter,
+    pub write_error: Option<StateError>,
+}
+
+impl Observer for Recorder<'_> {
+    fn started(&mut self, name: &str) {
+        self.reporter.event(&Event::StepStarted {
+            step: name.to_string(),
+            at: Timestamp::now(),
+        });
+    }
+
+    fn finished(&mut self, step: Finished<'_>) -> Result<(), String> {
+        let ms = step.duration.as_millis() as u64;
+        if matches!(step.result, StepResult::Success | StepResult::Failed) {
+            self.state.steps.insert(
+                step.name.to_string(),
+                StepRecord {
+                    digest: self.digests[step.index].clone(),
+                    result: step.result,
+                    run_id: self.run_id.to_string(),
+                    finished_at: Some(Timestamp::now()),
+                    duration_ms: ms,
+                    outputs: step.outputs.clone(),
+                },
+            );
+        }
+        let event = finished_event(&step);
+        record_step(self.state, run_step(step));
+        self.reporter.event(&event);
+        // Durable before any dependent starts: a crash loses at most running steps.
+        match self.backend.write(self.state) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let text = e.to_string();
+                self.write_error.get_or_insert(e);
+                Err(text)
+            }
+        }
+    }
+
+    fn event(&mut self, event: &Event) {
+        self.reporter.event(event);
+    }
+}
+
+/// The record of a finished step in its run.
+pub fn run_step(step: Finished<'_>) -> RunStep {
+    RunStep {
+        name: step.name.to_string(),
+        result: step.result,
+        attempts: step.attempts,
+        duration_ms: step.duration.as_millis() as u64,
+        detail: step.detail,
+        log: step.log,
+    }
+}
+
+fn record_step(state: &mut State, entry: RunStep) {
+    let Some(run) = state.current_run.as_mut() else {
+        return;
+    };
+    match run.steps.iter_mut().find(|s| s.name == entry.name) {
+        // A resumed run keeps what a step did before it.
+        Some(existing)
+            if entry.result == StepResult::DoneBefore && existing.result == StepResult::Success => {
+        }
+        Some(existing) => *existing = entry,
+        None => run.steps.push(entry),
+    }
+}
+
+pub fn push_history(state: &mut State, run: RunRecord) {
+    state.history.retain(|r| r.id != run.id);
+    state.history.push(run);
+    let extra = state.history.len().saturating_sub(HISTORY_KEEP);
+    state.history.drain(..extra);
+}
+
+/// The end of a run in state: deployed revisions move for repos whose steps all succeeded,
+/// exclusions whose change moved go, the cycle time, and the run into the history.
+pub fn end_run(
+    state: &mut State,
+    ctx: &RunContext,
+    names: &[String],
+    results: &[StepResult],
+    result: RunResult,
+) {
+    let finished_at = Timestamp::now();
+    let cancelled = result == RunResult::Cancelled;
+    for (repo, repo_plan) in &ctx.plan.repos {
+        let all_ok = names.iter().zip(results).all(|(n, r)| {
+            matches!(r, StepResult::Success | StepResult::DoneBefore)
+                || !digest::step_repos(&ctx.config, n).contains(repo)
+        });
+        if all_ok && !cancelled {
+            state.repos.insert(
+                repo.clone(),
+                RepoState {
+                    deployed: repo_plan.staging.clone(),
+                    base: Some(repo_plan.base.clone()),
+                    included: repo_plan
+                        .included
+                        .iter()
+                        .map(|c| ChangeRef {
+                            id: c.id.clone(),
+                            head: c.head.clone(),
+                        })
+                        .collect(),
+                    deployed_at: Some(finished_at),
+                },
+            );
+        }
+    }
+    // An exclusion lasts while its change keeps the blamed head.
+    state.exclusions.retain(|e| {
+        ctx.plan
+            .fingerprint
+            .repos
+            .get(&e.repo)
+            .and_then(|r| r.heads.get(&e.change))
+            == Some(&e.head)
+    });
+    if !cancelled {
+        match ctx.plan.cycle {
+            crate::config::Cycle::Partial => state.cycles.last_partial = Some(finished_at),
+            crate::config::Cycle::Full => state.cycles.last_full = Some(finished_at),
+        }
+    }
+    if let Some(mut run) = state.current_run.take() {
+        run.result = result;
+        run.finished_at = Some(finished_at);
+        push_history(state, run.clone());
+        if result != RunResult::Success {
+            state.current_run = Some(run);
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Which steps may start now: pure, given the step graph, what finished and what runs.
+
+use crate::state::StepResult;
+
+/// Steps (in plan order) and, for each, the indices of the steps it runs after.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Graph {
+    pub deps: Vec<Vec<usize>>,
+    /// `approve: true`: asked before it starts.
+    pub approve: Vec<bool>,
+}
+
+/// Where a step is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Waiting,
+    /// Its approver was asked; the answer is not in yet.
+    Approving,
+    /// Approved; starts when a slot is free.
+    Approved,
+    Running,
+    Done(StepResult),
+}
+
+impl Status {
+    fn open(self) -> bool {
+        matches!(self, Status::Waiting | Status::Approved)
+    }
+}
+
+/// Why a step is finished without having run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotRun {
+    /// This dependency failed (or was skipped).
+    DependencyFailed(usize),
+    /// Behind a cancelled step, or the run is stopping.
+    Cancelled,
+}
+
+/// What to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Start(usize),
+    /// Ask its approver (takes no slot).
+    Ask(usize),
+    /// Finish it without running it.
+    Drop(usize, NotRun),
+}
+
+impl NotRun {
+    pub fn result(self) -> StepResult {
+        match self {
+            NotRun::DependencyFailed(_) => StepResult::Skipped,
+            NotRun::Cancelled => StepResult::Cancelled,
+        }
+    }
+}
+
+/// The next decisions: steps behind a failure are dropped (transitively, in the order given),
+/// then, unless the run is `stopping`, ready steps are started in plan order while `free`
+/// slots last. When stopping, once nothing runs any more, every step not started is dropped as
+/// cancelled.
+pub fn next(graph: &Graph, status: &[Status], free: usize, stopping: bool) -> Vec<Decision> {
+    let mut status = status.to_vec();
+    let mut out = Vec::new();
+    loop {
+        let mut changed = false;
+        for i in 0..status.len() {
+            if !status[i].open() {
+                continue;
+            }
+            let blocker = graph.deps[i].iter().copied().find(|&d| {
+                matches!(
+                    status[d],
+                    Status::Done(StepResult::Failed | StepResult::Skipped | StepResult::Cancelled)
+                )
+            });
+            if let Some(d) = blocker {
+                let why = if status[d] == Status::Done(StepResult::Cancelled) {
+                    NotRun::Cancelled
+                } else {
+                    NotRun::DependencyFailed(d)
+                };
+                status[i] = Status::Done(why.result());
+                out.push(Decision::Drop(i, why));
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let mut free = free;
+    let running = status.contains(&Status::Running);
+    for i in 0..status.len() {
+        if stopping && running {
+            break;
+        }
+        if stopping {
+            if status[i].open() || status[i] == Status::Approving {
+                out.push(Decision::Drop(i, NotRun::Cancelled));
+            }
+            continue;
+        }
+        let ready = status[i].open()
+            && graph.deps[i].iter().all(|&d| {
+                matches!(
+                    status[d],
+                    Status::Done(StepResult::Success | StepResult::DoneBefore)
+                )
+            });
+        if !ready {
+            continue;
+        }
+        if status[i] == Status::Waiting && graph.approve.get(i).copied().unwrap_or(false) {
+            out.push(Decision::Ask(i));
+        } else if free > 0 {
+            free -= 1;
+            out.push(Decision::Start(i));
+        }
+    }
+    out
+}
+
+/// Whether the run is over: nothing runs, nobody is being asked, nothing can start.
+pub fn settled(status: &[Status]) -> bool {
+    !status
+        .iter()
+        .any(|s| matches!(s, Status::Running | Status::Approving))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Decision::*;
+    use Status::*;
+
+    /// a; b needs a; c needs b; d independent; e approve, needs a.
+    fn graph() -> Graph {
+        Graph {
+            deps: vec![vec![], vec![0], vec![1], vec![], vec![0]],
+            approve: vec![false, false, false, false, true],
+        }
+    }
+
+    #[test]
+    fn ready_steps_start_in_plan_order_up_to_the_free_slots() {
+        let g = graph();
+        let s = [Waiting; 5];
+        assert_eq!(next(&g, &s, 10, false), [Start(0), Start(3)]);
+        assert_eq!(next(&g, &s, 1, false), [Start(0)]);
+        assert_eq!(next(&g, &s, 0, false), []);
+    }
+
+    #[test]
+    fn approval_is_asked_without_a_slot_and_the_approved_step_starts_later() {
+        let g = graph();
+        let ok = Done(StepResult::Success);
+        let s = [ok, Running, Waiting, Running, Waiting];
+        assert_eq!(next(&g, &s, 0, false), [Ask(4)]);
+        let s = [ok, Running, Waiting, Running, Approving];
+        assert_eq!(next(&g, &s, 1, false), []);
+        let s = [ok, Running, Waiting, Running, Approved];
+        assert_eq!(next(&g, &s, 1, false), [Start(4)]);
+    }
+
+    #[test]
+    fn dependents_of_a_failure_are_skipped_transitively_and_others_go_on() {
+        let g = graph();
+        let s = [Done(StepResult::Failed), Waiting, Waiting, Waiting, Waiting];
+        assert_eq!(
+            next(&g, &s, 10, false),
+            [
+                Drop(1, NotRun::DependencyFailed(0)),
+                Drop(2, NotRun::DependencyFailed(1)),
+                Drop(4, NotRun::DependencyFailed(0)),
+                Start(3),
+            ]
+        );
+    }
+
+    #[test]
+    fn behind_a_cancelled_step_steps_are_cancelled_not_skipped() {
+        let g = graph();
+        let s = [
+            Done(StepResult::Cancelled),
+            Waiting,
+            Waiting,
+            Running,
+            Waiting,
+        ];
+        let d = next(&g, &s, 10, false);
+        assert!(d.contains(&Drop(1, NotRun::Cancelled)), "{d:?}");
+        assert!(d.contains(&Drop(2, NotRun::Cancelled)), "{d:?}");
+    }
+
+    #[test]
+    fn stopping_starts_nothing_and_drops_what_did_not_start_once_nothing_runs() {
+        let g = graph();
+        let ok = Done(StepResult::Success);
+        let s = [Running, Waiting, Waiting, ok, Approving];
+        assert_eq!(next(&g, &s, 10, true), []);
+        let after = [ok, Waiting, Waiting, ok, Approving];
+        assert_eq!(
+            next(&g, &after, 10, true),
+            [
+                Drop(1, NotRun::Cancelled),
+                Drop(2, NotRun::Cancelled),
+                Drop(4, NotRun::Cancelled)
+            ]
+        );
+        assert!(!settled(&s));
+        assert!(settled(&[Done(StepResult::Success), Waiting]));
+    }
+
+    #[test]
+    fn done_before_counts_as_success_for_dependents() {
+        let g = graph();
+        let s = [
+            Done(StepResult::DoneBefore),
+            Waiting,
+            Waiting,
+            Done(StepResult::DoneBefore),
+            Waiting,
+        ];
+        assert_eq!(next(&g, &s, 10, false), [Start(1), Ask(4)]);
+    }
+}
