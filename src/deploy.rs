@@ -164,7 +164,8 @@ async fn notify_after(config: &Config, plan: &Plan, report: &ApplyReport) {
     }
 }
 
-/// [`apply_with_blame_async`] on a runtime of its own, with the controls `opts` ask for.
+/// [`apply_with_blame_async`] from synchronous code (on the process's runtime), with the
+/// controls `opts` ask for.
 pub fn apply_with_blame(
     config: &Config,
     plan: Plan,
@@ -174,7 +175,7 @@ pub fn apply_with_blame(
     reporter: &mut dyn Reporter,
     narrator: &mut dyn Narrator,
 ) -> Result<Deployed> {
-    block_on(async move {
+    crate::support::rt::block_on(async move {
         let (controls, _listener) = Controls::listen(&opts.apply)?;
         apply_with_blame_async(
             config, plan, backend, lock, opts, &controls, reporter, narrator,
@@ -183,7 +184,7 @@ pub fn apply_with_blame(
     })
 }
 
-/// Apply (no blame) on a runtime of its own, with the controls `opts` ask for.
+/// Apply (no blame) from synchronous code, with the controls `opts` ask for.
 pub fn run_apply(
     config: Config,
     plan: Plan,
@@ -192,23 +193,10 @@ pub fn run_apply(
     opts: ApplyOptions,
     reporter: &mut dyn Reporter,
 ) -> Result<ApplyReport> {
-    block_on(async move {
+    crate::support::rt::block_on(async move {
         let (controls, _listener) = Controls::listen(&opts)?;
         Ok(crate::apply::apply(config, plan, backend, lock, &opts, &controls, reporter).await?)
     })
-}
-
-/// Until main makes the one runtime: steps are child processes and I/O waits, so one thread
-/// schedules them with the least latency. A prompt still waiting on stdin (the run was
-/// stopped) does not hold up the return.
-fn block_on<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .into_diagnostic()?;
-    let out = runtime.block_on(work);
-    runtime.shutdown_background();
-    out
 }
 
 /// Bisect the first failed step of `report`, record the verdict, and leave the culprit out.

@@ -52,10 +52,28 @@ fn main() -> ExitCode {
             );
         }
     }
-    match kcideploy::cli::run(cli) {
-        Ok(status) => ExitCode::from(status.code()),
-        Err(report) => {
+    // The one tokio runtime. The command line runs on one of its blocking threads; what it
+    // waits for (steps, HTTP, the server) runs on the runtime (kcideploy::support::rt).
+    let runtime = match kcideploy::support::rt::build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the tokio runtime: {e}");
+            return ExitCode::from(ExitStatus::Error.code());
+        }
+    };
+    let result = runtime
+        .block_on(async { tokio::task::spawn_blocking(move || kcideploy::cli::run(cli)).await });
+    // A terminal prompt still waiting for an answer (the run was stopped) does not hold the
+    // exit.
+    runtime.shutdown_background();
+    match result {
+        Ok(Ok(status)) => ExitCode::from(status.code()),
+        Ok(Err(report)) => {
             eprintln!("{report:?}");
+            ExitCode::from(ExitStatus::Error.code())
+        }
+        Err(e) => {
+            eprintln!("kcideploy stopped unexpectedly: {e}");
             ExitCode::from(ExitStatus::Error.code())
         }
     }

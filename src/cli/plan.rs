@@ -42,11 +42,7 @@ pub fn detect_drift(
     if with_outputs.is_empty() {
         return Ok(Default::default());
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .into_diagnostic()?;
-    runtime.block_on(async {
+    crate::support::rt::block_on(async {
         let docker = crate::apply::kinds::docker::connect()
             .await
             .map_err(|e| miette::miette!("-refresh needs the Docker daemon: {e}"))?;

@@ -3,6 +3,7 @@
 
 pub mod cron;
 pub mod http;
+pub mod rt;
 pub mod text;
 
 use std::io::Write;
