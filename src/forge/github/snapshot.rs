@@ -97,7 +97,7 @@ async fn list(
         ),
         None => None,
     };
-    let mut changes: Vec<(u64, PendingChange)> = prs.iter().filter_map(pending_change).collect();
+    let mut changes = unique(prs.iter().filter_map(pending_change));
     changes.sort_by_key(|(n, _)| *n);
     let mut out = Vec::new();
     for (n, mut change) in changes {
@@ -115,7 +115,15 @@ async fn list(
     Ok((out, members))
 }
 
-/// A PR object of the REST API as a pending change (without its files).
+/// Each PR once, as first listed: a PR opened while the list is paged shifts the pages, so
+/// GitHub lists the PR at a page boundary twice.
+fn unique(changes: impl Iterator<Item = (u64, PendingChange)>) -> Vec<(u64, PendingChange)> {
+    let mut seen = std::collections::HashSet::new();
+    changes.filter(|(n, _)| seen.insert(*n)).collect()
+}
+
+/// A PR object of the REST API as a pending change (without its files). `updated_at` is
+/// replaced by the head commit's committer date once the head is fetched.
 fn pending_change(pr: &Value) -> Option<(u64, PendingChange)> {
     let number = pr["number"].as_u64()?;
     let change = PendingChange {
@@ -144,8 +152,10 @@ fn pending_change(pr: &Value) -> Option<(u64, PendingChange)> {
 }
 
 /// Fetch the base and staging branches and every PR head through the git CLI; a PR whose
-/// fetched head is not the API's head moved meanwhile, and gets what was fetched. Returns the
-/// cache repository, the base SHA and the remote staging SHA.
+/// fetched head is not the API's head moved meanwhile, and gets what was fetched. A PR's age
+/// is its head commit's committer date: its `updated_at` moves with every comment and commit
+/// status, kcideploy's own included. Returns the cache repository, the base SHA and the
+/// remote staging SHA.
 fn fetch_heads(
     config: &Config,
     name: &str,
@@ -190,6 +200,9 @@ fn fetch_heads(
         let n = c.id.trim_start_matches('#');
         if let Ok(oid) = git_repo.refname_to_id(&format!("refs/kcideploy/pull/{n}")) {
             c.head = oid.to_string();
+            if let Ok(commit) = git_repo.find_commit(oid) {
+                c.updated_at = crate::forge::git::commit_time(&commit);
+            }
         }
     }
     Ok((cache, base, remote_staging))
