@@ -10,6 +10,7 @@ use super::{GitHub, GitHubError, slug};
 use crate::config::{Config, RepoConfig};
 use crate::forge::git::{REMOTE_NAMESPACE, redact_url};
 use crate::forge::{ForgeError, PendingChange, RepoSnapshot};
+use crate::gitops::remote::{FETCH_TIMEOUT, fetch};
 
 /// Logins in a trusted file: one per line, `#` comments, `login = ...` lines (ini) allowed.
 pub fn read_trusted_file(path: &Path) -> Result<Vec<String>, String> {
@@ -208,7 +209,8 @@ fn fetch_heads(
     Ok((cache, base, remote_staging))
 }
 
-/// Fetch refspecs; a missing staging branch is not an error (it is made by the first push).
+/// Fetch refspecs within [`FETCH_TIMEOUT`]; a missing staging branch is not an error (it is
+/// made by the first push).
 fn fetch_refs(
     name: &str,
     url: &str,
@@ -216,23 +218,12 @@ fn fetch_refs(
     refspecs: &[String],
     staging: &str,
 ) -> Result<(), ForgeError> {
-    let run = |specs: &[String]| {
-        std::process::Command::new("git")
-            .arg("--git-dir")
-            .arg(cache)
-            .args(["fetch", "--no-tags", "--quiet", "--no-write-fetch-head"])
-            .arg(url)
-            .args(specs)
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .output()
-    };
-    let fail = |message: String| ForgeError::Fetch {
+    let fail = |e: crate::gitops::remote::RemoteError| ForgeError::Fetch {
         repo: name.to_string(),
         url: redact_url(url),
-        message: redact_url(&message),
+        message: e.message,
     };
-    let out = run(refspecs).map_err(|e| fail(format!("cannot run `git`: {e}")))?;
-    if out.status.success() {
+    if fetch(cache, url, refspecs, false, FETCH_TIMEOUT).is_ok() {
         return Ok(());
     }
     // Again without the staging branch, which may not exist yet.
@@ -241,12 +232,5 @@ fn fetch_refs(
         .filter(|s| !s.starts_with(&format!("+refs/heads/{staging}:")))
         .cloned()
         .collect();
-    let out = run(&without).map_err(|e| fail(format!("cannot run `git`: {e}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(fail(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ))
-    }
+    fetch(cache, url, &without, false, FETCH_TIMEOUT).map_err(fail)
 }
