@@ -129,6 +129,10 @@ pub struct GithubConfig {
     /// Longest wait for a rate limit to reset before failing.
     #[serde(default = "GithubConfig::default_max_wait")]
     pub max_wait: HumanDuration,
+    /// Longest time one API call may take, its retries included (rate-limit waits are
+    /// bounded by `max_wait` instead).
+    #[serde(default = "GithubConfig::default_timeout")]
+    pub timeout: HumanDuration,
 }
 
 impl GithubConfig {
@@ -141,6 +145,9 @@ impl GithubConfig {
     fn default_max_wait() -> HumanDuration {
         HumanDuration::from_secs(300)
     }
+    fn default_timeout() -> HumanDuration {
+        HumanDuration::from_secs(30)
+    }
 }
 
 impl Default for GithubConfig {
@@ -149,6 +156,7 @@ impl Default for GithubConfig {
             api_url: Self::default_api_url(),
             token_env: Self::default_token_env(),
             max_wait: Self::default_max_wait(),
+            timeout: Self::default_timeout(),
         }
     }
 }

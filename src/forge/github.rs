@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, RepoConfig};
 
+mod send;
 mod snapshot;
 pub use snapshot::{read_trusted_file, snapshot};
 
@@ -21,9 +22,13 @@ pub use snapshot::{read_trusted_file, snapshot};
 pub struct GitHub {
     http: reqwest::Client,
     api: String,
+    /// The only origin the token is sent to: the API's.
+    origin: send::Origin,
     token: String,
     cache_dir: PathBuf,
     max_wait: Duration,
+    /// The longest one call may take, retries included (`github.timeout`).
+    timeout: Duration,
     /// Requests answered with a body (what costs rate limit); 304s are not counted.
     pub charged: std::sync::atomic::AtomicU64,
 }
@@ -78,6 +83,17 @@ pub enum GitHubError {
         route: String,
         reset_in: Duration,
         max_wait: Duration,
+    },
+    /// A URL (a pagination link) on another host than the API's: the token is not sent there.
+    #[error(
+        "{method} {route}: refused: it is on {host}, not on the API host {api_host} \
+         (the token is sent to the API host only)"
+    )]
+    ForeignHost {
+        method: reqwest::Method,
+        route: String,
+        api_host: String,
+        host: String,
     },
     /// No answer: DNS, connection, TLS or timeout (after retries).
     #[error("{method} {route}: cannot reach {host}: {cause}")]
@@ -154,14 +170,20 @@ impl GitHub {
             .ok_or_else(|| GitHubError::NoToken {
                 env: gh.token_env.clone(),
             })?;
-        let http = crate::support::http::http_client(Some(Duration::from_secs(30)))
-            .map_err(GitHubError::Setup)?;
+        // Each request gets the time left of its call's `github.timeout`.
+        let http = crate::support::http::http_client(None).map_err(GitHubError::Setup)?;
+        let api = gh.api_url.trim_end_matches('/').to_string();
+        let origin = send::Origin::of(&api).ok_or_else(|| {
+            GitHubError::Setup(format!("github.api_url `{api}` is not an http(s) URL"))
+        })?;
         Ok(GitHub {
             http,
-            api: gh.api_url.trim_end_matches('/').to_string(),
+            api,
+            origin,
             token,
             cache_dir: cache_dir.join("github-http"),
             max_wait: gh.max_wait.0,
+            timeout: gh.timeout.0,
             charged: Default::default(),
         })
     }
@@ -203,85 +225,6 @@ impl GitHub {
         h
     }
 
-    /// Send a request, waiting out rate limits and retrying server errors; the error names
-    /// the method and path, never the token.
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        url: &str,
-        body: Option<&Value>,
-        etag: Option<&str>,
-    ) -> Result<reqwest::Response, GitHubError> {
-        let route = url.strip_prefix(&self.api).unwrap_or(url).to_string();
-        let mut server_errors = 0;
-        loop {
-            let mut req = self
-                .http
-                .request(method.clone(), url)
-                .headers(self.headers());
-            if let Some(tag) = etag {
-                req = req.header("if-none-match", tag);
-            }
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            let resp = match req.send().await {
-                Ok(r) => r,
-                Err(e) if server_errors < 3 => {
-                    server_errors += 1;
-                    tracing::warn!("{method} {route}: {}; retrying", chain(&e));
-                    tokio::time::sleep(Duration::from_millis(500 << server_errors)).await;
-                    continue;
-                }
-                Err(e) => {
-                    return Err(GitHubError::Network {
-                        method,
-                        host: reqwest::Url::parse(url)
-                            .ok()
-                            .and_then(|u| u.host_str().map(String::from))
-                            .unwrap_or_else(|| self.api.clone()),
-                        route,
-                        cause: chain(&e),
-                    });
-                }
-            };
-            let status = resp.status();
-            if status != StatusCode::NOT_MODIFIED {
-                self.charged
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            if let Some(wait) = rate_limit_wait(status, resp.headers()) {
-                if wait > self.max_wait {
-                    return Err(GitHubError::RateLimited {
-                        method,
-                        route,
-                        reset_in: wait,
-                        max_wait: self.max_wait,
-                    });
-                }
-                tracing::warn!("{method} {route}: rate limited, waiting {wait:?}");
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-            if status.is_server_error() && server_errors < 3 {
-                server_errors += 1;
-                tokio::time::sleep(Duration::from_millis(500 << server_errors)).await;
-                continue;
-            }
-            if status.is_client_error() || status.is_server_error() {
-                let body: Value = resp.json().await.unwrap_or(Value::Null);
-                return Err(GitHubError::Status {
-                    method,
-                    route,
-                    status,
-                    message: body["message"].as_str().unwrap_or("no message").to_string(),
-                    documentation_url: body["documentation_url"].as_str().map(String::from),
-                });
-            }
-            return Ok(resp);
-        }
-    }
-
     /// GET with the ETag cache: a 304 costs no rate limit and gives the cached body.
     async fn get(&self, url: &str) -> Result<(Value, Option<String>), GitHubError> {
         let file = self.cache_file(url);
@@ -309,7 +252,7 @@ impl GitHub {
         let next = next_link(resp.headers());
         let body: Value = resp.json().await.map_err(|e| GitHubError::Unexpected {
             method: reqwest::Method::GET,
-            route: url.strip_prefix(&self.api).unwrap_or(url).to_string(),
+            route: self.route(url),
             message: format!("not JSON: {}", chain(&e)),
         })?;
         if let Some(etag) = etag {
@@ -336,7 +279,7 @@ impl GitHub {
                 other => {
                     return Err(GitHubError::Unexpected {
                         method: reqwest::Method::GET,
-                        route: u.strip_prefix(&self.api).unwrap_or(&u).to_string(),
+                        route: self.route(&u),
                         message: format!("expected a list, got {}", short_json(&other)),
                     });
                 }

@@ -9,9 +9,21 @@ use super::endpoint::Queue;
 use super::metrics::Metrics;
 use super::serve::ServeOptions;
 use super::status::Status;
+use super::webhook::Event;
+use crate::config::ForgeKind;
 use crate::config::{Config, RepoConfig};
 use crate::forge::github::slug;
 use crate::state::LocalState;
+
+/// Whether a push to `branch` may change what staging should be: its base branch, or (git
+/// forge) a pending branch.
+pub(super) fn push_matters(cfg: &RepoConfig, branch: &str) -> bool {
+    branch == cfg.base
+        || (cfg.forge == ForgeKind::Git
+            && branch != cfg.staging_branch
+            && crate::config::glob(&cfg.pending.branches.value)
+                .is_ok_and(|g| g.compile_matcher().is_match(branch)))
+}
 
 /// Shared by the HTTP handlers, the worker and the deploy thread.
 pub(super) struct Hub {
@@ -43,6 +55,26 @@ impl Hub {
     /// Move the approvals waiting on disk into `state` (under its lock).
     pub(super) fn record_approvals(&self, backend: &LocalState) -> Result<()> {
         self.approvals.record(backend)
+    }
+
+    /// Whether the worker does anything with `event`: deliveries that it would only
+    /// acknowledge are not queued.
+    pub(super) fn acts_on(&self, event: &Event) -> bool {
+        match event {
+            Event::Ping => false,
+            Event::PullRequest { repo, .. } => self.repo_for(repo).is_some(),
+            Event::Push { repo, branch, .. } => self
+                .repo_for(repo)
+                .is_some_and(|(_, cfg)| push_matters(cfg, branch)),
+            Event::PrComment {
+                repo, author, body, ..
+            } => {
+                let bot = &self.config.file.server.bot;
+                self.repo_for(repo).is_some()
+                    && !author.trim_end_matches("[bot]").eq_ignore_ascii_case(bot)
+                    && !super::bot::parser::parse(body, bot).is_empty()
+            }
+        }
     }
 
     /// The plan file's repo for a GitHub `owner/name`.

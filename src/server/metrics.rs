@@ -49,7 +49,7 @@ impl Default for Metrics {
         let webhooks = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "webhook_deliveries",
-            "Webhook deliveries by outcome (queued, duplicate, ignored, unauthorized, too_large, malformed, error)",
+            "Webhook deliveries by outcome (queued, ping, duplicate, ignored, unauthorized, too_large, busy, timeout, malformed, error)",
             webhooks.clone(),
         );
         let deploys = Family::<RunLabels, Counter>::default();

@@ -9,6 +9,7 @@ pub mod bot;
 mod clock;
 pub mod endpoint;
 mod hub;
+mod listener;
 pub mod metrics;
 pub mod queue;
 mod routes;

@@ -102,6 +102,10 @@ async fn run(hub: Arc<Hub>, secret: Vec<u8>, cron: Option<Cron>) -> Result<ExitS
         queue: hub.queue.clone(),
         metrics: hub.metrics.clone(),
         sink: Some(sink),
+        acts_on: Some(Box::new({
+            let hub = hub.clone();
+            move |event| hub.acts_on(event)
+        })),
     });
     let router = routes::router(hub.clone(), app);
     {
@@ -114,14 +118,13 @@ async fn run(hub: Arc<Hub>, secret: Vec<u8>, cron: Option<Cron>) -> Result<ExitS
     println!("kcideploy serve: listening on http://{addr}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    let mut http_stop = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|n| *n > 0).await;
-            })
-            .await
-    });
+    let cap = super::listener::connection_cap(super::listener::raise_open_files());
+    let server = tokio::spawn(super::listener::serve(
+        listener,
+        router,
+        cap,
+        stop_rx.clone(),
+    ));
     let worker = Worker::new(hub.clone(), cron)?;
     worker.run(entries, stop_rx).await;
     match server.await {

@@ -20,7 +20,7 @@ use super::run_deploy::deploy;
 use super::status::{LastDeploy, RunStatus, changes, deployed_changes};
 use super::webhook::Event;
 use crate::apply::process::Cancel;
-use crate::config::{Cycle, ForgeKind};
+use crate::config::Cycle;
 use crate::forge::github::GitHub;
 use crate::planner::Plan;
 use crate::policy::scheduler::{Reaction, Scheduler};
@@ -250,15 +250,7 @@ impl Worker {
                 None => self.unknown_repo(&repo),
             },
             Event::Push { repo, branch, .. } => match self.hub.repo_for(&repo) {
-                Some((_, cfg)) if branch == cfg.base => {
-                    self.event(&format!("push to {repo} {branch}"))
-                }
-                Some((_, cfg))
-                    if cfg.forge == ForgeKind::Git
-                        && branch != cfg.staging_branch
-                        && crate::config::glob(&cfg.pending.branches.value)
-                            .is_ok_and(|g| g.compile_matcher().is_match(&branch)) =>
-                {
+                Some((_, cfg)) if super::hub::push_matters(cfg, &branch) => {
                     self.event(&format!("push to {repo} {branch}"))
                 }
                 Some(_) => Handled::Ack,

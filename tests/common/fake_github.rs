@@ -33,6 +33,19 @@ pub struct Fake {
     pub rate_limited: u32,
     pub requests: Vec<String>,
     pub patched: u64,
+    /// Pagination links point at this `host:port` instead of the request's `Host`.
+    pub next_host: Option<String>,
+    /// Pages hold at most this many items, whatever `per_page` asks.
+    pub max_per_page: Option<usize>,
+    /// A PR list page after the first starts with the last PR of the page before (what
+    /// GitHub answers when a PR is opened while the list is being paginated).
+    pub overlap_pages: bool,
+    /// Answer the next N GET requests 502 Bad Gateway (before doing anything).
+    pub fail_gets: u32,
+    /// Store the next N posted comments, then answer 502 Bad Gateway.
+    pub fail_after_comment_post: u32,
+    /// Every request's headers, in order (names lower-case).
+    pub headers: Vec<Vec<(String, String)>>,
 }
 
 pub type Shared = Arc<Mutex<Fake>>;
@@ -110,19 +123,25 @@ fn page(fake: &mut Fake, uri: &Uri, headers: &HeaderMap, items: &[Value]) -> Res
         .get("per_page")
         .and_then(|v| v.parse().ok())
         .unwrap_or(30)
-        .clamp(1, 100);
+        .clamp(1, fake.max_per_page.unwrap_or(100).clamp(1, 100));
     let page: usize = q
         .get("page")
         .and_then(|v| v.parse().ok())
         .unwrap_or(1)
         .max(1);
     let last = items.len().div_ceil(per_page).max(1);
-    let slice: Vec<Value> = items
+    let mut slice: Vec<Value> = items
         .iter()
         .skip((page - 1) * per_page)
         .take(per_page)
         .cloned()
         .collect();
+    if fake.overlap_pages
+        && page > 1
+        && let Some(previous) = items.get((page - 1) * per_page - 1)
+    {
+        slice.insert(0, previous.clone());
+    }
     let body = Value::Array(slice).to_string();
     let etag = format!("\"{}\"", hex::encode(Sha256::digest(body.as_bytes())));
     if headers.get("if-none-match").and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
@@ -130,10 +149,13 @@ fn page(fake: &mut Fake, uri: &Uri, headers: &HeaderMap, items: &[Value]) -> Res
         return (StatusCode::NOT_MODIFIED, [("etag", etag)]).into_response();
     }
     fake.charged += 1;
-    let host = headers
-        .get("host")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("127.0.0.1");
+    let host = fake.next_host.clone().unwrap_or_else(|| {
+        headers
+            .get("host")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("127.0.0.1")
+            .to_string()
+    });
     let base: Vec<String> = q
         .iter()
         .filter(|(k, _)| *k != "page")
@@ -176,6 +198,11 @@ async fn handle(
 ) -> Response {
     let mut fake = shared.lock().expect("fake");
     fake.requests.push(format!("{method} {uri}"));
+    let seen = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    fake.headers.push(seen);
     if headers.get("authorization").and_then(|v| v.to_str().ok())
         != Some(&format!("Bearer {TOKEN}"))
     {
@@ -195,6 +222,10 @@ async fn handle(
         h.insert("x-ratelimit-remaining", "0".parse().expect("h"));
         h.insert("x-ratelimit-reset", reset.to_string().parse().expect("h"));
         return resp;
+    }
+    if method == Method::GET && fake.fail_gets > 0 {
+        fake.fail_gets -= 1;
+        return error(StatusCode::BAD_GATEWAY, "Server Error");
     }
     let parts: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
     if parts.first() == Some(&"repos") && parts.get(1..3) != Some(&["kernelci", "core"][..]) {
@@ -252,6 +283,10 @@ async fn handle(
             fake.next_comment_id += 1;
             let comment = json!({"id": fake.next_comment_id, "body": json_body["body"], "user": {"login": "kcibot"}});
             fake.comments.entry(n).or_default().push(comment.clone());
+            if fake.fail_after_comment_post > 0 {
+                fake.fail_after_comment_post -= 1;
+                return error(StatusCode::BAD_GATEWAY, "Server Error");
+            }
             (
                 StatusCode::CREATED,
                 [("content-type", "application/json")],
@@ -300,18 +335,32 @@ async fn handle(
 }
 
 /// A PR: a commit on main in the bare repo, `refs/pull/N/head`, and its REST object.
+/// The head is committed a day before `NOW`, or at `updated_at` if that is older (a PR is
+/// updated whenever its head moves).
 pub fn add_pr(
     fake: &Shared,
     remote: &super::common::Remote,
     p: Pr<'_>,
     edits: &[(&str, Option<&str>)],
 ) -> String {
+    let committed = p.updated_at.min(super::common::NOW - super::common::DAY);
+    add_pr_committed_at(fake, remote, p, edits, committed)
+}
+
+/// [`add_pr`] with the head committed at `committed` (Unix seconds).
+pub fn add_pr_committed_at(
+    fake: &Shared,
+    remote: &super::common::Remote,
+    p: Pr<'_>,
+    edits: &[(&str, Option<&str>)],
+    committed: i64,
+) -> String {
     let head = kcideploy::gitops::scratch::commit(
         &remote.repo,
         Some(remote.main),
         edits,
         super::common::ALICE,
-        super::common::NOW - super::common::DAY,
+        committed,
         "pr",
     )
     .expect("commit");

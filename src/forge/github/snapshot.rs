@@ -10,6 +10,7 @@ use super::{GitHub, GitHubError, slug};
 use crate::config::{Config, RepoConfig};
 use crate::forge::git::{REMOTE_NAMESPACE, redact_url};
 use crate::forge::{ForgeError, PendingChange, RepoSnapshot};
+use crate::gitops::remote::{FETCH_TIMEOUT, fetch};
 
 /// Logins in a trusted file: one per line, `#` comments, `login = ...` lines (ini) allowed.
 pub fn read_trusted_file(path: &Path) -> Result<Vec<String>, String> {
@@ -97,7 +98,7 @@ async fn list(
         ),
         None => None,
     };
-    let mut changes: Vec<(u64, PendingChange)> = prs.iter().filter_map(pending_change).collect();
+    let mut changes = unique(prs.iter().filter_map(pending_change));
     changes.sort_by_key(|(n, _)| *n);
     let mut out = Vec::new();
     for (n, mut change) in changes {
@@ -115,7 +116,15 @@ async fn list(
     Ok((out, members))
 }
 
-/// A PR object of the REST API as a pending change (without its files).
+/// Each PR once, as first listed: a PR opened while the list is paged shifts the pages, so
+/// GitHub lists the PR at a page boundary twice.
+fn unique(changes: impl Iterator<Item = (u64, PendingChange)>) -> Vec<(u64, PendingChange)> {
+    let mut seen = std::collections::HashSet::new();
+    changes.filter(|(n, _)| seen.insert(*n)).collect()
+}
+
+/// A PR object of the REST API as a pending change (without its files). `updated_at` is
+/// replaced by the head commit's committer date once the head is fetched.
 fn pending_change(pr: &Value) -> Option<(u64, PendingChange)> {
     let number = pr["number"].as_u64()?;
     let change = PendingChange {
@@ -144,8 +153,10 @@ fn pending_change(pr: &Value) -> Option<(u64, PendingChange)> {
 }
 
 /// Fetch the base and staging branches and every PR head through the git CLI; a PR whose
-/// fetched head is not the API's head moved meanwhile, and gets what was fetched. Returns the
-/// cache repository, the base SHA and the remote staging SHA.
+/// fetched head is not the API's head moved meanwhile, and gets what was fetched. A PR's age
+/// is its head commit's committer date: its `updated_at` moves with every comment and commit
+/// status, kcideploy's own included. Returns the cache repository, the base SHA and the
+/// remote staging SHA.
 fn fetch_heads(
     config: &Config,
     name: &str,
@@ -190,12 +201,16 @@ fn fetch_heads(
         let n = c.id.trim_start_matches('#');
         if let Ok(oid) = git_repo.refname_to_id(&format!("refs/kcideploy/pull/{n}")) {
             c.head = oid.to_string();
+            if let Ok(commit) = git_repo.find_commit(oid) {
+                c.updated_at = crate::forge::git::commit_time(&commit);
+            }
         }
     }
     Ok((cache, base, remote_staging))
 }
 
-/// Fetch refspecs; a missing staging branch is not an error (it is made by the first push).
+/// Fetch refspecs within [`FETCH_TIMEOUT`]; a missing staging branch is not an error (it is
+/// made by the first push).
 fn fetch_refs(
     name: &str,
     url: &str,
@@ -203,23 +218,12 @@ fn fetch_refs(
     refspecs: &[String],
     staging: &str,
 ) -> Result<(), ForgeError> {
-    let run = |specs: &[String]| {
-        std::process::Command::new("git")
-            .arg("--git-dir")
-            .arg(cache)
-            .args(["fetch", "--no-tags", "--quiet", "--no-write-fetch-head"])
-            .arg(url)
-            .args(specs)
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .output()
-    };
-    let fail = |message: String| ForgeError::Fetch {
+    let fail = |e: crate::gitops::remote::RemoteError| ForgeError::Fetch {
         repo: name.to_string(),
         url: redact_url(url),
-        message: redact_url(&message),
+        message: e.message,
     };
-    let out = run(refspecs).map_err(|e| fail(format!("cannot run `git`: {e}")))?;
-    if out.status.success() {
+    if fetch(cache, url, refspecs, false, FETCH_TIMEOUT).is_ok() {
         return Ok(());
     }
     // Again without the staging branch, which may not exist yet.
@@ -228,12 +232,5 @@ fn fetch_refs(
         .filter(|s| !s.starts_with(&format!("+refs/heads/{staging}:")))
         .cloned()
         .collect();
-    let out = run(&without).map_err(|e| fail(format!("cannot run `git`: {e}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(fail(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ))
-    }
+    fetch(cache, url, &without, false, FETCH_TIMEOUT).map_err(fail)
 }

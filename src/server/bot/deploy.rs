@@ -155,7 +155,9 @@ fn github_trouble(e: &GitHubError) -> &'static str {
         GitHubError::NoToken { .. } | GitHubError::Setup(_) => {
             "this server cannot call GitHub to read the PR"
         }
-        GitHubError::Unexpected { .. } => "GitHub's answer about this PR was not what I expected",
+        GitHubError::Unexpected { .. } | GitHubError::ForeignHost { .. } => {
+            "GitHub's answer about this PR was not what I expected"
+        }
     }
 }
 
