@@ -220,10 +220,7 @@ impl Queue {
 
     /// [`Queue::push`] from synchronous code.
     pub fn push_blocking(&self, entry: Entry) -> Result<Pushed, String> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .map_err(|e| e.to_string())?;
-        runtime.block_on(self.push(entry))
+        crate::support::rt::block_on(self.push(entry))
     }
 
     /// The pending entries, oldest first.

@@ -81,13 +81,9 @@ pub fn serve(opts: ServeOptions) -> Result<ExitStatus> {
             placeholders.join(", ")
         );
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .into_diagnostic()?;
     let hub = Arc::new(Hub::new(config, opts, queue));
-    runtime.block_on(run(hub, secret.into_bytes(), cron))
+    // On the process's one runtime.
+    crate::support::rt::block_on(run(hub, secret.into_bytes(), cron))
 }
 
 async fn run(hub: Arc<Hub>, secret: Vec<u8>, cron: Option<Cron>) -> Result<ExitStatus> {

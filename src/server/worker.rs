@@ -320,22 +320,11 @@ impl Worker {
         let done = self.done_tx.clone();
         let started_at = Timestamp::now();
         tracing::info!("starting a {} cycle", cycle.as_str());
-        let spawned = std::thread::Builder::new()
-            .name("deploy".into())
-            .spawn(move || {
-                let outcome = deploy(&hub, cycle, cancel_rx, started_at);
-                let _ = done.send(outcome);
-            });
-        if let Err(e) = spawned {
-            let _ = self.done_tx.send(Outcome {
-                cycle,
-                started_at,
-                result: "error".into(),
-                run_id: None,
-                plan: None,
-                error: Some(format!("cannot start the deploy thread: {e}")),
-            });
-        }
+        // Planning and the deploy loop are synchronous: a blocking thread of the runtime.
+        tokio::task::spawn_blocking(move || {
+            let outcome = deploy(&hub, cycle, cancel_rx, started_at);
+            let _ = done.send(outcome);
+        });
         self.covered = self.handled.iter().cloned().collect();
         self.asked.append(&mut self.requested);
         self.running = Some(Running {

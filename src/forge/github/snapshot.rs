@@ -51,11 +51,8 @@ pub fn snapshot(
         None => None,
     };
     let client = GitHub::new(config, cache_dir).map_err(api)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| err(e.to_string()))?;
-    let (mut changes, members) = runtime.block_on(list(&client, &slug, team)).map_err(api)?;
+    let (mut changes, members) =
+        crate::support::rt::block_on(list(&client, &slug, team)).map_err(api)?;
 
     // The effective trusted list.
     let mut trusted = repo.pending.trusted.clone();
