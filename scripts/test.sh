@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, every test.
-# On a fresh Debian machine it installs what the tests need (git, docker.io, docker-registry,
-# busybox-static, docker-compose), starts a Docker daemon and a registry on 127.0.0.1 when none
+# On a fresh Debian machine it installs what the tests need (git, openssl, docker.io,
+# docker-registry, busybox-static, docker-compose), starts a Docker daemon and a registry on 127.0.0.1 when none
 # answers, and stops what it started. It assumes nothing left running by an earlier session.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +29,8 @@ cleanup() {
 trap cleanup EXIT
 
 need git || { echo "== installing git"; apt_install git; }
+# tests/webhook.rs checks signatures against another HMAC implementation.
+need openssl || { echo "== installing openssl"; apt_install openssl; }
 
 # --- Docker daemon -------------------------------------------------------------------------
 if ! docker info >/dev/null 2>&1; then
