@@ -898,3 +898,106 @@ fn a_run_cancelled_before_it_starts_runs_nothing_and_resumes_later() {
     assert_eq!(resumed.result, "success");
     assert_eq!(resumed.run_id, report.run_id, "the same run, resumed");
 }
+
+/// `-parallelism 2` holds: six independent steps of half a second each, never more than two
+/// at once (each step logs `+` when it starts and `-` when it ends).
+#[test]
+fn parallelism_limit_holds() {
+    let step = |name: &str| {
+        format!(
+            "  {name}: {{ kind: command, always: true, with: {{ shell: \"echo + >> events; sleep 0.5; echo - >> events\" }} }}\n"
+        )
+    };
+    let steps: String = ["a", "b", "c", "d", "e", "f"].map(step).concat();
+    let (fx, plan) = fixture(&steps);
+    let (code, out, err) = output(
+        kcideploy()
+            .args([
+                "apply",
+                "-auto-approve",
+                "--cycle",
+                "partial",
+                "-parallelism",
+                "2",
+                "-f",
+            ])
+            .arg(&plan),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let events = std::fs::read_to_string(fx.path().join("events")).expect("events");
+    let (mut running, mut most) = (0i32, 0i32);
+    for event in events.lines() {
+        running += if event == "+" { 1 } else { -1 };
+        most = most.max(running);
+    }
+    assert_eq!(events.lines().count(), 12, "{events}");
+    assert_eq!(running, 0);
+    assert!(most <= 2, "{most} steps ran at once: {events:?}");
+}
+
+/// `force-unlock ID` through the CLI: a wrong ID is refused and the lock stays; the right
+/// one removes it, and another apply can take the state while the old holder still runs.
+#[test]
+fn force_unlock_through_the_cli() {
+    let (fx, plan) = fixture(
+        r#"  hold: { kind: command, always: true, with: { shell: "echo run >> runs.log; test -f started && exit 0; touch started; while [ ! -f release ]; do sleep 0.05; done" } }
+"#,
+    );
+    let mut first = bin()
+        .args(["apply", "-auto-approve", "--cycle", "partial", "-f"])
+        .arg(&plan)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("first apply");
+    let _stop = TermOnPanic(vec![first.id()]);
+    wait_for_file(&fx.path().join("started"));
+    let state_file = fx.path().join(".kcideploy/t.state.json");
+    let holder = kcideploy::state::lock::holder(&state_file)
+        .expect("lock")
+        .expect("held");
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["force-unlock", "0000000000000000", "-f"])
+            .arg(&plan),
+    );
+    assert_ne!(code, 0, "a wrong ID: {out}{err}");
+    assert!(err.contains(&holder.id), "names the real holder: {err}");
+    assert!(
+        kcideploy::state::lock::holder(&state_file)
+            .expect("lock")
+            .is_some()
+    );
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["force-unlock", &holder.id, "-f"])
+            .arg(&plan),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Removed the lock"), "{out}");
+    assert!(out.contains(&holder.id), "{out}");
+    // The state is free for another apply (no lock wait at all), though the first runs on.
+    let (code, out, err) = output(
+        kcideploy()
+            .args([
+                "apply",
+                "-auto-approve",
+                "--cycle",
+                "partial",
+                "-lock-timeout",
+                "0s",
+                "-f",
+            ])
+            .arg(&plan),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        std::fs::read_to_string(fx.path().join("runs.log")).expect("runs"),
+        "run\nrun\n"
+    );
+    assert!(
+        first.try_wait().expect("first").is_none(),
+        "the first apply still runs"
+    );
+    std::fs::write(fx.path().join("release"), "").expect("release");
+    assert!(first.wait().expect("first").success());
+}
