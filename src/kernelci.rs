@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 
-/// Node states that are not finished.
+/// Node states that are not finished, in the order a node goes through them (then `done`).
 pub const UNFINISHED: [&str; 3] = ["running", "available", "closing"];
 
 pub struct Api {
@@ -119,6 +119,13 @@ impl Api {
     }
 
     /// Nodes not finished (running, available or closing) matching the filters.
+    ///
+    /// One count per state, one request after another: the states are counted in the order a
+    /// node moves through them, so a node that stays unfinished while they are read is counted
+    /// at least once (a node counted as `running` that moves to `available` before the next
+    /// request is counted twice). The other order could miss it, and a drain would end while
+    /// a node is still closing. Zero means that every node unfinished when the first count
+    /// was answered has finished (one created since is seen by the next call).
     pub async fn unfinished(&self, filters: &[(String, String)]) -> Result<u64, String> {
         let mut total = 0;
         for state in UNFINISHED {

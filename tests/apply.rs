@@ -101,7 +101,13 @@ fn failed_step_skips_dependents_and_independent_branch_goes_on() {
         .as_ref()
         .expect("failed run kept for resuming");
     assert_eq!(run.result, "failed");
-    assert!(state.repos.is_empty() || state.repos["pipe"].deployed.len() == 40);
+    // No step deploys `pipe` (none is `on` its components or names it), so the failures
+    // do not hold it back: its deployed revision moves to the staging revision, `main`.
+    let main = git2::Repository::open_bare(fx.path().join("repos/pipe.git"))
+        .expect("remote")
+        .refname_to_id("refs/heads/main")
+        .expect("main");
+    assert_eq!(state.repos["pipe"].deployed, main.to_string());
 }
 
 #[test]
@@ -271,7 +277,7 @@ fn no_terminal_and_no_auto_approve_is_an_error() {
 #[test]
 fn lock_contention_between_two_processes() {
     let (fx, plan) = fixture(
-        r#"  hold: { kind: command, always: true, with: { shell: "touch started; while [ ! -f release ]; do sleep 0.05; done" } }
+        r#"  hold: { kind: command, always: true, with: { shell: "echo start >> steps.log; touch started; while [ ! -f release ]; do sleep 0.05; done; echo end >> steps.log" } }
 "#,
     );
     let mut first = bin()
@@ -315,7 +321,9 @@ fn lock_contention_between_two_processes() {
         err.contains(&format!("kcideploy force-unlock {id}")),
         "{err}"
     );
-    // `state show` works while locked; the second apply waits when given enough time.
+    // The second apply, given enough time, waits for the lock: once it has the lock file open
+    // it keeps polling it, and its step does not start while the first one's runs.
+    let lock_file = kcideploy::state::lock::lock_path(&fx.path().join(".kcideploy/t.state.json"));
     let mut second = bin()
         .args([
             "apply",
@@ -323,7 +331,7 @@ fn lock_contention_between_two_processes() {
             "--cycle",
             "partial",
             "-lock-timeout",
-            "30s",
+            "60s",
             "-f",
         ])
         .arg(&plan)
@@ -331,13 +339,75 @@ fn lock_contention_between_two_processes() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("second apply");
-    std::thread::sleep(Duration::from_millis(300));
+    let _stop = TermOnPanic(vec![first.id(), second.id()]);
+    let lock_file = lock_file
+        .canonicalize()
+        .expect("the first apply holds the lock file");
+    let start = Instant::now();
+    while !has_open(second.id(), &lock_file) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the second apply never opened {}",
+            lock_file.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // `state show` reads the state while the lock is held.
+    let (code, out, err) = output(kcideploy().args(["state", "show", "-f"]).arg(&plan));
+    assert_eq!(code, 0, "state show while locked: {out}{err}");
+    assert!(!err.contains("lock"), "{err}");
+    // Give a second apply that ignored the lock a generous second to start its step; a
+    // waiting one never does, however loaded the machine.
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(1) {
+        assert_eq!(
+            std::fs::read_to_string(fx.path().join("steps.log")).expect("log"),
+            "start\n",
+            "the second apply started its step while the first held the lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     std::fs::write(fx.path().join("release"), "").expect("release");
     assert!(first.wait().expect("first").success());
+    let status = second.wait().expect("second");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
     assert!(
-        second.wait().expect("second").success(),
-        "second apply got the lock after the first"
+        status.success(),
+        "second apply got the lock after the first: {err}"
     );
+    assert_eq!(
+        std::fs::read_to_string(fx.path().join("steps.log")).expect("log"),
+        "start\nend\nstart\nend\n",
+        "one step after the other"
+    );
+}
+
+/// On a failed assertion, SIGTERM these processes (the applies, which stop their steps), so
+/// that no step is left waiting for a file in a removed temp dir.
+struct TermOnPanic(Vec<u32>);
+
+impl Drop for TermOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for pid in &self.0 {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+    }
+}
+
+/// Whether process `pid` has `path` open.
+fn has_open(pid: u32, path: &Path) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
 }
 
 #[test]
@@ -405,6 +475,9 @@ fn git_push_dated_tags_and_retention() {
     let fx = Fixture::new();
     let remote = fx.repo("pipe", &[("config/a.yaml", Some("a: 1\n"))]);
     remote.branch("pr/1", ALICE, &[("config/a.yaml", Some("a: 2\n"))]);
+    // The binary names tags after its run's wall clock (`--at` moves only the planning
+    // clock), and that date is recorded in the state: the expectation follows the date the
+    // binary used, so that the test holds across midnight UTC.
     let today = jiff::Timestamp::now().strftime("%Y%m%d").to_string();
     for tag in [
         "staging-20200101.1",
@@ -433,6 +506,19 @@ fn git_push_dated_tags_and_retention() {
         .expect("pushed");
     let state = state_of(&fx, "t");
     assert_eq!(state.repos["pipe"].deployed, staging.to_string());
+    let run_day = state
+        .history
+        .last()
+        .expect("run recorded")
+        .started_at
+        .strftime("%Y%m%d")
+        .to_string();
+    // The day's second tag; or, when midnight passed since `today`, the new day's first.
+    let new_tag = if run_day == today {
+        format!("staging-{today}.2")
+    } else {
+        format!("staging-{run_day}.1")
+    };
     let mut tags: Vec<String> = remote
         .repo
         .tag_names(None)
@@ -449,13 +535,13 @@ fn git_push_dated_tags_and_retention() {
             "other-20200101.1".to_string(),
             "staging-20200102.2".to_string(),
             format!("staging-{today}.1"),
-            format!("staging-{today}.2"),
+            new_tag.clone(),
         ]
     );
     assert_eq!(
         remote
             .repo
-            .refname_to_id(&format!("refs/tags/staging-{today}.2"))
+            .refname_to_id(&format!("refs/tags/{new_tag}"))
             .expect("new tag"),
         staging
     );
@@ -811,4 +897,107 @@ fn a_run_cancelled_before_it_starts_runs_nothing_and_resumes_later() {
     .expect("apply");
     assert_eq!(resumed.result, "success");
     assert_eq!(resumed.run_id, report.run_id, "the same run, resumed");
+}
+
+/// `-parallelism 2` holds: six independent steps of half a second each, never more than two
+/// at once (each step logs `+` when it starts and `-` when it ends).
+#[test]
+fn parallelism_limit_holds() {
+    let step = |name: &str| {
+        format!(
+            "  {name}: {{ kind: command, always: true, with: {{ shell: \"echo + >> events; sleep 0.5; echo - >> events\" }} }}\n"
+        )
+    };
+    let steps: String = ["a", "b", "c", "d", "e", "f"].map(step).concat();
+    let (fx, plan) = fixture(&steps);
+    let (code, out, err) = output(
+        kcideploy()
+            .args([
+                "apply",
+                "-auto-approve",
+                "--cycle",
+                "partial",
+                "-parallelism",
+                "2",
+                "-f",
+            ])
+            .arg(&plan),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let events = std::fs::read_to_string(fx.path().join("events")).expect("events");
+    let (mut running, mut most) = (0i32, 0i32);
+    for event in events.lines() {
+        running += if event == "+" { 1 } else { -1 };
+        most = most.max(running);
+    }
+    assert_eq!(events.lines().count(), 12, "{events}");
+    assert_eq!(running, 0);
+    assert!(most <= 2, "{most} steps ran at once: {events:?}");
+}
+
+/// `force-unlock ID` through the CLI: a wrong ID is refused and the lock stays; the right
+/// one removes it, and another apply can take the state while the old holder still runs.
+#[test]
+fn force_unlock_through_the_cli() {
+    let (fx, plan) = fixture(
+        r#"  hold: { kind: command, always: true, with: { shell: "echo run >> runs.log; test -f started && exit 0; touch started; while [ ! -f release ]; do sleep 0.05; done" } }
+"#,
+    );
+    let mut first = bin()
+        .args(["apply", "-auto-approve", "--cycle", "partial", "-f"])
+        .arg(&plan)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("first apply");
+    let _stop = TermOnPanic(vec![first.id()]);
+    wait_for_file(&fx.path().join("started"));
+    let state_file = fx.path().join(".kcideploy/t.state.json");
+    let holder = kcideploy::state::lock::holder(&state_file)
+        .expect("lock")
+        .expect("held");
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["force-unlock", "0000000000000000", "-f"])
+            .arg(&plan),
+    );
+    assert_ne!(code, 0, "a wrong ID: {out}{err}");
+    assert!(err.contains(&holder.id), "names the real holder: {err}");
+    assert!(
+        kcideploy::state::lock::holder(&state_file)
+            .expect("lock")
+            .is_some()
+    );
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["force-unlock", &holder.id, "-f"])
+            .arg(&plan),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Removed the lock"), "{out}");
+    assert!(out.contains(&holder.id), "{out}");
+    // The state is free for another apply (no lock wait at all), though the first runs on.
+    let (code, out, err) = output(
+        kcideploy()
+            .args([
+                "apply",
+                "-auto-approve",
+                "--cycle",
+                "partial",
+                "-lock-timeout",
+                "0s",
+                "-f",
+            ])
+            .arg(&plan),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        std::fs::read_to_string(fx.path().join("runs.log")).expect("runs"),
+        "run\nrun\n"
+    );
+    assert!(
+        first.try_wait().expect("first").is_none(),
+        "the first apply still runs"
+    );
+    std::fs::write(fx.path().join("release"), "").expect("release");
+    assert!(first.wait().expect("first").success());
 }

@@ -330,8 +330,17 @@ fn comments_are_edited_not_duplicated_and_statuses_move_and_the_token_stays_secr
         assert_eq!(f.comments[&2].len(), 1);
         assert!(f.patched >= 2);
     }
-    // --no-notify posts nothing.
-    let before = fake.lock().expect("f").statuses.len();
+    // --no-notify posts nothing: no status, no comment, no edit (the runs above edit their
+    // comments every time, so a notifying run would write here).
+    let (before_requests, before_statuses, before_patched, before_comments) = {
+        let f = fake.lock().expect("f");
+        (
+            f.requests.len(),
+            f.statuses.len(),
+            f.patched,
+            f.comments.values().map(Vec::len).sum::<usize>(),
+        )
+    };
     let (code, out, err) = output(
         kcideploy()
             .args([
@@ -347,7 +356,21 @@ fn comments_are_edited_not_duplicated_and_statuses_move_and_the_token_stays_secr
     );
     assert_eq!(code, 0, "{out}{err}");
     all_output += &(out + &err);
-    assert_eq!(fake.lock().expect("f").statuses.len(), before);
+    {
+        let f = fake.lock().expect("f");
+        let writes: Vec<&String> = f.requests[before_requests..]
+            .iter()
+            .filter(|r| !r.starts_with("GET "))
+            .collect();
+        assert!(writes.is_empty(), "--no-notify wrote to GitHub: {writes:?}");
+        assert_eq!(f.statuses.len(), before_statuses);
+        assert_eq!(f.patched, before_patched, "no comment edited");
+        assert_eq!(
+            f.comments.values().map(Vec::len).sum::<usize>(),
+            before_comments,
+            "no comment added"
+        );
+    }
     // Errors: a repo the token cannot see.
     let broken = fx.path().join("broken.yaml");
     std::fs::write(

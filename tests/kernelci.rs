@@ -89,11 +89,27 @@ fn drain_waits_for_the_queue_and_times_out_when_it_does_not_empty() {
         }
         k.add("job", "production", "t2", json!({}), None, true);
     }
+    // The nodes stay running until the drain has counted them once (its three count queries,
+    // one per unfinished state); then they finish, and the next round counts none.
+    s.kci.lock().expect("k").hold = true;
     let path = s.fx.plan_file(&plan(
         &s.api,
-        "  drain: { kind: kernelci_drain, cycle: full, always: true, timeout: 20s, with: { owner: staging, interval: 50ms } }\n",
+        "  drain: { kind: kernelci_drain, cycle: full, always: true, timeout: 10m, with: { owner: staging, interval: 50ms } }\n",
     ));
-    let (code, out, err) = apply(&path);
+    let applying = {
+        let path = path.clone();
+        std::thread::spawn(move || apply(&path))
+    };
+    let start = std::time::Instant::now();
+    while s.kci.lock().expect("k").counts < 3 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60) && !applying.is_finished(),
+            "the drain never counted the nodes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    s.kci.lock().expect("k").hold = false;
+    let (code, out, err) = applying.join().expect("apply");
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("drain: 3 node(s) running, available or closing"),
@@ -121,20 +137,20 @@ fn pipe_cleaner_rotates_trees_and_catches_a_regression_but_not_a_pass() {
     let s = setup();
     let path = s.fx.plan_file(&plan(&s.api, PIPE_CLEANER));
     let linux = git2::Repository::open_bare(s.fx.path().join("repos/linux.git")).expect("linux");
-    let today = jiff::Timestamp::now().strftime("%Y%m%d").to_string();
+    // Tags are named after the run's date (the wall clock of the binary, recorded in the
+    // state): each expectation follows the date of its run, so midnight UTC may fall anywhere.
+    let mut tags = Tags::default();
 
     // 1: next, with the staging patch and a marker commit; tagged; results recorded.
     let (code, out, err) = apply(&path);
     assert_eq!(code, 0, "{out}{err}");
+    let tag = tags.next(&s.fx, "next");
     let head = linux
         .find_reference("refs/heads/staging-next")
         .expect("pushed")
         .peel_to_commit()
         .expect("commit");
-    assert!(
-        String::from_utf8_lossy(head.message_bytes())
-            .starts_with(&format!("staging-next-{today}.1"))
-    );
+    assert!(String::from_utf8_lossy(head.message_bytes()).starts_with(&tag));
     let patched = head.parent(0).expect("patch commit");
     assert_eq!(
         String::from_utf8_lossy(patched.message_bytes())
@@ -150,7 +166,7 @@ fn pipe_cleaner_rotates_trees_and_catches_a_regression_but_not_a_pass() {
     );
     assert_eq!(
         linux
-            .refname_to_id(&format!("refs/tags/staging-next-{today}.1"))
+            .refname_to_id(&format!("refs/tags/{tag}"))
             .expect("tag"),
         head.id()
     );
@@ -170,14 +186,15 @@ fn pipe_cleaner_rotates_trees_and_catches_a_regression_but_not_a_pass() {
     let (code, out, err) = apply(&path);
     assert_eq!(code, 0, "{out}{err}");
     assert!(linux.find_reference("refs/heads/staging-mainline").is_ok());
+    tags.next(&s.fx, "mainline");
 
     // 3: next again, same results: compared, not flagged; the day's second tag.
     let (code, out, err) = apply(&path);
     assert_eq!(code, 0, "{out}{err}");
+    let tag = tags.next(&s.fx, "next");
     assert!(
-        linux
-            .refname_to_id(&format!("refs/tags/staging-next-{today}.2"))
-            .is_ok()
+        linux.refname_to_id(&format!("refs/tags/{tag}")).is_ok(),
+        "{tag}"
     );
     let logs = std::fs::read_dir(s.fx.path().join(".kcideploy/runs/t"))
         .expect("runs")
@@ -196,9 +213,10 @@ fn pipe_cleaner_rotates_trees_and_catches_a_regression_but_not_a_pass() {
     };
     let (code, out, _) = apply(&path);
     assert_eq!(code, 1, "{out}");
+    let tag = tags.next(&s.fx, "mainline");
     assert!(
         out.contains(&format!(
-            "regression on staging-mainline (staging-mainline-{today}.2) against its previous run"
+            "regression on staging-mainline ({tag}) against its previous run"
         )),
         "{out}"
     );
@@ -206,6 +224,36 @@ fn pipe_cleaner_rotates_trees_and_catches_a_regression_but_not_a_pass() {
         out.contains("| test pass rate | 95.0% | 75.0% | -20.0 points (limit -5) ✗ |"),
         "{out}"
     );
+}
+
+/// The pipe-cleaner's tags so far: `staging-<tree>-<day>.<n>`, n counting that tree's runs
+/// on that day.
+#[derive(Default)]
+struct Tags {
+    runs: Vec<(String, String)>,
+}
+
+impl Tags {
+    /// The tag of the run just finished, on `tree`, dated as the state says it ran.
+    fn next(&mut self, fx: &Fixture, tree: &str) -> String {
+        let state = kcideploy::state::LocalState::new(fx.path().join(".kcideploy/t.state.json"))
+            .read()
+            .expect("state parses")
+            .expect("state exists");
+        // A failed run stays the current run (to resume); a finished one is in the history.
+        let day = state
+            .current_run
+            .as_ref()
+            .or(state.history.last())
+            .expect("a run")
+            .started_at
+            .strftime("%Y%m%d")
+            .to_string();
+        let run = (tree.to_string(), day.clone());
+        let n = self.runs.iter().filter(|r| **r == run).count() + 1;
+        self.runs.push(run);
+        format!("staging-{tree}-{day}.{n}")
+    }
 }
 
 #[test]

@@ -401,7 +401,29 @@ fn fingerprint_covers_every_head_and_the_state_serial() {
         "excluded changes are inputs too"
     );
     assert_eq!(fp.repos["pipe"].base, remote.main.to_string());
-    assert_eq!(kcideploy::planner::fingerprint_digest(fp), fp.digest);
+    // The digest, computed independently: SHA-256 (coreutils' sha256sum) of the fingerprint
+    // as compact JSON in field order with the digest itself empty, and the plan file's own
+    // SHA-256. A digest that left out a field, or hashed something else, differs.
+    assert_eq!(
+        fp.plan_file,
+        sha256sum(&std::fs::read(fx.path().join("plan.yaml")).expect("plan"))
+    );
+    let heads: Vec<String> = fp.repos["pipe"]
+        .heads
+        .iter()
+        .map(|(id, sha)| format!("{}:{}", json(id), json(sha)))
+        .collect();
+    let canonical = format!(
+        r#"{{"plan_file":{},"state_serial":{},"state_lineage":{},"repos":{{"pipe":{{"base":{},"heads":{{{}}},"staging":{}}}}},"digest":""}}"#,
+        json(&fp.plan_file),
+        fp.state_serial,
+        fp.state_lineage.as_deref().map_or("null".to_string(), json),
+        json(&fp.repos["pipe"].base),
+        heads.join(","),
+        json(&fp.repos["pipe"].staging),
+    );
+    assert_eq!(fp.repos.len(), 1);
+    assert_eq!(fp.digest, sha256sum(canonical.as_bytes()), "{canonical}");
     // Any input moving changes the digest.
     remote.branch(
         "pr/2",
@@ -432,4 +454,32 @@ fn output_is_deterministic_snapshot() {
     json["plan_file"] = serde_json::json!("<tmp>/plan.yaml");
     json["cache_dir"] = serde_json::json!("<tmp>/cache");
     insta::assert_json_snapshot!("plan_json", json);
+}
+
+/// A JSON string literal.
+fn json(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
+}
+
+/// SHA-256 by coreutils' `sha256sum`, as lowercase hex.
+fn sha256sum(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(bytes)
+        .expect("write");
+    let out = child.wait_with_output().expect("sha256sum");
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .split_whitespace()
+        .next()
+        .expect("digest")
+        .to_string()
 }

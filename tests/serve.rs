@@ -406,7 +406,8 @@ fn an_event_survives_kill_9_after_the_reply() {
 fn an_event_restarts_a_partial_deploy_once_then_waits_for_the_cooldown() {
     let (fx, plan) = setup(
         "settle: 1s, cooldown: 3s, full_cycle_interval: 6h, max_restarts: 1",
-        "echo start >> LOG; sleep 2; echo end >> LOG",
+        // The step runs until the test has sent its events (no race against a sleep).
+        "echo start >> LOG; while [ ! -f LOG.go ]; do sleep 0.05; done; echo end >> LOG",
     );
     let server = Server::start(&plan);
     server.post("pull_request", "r-1", &fixture("pull_request.opened"));
@@ -420,6 +421,7 @@ fn an_event_restarts_a_partial_deploy_once_then_waits_for_the_cooldown() {
     });
     // Again: the budget is spent, the event waits for the next deploy.
     server.post("pull_request", "r-3", &fixture("pull_request.reopened"));
+    std::fs::write(fx.path().join("runs.log.go"), "").expect("go");
     let s = server.wait_for(
         "the restarted deploy to end",
         Duration::from_secs(20),

@@ -93,3 +93,81 @@ fn signed_events_are_queued_before_the_reply_and_everything_else_is_refused_or_i
         "delivery ids are remembered across restarts"
     );
 }
+
+/// The test vector of GitHub's "Validating webhook deliveries": the server accepts GitHub's
+/// own signature, and refuses it with one bit of the payload or the secret changed.
+#[test]
+fn github_documented_test_vector_is_accepted() {
+    const DOC_SECRET: &[u8] = b"It's a Secret to Everybody";
+    const DOC_PAYLOAD: &[u8] = b"Hello, World!";
+    const DOC_SIGNATURE: &str =
+        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+    use kcideploy::server::webhook::signature_valid;
+    assert!(signature_valid(
+        DOC_SECRET,
+        DOC_PAYLOAD,
+        Some(DOC_SIGNATURE)
+    ));
+    assert!(!signature_valid(
+        DOC_SECRET,
+        b"Hello, World?",
+        Some(DOC_SIGNATURE)
+    ));
+    assert!(!signature_valid(
+        b"It's a secret to everybody",
+        DOC_PAYLOAD,
+        Some(DOC_SIGNATURE)
+    ));
+    assert_eq!(sign(DOC_SECRET, DOC_PAYLOAD), DOC_SIGNATURE);
+
+    // Through the endpoint: an event the server does not handle, so a valid signature gets
+    // 202 "ignored" and an invalid one 401.
+    let dir = tempfile::tempdir().expect("dir");
+    let queue = Queue::open(dir.path()).expect("queue");
+    let url = common::serve(router(DOC_SECRET.to_vec(), queue.clone(), 64 * 1024));
+    let (status, text) = post(&url, "star", "v-1", DOC_PAYLOAD, Some(DOC_SIGNATURE.into()));
+    assert_eq!((status, text.trim()), (202, "ignored: `star`"));
+    let (status, _) = post(
+        &url,
+        "star",
+        "v-3",
+        b"Hello, World?",
+        Some(DOC_SIGNATURE.into()),
+    );
+    assert_eq!(status, 401);
+}
+
+/// A real payload signed by another implementation (OpenSSL's HMAC) is accepted and queued.
+#[test]
+fn a_fixture_signed_by_openssl_is_accepted() {
+    let body = fixture("pull_request.opened");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("body.json");
+    std::fs::write(&file, &body).expect("body");
+    let out = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-hmac"])
+        .arg(std::str::from_utf8(SECRET).expect("secret"))
+        .arg(&file)
+        .output()
+        .expect("openssl (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `HMAC-SHA2-256(FILE)= <hex>`, the label depending on the OpenSSL version.
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    let hex = stdout.split_whitespace().last().expect("digest");
+    assert_eq!(hex.len(), 64, "{stdout}");
+    let queue = Queue::open(dir.path().join("queue").as_path()).expect("queue");
+    let url = common::serve(router(SECRET.to_vec(), queue.clone(), 64 * 1024));
+    let (status, text) = post(
+        &url,
+        "pull_request",
+        "o-1",
+        &body,
+        Some(format!("sha256={hex}")),
+    );
+    assert_eq!(status, 202, "{text}");
+    assert_eq!(queue.pending().len(), 1);
+}

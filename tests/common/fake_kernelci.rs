@@ -51,6 +51,12 @@ pub struct FakeKci {
     /// Ignore new commits (no checkout ever appears).
     pub ignore_new: bool,
     pub requests: u64,
+    /// `/latest/count` requests answered.
+    pub counts: u64,
+    /// While set, no node moves on from `running`; when cleared, nodes move on by their age
+    /// (so those older than three steps are done at once). A test holds the nodes until it
+    /// has seen what it wants to see, instead of racing the fake's clock.
+    pub hold: bool,
     next_id: u64,
 }
 
@@ -63,6 +69,8 @@ impl Default for FakeKci {
             kernel: None,
             ignore_new: false,
             requests: 0,
+            counts: 0,
+            hold: false,
             next_id: 0,
         }
     }
@@ -110,7 +118,7 @@ impl FakeKci {
 
     fn render(&self, n: &Node) -> Value {
         let mut v = n.value.clone();
-        let steps = if n.stuck {
+        let steps = if n.stuck || self.hold {
             0
         } else {
             (n.born.elapsed().as_millis() / self.step.as_millis().max(1)) as usize
@@ -237,7 +245,10 @@ async fn handle(State(shared): State<SharedKci>, uri: Uri) -> Response {
             json_ok(json!({"items": items, "total": all.len(), "limit": limit, "offset": offset}))
         }
         "/latest/nodes/fast" => json_ok(Value::Array(fake.matching(&q))),
-        "/latest/count" => json_ok(json!(fake.matching(&q).len())),
+        "/latest/count" => {
+            fake.counts += 1;
+            json_ok(json!(fake.matching(&q).len()))
+        }
         _ => match path.strip_prefix("/latest/node/") {
             Some(id) => match fake.nodes.iter().find(|n| n.value["id"] == id) {
                 Some(n) => json_ok(fake.render(n)),
