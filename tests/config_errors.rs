@@ -28,8 +28,9 @@ steps:
 fn errors(text: &str) -> Vec<String> {
     match Config::from_str(Path::new("plans/bad.yaml"), text.to_string()) {
         Ok(_) => panic!("plan file was accepted:\n{text}"),
-        Err(ConfigError::Syntax(e)) => vec![e.message.clone()],
-        Err(ConfigError::Invalid(list)) => list.errors.iter().map(|e| e.message.clone()).collect(),
+        Err(e @ (ConfigError::Syntax(_) | ConfigError::Invalid(_))) => {
+            e.errors().iter().map(|e| e.message.clone()).collect()
+        }
         Err(e) => panic!("unexpected error {e}"),
     }
 }
@@ -274,4 +275,86 @@ fn a_key_with_a_line_break_is_reported_whole_on_one_line() {
         "{msg}"
     );
     assert!(!msg.contains('\n'), "{msg}");
+}
+
+/// Render a report of any error the way the CLI does, without colours.
+fn render(err: &ConfigError) -> String {
+    let mut out = String::new();
+    miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+        .with_width(100)
+        .render_report(&mut out, err)
+        .expect("render");
+    out
+}
+
+fn load(bytes: &[u8]) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("plan.yaml");
+    std::fs::write(&path, bytes).expect("write");
+    Config::load(&path)
+}
+
+#[test]
+fn a_plan_file_over_the_size_limit_is_refused_before_parsing() {
+    let mut text = GOOD.as_bytes().to_vec();
+    text.extend(b"# ");
+    let max = kcideploy::config::MAX_PLAN_FILE_BYTES as usize;
+    text.resize(max + 1, b'x');
+    let err = load(&text).expect_err("too large");
+    assert!(matches!(err, ConfigError::TooLarge { .. }), "{err}");
+    assert!(
+        err.to_string().ends_with(
+            "the plan file is larger than 4 MiB; a plan file this large is not a plan file"
+        ),
+        "{err}"
+    );
+    // At the limit it is read (and here valid: the rest is a comment).
+    text.truncate(max);
+    load(&text).expect("a plan file at the limit loads");
+}
+
+#[test]
+fn a_huge_key_is_quoted_briefly_and_the_line_is_not_echoed() {
+    let key = "k".repeat(1024 * 1024);
+    // A plain key is at most 1024 characters long; an explicit key (`? key`) is not.
+    let text = GOOD.replace("name: t\n", &format!("name: t\n? {key}\n: 1\n"));
+    let started = std::time::Instant::now();
+    let err = Config::from_str(Path::new("plans/bad.yaml"), text).expect_err("unknown key");
+    let report = render(&err);
+    assert!(report.len() < 2000, "{} bytes of report", report.len());
+    let message = &err.errors()[0].message;
+    assert!(message.starts_with("plans/bad.yaml:3:3: "), "{message}");
+    assert!(
+        message.contains(&format!("`{}…`", "k".repeat(kcideploy::config::QUOTE_MAX))),
+        "{message}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
+
+#[test]
+fn long_names_are_quoted_briefly() {
+    let long = "x".repeat(500);
+    let text = GOOD.replace("on: [config]", &format!("on: [{long}]"));
+    let message = one_error(&text);
+    assert!(message.len() < 200, "{message}");
+    assert!(
+        message.ends_with(
+            "unknown component `xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…`"
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_plan_file_that_is_not_utf8_names_line_column_and_offset() {
+    let text = GOOD.replace("name: t", "name: \"caf\u{e9}\u{1}\"");
+    let mut bytes = text.into_bytes();
+    let at = bytes.iter().position(|&b| b == 1).expect("marker");
+    bytes[at] = 0xff;
+    let err = load(&bytes).expect_err("not UTF-8");
+    let message = err.to_string();
+    assert!(
+        message.ends_with("plan.yaml:2:12: the plan file is not UTF-8: byte 0xff at offset 23 cannot start a character"),
+        "{message}"
+    );
 }
