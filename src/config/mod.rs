@@ -6,6 +6,7 @@ mod errors;
 mod input;
 pub mod kinds;
 mod maintainer;
+mod scan;
 pub mod schema;
 mod types;
 
@@ -69,13 +70,19 @@ impl Config {
         input::check_size(path, text.len())?;
         let source = Arc::new(text);
         let src = errors::Source::new(path, source.clone());
-        let file: PlanFile = serde_saphyr::from_str(&source).map_err(|e| {
+        let scanned = scan::unknown_and_missing_fields(&src);
+        let syntax = |errors| {
             ConfigError::Syntax(PlanFileErrors {
                 path: path.to_path_buf(),
-                errors: vec![yaml_error(&src, &e)],
+                errors,
                 syntax: true,
             })
-        })?;
+        };
+        let file: PlanFile = match serde_saphyr::from_str(&source) {
+            Ok(file) if scanned.is_empty() => file,
+            Ok(_) => return Err(syntax(scanned.into_iter().map(|(_, e)| e).collect())),
+            Err(e) => return Err(syntax(shape_errors(scanned, &src, &e))),
+        };
         let dir = path
             .parent()
             .map(|p| {
@@ -188,4 +195,34 @@ fn yaml_error(src: &errors::Source, err: &serde_saphyr::Error) -> SemanticError 
         Some(loc) => src.error_at(&loc, 1, detail, "here"),
         None => src.error_with_labels(0, 0, detail, Vec::new()),
     }
+}
+
+/// The first pass's errors and serde's. serde's unknown or missing field is among the first
+/// pass's; on one line, an unknown field found by the first pass beats serde's error (which
+/// may not name the field), and serde's error beats a missing field (it may say more).
+fn shape_errors(
+    scanned: Vec<(scan::Finding, SemanticError)>,
+    src: &errors::Source,
+    err: &serde_saphyr::Error,
+) -> Vec<SemanticError> {
+    use serde_saphyr::Error::{SerdeMissingField, SerdeUnknownField};
+    let covered = matches!(
+        err.without_snippet(),
+        SerdeUnknownField { .. } | SerdeMissingField { .. }
+    );
+    let mut serde_error = (!covered || scanned.is_empty()).then(|| yaml_error(src, err));
+    let mut errors = Vec::new();
+    for (finding, e) in scanned {
+        match &serde_error {
+            Some(s) if s.line == e.line && finding == scan::Finding::Unknown => {
+                serde_error = None;
+                errors.push(e);
+            }
+            Some(s) if s.line == e.line => {}
+            _ => errors.push(e),
+        }
+    }
+    errors.extend(serde_error);
+    errors.sort_by_key(|e| (e.line, e.column));
+    errors
 }

@@ -27,7 +27,10 @@ pub fn reference_markdown() -> String {
 
 type Row = (String, String, String, String);
 
-fn resolve<'a>(root: &'a serde_json::Value, node: &'a serde_json::Value) -> &'a serde_json::Value {
+pub(crate) fn resolve<'a>(
+    root: &'a serde_json::Value,
+    node: &'a serde_json::Value,
+) -> &'a serde_json::Value {
     let target = node
         .get("$ref")
         .or_else(|| {
@@ -103,7 +106,7 @@ fn type_of(root: &serde_json::Value, node: &serde_json::Value) -> String {
 }
 
 /// The variant of an `anyOf`/`oneOf` that is a mapping with fields, if any.
-fn mapping_variant<'a>(
+pub(crate) fn mapping_variant<'a>(
     root: &'a serde_json::Value,
     node: &'a serde_json::Value,
 ) -> Option<&'a serde_json::Value> {
