@@ -445,3 +445,30 @@ fn merge_keys_are_not_unknown_fields() {
     );
     Config::from_str(Path::new("plans/good.yaml"), text).expect("valid");
 }
+
+#[test]
+fn globs_that_can_never_match_are_rejected() {
+    let text = GOOD.replace(
+        r#"paths: ["config/**"]"#,
+        r#"paths: ["/config/**", "./src/*.py", "", "ci\\*.yaml", "docs/", "../x/**"]"#,
+    );
+    let all = errors(&text);
+    let expected = [
+        "plans/bad.yaml:9:13: glob `/config/**` in component path can never match: paths are relative to the repo root",
+        "plans/bad.yaml:9:27: glob `./src/*.py` in component path can never match: paths are relative to the repo root",
+        "plans/bad.yaml:9:41: glob `` in component path can never match: it is empty",
+        "plans/bad.yaml:9:45: glob `ci\\*.yaml` in component path can never match: paths are separated by `/`, and a backslash only escapes",
+        "plans/bad.yaml:9:59: glob `docs/` in component path can never match: paths name files, never a directory ending in `/`",
+        "plans/bad.yaml:9:68: glob `../x/**` in component path can never match: paths have no `.` or `..` components",
+    ];
+    assert_eq!(all, expected);
+    assert_eq!(helps(&text)[0], "write `config/**`");
+    let text = GOOD.replace(
+        "    url: repos/pipe.git\n",
+        "    url: repos/pipe.git\n    pending: { branches: \"/pr/*\" }\n",
+    );
+    assert!(
+        one_error(&text)
+            .starts_with("plans/bad.yaml:6:26: glob `/pr/*` in pending.branches can never match")
+    );
+}

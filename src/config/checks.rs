@@ -201,7 +201,21 @@ impl Checker<'_> {
     }
 
     fn glob(&mut self, pattern: &Spanned<String>, what: &str) {
-        if let Err(err) = super::glob(&pattern.value) {
+        if let Some((why, help)) = never_matches(&pattern.value) {
+            let e = self
+                .src
+                .error_at(
+                    &pattern.referenced,
+                    pattern.value.len().max(1),
+                    format!(
+                        "glob {} in {what} can never match: {why}",
+                        quote(&pattern.value)
+                    ),
+                    "matches nothing",
+                )
+                .with_help(help);
+            self.errors.push(e);
+        } else if let Err(err) = super::glob(&pattern.value) {
             let e = self.src.error_at(
                 &pattern.referenced,
                 pattern.value.len(),
@@ -277,6 +291,89 @@ impl Checker<'_> {
                     "remove one of these `needs` or `after` entries so the steps can run in order",
                 );
             self.errors.push(e);
+        }
+    }
+}
+
+/// Why a glob cannot match any path in a repo, or any branch name (both are relative,
+/// `/`-separated, without `.` or `..` components), and what to write instead.
+pub(crate) fn never_matches(pattern: &str) -> Option<(&'static str, String)> {
+    let relative = pattern.trim_start_matches("./").trim_start_matches('/');
+    let relative = relative.trim_start_matches("./");
+    let instead = |p: &str| format!("write {}", quote(p));
+    if pattern.is_empty() {
+        return Some(("it is empty", "write a pattern such as `config/**`".into()));
+    }
+    if pattern.starts_with('/') || pattern.starts_with("./") {
+        return Some((
+            "paths are relative to the repo root",
+            instead(if relative.is_empty() { "**" } else { relative }),
+        ));
+    }
+    if pattern.contains('\\') {
+        return Some((
+            "paths are separated by `/`, and a backslash only escapes",
+            format!(
+                "{}; match a special character with a class such as `[*]`",
+                instead(&pattern.replace('\\', "/"))
+            ),
+        ));
+    }
+    if let Some(dir) = pattern.strip_suffix('/') {
+        return Some((
+            "paths name files, never a directory ending in `/`",
+            instead(&format!("{dir}/**")),
+        ));
+    }
+    let parts: Vec<&str> = pattern.split('/').collect();
+    if parts.iter().any(|p| *p == "." || *p == "..") {
+        return Some((
+            "paths have no `.` or `..` components",
+            "name the files from the repo root".into(),
+        ));
+    }
+    if parts.iter().any(|p| p.is_empty()) {
+        return Some((
+            "paths have no empty `//` components",
+            instead(&pattern.replace("//", "/")),
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::never_matches;
+
+    #[test]
+    fn globs_that_can_never_match() {
+        for (pattern, help) in [
+            ("", "write a pattern such as `config/**`"),
+            ("/config/**", "write `config/**`"),
+            ("./config/*.yaml", "write `config/*.yaml`"),
+            ("/", "write `**`"),
+            (
+                "config\\*.yaml",
+                "write `config/*.yaml`; match a special character with a class such as `[*]`",
+            ),
+            ("config/", "write `config/**`"),
+            ("config/../src/**", "name the files from the repo root"),
+            ("src/./x", "name the files from the repo root"),
+            ("config//x", "write `config/x`"),
+        ] {
+            let found = never_matches(pattern);
+            assert_eq!(found.map(|f| f.1), Some(help.to_string()), "{pattern}");
+        }
+        for pattern in [
+            "config/**",
+            "**",
+            "*.py",
+            "src/[a-z]*/x",
+            "pr/*",
+            ".github/**",
+            "a..b",
+        ] {
+            assert_eq!(never_matches(pattern), None, "{pattern}");
         }
     }
 }
