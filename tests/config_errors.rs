@@ -472,3 +472,32 @@ fn globs_that_can_never_match_are_rejected() {
             .starts_with("plans/bad.yaml:6:26: glob `/pr/*` in pending.branches can never match")
     );
 }
+
+#[test]
+fn names_that_become_paths_must_be_safe() {
+    let text = GOOD
+        .replace("name: t", "name: '../../../../tmp/x'")
+        .replace("  pipe:\n", "  pipe/../../x:\n")
+        .replace("repo: pipe", "repo: pipe/../../x")
+        .replace("  restart:\n", "  ..:\n");
+    assert_eq!(
+        errors(&text),
+        [
+            "plans/bad.yaml:2:7: plan name `../../../../tmp/x` cannot name files: it must start with a letter or a digit",
+            "plans/bad.yaml:4:3: repo name `pipe/../../x` cannot name files: it may hold only letters, digits, `.`, `_` and `-`",
+            "plans/bad.yaml:15:3: step name `..` cannot name files: it must start with a letter or a digit",
+        ]
+    );
+    assert!(helps(&text)[0].starts_with("plan names become file and directory names"));
+}
+
+#[test]
+fn an_unsafe_name_behind_an_alias_is_still_refused() {
+    let text = GOOD.replace("name: t\n", "") + "kernelci: { api_url: &n '../x' }\nname: *n\n";
+    assert_eq!(
+        errors(&text),
+        [
+            "plans/bad.yaml: plan name `../x` cannot name files: it must start with a letter or a digit"
+        ]
+    );
+}

@@ -6,6 +6,7 @@ mod errors;
 mod input;
 pub mod kinds;
 mod maintainer;
+pub mod names;
 mod scan;
 pub mod schema;
 mod types;
@@ -79,10 +80,34 @@ impl Config {
             })
         };
         let file: PlanFile = match serde_saphyr::from_str(&source) {
-            Ok(file) if scanned.is_empty() => file,
-            Ok(_) => return Err(syntax(scanned.into_iter().map(|(_, e)| e).collect())),
+            Ok(file) => file,
             Err(e) => return Err(syntax(shape_errors(scanned, &src, &e))),
         };
+        let (names, shape): (Vec<_>, Vec<_>) = scanned
+            .into_iter()
+            .partition(|(finding, _)| matches!(finding, scan::Finding::Name(..)));
+        // The first pass locates unsafe names; one it could not see (brought in by an alias
+        // or a merge key) is still an error, without a position.
+        let mut unlocated: Vec<SemanticError> = names::of(&file)
+            .filter(|(what, name)| {
+                !names
+                    .iter()
+                    .any(|(f, _)| *f == scan::Finding::Name(what, name.to_string()))
+            })
+            .filter_map(|(what, name)| names::check(what, name))
+            .map(|message| {
+                src.error_with_labels(0, 0, message, Vec::new())
+                    .with_help(names::help("plan, repo and step"))
+            })
+            .collect();
+        let mut names: Vec<SemanticError> = names.into_iter().map(|(_, e)| e).collect();
+        names.append(&mut unlocated);
+        if !shape.is_empty() {
+            let mut errors: Vec<SemanticError> = shape.into_iter().map(|(_, e)| e).collect();
+            errors.append(&mut names);
+            errors.sort_by_key(|e| (e.line, e.column));
+            return Err(syntax(errors));
+        }
         let dir = path
             .parent()
             .map(|p| {
@@ -100,7 +125,9 @@ impl Config {
             source,
             file,
         };
-        let errors = config.semantic_errors();
+        let mut errors = config.semantic_errors();
+        errors.append(&mut names);
+        errors.sort_by_key(|e| (e.line, e.column));
         if errors.is_empty() {
             Ok(config)
         } else {

@@ -39,7 +39,8 @@ impl From<Marker> for Pos {
 enum Node {
     Map(Pos, Vec<(Key, Node)>),
     Seq(Vec<Node>),
-    /// A scalar, an alias, or something too deep to look into.
+    Scalar(String, Pos),
+    /// An alias, or something too deep to look into.
     Leaf,
 }
 
@@ -51,10 +52,12 @@ struct Key {
 }
 
 /// What the first pass found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Finding {
     Unknown,
     Missing,
+    /// A name that becomes a file name is not safe for it: plan, repo or step, and the name.
+    Name(&'static str, String),
 }
 
 /// The errors of the first pass; empty when the YAML does not parse (serde reports that).
@@ -134,6 +137,7 @@ fn node<'i>(
             skip_rest(parser)?;
             Some(Node::Leaf)
         }
+        Event::Scalar(text, ..) => Some(Node::Scalar(text.into_owned(), start.into())),
         _ => Some(Node::Leaf),
     }
 }
@@ -172,6 +176,11 @@ impl Walk<'_> {
                 {
                     for (key, value) in entries {
                         let name = key.text.as_deref().unwrap_or("?");
+                        match path {
+                            "repos" => self.name(name, key.pos, "repo"),
+                            "steps" => self.name(name, key.pos, "step"),
+                            _ => {}
+                        }
                         self.node(value, inner, &join(path, name), Some(key));
                     }
                 }
@@ -183,7 +192,25 @@ impl Walk<'_> {
                     }
                 }
             }
-            Node::Leaf => {}
+            Node::Scalar(name, pos) if path == "name" => self.name(name, *pos, "plan"),
+            Node::Scalar(..) | Node::Leaf => {}
+        }
+    }
+
+    /// A plan, repo or step name, which becomes part of file names.
+    fn name(&mut self, name: &str, pos: Pos, what: &'static str) {
+        if let Some(message) = super::names::check(what, name) {
+            let offset = offset_of(self.src.text(), pos.line, pos.column);
+            let e = self.src.error_at_offset(
+                offset,
+                pos.line,
+                pos.column,
+                name.len(),
+                message,
+                "unsafe name",
+            );
+            let e = e.with_help(super::names::help(what));
+            self.errors.push((Finding::Name(what, name.to_string()), e));
         }
     }
 

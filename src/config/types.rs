@@ -18,7 +18,8 @@ pub struct PlanFile {
     /// Plan file format version. Only `1` exists.
     #[schemars(with = "u32")]
     pub version: Spanned<u32>,
-    /// Name of the deployment (`staging`, `production`).
+    /// Name of the deployment (`staging`, `production`). Plan, repo and step names become file
+    /// names: letters, digits, `.`, `_` and `-`, starting with a letter or a digit, no `..`.
     pub name: String,
     /// Where state is kept. Default: `.kcideploy/<name>.state.json` beside the plan file.
     #[serde(default)]
@@ -26,12 +27,12 @@ pub struct PlanFile {
     /// When cycles may run.
     #[serde(default)]
     pub policy: Policy,
-    /// Git repositories taking part, by name.
+    /// Git repositories taking part, by name (a safe file name, like `name`).
     pub repos: IndexMap<String, RepoConfig>,
     /// Named sets of paths in one repo.
     #[serde(default)]
     pub components: IndexMap<String, Component>,
-    /// Units of deploy work, by name.
+    /// Units of deploy work, by name (a safe file name, like `name`).
     #[serde(default)]
     pub steps: IndexMap<String, StepConfig>,
     /// Finding the change that broke a deploy (off by default).
