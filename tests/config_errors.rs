@@ -56,10 +56,9 @@ fn rendered(text: &str) -> String {
 fn good_plan_file_loads() {
     let config = Config::from_str(Path::new("plans/good.yaml"), GOOD.to_string()).expect("valid");
     assert_eq!(config.file.steps.len(), 2);
-    assert_eq!(
-        config.state_path(),
-        Path::new("plans/.kcideploy/t.state.json")
-    );
+    let explicit = GOOD.replace("name: t\n", "name: t\nstate: { path: s/t.json }\n");
+    let config2 = Config::from_str(Path::new("plans/good.yaml"), explicit).expect("valid");
+    assert_eq!(config2.state_path(), Path::new("plans/s/t.json"));
     assert_eq!(config.file.policy.full_cycle_interval.as_secs(), 6 * 3600);
 }
 

@@ -38,6 +38,18 @@ pub fn glob(pattern: &str) -> Result<Glob, globset::Error> {
         .build()
 }
 
+/// `$XDG_STATE_HOME/kcideploy`, or `$HOME/.local/state/kcideploy` when `XDG_STATE_HOME` is
+/// unset, empty or relative (the XDG base directory rules); `None` without either.
+pub fn default_state_dir(
+    xdg_state_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> Option<PathBuf> {
+    let absolute = |v: Option<std::ffi::OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    absolute(xdg_state_home)
+        .or_else(|| absolute(home).map(|h| h.join(".local/state")))
+        .map(|d| d.join("kcideploy"))
+}
+
 /// A plan file that parsed and validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -139,14 +151,19 @@ impl Config {
         }
     }
 
-    /// Where the state file lives.
+    /// Where the state file lives: `state.path` (relative to the plan file), else
+    /// `<state home>/kcideploy/<name>/<name>.state.json` ([`default_state_dir`]), which a fresh
+    /// checkout of the plan's repo does not wipe. Logs, the fetch cache and checkouts live
+    /// beside it.
     pub fn state_path(&self) -> PathBuf {
+        let name = &self.file.name;
         match &self.file.state.path {
             Some(p) => self.dir.join(p),
-            None => self
-                .dir
-                .join(".kcideploy")
-                .join(format!("{}.state.json", self.file.name)),
+            None => default_state_dir(std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME"))
+                .map(|d| d.join(name))
+                // No home at all (a bare container): beside the plan file, as before.
+                .unwrap_or_else(|| self.dir.join(".kcideploy"))
+                .join(format!("{name}.state.json")),
         }
     }
 

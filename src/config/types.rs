@@ -21,7 +21,8 @@ pub struct PlanFile {
     /// Name of the deployment (`staging`, `production`). Plan, repo and step names become file
     /// names: letters, digits, `.`, `_` and `-`, starting with a letter or a digit, no `..`.
     pub name: String,
-    /// Where state is kept. Default: `.kcideploy/<name>.state.json` beside the plan file.
+    /// Where state is kept. Default: `$XDG_STATE_HOME/kcideploy/<name>/<name>.state.json`
+    /// (`~/.local/state/kcideploy/...` without `XDG_STATE_HOME`), outside the plan's checkout.
     #[serde(default)]
     pub state: StateConfig,
     /// When cycles may run.
@@ -282,7 +283,8 @@ impl Default for BlameConfig {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
-    /// Path of the state file, relative to the plan file's directory.
+    /// Path of the state file, relative to the plan file's directory; run logs, the fetch
+    /// cache and checkouts go beside it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
 }
