@@ -85,8 +85,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     make_repo(&k)?;
 
     // kcideploy: full-cycle `always` steps, so a full cycle runs all and a partial none.
-    let mut plan =
-        String::from("version: 1\nname: bench\nrepos:\n  r: { url: repo.git }\nsteps:\n");
+    let mut plan = String::from(
+        "version: 1\nname: bench\nstate: { path: .kcideploy/bench.state.json }\nrepos:\n  r: { url: repo.git }\nsteps:\n",
+    );
     let mut tf = String::new();
     for i in 0..STEPS {
         let needs = parent(i)
@@ -154,8 +155,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // (c) sleep steps: 31 steps in a binary tree, durations 100-400 ms, enough parallelism.
     let sleeps: Vec<u64> = (0..31).map(|i| 100 + (i as u64 * 37) % 301).collect();
-    let mut plan =
-        String::from("version: 1\nname: sleep\nrepos:\n  r: { url: repo.git }\nsteps:\n");
+    let mut plan = String::from(
+        "version: 1\nname: sleep\nstate: { path: .kcideploy/sleep.state.json }\nrepos:\n  r: { url: repo.git }\nsteps:\n",
+    );
     let mut path_to = vec![0u64; sleeps.len()];
     for (i, s) in sleeps.iter().enumerate() {
         let needs = parent(i)

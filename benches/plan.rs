@@ -75,7 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let plan_path = dir.path().join("plan.yaml");
     std::fs::write(
         &plan_path,
-        "version: 1\nname: bench\nrepos:\n  big: { url: repos/big.git }\ncomponents:\n".to_string()
+        "version: 1\nname: bench\nstate: { path: .kcideploy/bench.state.json }\nrepos:\n  big: { url: repos/big.git }\ncomponents:\n".to_string()
             + &(0..30)
                 .map(|d| {
                     format!(

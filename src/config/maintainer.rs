@@ -87,7 +87,7 @@ mod tests {
     fn error(server: &str) -> String {
         match load(server) {
             Ok(_) => panic!("loads: {server}"),
-            Err(e) => e.to_string(),
+            Err(e) => e.errors().iter().map(|e| e.message.as_str()).collect(),
         }
     }
 

@@ -27,7 +27,10 @@ pub fn reference_markdown() -> String {
 
 type Row = (String, String, String, String);
 
-fn resolve<'a>(root: &'a serde_json::Value, node: &'a serde_json::Value) -> &'a serde_json::Value {
+pub(crate) fn resolve<'a>(
+    root: &'a serde_json::Value,
+    node: &'a serde_json::Value,
+) -> &'a serde_json::Value {
     let target = node
         .get("$ref")
         .or_else(|| {
@@ -59,6 +62,7 @@ fn type_of(root: &serde_json::Value, node: &serde_json::Value) -> String {
     {
         let kinds: Vec<String> = one_of
             .iter()
+            .filter(|v| v.get("type").and_then(|t| t.as_str()) != Some("null"))
             .map(|v| {
                 if let Some(c) = v.get("const").and_then(|c| c.as_str()) {
                     format!("`{c}`")
@@ -91,10 +95,26 @@ fn type_of(root: &serde_json::Value, node: &serde_json::Value) -> String {
             .iter()
             .filter_map(|t| t.as_str())
             .filter(|t| *t != "null")
+            .map(|t| match t {
+                "array" => format!("list of {}", type_of(root, &n["items"])),
+                t => t.to_string(),
+            })
             .collect::<Vec<_>>()
             .join(" \\| "),
         _ => "any".into(),
     }
+}
+
+/// The variant of an `anyOf`/`oneOf` that is a mapping with fields, if any.
+pub(crate) fn mapping_variant<'a>(
+    root: &'a serde_json::Value,
+    node: &'a serde_json::Value,
+) -> Option<&'a serde_json::Value> {
+    node.get("anyOf")
+        .or_else(|| node.get("oneOf"))
+        .and_then(|v| v.as_array())?
+        .iter()
+        .find(|v| resolve(root, v).get("properties").is_some())
 }
 
 fn doc(node: &serde_json::Value) -> String {
@@ -141,6 +161,9 @@ fn walk(
         }
         if target.get("properties").is_some() {
             walk(root, prop, &format!("{path}."), rows, depth + 1);
+        } else if let Some(mapping) = mapping_variant(root, target) {
+            // `notify: false` or the full mapping: document the mapping's fields.
+            walk(root, mapping, &format!("{path}."), rows, depth + 1);
         } else if let Some(inner) = target.get("additionalProperties").filter(|a| a.is_object()) {
             walk(root, inner, &format!("{path}.<name>."), rows, depth + 1);
         } else if let Some(items) = target.get("items") {

@@ -18,20 +18,22 @@ pub struct PlanFile {
     /// Plan file format version. Only `1` exists.
     #[schemars(with = "u32")]
     pub version: Spanned<u32>,
-    /// Name of the deployment (`staging`, `production`).
+    /// Name of the deployment (`staging`, `production`). Plan, repo and step names become file
+    /// names: letters, digits, `.`, `_` and `-`, starting with a letter or a digit, no `..`.
     pub name: String,
-    /// Where state is kept. Default: `.kcideploy/<name>.state.json` beside the plan file.
+    /// Where state is kept. Default: `$XDG_STATE_HOME/kcideploy/<name>/<name>.state.json`
+    /// (`~/.local/state/kcideploy/...` without `XDG_STATE_HOME`), outside the plan's checkout.
     #[serde(default)]
     pub state: StateConfig,
     /// When cycles may run.
     #[serde(default)]
     pub policy: Policy,
-    /// Git repositories taking part, by name.
+    /// Git repositories taking part, by name (a safe file name, like `name`).
     pub repos: IndexMap<String, RepoConfig>,
     /// Named sets of paths in one repo.
     #[serde(default)]
     pub components: IndexMap<String, Component>,
-    /// Units of deploy work, by name.
+    /// Units of deploy work, by name (a safe file name, like `name`).
     #[serde(default)]
     pub steps: IndexMap<String, StepConfig>,
     /// Finding the change that broke a deploy (off by default).
@@ -289,7 +291,8 @@ impl Default for BlameConfig {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
-    /// Path of the state file, relative to the plan file's directory.
+    /// Path of the state file, relative to the plan file's directory; run logs, the fetch
+    /// cache and checkouts go beside it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
 }

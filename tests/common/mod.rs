@@ -63,10 +63,12 @@ impl Fixture {
         Remote { repo, path, main }
     }
 
-    /// Write the plan file and return its path.
+    /// Write the plan file and return its path. Unless the text says where state lives, it
+    /// lives in `.kcideploy/` beside the plan file, inside the fixture: never in the real
+    /// `~/.local/state`, the default.
     pub fn plan_file(&self, text: &str) -> PathBuf {
         let path = self.path().join("plan.yaml");
-        std::fs::write(&path, text).expect("write plan file");
+        std::fs::write(&path, with_local_state(text)).expect("write plan file");
         path
     }
 
@@ -191,7 +193,28 @@ pub fn runs(plan: &Plan) -> Vec<&str> {
 pub fn kcideploy() -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::cargo_bin("kcideploy").expect("binary");
     cmd.env("NO_COLOR", "1");
+    // A plan file without `state.path` keeps state under the build's scratch directory.
+    cmd.env(
+        "XDG_STATE_HOME",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("xdg-state"),
+    );
     cmd
+}
+
+/// `text` with `state: { path: .kcideploy/<name>.state.json }` added, unless it has `state:`.
+pub fn with_local_state(text: &str) -> String {
+    let has_state = text.lines().any(|l| l.starts_with("state:"));
+    let name = text
+        .lines()
+        .find_map(|l| l.strip_prefix("name:"))
+        .map(|n| n.trim().trim_matches(['"', '\'']));
+    match name {
+        Some(name) if !has_state => format!(
+            "{}\nstate: {{ path: .kcideploy/{name}.state.json }}\n",
+            text.trim_end_matches('\n')
+        ),
+        _ => text.to_string(),
+    }
 }
 
 /// Exit code, stdout, stderr.

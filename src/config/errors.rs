@@ -1,0 +1,276 @@
+//! Plan file errors: each starts with file:line:col, quotes the plan file briefly, and shows
+//! the line with a caret.
+
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use miette::{Diagnostic, LabeledSpan, NamedSource, SourceSpan};
+use serde_saphyr::Location;
+
+/// Longest piece of the plan file quoted in a message, in characters.
+pub const QUOTE_MAX: usize = 64;
+
+/// A plan file with a longer line is reported without source snippets (the line would be
+/// echoed whole).
+const SNIPPET_LINE_MAX: usize = 1000;
+
+/// `text` for a message: control characters escaped, cut after [`QUOTE_MAX`] characters
+/// with `…`.
+pub fn clip(text: &str) -> String {
+    let mut out = String::new();
+    for (n, c) in text.chars().enumerate() {
+        if n == QUOTE_MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `text` in backquotes, clipped.
+pub fn quote(text: &str) -> String {
+    format!("`{}`", clip(text))
+}
+
+/// Clip every backquoted piece of a message written by someone else (the YAML parser).
+pub(crate) fn clip_quoted(message: &str) -> String {
+    message
+        .split('`')
+        .enumerate()
+        .map(|(i, part)| {
+            if i % 2 == 1 {
+                clip(part)
+            } else {
+                clip_long(part)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("`")
+}
+
+/// Unquoted text of a parser message: control characters escaped, long runs cut.
+fn clip_long(text: &str) -> String {
+    let mut out = String::new();
+    for (n, c) in text.chars().enumerate() {
+        if n == 4 * QUOTE_MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The plan file text and name, for messages and snippets.
+#[derive(Debug, Clone)]
+pub(crate) struct Source {
+    path: PathBuf,
+    text: Arc<String>,
+    /// No line is too long to show.
+    showable: bool,
+}
+
+impl Source {
+    pub(crate) fn new(path: &Path, text: Arc<String>) -> Source {
+        let showable = text.lines().all(|l| l.len() <= SNIPPET_LINE_MAX);
+        Source {
+            path: path.to_path_buf(),
+            text,
+            showable,
+        }
+    }
+
+    pub(crate) fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The source for a snippet, unless a line is too long to print.
+    fn snippet(&self) -> Option<NamedSource<Arc<String>>> {
+        self.showable
+            .then(|| NamedSource::new(self.path.display().to_string(), self.text.clone()))
+    }
+
+    /// An error at `loc`, underlining `len` bytes.
+    pub(crate) fn error_at(
+        &self,
+        loc: &Location,
+        len: usize,
+        message: String,
+        label: &str,
+    ) -> SemanticError {
+        let offset = super::byte_offset(&self.text, loc);
+        self.error_at_offset(offset, loc.line(), loc.column(), len, message, label)
+    }
+
+    pub(crate) fn error_at_offset(
+        &self,
+        offset: usize,
+        line: u64,
+        column: u64,
+        len: usize,
+        message: String,
+        label: &str,
+    ) -> SemanticError {
+        let len = len.min(self.text.len().saturating_sub(offset));
+        self.error_with_labels(
+            line,
+            column,
+            message,
+            vec![LabeledSpan::new_with_span(
+                Some(label.to_string()),
+                SourceSpan::new(offset.into(), len),
+            )],
+        )
+    }
+
+    pub(crate) fn error_with_labels(
+        &self,
+        line: u64,
+        column: u64,
+        message: String,
+        labels: Vec<LabeledSpan>,
+    ) -> SemanticError {
+        let message = if line > 0 {
+            format!("{}:{line}:{column}: {message}", self.path.display())
+        } else {
+            format!("{}: {message}", self.path.display())
+        };
+        SemanticError {
+            message,
+            line,
+            column,
+            src: self.snippet(),
+            labels,
+            help: None,
+        }
+    }
+}
+
+/// Why a plan file could not be used.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+pub enum ConfigError {
+    #[error("cannot read plan file {}: {source}", path.display())]
+    #[diagnostic(code(kcideploy::config::read))]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{}: the plan file is larger than {} MiB; a plan file this large is not a plan file",
+        path.display(),
+        max / (1024 * 1024)
+    )]
+    #[diagnostic(code(kcideploy::config::too_large))]
+    TooLarge { path: PathBuf, max: u64 },
+    #[error(
+        "{}:{line}:{column}: the plan file is not UTF-8: byte 0x{byte:02x} at offset {offset} \
+         cannot start a character",
+        path.display()
+    )]
+    #[diagnostic(
+        code(kcideploy::config::not_utf8),
+        help("save the plan file as UTF-8 text")
+    )]
+    NotUtf8 {
+        path: PathBuf,
+        line: u64,
+        column: u64,
+        offset: usize,
+        byte: u8,
+    },
+    /// The YAML does not fit the plan file's shape: syntax, unknown or missing fields, wrong
+    /// types.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Syntax(PlanFileErrors),
+    /// The plan file has the right shape but does not make sense: unknown names, cycles.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Invalid(PlanFileErrors),
+}
+
+impl ConfigError {
+    /// Every located error, in file order (empty for read errors).
+    pub fn errors(&self) -> &[SemanticError] {
+        match self {
+            ConfigError::Syntax(list) | ConfigError::Invalid(list) => &list.errors,
+            _ => &[],
+        }
+    }
+}
+
+/// All errors of one plan file.
+#[derive(Debug, thiserror::Error)]
+#[error("{} has {} error(s)", path.display(), errors.len())]
+pub struct PlanFileErrors {
+    pub path: PathBuf,
+    pub errors: Vec<SemanticError>,
+    /// Shape errors (`kcideploy::config::syntax`) rather than meaning errors.
+    pub(crate) syntax: bool,
+}
+
+impl Diagnostic for PlanFileErrors {
+    fn code<'a>(&'a self) -> Option<Box<dyn Display + 'a>> {
+        Some(Box::new(if self.syntax {
+            "kcideploy::config::syntax"
+        } else {
+            "kcideploy::config::invalid"
+        }))
+    }
+
+    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn Diagnostic> + 'a>> {
+        Some(Box::new(self.errors.iter().map(|e| e as &dyn Diagnostic)))
+    }
+}
+
+/// One error in a plan file: a YAML or schema error, a name that points nowhere, a cycle, an
+/// invalid glob.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error("{message}")]
+pub struct SemanticError {
+    pub message: String,
+    pub line: u64,
+    pub column: u64,
+    #[source_code]
+    pub(crate) src: Option<NamedSource<Arc<String>>>,
+    #[label(collection)]
+    pub(crate) labels: Vec<LabeledSpan>,
+    #[help]
+    pub help: Option<String>,
+}
+
+impl SemanticError {
+    pub(crate) fn with_help(mut self, help: impl Into<String>) -> SemanticError {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+/// The error's message without serde-saphyr's own location suffix and snippet.
+pub(crate) fn yaml_message(err: &serde_saphyr::Error) -> String {
+    use serde_saphyr::MessageFormatter;
+    // The structured error, not its rendered text: the location leads our message, and a
+    // new serde-saphyr release cannot change what we cut.
+    let err = err.without_snippet();
+    if let serde_saphyr::Error::DuplicateMappingKey { key, .. } = err {
+        let key = key
+            .as_deref()
+            .map(|k| format!(" {}", quote(k)))
+            .unwrap_or_default();
+        return format!("duplicate key{key}: a key may appear only once in a mapping");
+    }
+    let text = serde_saphyr::DefaultMessageFormatter.format_message(err);
+    // The text may quote the plan file: control characters are escaped (`\n`), so none
+    // reaches a terminal or log and the message stays on one line; quotes are clipped.
+    clip_quoted(text.trim()).trim_end_matches(':').to_string()
+}
