@@ -145,9 +145,10 @@ fn bad_input_exits_1_with_a_location() {
     let (code, out, err) = output(kcideploy().args(["plan", "-f"]).arg(&plan));
     assert_eq!(code, 1);
     assert!(out.is_empty(), "{out}");
+    // Line 12: the fixture adds a `state:` line after `name:`.
     assert!(
         err.contains(&format!(
-            "{}:11:34: step `restart` is triggered by unknown component `konfig`",
+            "{}:12:34: step `restart` is triggered by unknown component `konfig`",
             plan.display()
         )),
         "{err}"

@@ -209,10 +209,17 @@ pub fn with_local_state(text: &str) -> String {
         .find_map(|l| l.strip_prefix("name:"))
         .map(|n| n.trim().trim_matches(['"', '\'']));
     match name {
-        Some(name) if !has_state => format!(
-            "{}\nstate: {{ path: .kcideploy/{name}.state.json }}\n",
-            text.trim_end_matches('\n')
-        ),
+        // Right after `name:`, so tests that append steps to the file still end in `steps:`.
+        Some(name) if !has_state => text
+            .lines()
+            .map(|l| {
+                if l.starts_with("name:") {
+                    format!("{l}\nstate: {{ path: .kcideploy/{name}.state.json }}\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect(),
         _ => text.to_string(),
     }
 }
