@@ -162,3 +162,30 @@ fn run_tells_the_policy_s_reason_not_a_command_line_one() {
     );
     assert!(!out.contains("asked for on the command line"), "{out}");
 }
+
+#[test]
+fn escape_sequences_in_a_pr_title_are_shown_not_sent_to_the_terminal() {
+    let (fx, plan) = no_state_fixture();
+    let remote = git2::Repository::open_bare(fx.path().join("repos/pipe.git")).expect("repo");
+    let main = remote.refname_to_id("refs/heads/main").expect("main");
+    let evil = kcideploy::gitops::scratch::commit(
+        &remote,
+        Some(main),
+        &[("config/a.yaml", Some("a: 3\n"))],
+        ALICE,
+        NOW - DAY,
+        "fix\u{1b}]0;pwned\u{7}\u{1b}[31m red\r hidden",
+    )
+    .expect("commit");
+    kcideploy::gitops::scratch::set_branch(&remote, "pr/1", evil).expect("branch");
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["plan", "-f"])
+            .arg(&plan)
+            .args(["--at", at().as_str()]),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("pr/1"), "{out}");
+    assert!(!out.contains('\u{1b}') && !out.contains('\r'), "{out:?}");
+    assert!(out.contains("fix\\u{1b}]0;pwned"), "shown escaped: {out}");
+}

@@ -6,7 +6,7 @@ use owo_colors::{OwoColorize, Style};
 
 use super::types::{Action, DiffBasis, Plan, StepReason};
 use crate::config::Config;
-use crate::support::text::short;
+use crate::support::text::{clean, short};
 
 /// How many reason chains of one step the text output shows before "(+N more)".
 const MAX_REASONS: usize = 5;
@@ -51,6 +51,31 @@ pub fn text(plan: &Plan, color: bool) -> String {
         plan.cycle_decision.requested,
         plan.cycle_decision.reason
     );
+    repos_section(&mut out, plan, &st);
+    steps_section(&mut out, plan, &st);
+    held_section(&mut out, plan, &st);
+    left_out_section(&mut out, plan, &st);
+    out.push('\n');
+    let s = &plan.summary;
+    let _ = writeln!(
+        out,
+        "{} {} to run, {} unchanged{}; {} change(s) included, {} left out.",
+        "Plan:".style(st.bold),
+        count(s.run, "step"),
+        s.skip - s.held_for_full,
+        if s.held_for_full > 0 {
+            format!(", {} held for a full cycle", s.held_for_full)
+        } else {
+            String::new()
+        },
+        s.included,
+        s.excluded
+    );
+    out
+}
+
+/// Each repo: base, included changes, staging revision.
+fn repos_section(out: &mut String, plan: &Plan, st: &Styles) {
     out.push('\n');
     let _ = writeln!(out, "{}", "Repos:".style(st.bold));
     for (name, repo) in &plan.repos {
@@ -78,15 +103,18 @@ pub fn text(plan: &Plan, color: bool) -> String {
                 out,
                 "    {} {} {} {} {}",
                 "+".style(st.add),
-                c.id.style(st.add),
+                clean(&c.id).style(st.add),
                 short(&c.head),
-                c.author.style(st.dim),
-                format!("\"{}\"", c.title).style(st.dim)
+                clean(&c.author).style(st.dim),
+                format!("\"{}\"", clean(&c.title)).style(st.dim)
             );
         }
     }
     out.push('\n');
+}
 
+/// The steps to run, each with its reasons.
+fn steps_section(out: &mut String, plan: &Plan, st: &Styles) {
     let runs: Vec<_> = plan
         .steps
         .iter()
@@ -114,7 +142,7 @@ pub fn text(plan: &Plan, color: bool) -> String {
             let _ = writeln!(
                 out,
                 "      {}",
-                reason_text(reason, &step.name).style(st.dim)
+                clean(&reason_text(reason, &step.name)).style(st.dim)
             );
         }
         if step.because.len() > shown.len() {
@@ -125,6 +153,10 @@ pub fn text(plan: &Plan, color: bool) -> String {
             );
         }
     }
+}
+
+/// Triggered steps that wait for a full cycle.
+fn held_section(out: &mut String, plan: &Plan, st: &Styles) {
     let held: Vec<_> = plan
         .steps
         .iter()
@@ -141,7 +173,10 @@ pub fn text(plan: &Plan, color: bool) -> String {
             let _ = writeln!(out, "  ~ {} ({})", step.name, step.kind);
         }
     }
+}
 
+/// The changes left out, with their reasons.
+fn left_out_section(out: &mut String, plan: &Plan, st: &Styles) {
     let excluded: Vec<_> = plan
         .repos
         .iter()
@@ -155,30 +190,13 @@ pub fn text(plan: &Plan, color: bool) -> String {
                 out,
                 "  {} {repo} {} {} {}: {}",
                 "-".style(st.remove),
-                e.id.style(st.remove),
+                clean(&e.id).style(st.remove),
                 short(&e.head),
                 e.reason.as_str(),
-                e.detail
+                clean(&e.detail)
             );
         }
     }
-    out.push('\n');
-    let s = &plan.summary;
-    let _ = writeln!(
-        out,
-        "{} {} to run, {} unchanged{}; {} change(s) included, {} left out.",
-        "Plan:".style(st.bold),
-        count(s.run, "step"),
-        s.skip - s.held_for_full,
-        if s.held_for_full > 0 {
-            format!(", {} held for a full cycle", s.held_for_full)
-        } else {
-            String::new()
-        },
-        s.included,
-        s.excluded
-    );
-    out
 }
 
 fn count(n: usize, what: &str) -> String {

@@ -19,6 +19,24 @@ pub fn age(seconds: i64) -> String {
     }
 }
 
+/// Text from outside (PR titles, author names, branch names, paths) made safe for a
+/// terminal: control characters (escape sequences that recolour output or set the window
+/// title, carriage returns that hide a line) are shown escaped (`\u{1b}`), not sent.
+pub fn clean(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -32,5 +50,15 @@ mod tests {
         assert_eq!(age(20 * 86_400), "20d");
         assert_eq!(age(86_400 + 7200), "1d 2h");
         assert_eq!(age(-5), "0s");
+    }
+
+    #[test]
+    fn control_characters_are_shown_not_sent() {
+        assert_eq!(
+            clean("fix \u{1b}]0;pwned\u{7}title"),
+            "fix \\u{1b}]0;pwned\\u{7}title"
+        );
+        assert_eq!(clean("a\rb\nc"), "a\\rb\\nc");
+        assert!(matches!(clean("plain"), std::borrow::Cow::Borrowed(_)));
     }
 }
