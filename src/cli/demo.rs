@@ -32,11 +32,27 @@ pub struct Demo {
 /// file, and a state recording both `main`s as deployed two hours before `now`.
 pub fn build(dir: &Path, now: Timestamp) -> Result<Demo> {
     let t = now.as_second();
-    let day = 86_400;
     let repos = dir.join("repos");
     std::fs::create_dir_all(&repos).into_diagnostic()?;
-    let git = |what: &str| format!("demo: cannot {what}");
+    let main = pipeline_repo(&repos, t)?;
+    let api_main = api_repo(&repos, t)?;
+    let plan_file = plan_and_state(dir, main, api_main, t)?;
+    Ok(Demo {
+        dir: dir.to_path_buf(),
+        plan_file,
+    })
+}
 
+const DAY: i64 = 86_400;
+
+fn git(what: &str) -> String {
+    format!("demo: cannot {what}")
+}
+
+/// kernelci-pipeline: `main` and the pending branches, one for each reason a change is
+/// merged or left out. Returns `main`.
+fn pipeline_repo(repos: &Path, t: i64) -> Result<Oid> {
+    let day = DAY;
     let pipeline = Repository::init_bare(repos.join("kernelci-pipeline.git"))
         .into_diagnostic()
         .wrap_err(git("create kernelci-pipeline"))?;
@@ -128,7 +144,12 @@ pub fn build(dir: &Path, now: Timestamp) -> Result<Demo> {
             .wrap_err(git("commit"))?;
         set_branch(&pipeline, name, head).into_diagnostic()?;
     }
+    Ok(main)
+}
 
+/// kernelci-api: `main` and one pending change to its tests. Returns `main`.
+fn api_repo(repos: &Path, t: i64) -> Result<Oid> {
+    let day = DAY;
     let api = Repository::init_bare(repos.join("kernelci-api.git"))
         .into_diagnostic()
         .wrap_err(git("create kernelci-api"))?;
@@ -160,7 +181,12 @@ pub fn build(dir: &Path, now: Timestamp) -> Result<Demo> {
     )
     .into_diagnostic()?;
     set_branch(&api, "pr/7", api_pr).into_diagnostic()?;
+    Ok(api_main)
+}
 
+/// The plan file (the embedded demo plan), its schema, and a state recording both `main`s
+/// as deployed two hours before `t`. Returns the plan file.
+fn plan_and_state(dir: &Path, main: Oid, api_main: Oid, t: i64) -> Result<PathBuf> {
     let plan_file = dir.join("demo.yaml");
     let text = DEMO_PLAN.replace("../schemas/plan.schema.json", "plan.schema.json");
     std::fs::write(&plan_file, text).into_diagnostic()?;
@@ -190,10 +216,7 @@ pub fn build(dir: &Path, now: Timestamp) -> Result<Demo> {
         last_full: Timestamp::from_second(t - 7200).ok(),
     };
     LocalState::new(config.state_path()).write(&mut state)?;
-    Ok(Demo {
-        dir: dir.to_path_buf(),
-        plan_file,
-    })
+    Ok(plan_file)
 }
 
 /// `kcideploy demo`: plan, apply (real pushes into the local bare repos), plan again.
