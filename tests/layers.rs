@@ -126,3 +126,44 @@ fn the_checker_sees_imports_and_skips_comments() {
     let found: Vec<String> = crate_paths(text).into_iter().collect();
     assert_eq!(found, ["apply", "forge"]);
 }
+
+const MAX_FILE_LINES: usize = 600;
+
+#[test]
+fn no_source_file_is_over_600_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let n = std::fs::read_to_string(f).ok()?.lines().count();
+            (n > MAX_FILE_LINES).then(|| format!("{}: {n} lines", f.display()))
+        })
+        .collect();
+    assert!(
+        long.is_empty(),
+        "files over {MAX_FILE_LINES} lines:\n{}",
+        long.join("\n")
+    );
+}
+
+#[test]
+fn only_main_makes_a_tokio_runtime() {
+    // One runtime for the process (support::rt); test modules may make their own.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut makers = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("read");
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        if code.contains("runtime::Builder") && !f.ends_with("support/rt.rs") {
+            makers.push(f.display().to_string());
+        }
+    }
+    assert!(
+        makers.is_empty(),
+        "runtimes made outside support::rt: {makers:?}"
+    );
+}

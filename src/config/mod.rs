@@ -9,6 +9,7 @@ mod maintainer;
 pub mod names;
 mod scan;
 pub mod schema;
+mod services;
 mod types;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,208 @@
+//! Plan file v1: the settings of the services kcideploy talks to or runs: the server and
+//! its bot, GitHub, the KernelCI API, notifications.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::duration::HumanDuration;
+
+/// The long-running service (`kcideploy serve`).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Name of the environment variable holding the webhook secret (never the secret itself).
+    #[serde(default = "ServerConfig::default_secret_env")]
+    pub secret_env: String,
+    /// The bot's GitHub login, as mentioned in commands (`@kcibot deploy`).
+    #[serde(default = "ServerConfig::default_bot")]
+    pub bot: String,
+    /// Who may command the bot, by numeric GitHub user id: `[{ login: Codertocat, id: 21031067 }]`.
+    #[serde(default)]
+    pub maintainers: Vec<super::Maintainer>,
+    /// Also allow commenters whose `author_association` on the repo is one of these.
+    #[serde(default)]
+    pub maintainer_associations: Vec<Association>,
+    /// Largest webhook body accepted, in bytes (GitHub caps payloads at 25 MB).
+    #[serde(default = "ServerConfig::default_max_body")]
+    pub max_body: usize,
+}
+
+impl ServerConfig {
+    fn default_secret_env() -> String {
+        "KCIDEPLOY_WEBHOOK_SECRET".into()
+    }
+    fn default_bot() -> String {
+        "kcibot".into()
+    }
+    fn default_max_body() -> usize {
+        25 * 1024 * 1024
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            secret_env: Self::default_secret_env(),
+            bot: Self::default_bot(),
+            maintainers: Vec::new(),
+            maintainer_associations: Vec::new(),
+            max_body: Self::default_max_body(),
+        }
+    }
+}
+
+/// A commenter's relation to the repository, as GitHub reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Association {
+    Owner,
+    Member,
+    Collaborator,
+}
+
+impl Association {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Association::Owner => "OWNER",
+            Association::Member => "MEMBER",
+            Association::Collaborator => "COLLABORATOR",
+        }
+    }
+}
+
+/// Where the GitHub API is and how to authenticate.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GithubConfig {
+    /// API base URL.
+    #[serde(default = "GithubConfig::default_api_url")]
+    pub api_url: String,
+    /// Name of the environment variable holding the token (never the token itself).
+    #[serde(default = "GithubConfig::default_token_env")]
+    pub token_env: String,
+    /// Longest wait for a rate limit to reset before failing.
+    #[serde(default = "GithubConfig::default_max_wait")]
+    pub max_wait: HumanDuration,
+    /// Longest time one API call may take, its retries included (rate-limit waits are
+    /// bounded by `max_wait` instead).
+    #[serde(default = "GithubConfig::default_timeout")]
+    pub timeout: HumanDuration,
+}
+
+impl GithubConfig {
+    fn default_api_url() -> String {
+        "https://api.github.com".into()
+    }
+    fn default_token_env() -> String {
+        "GITHUB_TOKEN".into()
+    }
+    fn default_max_wait() -> HumanDuration {
+        HumanDuration::from_secs(300)
+    }
+    fn default_timeout() -> HumanDuration {
+        HumanDuration::from_secs(30)
+    }
+}
+
+impl Default for GithubConfig {
+    fn default() -> Self {
+        GithubConfig {
+            api_url: Self::default_api_url(),
+            token_env: Self::default_token_env(),
+            max_wait: Self::default_max_wait(),
+            timeout: Self::default_timeout(),
+        }
+    }
+}
+
+/// Where the KernelCI API is.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KernelciConfig {
+    /// API base URL (routes under `/latest`).
+    #[serde(default = "KernelciConfig::default_api_url")]
+    pub api_url: String,
+    /// Environment variable holding a token (reads need none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+}
+
+impl KernelciConfig {
+    fn default_api_url() -> String {
+        "https://staging.kernelci.org:9000".into()
+    }
+}
+
+impl Default for KernelciConfig {
+    fn default() -> Self {
+        KernelciConfig {
+            api_url: Self::default_api_url(),
+            token_env: None,
+        }
+    }
+}
+
+/// `notify:` as editors see it: a flag or the full mapping.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub(super) enum NotifySchema {
+    Flag(bool),
+    Full(NotifyConfig),
+}
+
+/// Telling contributors what happened to their PRs.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Comment on PRs and set commit statuses (github forge). `false` for dry runs.
+    #[serde(default = "NotifyConfig::default_enabled")]
+    pub enabled: bool,
+    /// Base URL where run logs are published; comments link `<logs_url>/<run>/<step>.log`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs_url: Option<String>,
+    /// Commit status context.
+    #[serde(default = "NotifyConfig::default_context")]
+    pub context: String,
+}
+
+impl NotifyConfig {
+    /// `notify: false` / `notify: true`, or the full mapping.
+    pub(super) fn flag_or_map<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<NotifyConfig, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Setting {
+            Flag(bool),
+            Full(NotifyConfig),
+        }
+        match Setting::deserialize(d) {
+            Ok(Setting::Flag(enabled)) => Ok(NotifyConfig {
+                enabled,
+                ..NotifyConfig::default()
+            }),
+            Ok(Setting::Full(full)) => Ok(full),
+            Err(_) => Err(serde::de::Error::custom(
+                "notify: write `false`, `true`, or a mapping with enabled, logs_url, context",
+            )),
+        }
+    }
+
+    fn default_enabled() -> bool {
+        true
+    }
+    fn default_context() -> String {
+        "kcideploy/staging".into()
+    }
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            enabled: true,
+            logs_url: None,
+            context: Self::default_context(),
+        }
+    }
+}
