@@ -18,6 +18,15 @@ pub enum ExitStatus {
 }
 
 impl ExitStatus {
+    /// Every exit status, for the README's table and its test.
+    pub const ALL: [ExitStatus; 5] = [
+        ExitStatus::Success,
+        ExitStatus::Error,
+        ExitStatus::Changes,
+        ExitStatus::HeldBack,
+        ExitStatus::Usage,
+    ];
+
     pub fn code(self) -> u8 {
         match self {
             ExitStatus::Success => 0,

@@ -189,3 +189,30 @@ fn escape_sequences_in_a_pr_title_are_shown_not_sent_to_the_terminal() {
     assert!(!out.contains('\u{1b}') && !out.contains('\r'), "{out:?}");
     assert!(out.contains("fix\\u{1b}]0;pwned"), "shown escaped: {out}");
 }
+
+#[test]
+fn the_readme_exit_code_table_is_the_code_s() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("read");
+    let start = readme
+        .find("| code | meaning |")
+        .expect("the exit-code table");
+    let documented: Vec<u8> = readme[start..]
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| {
+            l.trim_start_matches('|')
+                .split('|')
+                .next()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .collect();
+    let actual: Vec<u8> = kcideploy::exit::ExitStatus::ALL
+        .iter()
+        .map(|s| s.code())
+        .collect();
+    assert_eq!(documented, actual);
+}
