@@ -192,7 +192,7 @@ pub fn plan_steps(
         };
         out.push(StepPlan {
             name: name.clone(),
-            kind: step.kind.value.as_str().to_string(),
+            kind: step.kind.value,
             cycle: step.cycle,
             action,
             needs: step.needs.iter().map(|n| n.value.clone()).collect(),

@@ -173,7 +173,7 @@ pub enum StepReason {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepPlan {
     pub name: String,
-    pub kind: String,
+    pub kind: crate::config::StepKind,
     pub cycle: Cycle,
     pub action: Action,
     pub needs: Vec<String>,

@@ -6,7 +6,7 @@ use miette::Result;
 use tokio::sync::watch;
 
 use super::hub::Hub;
-use super::status::StatusReporter;
+use super::status::{DeployResult, StatusReporter};
 use super::worker::Outcome;
 use crate::apply::process::Cancel;
 use crate::config::Cycle;
@@ -25,7 +25,7 @@ pub(super) fn deploy(
     let mut outcome = Outcome {
         cycle,
         started_at,
-        result: "error".into(),
+        result: DeployResult::Error,
         run_id: None,
         plan: None,
         error: None,
@@ -34,10 +34,10 @@ pub(super) fn deploy(
         Ok((plan, report)) => {
             match report {
                 Some(r) => {
-                    outcome.result = r.result.to_string();
+                    outcome.result = DeployResult::Run(r.result);
                     outcome.run_id = Some(r.run_id);
                 }
-                None => outcome.result = "nothing".into(),
+                None => outcome.result = DeployResult::Nothing,
             }
             outcome.plan = Some(plan);
         }

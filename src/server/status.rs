@@ -8,7 +8,79 @@ use serde::Serialize;
 use super::hub::Hub;
 use crate::apply::events::{Event as ApplyEvent, Reporter, StepResult};
 use crate::config::Cycle;
-use crate::planner::Plan;
+use crate::planner::{ExclusionReason, Plan};
+use crate::state::{ExclusionCause, RunResult};
+
+/// A closed set shown as one word in `/status` JSON, the page and the logs.
+macro_rules! shown_as_word {
+    ($name:ident) => {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+
+/// How a deploy of the server ended: its run's result, or that there was nothing to do, or
+/// that it never ran (planning or fetching failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeployResult {
+    Run(RunResult),
+    Nothing,
+    Error,
+}
+
+impl DeployResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployResult::Run(r) => r.as_str(),
+            DeployResult::Nothing => "nothing",
+            DeployResult::Error => "error",
+        }
+    }
+}
+shown_as_word!(DeployResult);
+
+/// A step of the running deploy: running, or how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepState {
+    Running,
+    Done(StepResult),
+}
+
+impl StepState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Running => "running",
+            StepState::Done(r) => r.as_str(),
+        }
+    }
+}
+shown_as_word!(StepState);
+
+/// A pending change in the last deploy: included, or left out and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeState {
+    Included,
+    LeftOut(ExclusionReason),
+}
+
+impl ChangeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeState::Included => "included",
+            ChangeState::LeftOut(r) => r.as_str(),
+        }
+    }
+}
+shown_as_word!(ChangeState);
 
 /// What `GET /status` shows.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -45,7 +117,7 @@ pub struct RunStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct StepStatus {
     /// `running`, then the step's result.
-    pub state: String,
+    pub state: StepState,
     pub duration_ms: Option<u64>,
     pub detail: Option<String>,
 }
@@ -54,7 +126,7 @@ pub struct StepStatus {
 pub struct LastDeploy {
     pub cycle: Cycle,
     /// `success`, `failed`, `cancelled`, `nothing` (nothing to do) or `error`.
-    pub result: String,
+    pub result: DeployResult,
     pub run_id: Option<String>,
     pub started_at: Timestamp,
     pub finished_at: Timestamp,
@@ -68,7 +140,7 @@ pub struct ChangeStatus {
     pub head: String,
     pub author: String,
     /// `included`, or the reason it was left out.
-    pub state: String,
+    pub state: ChangeState,
     pub detail: Option<String>,
 }
 
@@ -83,7 +155,7 @@ pub(super) fn deployed_changes(state: &crate::state::State) -> Vec<ChangeStatus>
                 change: c.id.clone(),
                 head: c.head.clone(),
                 author: String::new(),
-                state: "included".into(),
+                state: ChangeState::Included,
                 detail: None,
             });
         }
@@ -94,7 +166,9 @@ pub(super) fn deployed_changes(state: &crate::state::State) -> Vec<ChangeStatus>
             change: e.change.clone(),
             head: e.head.clone(),
             author: String::new(),
-            state: e.reason.to_string(),
+            state: ChangeState::LeftOut(match e.reason {
+                ExclusionCause::Blamed => ExclusionReason::Blamed,
+            }),
             detail: Some(e.detail.clone()),
         });
     }
@@ -111,7 +185,7 @@ pub(super) fn changes(plan: &Plan) -> Vec<ChangeStatus> {
                 change: c.id.clone(),
                 head: c.head.clone(),
                 author: c.author.clone(),
-                state: "included".into(),
+                state: ChangeState::Included,
                 detail: None,
             });
         }
@@ -121,10 +195,7 @@ pub(super) fn changes(plan: &Plan) -> Vec<ChangeStatus> {
                 change: e.id.clone(),
                 head: e.head.clone(),
                 author: e.author.clone(),
-                state: serde_json::to_value(e.reason)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_else(|| "excluded".into()),
+                state: ChangeState::LeftOut(e.reason),
                 detail: Some(e.detail.clone()),
             });
         }
@@ -153,7 +224,7 @@ impl Reporter for StatusReporter<'_> {
                 run.steps.insert(
                     step.clone(),
                     StepStatus {
-                        state: "running".into(),
+                        state: StepState::Running,
                         duration_ms: None,
                         detail: None,
                     },
@@ -167,6 +238,7 @@ impl Reporter for StatusReporter<'_> {
                 ..
             } => {
                 let failed = *result == StepResult::Failed;
+                let state = StepState::Done(*result);
                 let result = result.as_str();
                 match detail {
                     // The whole error goes to the log; PR comments only name the step.
@@ -179,7 +251,7 @@ impl Reporter for StatusReporter<'_> {
                 run.steps.insert(
                     step.clone(),
                     StepStatus {
-                        state: result.to_string(),
+                        state,
                         duration_ms: Some(*duration_ms),
                         detail: detail.clone(),
                     },
@@ -225,9 +297,9 @@ pub fn html(s: &Status) -> String {
     if let Some(last) = &s.last {
         out.push_str(&format!(
             "<h2>Last deploy</h2><p class=\"{}\">{} cycle: {} (run {}), {} → {}{}</p>",
-            esc(&last.result),
+            last.result.as_str(),
             last.cycle.as_str(),
-            esc(&last.result),
+            last.result.as_str(),
             esc(last.run_id.as_deref().unwrap_or("-")),
             ts(Some(last.started_at)),
             ts(Some(last.finished_at)),
@@ -245,7 +317,7 @@ pub fn html(s: &Status) -> String {
             esc(&c.change),
             esc(c.head.get(..12).unwrap_or(&c.head)),
             esc(&c.author),
-            esc(&c.state),
+            c.state.as_str(),
             esc(c.detail.as_deref().unwrap_or(""))
         ));
     }
@@ -265,8 +337,8 @@ fn html_running(out: &mut String, run: &RunStatus) {
         out.push_str(&format!(
             "<tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
             esc(name),
-            esc(&step.state),
-            esc(&step.state),
+            step.state.as_str(),
+            step.state.as_str(),
             step.duration_ms
                 .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
                 .unwrap_or_default(),

@@ -17,7 +17,7 @@ use super::clock::{instant, wall, when};
 use super::endpoint::Entry;
 use super::hub::Hub;
 use super::run_deploy::deploy;
-use super::status::{LastDeploy, RunStatus, changes, deployed_changes};
+use super::status::{DeployResult, LastDeploy, RunStatus, changes, deployed_changes};
 use super::webhook::Event;
 use crate::apply::process::Cancel;
 use crate::config::Cycle;
@@ -31,7 +31,7 @@ use crate::support::cron::Cron;
 pub(super) struct Outcome {
     pub(super) cycle: Cycle,
     pub(super) started_at: Timestamp,
-    pub(super) result: String,
+    pub(super) result: DeployResult,
     pub(super) run_id: Option<String>,
     pub(super) plan: Option<Plan>,
     pub(super) error: Option<String>,
@@ -80,7 +80,7 @@ impl Worker {
             status.last = state.history.last().and_then(|run| {
                 Some(LastDeploy {
                     cycle: run.cycle,
-                    result: run.result.to_string(),
+                    result: DeployResult::Run(run.result),
                     run_id: Some(run.id.clone()),
                     started_at: run.started_at,
                     finished_at: run.finished_at?,
@@ -353,12 +353,12 @@ impl Worker {
             );
             self.hub
                 .metrics
-                .deploy(outcome.cycle.as_str(), &outcome.result);
+                .deploy(outcome.cycle.as_str(), outcome.result.as_str());
             self.launch(run.cycle);
             return;
         }
         self.sched.on_finished(Instant::now());
-        let failed = outcome.result == "error";
+        let failed = outcome.result == DeployResult::Error;
         if failed {
             // Planning or fetching failed: keep the events and try again after the cooldown.
             self.sched.on_event(Instant::now());
@@ -387,7 +387,7 @@ impl Worker {
         self.hub.metrics.running.set(0);
         self.hub
             .metrics
-            .deploy(outcome.cycle.as_str(), &outcome.result);
+            .deploy(outcome.cycle.as_str(), outcome.result.as_str());
         match &outcome.error {
             Some(e) => tracing::warn!("deploy {}: {e}", outcome.result),
             None => tracing::info!(

@@ -2,7 +2,7 @@
 
 use super::deploy::short;
 use crate::config::Cycle;
-use crate::server::status::Status;
+use crate::server::status::{ChangeState, Status};
 
 /// The answer to `@kcibot status` on PR `number` of `repo`.
 pub(super) fn pr_status(status: &Status, repo: &str, number: u64) -> String {
@@ -12,7 +12,7 @@ pub(super) fn pr_status(status: &Status, repo: &str, number: u64) -> String {
         .iter()
         .find(|c| c.repo == repo && c.change == id);
     let mut line = match (seen, &status.last) {
-        (Some(c), Some(last)) if c.state == "included" => format!(
+        (Some(c), Some(last)) if c.state == ChangeState::Included => format!(
             "{id} at `{}` was included in the last deploy ({} cycle, {}, {}).",
             short(&c.head),
             last.cycle.as_str(),
