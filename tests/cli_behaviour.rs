@@ -84,17 +84,7 @@ fn a_closed_pipe_ends_output_quietly() {
 fn no_state_fixture() -> (Fixture, std::path::PathBuf) {
     let fx = Fixture::new();
     fx.repo("pipe", &[("config/a.yaml", Some("a: 1\n"))]);
-    let plan = fx.plan_file(
-        r#"version: 1
-name: t
-repos:
-  pipe: { url: repos/pipe.git, pending: { branches: "pr/*" } }
-components:
-  config: { repo: pipe, paths: ["config/**"] }
-steps:
-  restart: { kind: command, on: [config], with: { run: ["true"] } }
-"#,
-    );
+    let plan = fx.plan_file(ONE_STEP_PLAN);
     (fx, plan)
 }
 

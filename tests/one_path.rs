@@ -41,6 +41,17 @@ fn path_with(bin: &std::path::Path) -> String {
     )
 }
 
+/// `kcideploy run` at the test clock with the counting `git` first on PATH.
+fn run(plan: &std::path::Path, bin: &std::path::Path) -> (i32, String, String) {
+    output(
+        kcideploy()
+            .env("PATH", path_with(bin))
+            .args(["run", "-f"])
+            .arg(plan)
+            .args(["--at", at().as_str()]),
+    )
+}
+
 fn lines(path: &std::path::Path) -> usize {
     std::fs::read_to_string(path)
         .map(|t| t.lines().count())
@@ -52,36 +63,14 @@ fn run_fetches_a_git_forge_once() {
     let fx = Fixture::new();
     let remote = fx.repo("pipe", &[("config/a.yaml", Some("a: 1\n"))]);
     remote.branch("pr/1", ALICE, &[("config/a.yaml", Some("a: 2\n"))]);
-    let plan = fx.plan_file(
-        r#"version: 1
-name: t
-repos:
-  pipe: { url: repos/pipe.git, pending: { branches: "pr/*" } }
-components:
-  config: { repo: pipe, paths: ["config/**"] }
-steps:
-  restart: { kind: command, on: [config], with: { run: ["true"] } }
-"#,
-    );
+    let plan = fx.plan_file(ONE_STEP_PLAN);
     let (bin, log) = counting_git(&fx);
-    let (code, out, err) = output(
-        kcideploy()
-            .env("PATH", path_with(&bin))
-            .args(["run", "-f"])
-            .arg(&plan)
-            .args(["--at", at().as_str()]),
-    );
+    let (code, out, err) = run(&plan, &bin);
     assert_eq!(code, 2, "applied: {out}{err}");
     assert!(out.contains("+ restart (command)"), "{out}");
     assert_eq!(lines(&log), 1, "one fetch of the one repo");
     // Nothing left to do: still one fetch for the run.
-    let (code, out, err) = output(
-        kcideploy()
-            .env("PATH", path_with(&bin))
-            .args(["run", "-f"])
-            .arg(&plan)
-            .args(["--at", at().as_str()]),
-    );
+    let (code, out, err) = run(&plan, &bin);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("Nothing to do"), "{out}");
     assert_eq!(lines(&log), 2);
@@ -121,13 +110,7 @@ steps:
 "#
     ));
     let (bin, log) = counting_git(&fx);
-    let (code, out, err) = output(
-        kcideploy()
-            .env("PATH", path_with(&bin))
-            .args(["run", "-f"])
-            .arg(&plan)
-            .args(["--at", at().as_str()]),
-    );
+    let (code, out, err) = run(&plan, &bin);
     assert_eq!(code, 2, "applied: {out}{err}");
     let f = fake.lock().expect("fake");
     let listed = f

@@ -18,19 +18,7 @@ const SNIPPET_LINE_MAX: usize = 1000;
 /// `text` for a message: control characters escaped, cut after [`QUOTE_MAX`] characters
 /// with `…`.
 pub fn clip(text: &str) -> String {
-    let mut out = String::new();
-    for (n, c) in text.chars().enumerate() {
-        if n == QUOTE_MAX {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_debug());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::support::text::clip(text, QUOTE_MAX)
 }
 
 /// `text` in backquotes, clipped.
@@ -56,19 +44,7 @@ pub(crate) fn clip_quoted(message: &str) -> String {
 
 /// Unquoted text of a parser message: control characters escaped, long runs cut.
 fn clip_long(text: &str) -> String {
-    let mut out = String::new();
-    for (n, c) in text.chars().enumerate() {
-        if n == 4 * QUOTE_MAX {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_debug());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::support::text::clip(text, 4 * QUOTE_MAX)
 }
 
 /// The plan file text and name, for messages and snippets.

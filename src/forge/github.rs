@@ -131,21 +131,6 @@ fn status_hint(status: StatusCode) -> &'static str {
     }
 }
 
-/// An error and its causes, `: `-separated.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let next = e.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = e.source();
-    }
-    text
-}
-
 /// `rel="next"` of a `Link` header.
 pub fn next_link(headers: &HeaderMap) -> Option<String> {
     let link = headers.get("link")?.to_str().ok()?;
@@ -253,7 +238,7 @@ impl GitHub {
         let body: Value = resp.json().await.map_err(|e| GitHubError::Unexpected {
             method: reqwest::Method::GET,
             route: self.route(url),
-            message: format!("not JSON: {}", chain(&e)),
+            message: format!("not JSON: {}", crate::support::text::error_chain(&e)),
         })?;
         if let Some(etag) = etag {
             let entry = Cached {
@@ -314,7 +299,7 @@ impl GitHub {
         resp.json().await.map_err(|e| GitHubError::Unexpected {
             method,
             route: path.to_string(),
-            message: format!("not JSON: {}", chain(&e)),
+            message: format!("not JSON: {}", crate::support::text::error_chain(&e)),
         })
     }
 }

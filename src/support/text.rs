@@ -19,22 +19,48 @@ pub fn age(seconds: i64) -> String {
     }
 }
 
-/// Text from outside (PR titles, author names, branch names, paths) made safe for a
-/// terminal: control characters (escape sequences that recolour output or set the window
-/// title, carriage returns that hide a line) are shown escaped (`\u{1b}`), not sent.
+/// An error and its sources, `: `-separated, each said once:
+/// `error sending request: connection refused`.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let next = e.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = e.source();
+    }
+    text
+}
+
+/// Text from outside (PR titles, author names, branch names, paths, plan file text) made
+/// safe for a terminal or a log: control characters (escape sequences that recolour output
+/// or set the window title, carriage returns that hide a line, line breaks) are shown
+/// escaped (`\u{1b}`, `\n`), not sent.
 pub fn clean(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.chars().any(char::is_control) {
         return std::borrow::Cow::Borrowed(text);
     }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
+    std::borrow::Cow::Owned(clip(text, usize::MAX))
+}
+
+/// [`clean`], cut after `max` characters with `…`.
+pub fn clip(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max.saturating_add(8)));
+    for (n, c) in text.chars().enumerate() {
+        if n == max {
+            out.push('…');
+            break;
+        }
         if c.is_control() {
-            out.extend(c.escape_default());
+            out.extend(c.escape_debug());
         } else {
             out.push(c);
         }
     }
-    std::borrow::Cow::Owned(out)
+    out
 }
 
 #[cfg(test)]
@@ -60,5 +86,6 @@ mod tests {
         );
         assert_eq!(clean("a\rb\nc"), "a\\rb\\nc");
         assert!(matches!(clean("plain"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(clip("abcdef", 3), "abc…");
     }
 }

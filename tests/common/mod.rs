@@ -301,3 +301,15 @@ pub fn get(url: &str) -> (u16, String) {
         }
     })
 }
+
+/// The smallest useful plan file: repo `pipe` with `pr/*` branches pending, one component
+/// `config` (`config/**`) and one `command` step `restart` on it.
+pub const ONE_STEP_PLAN: &str = r#"version: 1
+name: t
+repos:
+  pipe: { url: repos/pipe.git, pending: { branches: "pr/*" } }
+components:
+  config: { repo: pipe, paths: ["config/**"] }
+steps:
+  restart: { kind: command, on: [config], with: { run: ["true"] } }
+"#;

@@ -46,7 +46,7 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &HttpWaitWith) -> Result<(), StepE
                 }
             }
             Err(e) if e.is_timeout() && last != "no answer" => last.clone(),
-            Err(e) => format!("no answer: {}", error_chain(&e)),
+            Err(e) => format!("no answer: {}", crate::support::text::error_chain(&e)),
         };
         last = answer;
         let _ = writeln!(log, "{}: {last}", with.url);
@@ -63,21 +63,6 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &HttpWaitWith) -> Result<(), StepE
             _ = crate::apply::process::cancelled(&mut ctx.cancel, Cancel::Graceful) => return Err(StepError::Cancelled),
         }
     }
-}
-
-/// An error and its sources: `error sending request: connection refused`.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// `http_wait`.

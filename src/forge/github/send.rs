@@ -11,8 +11,9 @@ use backon::{ExponentialBuilder, Retryable};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use super::{GitHub, GitHubError, chain, rate_limit_wait};
+use super::{GitHub, GitHubError, rate_limit_wait};
 use crate::config::HumanDuration;
+use crate::support::text::error_chain as chain;
 
 /// The first retry comes after about this long; each next one waits twice as long, plus
 /// jitter, at most [`MAX_DELAY`].
