@@ -317,8 +317,12 @@ fn lock_contention_between_two_processes() {
         .and_then(|s| s.split_whitespace().next())
         .expect("lock id")
         .to_string();
+    // The exact command that works, with the plan file.
     assert!(
-        err.contains(&format!("kcideploy force-unlock {id}")),
+        err.contains(&format!(
+            "kcideploy force-unlock {id} -f {}",
+            plan.display()
+        )),
         "{err}"
     );
     // The second apply, given enough time, waits for the lock: once it has the lock file open
@@ -936,7 +940,8 @@ fn parallelism_limit_holds() {
 }
 
 /// `force-unlock ID` through the CLI: a wrong ID is refused and the lock stays; the right
-/// one removes it, and another apply can take the state while the old holder still runs.
+/// one is refused too while the holder runs on this host; with --force it removes it, and
+/// another apply can take the state while the old holder still runs.
 #[test]
 fn force_unlock_through_the_cli() {
     let (fx, plan) = fixture(
@@ -967,9 +972,26 @@ fn force_unlock_through_the_cli() {
             .expect("lock")
             .is_some()
     );
+    // The holder still runs here: refused, naming its pid, and the lock stays.
     let (code, out, err) = output(
         kcideploy()
             .args(["force-unlock", &holder.id, "-f"])
+            .arg(&plan),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!("pid {} is alive", first.id())),
+        "{err}"
+    );
+    assert!(
+        kcideploy::state::lock::holder(&state_file)
+            .expect("lock")
+            .is_some()
+    );
+    // Forced twice over: removed.
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["force-unlock", &holder.id, "--force", "-f"])
             .arg(&plan),
     );
     assert_eq!(code, 0, "{out}{err}");

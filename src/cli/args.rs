@@ -100,6 +100,9 @@ pub enum Command {
         /// The plan file whose state is locked.
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
+        /// Remove the lock even though its holder still runs on this host.
+        #[arg(long)]
+        force: bool,
     },
     /// Explain the last bisection.
     Blame {

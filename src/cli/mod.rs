@@ -55,7 +55,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
             lock_timeout: lock_timeout.0,
         }),
         Command::State(cmd) => state::cmd_state(cmd),
-        Command::ForceUnlock { id, file } => state::force_unlock(&file, &id),
+        Command::ForceUnlock { id, file, force } => state::force_unlock(&file, &id, force),
         Command::Blame { file, json, .. } => state::blame(&file, json),
         Command::Exclusions { file, action, json } => state::exclusions(&file, action, json),
         Command::Completions { shell } => inspect::completions(shell),

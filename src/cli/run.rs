@@ -22,7 +22,8 @@ pub fn cmd_run(
 ) -> Result<ExitStatus> {
     let now = parse_now(at.as_deref())?;
     let mut ws = Workspace::load(&file, None)?;
-    let lock = StateLock::acquire(&ws.backend.path, "run", lock_timeout.0)?;
+    let lock = StateLock::acquire(&ws.backend.path, "run", lock_timeout.0)
+        .map_err(|e| e.for_plan(&file))?;
     ws.reload_state()?;
     let request = PlanRequest {
         cycle: CycleRequest::Auto,

@@ -44,9 +44,9 @@ pub fn cmd_state(cmd: StateCommand) -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-pub fn force_unlock(file: &Path, id: &str) -> Result<ExitStatus> {
+pub fn force_unlock(file: &Path, id: &str, force: bool) -> Result<ExitStatus> {
     let config = Config::load(file)?;
-    let info = crate::state::lock::force_unlock(&config.state_path(), id)?;
+    let info = crate::state::lock::force_unlock(&config.state_path(), id, force)?;
     println!("Removed the {info}.");
     Ok(ExitStatus::Success)
 }
@@ -88,7 +88,8 @@ pub fn exclusions(file: &Path, action: Option<ExclusionsAction>, json: bool) -> 
                 &backend.path,
                 "exclusions clear",
                 std::time::Duration::from_secs(10),
-            )?;
+            )
+            .map_err(|e| e.for_plan(file))?;
             let mut state = backend.read()?.unwrap_or_default();
             let before = state.exclusions.len();
             state.exclusions.retain(|e| e.id != id);

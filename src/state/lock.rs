@@ -34,10 +34,15 @@ impl std::fmt::Display for LockInfo {
 pub enum LockError {
     #[error("the state is locked: {}", holder.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "holder unknown".into()))]
     #[diagnostic(help(
-        "wait for that run, retry with -lock-timeout DURATION, or if it is gone for good: kcideploy force-unlock {}",
-        holder.as_ref().map(|h| h.id.as_str()).unwrap_or("ID")
+        "wait for that run, retry with -lock-timeout DURATION, or if it is gone for good: kcideploy force-unlock {} -f {}",
+        holder.as_ref().map(|h| h.id.as_str()).unwrap_or("ID"),
+        plan_file.as_deref().unwrap_or("PLAN.yaml")
     ))]
-    Locked { holder: Option<LockInfo> },
+    Locked {
+        holder: Option<LockInfo>,
+        /// The plan file, for the exact force-unlock command.
+        plan_file: Option<String>,
+    },
     #[error("cannot lock the state at {}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -47,6 +52,25 @@ pub enum LockError {
     NotLocked { path: PathBuf },
     #[error("lock ID mismatch: asked to unlock {asked}, but the {holder}")]
     WrongId { asked: String, holder: LockInfo },
+    #[error("the {holder} is still running on this host (pid {} is alive): the lock was not removed", holder.pid)]
+    #[diagnostic(help(
+        "wait for it or stop it (kill {}); only if you are sure that removing the lock under a live run is right, add --force",
+        holder.pid
+    ))]
+    HolderAlive { holder: LockInfo },
+}
+
+impl LockError {
+    /// Name the plan file in the advice (the lock knows only the state file).
+    pub fn for_plan(self, plan_file: &Path) -> LockError {
+        match self {
+            LockError::Locked { holder, .. } => LockError::Locked {
+                holder,
+                plan_file: Some(plan_file.display().to_string()),
+            },
+            other => other,
+        }
+    }
 }
 
 /// Proof that this process holds the state lock; released on drop.
@@ -135,6 +159,7 @@ impl StateLock {
                     if start.elapsed() >= timeout {
                         return Err(LockError::Locked {
                             holder: read_info(&mut file),
+                            plan_file: None,
                         });
                     }
                     std::thread::sleep(pause.min(timeout.saturating_sub(start.elapsed())));
@@ -181,9 +206,10 @@ pub fn holder(state: &Path) -> Result<Option<LockInfo>, LockError> {
     }
 }
 
-/// Remove the lock `id` of `state` whatever holds it. The holder, if still running, keeps
-/// running unlocked: only for a holder that is gone for good.
-pub fn force_unlock(state: &Path, id: &str) -> Result<LockInfo, LockError> {
+/// Remove the lock `id` of `state`, for a holder that is gone for good. A holder that still
+/// runs on this host (its pid is alive) is refused unless `force`: both runs would then
+/// apply at once. (A lock held from another host cannot be checked and is removed.)
+pub fn force_unlock(state: &Path, id: &str, force: bool) -> Result<LockInfo, LockError> {
     let path = lock_path(state);
     let Some(info) = holder(state)? else {
         return Err(LockError::NotLocked { path });
@@ -194,8 +220,24 @@ pub fn force_unlock(state: &Path, id: &str) -> Result<LockInfo, LockError> {
             holder: info,
         });
     }
+    if !force && info.host == hostname() && alive(info.pid) {
+        return Err(LockError::HolderAlive { holder: info });
+    }
     std::fs::remove_file(&path).map_err(|source| LockError::Io { path, source })?;
     Ok(info)
+}
+
+/// Whether a process with this pid exists (signal 0: nothing is sent).
+fn alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        // It exists but is not ours to signal.
+        Err(nix::errno::Errno::EPERM) => true,
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]
@@ -210,6 +252,7 @@ mod tests {
         let err = StateLock::acquire(&state, "apply", Duration::from_millis(50)).unwrap_err();
         let LockError::Locked {
             holder: Some(holder),
+            ..
         } = &err
         else {
             panic!("{err:?}")
@@ -226,15 +269,21 @@ mod tests {
     }
 
     #[test]
-    fn force_unlock_checks_the_id() {
+    fn force_unlock_checks_the_id_and_refuses_a_live_holder_unless_forced() {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("s.json");
         let first = StateLock::acquire(&state, "apply", Duration::ZERO).expect("first");
         assert!(matches!(
-            force_unlock(&state, "nope"),
+            force_unlock(&state, "nope", true),
             Err(LockError::WrongId { .. })
         ));
-        let removed = force_unlock(&state, &first.info.id).expect("force");
+        // The holder is this very process: alive on this host.
+        assert!(matches!(
+            force_unlock(&state, &first.info.id, false),
+            Err(LockError::HolderAlive { .. })
+        ));
+        assert!(super::holder(&state).expect("holder").is_some(), "kept");
+        let removed = force_unlock(&state, &first.info.id, true).expect("force");
         assert_eq!(removed.id, first.info.id);
         let second =
             StateLock::acquire(&state, "apply", Duration::ZERO).expect("after force-unlock");
