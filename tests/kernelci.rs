@@ -300,3 +300,143 @@ fn api_errors_are_clear() {
         "{out}"
     );
 }
+
+/// The pipe-cleaner's record in state.
+fn record(fx: &Fixture) -> kcideploy::state::StepRecord {
+    let state = kcideploy::state::LocalState::new(fx.path().join(".kcideploy/t.state.json"))
+        .read()
+        .expect("state parses")
+        .expect("state exists");
+    state.steps["pipe-cleaner"].clone()
+}
+
+/// The pipe-cleaner's logs, each read from where the previous call stopped: what the last
+/// apply wrote (a resumed run appends to its log).
+#[derive(Default)]
+struct Logs {
+    seen: std::collections::HashMap<std::path::PathBuf, usize>,
+}
+
+impl Logs {
+    fn new_text(&mut self, fx: &Fixture) -> String {
+        let mut text = String::new();
+        for run in std::fs::read_dir(fx.path().join(".kcideploy/runs/t"))
+            .expect("runs")
+            .flatten()
+        {
+            let path = run.path().join("pipe-cleaner.log");
+            let Ok(all) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let seen = self.seen.insert(path, all.len()).unwrap_or(0);
+            text.push_str(&all[seen..]);
+        }
+        text
+    }
+}
+
+/// Issue #14 item 3: a failed cycle records the failure next to the last good outputs, so
+/// the rotation goes on from the last success and the summaries it compares with are kept.
+#[test]
+fn a_failed_cycle_keeps_the_rotation_and_the_summaries_of_the_last_good_one() {
+    let s = setup();
+    let path = s.fx.plan_file(&plan(&s.api, PIPE_CLEANER));
+    let mut logs = Logs::default();
+
+    // 1: next passes.
+    let (code, out, err) = apply(&path);
+    assert_eq!(code, 0, "{out}{err}");
+    let good = record(&s.fx);
+    let good_outputs = good.outputs.clone().expect("outputs of a success");
+    assert_eq!(good_outputs["tree"], "next");
+    assert_eq!(good_outputs["next_index"], 1);
+    logs.new_text(&s.fx);
+
+    // 2: mainline's checkout fails: the failure is recorded, the outputs of 1 are kept.
+    s.kci.lock().expect("k").scenario.checkout_result = "fail";
+    let (code, out, _) = apply(&path);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("of staging-mainline") && out.contains("ended fail"),
+        "{out}"
+    );
+    let failed = record(&s.fx);
+    assert_eq!(failed.result, "failed");
+    assert_ne!(failed.run_id, good.run_id, "the failure's run is recorded");
+    assert_eq!(
+        failed.outputs.as_ref(),
+        Some(&good_outputs),
+        "the outputs of the last success are kept"
+    );
+
+    // 3: mainline again (the rotation goes on from 1, not from the start); next's summary
+    // from 1 is still there.
+    s.kci.lock().expect("k").scenario = fake_kernelci::Scenario::default();
+    let (code, out, err) = apply(&path);
+    assert_eq!(code, 0, "{out}{err}");
+    let outputs = record(&s.fx).outputs.expect("outputs");
+    assert_eq!(outputs["tree"], "mainline", "{outputs}");
+    assert_eq!(outputs["next_index"], 2, "{outputs}");
+    assert_eq!(
+        outputs["summaries"]["next"], good_outputs["summaries"]["next"],
+        "{outputs}"
+    );
+    logs.new_text(&s.fx);
+
+    // 4: next, a little worse: compared with the summary of 1.
+    s.kci.lock().expect("k").scenario.tests = [vec!["pass"; 37], vec!["fail"; 3]].concat();
+    let (code, out, err) = apply(&path);
+    assert_eq!(code, 0, "{out}{err}");
+    let log = logs.new_text(&s.fx);
+    assert!(
+        log.contains("no regression against the previous staging-next")
+            && log.contains("| test pass rate | 95.0% | 92.5% | -2.5 points (limit -5) |"),
+        "{log}"
+    );
+}
+
+/// Issue #14 item 3: the cycle after a regression compares with the last good result, not
+/// with nothing: the regression fails it again until the results recover.
+#[test]
+fn a_regression_is_not_forgotten_after_the_cycle_it_failed() {
+    let s = setup();
+    let one_tree = PIPE_CLEANER.replace(
+        "        - { name: mainline, url: repos/up-mainline.git, branch: master }\n",
+        "",
+    );
+    let path = s.fx.plan_file(&plan(&s.api, &one_tree));
+    let mut logs = Logs::default();
+    let regression = "| test pass rate | 95.0% | 75.0% | -20.0 points (limit -5) ✗ |";
+
+    // 1: passes at 95%.
+    let (code, out, err) = apply(&path);
+    assert_eq!(code, 0, "{out}{err}");
+    logs.new_text(&s.fx);
+
+    // 2 and 3: 75%, a regression against 1 both times.
+    s.kci.lock().expect("k").scenario.tests = [vec!["pass"; 30], vec!["fail"; 10]].concat();
+    for cycle in [2, 3] {
+        let (code, out, _) = apply(&path);
+        assert_eq!(code, 1, "cycle {cycle}: {out}");
+        assert!(
+            out.contains("regression on staging-next") && out.contains(regression),
+            "cycle {cycle}: {out}"
+        );
+    }
+    logs.new_text(&s.fx);
+
+    // 4: 92.5%, no regression against 1; it is the last good result now.
+    s.kci.lock().expect("k").scenario.tests = [vec!["pass"; 37], vec!["fail"; 3]].concat();
+    let (code, out, err) = apply(&path);
+    assert_eq!(code, 0, "{out}{err}");
+    let log = logs.new_text(&s.fx);
+    assert!(
+        log.contains("| test pass rate | 95.0% | 92.5% | -2.5 points (limit -5) |"),
+        "{log}"
+    );
+    let outputs = record(&s.fx).outputs.expect("outputs");
+    assert_eq!(
+        outputs["summaries"]["next"]["test"]["pass"], 37,
+        "{outputs}"
+    );
+}

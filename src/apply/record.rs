@@ -128,17 +128,16 @@ impl Observer for Recorder<'_> {
     fn finished(&mut self, step: Finished<'_>) -> Result<(), String> {
         let ms = step.duration.as_millis() as u64;
         if matches!(step.result, StepResult::Success | StepResult::Failed) {
-            self.state.steps.insert(
-                step.name.to_string(),
-                StepRecord {
-                    digest: self.digests[step.index].clone(),
-                    result: step.result,
-                    run_id: self.run_id.to_string(),
-                    finished_at: Some(Timestamp::now()),
-                    duration_ms: ms,
-                    outputs: step.outputs.clone(),
-                },
-            );
+            let last = self.state.steps.get(step.name);
+            let record = StepRecord {
+                digest: self.digests[step.index].clone(),
+                result: step.result,
+                run_id: self.run_id.to_string(),
+                finished_at: Some(Timestamp::now()),
+                duration_ms: ms,
+                outputs: last_good_outputs(step.result, step.outputs.as_ref(), last),
+            };
+            self.state.steps.insert(step.name.to_string(), record);
         }
         let event = finished_event(&step);
         record_step(self.state, run_step(step));
@@ -156,6 +155,21 @@ impl Observer for Recorder<'_> {
 
     fn event(&mut self, event: &Event) {
         self.reporter.event(event);
+    }
+}
+
+/// What a step's record keeps as its outputs: a success's own; after a failure, those of the
+/// last success (the pipe-cleaner's rotation and the summaries the next cycle compares with),
+/// which the failure is recorded next to, never in place of.
+fn last_good_outputs(
+    result: StepResult,
+    outputs: Option<&serde_json::Value>,
+    last: Option<&StepRecord>,
+) -> Option<serde_json::Value> {
+    if result == StepResult::Success {
+        outputs.cloned()
+    } else {
+        last.and_then(|r| r.outputs.clone())
     }
 }
 
@@ -249,5 +263,54 @@ pub fn end_run(
         if result != RunResult::Success {
             state.current_run = Some(run);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn record(result: StepResult, outputs: Option<serde_json::Value>) -> StepRecord {
+        StepRecord {
+            digest: "d".into(),
+            result,
+            run_id: "r1".into(),
+            finished_at: None,
+            duration_ms: 0,
+            outputs,
+        }
+    }
+
+    #[test]
+    fn a_failure_keeps_the_outputs_of_the_last_success() {
+        let good = json!({"next_index": 1});
+        let after_success = record(StepResult::Success, Some(good.clone()));
+        assert_eq!(
+            last_good_outputs(StepResult::Failed, None, Some(&after_success)),
+            Some(good.clone())
+        );
+        // And a second failure too (the record after the first one holds them).
+        let after_failure = record(StepResult::Failed, Some(good.clone()));
+        assert_eq!(
+            last_good_outputs(StepResult::Failed, None, Some(&after_failure)),
+            Some(good)
+        );
+        assert_eq!(last_good_outputs(StepResult::Failed, None, None), None);
+    }
+
+    #[test]
+    fn a_success_records_its_own_outputs_even_none() {
+        let last = record(StepResult::Success, Some(json!({"next_index": 1})));
+        let now = json!({"next_index": 2});
+        assert_eq!(
+            last_good_outputs(StepResult::Success, Some(&now), Some(&last)),
+            Some(now)
+        );
+        assert_eq!(
+            last_good_outputs(StepResult::Success, None, Some(&last)),
+            None
+        );
     }
 }

@@ -207,7 +207,9 @@ pub struct StepRecord {
     pub finished_at: Option<Timestamp>,
     #[serde(default)]
     pub duration_ms: u64,
-    /// What the step made (image id and tags, containers), for drift detection.
+    /// What the step made the last time it succeeded (image id and tags, containers; the
+    /// pipe-cleaner's rotation and summaries), for drift detection and the next run. A failure
+    /// since keeps them: `result`, `run_id` and `finished_at` then describe the failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs: Option<serde_json::Value>,
 }

@@ -2,7 +2,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
+use std::path::PathBuf;
 
+use bollard::Docker;
+use bollard::models::BuildInfo;
 use bollard::query_parameters::{BuildImageOptions, TagImageOptions};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -42,6 +45,73 @@ fn context_tree(ctx: &StepCtx<'_>, repo: &str, dir: &str) -> Result<String, Stri
     Ok(entry.id().to_string())
 }
 
+/// What an image is built from: the context (its git tree id and exported directory, if
+/// any), the Dockerfile (its name in the context and its text) and the build arguments.
+struct Inputs {
+    context_id: String,
+    context_dir: Option<PathBuf>,
+    dockerfile_name: String,
+    dockerfile: String,
+    args: BTreeMap<String, String>,
+}
+
+impl Inputs {
+    /// The build arguments substituted, the context exported, the Dockerfile read.
+    fn of(ctx: &StepCtx<'_>, with: &DockerBuildWith) -> Result<Inputs, StepError> {
+        let args: BTreeMap<String, String> = with
+            .args
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), substitute(v, ctx)?)))
+            .collect::<Result<_, String>>()
+            .map_err(StepError::Failed)?;
+        let (context_id, context_dir) = match &with.repo {
+            Some(repo) => {
+                let id = context_tree(ctx, repo, &with.context).map_err(StepError::Failed)?;
+                let dir = ctx
+                    .run
+                    .checkout(repo)
+                    .map_err(StepError::Failed)?
+                    .join(&with.context);
+                (id, Some(dir))
+            }
+            None => ("none".to_string(), None),
+        };
+        let dockerfile_name = if with.inline.is_some() {
+            ".kcideploy.Dockerfile".to_string()
+        } else {
+            with.dockerfile.clone()
+        };
+        let dockerfile = match (&with.inline, &context_dir) {
+            (Some(text), _) => text.clone(),
+            (None, Some(dir)) => {
+                std::fs::read_to_string(dir.join(&with.dockerfile)).map_err(|e| {
+                    failed(format!(
+                        "cannot read {} in the build context: {e}",
+                        with.dockerfile
+                    ))
+                })?
+            }
+            (None, None) => return Err(failed("no build context and no inline Dockerfile")),
+        };
+        Ok(Inputs {
+            context_id,
+            context_dir,
+            dockerfile_name,
+            dockerfile,
+            args,
+        })
+    }
+
+    /// The content digest the image's tag is named after.
+    fn digest(&self, no_cache: bool) -> String {
+        hex::encode(Sha256::digest(
+            json!({ "context": self.context_id, "dockerfile": self.dockerfile, "args": self.args, "no_cache": no_cache })
+                .to_string()
+                .as_bytes(),
+        ))
+    }
+}
+
 /// Build an image, or do nothing when the content tag exists; then move the tags.
 pub async fn build(
     ctx: &mut StepCtx<'_>,
@@ -49,44 +119,8 @@ pub async fn build(
 ) -> Result<serde_json::Value, StepError> {
     let docker = connect().await.map_err(StepError::Failed)?;
     let mut log = ctx.log;
-    let args: BTreeMap<String, String> = with
-        .args
-        .iter()
-        .map(|(k, v)| Ok((k.clone(), substitute(v, ctx)?)))
-        .collect::<Result<_, String>>()
-        .map_err(StepError::Failed)?;
-    let (context_id, context_dir) = match &with.repo {
-        Some(repo) => {
-            let id = context_tree(ctx, repo, &with.context).map_err(StepError::Failed)?;
-            let dir = ctx
-                .run
-                .checkout(repo)
-                .map_err(StepError::Failed)?
-                .join(&with.context);
-            (id, Some(dir))
-        }
-        None => ("none".to_string(), None),
-    };
-    let dockerfile_name = if with.inline.is_some() {
-        ".kcideploy.Dockerfile".to_string()
-    } else {
-        with.dockerfile.clone()
-    };
-    let dockerfile = match (&with.inline, &context_dir) {
-        (Some(text), _) => text.clone(),
-        (None, Some(dir)) => std::fs::read_to_string(dir.join(&with.dockerfile)).map_err(|e| {
-            failed(format!(
-                "cannot read {} in the build context: {e}",
-                with.dockerfile
-            ))
-        })?,
-        (None, None) => return Err(failed("no build context and no inline Dockerfile")),
-    };
-    let digest = hex::encode(Sha256::digest(
-        json!({ "context": context_id, "dockerfile": dockerfile, "args": args, "no_cache": with.no_cache })
-            .to_string()
-            .as_bytes(),
-    ));
+    let inputs = Inputs::of(ctx, with)?;
+    let digest = inputs.digest(with.no_cache);
     let content_tag = format!("kcd-{}", &digest[..16]);
     let content_ref = format!("{}:{content_tag}", with.image);
 
@@ -110,95 +144,126 @@ pub async fn build(
                 json!({ "image": with.image, "content_tag": content_tag, "id": null, "tags": [] }),
             );
         }
-        None => {
-            let tar = build_context(
-                context_dir.as_deref(),
-                with.inline
-                    .as_deref()
-                    .map(|t| (dockerfile_name.as_str(), t)),
-            )
-            .map_err(|e| failed(format!("cannot pack the build context: {e}")))?;
-            let _ = writeln!(
-                log,
-                "building {content_ref} ({} KiB of context)",
-                tar.len() / 1024
-            );
-            let labels = HashMap::from([
-                (LABEL.to_string(), "1".to_string()),
-                (LABEL_IMAGE.to_string(), with.image.clone()),
-                (LABEL_CONTENT.to_string(), digest.clone()),
-                (
-                    "org.kernelci.kcideploy.plan".to_string(),
-                    ctx.run.plan.name.clone(),
-                ),
-                (
-                    "org.kernelci.kcideploy.step".to_string(),
-                    ctx.name.to_string(),
-                ),
-            ]);
-            let options = BuildImageOptions {
-                dockerfile: dockerfile_name.clone(),
-                t: Some(content_ref.clone()),
-                buildargs: Some(args.clone().into_iter().collect()),
-                labels: Some(labels),
-                rm: true,
-                forcerm: true,
-                nocache: with.no_cache,
-                networkmode: with.network.clone(),
-                ..Default::default()
-            };
-            let mut stream =
-                docker.build_image(options, None, Some(bollard::body_full(tar.into())));
-            let mut last_instruction = String::new();
-            let mut error: Option<String> = None;
-            loop {
-                let Some(item) = next_or_cancel(&mut stream, &mut ctx.cancel).await? else {
-                    break;
-                };
-                match item {
-                    Ok(info) => {
-                        if let Some(text) = info.stream {
-                            let _ = log.write_all(text.as_bytes());
-                            for line in text.lines() {
-                                if line.starts_with("Step ") {
-                                    last_instruction = line.trim().to_string();
-                                }
-                            }
-                        }
-                        if let Some(detail) = info.error_detail {
-                            error = Some(detail.message.unwrap_or_else(|| "build failed".into()));
+        None => run_build(&docker, ctx, with, &inputs, &digest, &content_ref).await?,
+    };
+    move_tags(&docker, ctx, with, &content_ref).await?;
+    Ok(json!({ "image": with.image, "content_tag": content_tag, "id": id, "tags": with.tags }))
+}
+
+/// Build `content_ref` from `inputs`, labelled as kcideploy's; its image id.
+async fn run_build(
+    docker: &Docker,
+    ctx: &mut StepCtx<'_>,
+    with: &DockerBuildWith,
+    inputs: &Inputs,
+    digest: &str,
+    content_ref: &str,
+) -> Result<String, StepError> {
+    let mut log = ctx.log;
+    let tar = build_context(
+        inputs.context_dir.as_deref(),
+        with.inline
+            .as_deref()
+            .map(|t| (inputs.dockerfile_name.as_str(), t)),
+    )
+    .map_err(|e| failed(format!("cannot pack the build context: {e}")))?;
+    let _ = writeln!(
+        log,
+        "building {content_ref} ({} KiB of context)",
+        tar.len() / 1024
+    );
+    let labels = HashMap::from([
+        (LABEL.to_string(), "1".to_string()),
+        (LABEL_IMAGE.to_string(), with.image.clone()),
+        (LABEL_CONTENT.to_string(), digest.to_string()),
+        (
+            "org.kernelci.kcideploy.plan".to_string(),
+            ctx.run.plan.name.clone(),
+        ),
+        (
+            "org.kernelci.kcideploy.step".to_string(),
+            ctx.name.to_string(),
+        ),
+    ]);
+    let options = BuildImageOptions {
+        dockerfile: inputs.dockerfile_name.clone(),
+        t: Some(content_ref.to_string()),
+        buildargs: Some(inputs.args.clone().into_iter().collect()),
+        labels: Some(labels),
+        rm: true,
+        forcerm: true,
+        nocache: with.no_cache,
+        networkmode: with.network.clone(),
+        ..Default::default()
+    };
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(tar.into())));
+    follow_build(ctx, &mut stream, content_ref).await?;
+    let image = docker
+        .inspect_image(content_ref)
+        .await
+        .map_err(|e| failed(format!("built {content_ref}, but cannot inspect it: {e}")))?;
+    Ok(image.id.unwrap_or_default())
+}
+
+/// Copy the daemon's build output to the log until it ends; a failure names the last
+/// `Step` instruction it reached.
+async fn follow_build<S>(
+    ctx: &mut StepCtx<'_>,
+    stream: &mut S,
+    content_ref: &str,
+) -> Result<(), StepError>
+where
+    S: futures_util::Stream<Item = Result<BuildInfo, bollard::errors::Error>> + Unpin,
+{
+    let mut log = ctx.log;
+    let mut last_instruction = String::new();
+    let mut error: Option<String> = None;
+    while let Some(item) = next_or_cancel(stream, &mut ctx.cancel).await? {
+        match item {
+            Ok(info) => {
+                if let Some(text) = info.stream {
+                    let _ = log.write_all(text.as_bytes());
+                    for line in text.lines() {
+                        if line.starts_with("Step ") {
+                            last_instruction = line.trim().to_string();
                         }
                     }
-                    Err(e) => error = Some(e.to_string()),
+                }
+                if let Some(detail) = info.error_detail {
+                    error = Some(detail.message.unwrap_or_else(|| "build failed".into()));
                 }
             }
-            if let Some(e) = error {
-                let e = e
-                    .strip_prefix("Docker stream error: ")
-                    .unwrap_or(&e)
-                    .to_string();
-                let _ = writeln!(log, "error: {e}");
-                let at = if last_instruction.is_empty() {
-                    String::new()
-                } else {
-                    format!(" at `{last_instruction}`")
-                };
-                return Err(failed(format!(
-                    "docker build of {content_ref} failed{at}: {}",
-                    e.trim()
-                )));
-            }
-            let image = docker
-                .inspect_image(&content_ref)
-                .await
-                .map_err(|e| failed(format!("built {content_ref}, but cannot inspect it: {e}")))?;
-            image.id.unwrap_or_default()
+            Err(e) => error = Some(e.to_string()),
         }
+    }
+    let Some(e) = error else {
+        return Ok(());
     };
+    let e = e.strip_prefix("Docker stream error: ").unwrap_or(&e);
+    let _ = writeln!(log, "error: {e}");
+    let at = if last_instruction.is_empty() {
+        String::new()
+    } else {
+        format!(" at `{last_instruction}`")
+    };
+    Err(failed(format!(
+        "docker build of {content_ref} failed{at}: {}",
+        e.trim()
+    )))
+}
+
+/// Tag `content_ref` as `<image>:<tag>` for each of the step's tags.
+async fn move_tags(
+    docker: &Docker,
+    ctx: &StepCtx<'_>,
+    with: &DockerBuildWith,
+    content_ref: &str,
+) -> Result<(), StepError> {
+    let mut log = ctx.log;
     for tag in &with.tags {
         docker
             .tag_image(
-                &content_ref,
+                content_ref,
                 Some(TagImageOptions {
                     repo: Some(with.image.clone()),
                     tag: Some(tag.clone()),
@@ -213,7 +278,7 @@ pub async fn build(
             })?;
         let _ = writeln!(log, "tagged {}:{tag}", with.image);
     }
-    Ok(json!({ "image": with.image, "content_tag": content_tag, "id": id, "tags": with.tags }))
+    Ok(())
 }
 
 /// A tar of the context directory, plus an inline Dockerfile.

@@ -2,16 +2,41 @@
 //! (refusing if the remote moved since planning), and a dated tag with retention.
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use tokio::process::Command;
 
 use super::{Attempt, Kind, StepCtx, StepError};
-use crate::apply::process;
+use crate::apply::{RunContext, process};
 use crate::config::kinds::GitPushWith;
 use crate::forge::git::redact_url;
 
-pub async fn run(ctx: &mut StepCtx<'_>, with: &GitPushWith) -> Result<(), StepError> {
-    let run = ctx.run;
+/// What a `git_push` pushes, and where.
+struct Target<'a> {
+    url: String,
+    /// The repo's cache, the git dir pushed from.
+    cache: PathBuf,
+    branch: &'a str,
+    /// The staging revision.
+    sha: &'a str,
+    /// Where the remote branch was when planned.
+    remote: Option<&'a str>,
+}
+
+impl Target<'_> {
+    /// git on the repo's cache.
+    fn git(&self, args: Vec<String>) -> Command {
+        let mut cmd = Command::new("git");
+        cmd.arg("--git-dir")
+            .arg(&self.cache)
+            .args(args)
+            .env("GIT_TERMINAL_PROMPT", "0");
+        cmd
+    }
+}
+
+/// The repo's staging branch, staging revision and URL, from the plan file and the plan.
+fn target<'a>(run: &'a RunContext, with: &GitPushWith) -> Result<Target<'a>, StepError> {
     let repo_cfg = run
         .config
         .file
@@ -23,62 +48,88 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &GitPushWith) -> Result<(), StepEr
         .repos
         .get(&with.repo)
         .ok_or_else(|| StepError::Failed(format!("repo `{}` is not in the plan", with.repo)))?;
-    let url = with
-        .url
-        .clone()
-        .unwrap_or_else(|| run.config.repo_url(repo_cfg));
-    let cache = run.cache_dir.join(format!("{}.git", with.repo));
-    let branch = &repo_cfg.staging_branch;
-    let sha = &repo_plan.staging;
+    Ok(Target {
+        url: with
+            .url
+            .clone()
+            .unwrap_or_else(|| run.config.repo_url(repo_cfg)),
+        cache: run.cache_dir.join(format!("{}.git", with.repo)),
+        branch: &repo_cfg.staging_branch,
+        sha: &repo_plan.staging,
+        remote: repo_plan.remote_staging.as_deref(),
+    })
+}
 
-    let git = |args: Vec<String>| {
-        let mut cmd = Command::new("git");
-        cmd.arg("--git-dir")
-            .arg(&cache)
-            .args(args)
-            .env("GIT_TERMINAL_PROMPT", "0");
-        cmd
-    };
-    let grace = run.grace;
-
-    let mut log = ctx.log;
-    if repo_plan.remote_staging.as_deref() == Some(sha.as_str()) {
-        let _ = writeln!(log, "{branch} is already at {sha}");
-    } else {
-        let lease = if with.force {
-            "--force".to_string()
-        } else {
-            format!(
-                "--force-with-lease=refs/heads/{branch}:{}",
-                repo_plan.remote_staging.clone().unwrap_or_default()
-            )
-        };
-        let _ = writeln!(log, "push {sha} to {} {branch}", redact_url(&url));
-        let cmd = git(vec![
-            "push".into(),
-            "--porcelain".into(),
-            lease,
-            url.clone(),
-            format!("{sha}:refs/heads/{branch}"),
-        ]);
-        if let Err(e) = process::run(cmd, "git push", ctx.log, false, grace, &mut ctx.cancel).await
-        {
-            let tail = process::tail(ctx.log_path, 20);
-            if tail.contains("stale info") || tail.contains("[rejected]") {
-                return Err(StepError::Failed(format!(
-                    "the remote branch {branch} moved since planning (expected {}); plan again, or set `force: true`",
-                    repo_plan.remote_staging.as_deref().unwrap_or("no branch")
-                )));
-            }
-            return Err(e.into());
-        }
-    }
-
+pub async fn run(ctx: &mut StepCtx<'_>, with: &GitPushWith) -> Result<(), StepError> {
+    let target = target(ctx.run, with)?;
+    push_branch(ctx, &target, with.force).await?;
     let Some(prefix) = &with.tag_prefix else {
         return Ok(());
     };
+    push_tag(ctx, &target, prefix, with.tag_keep).await
+}
+
+/// Move the staging branch to the staging revision, unless it is there; with a lease on
+/// where it was when planned unless `force`.
+async fn push_branch(
+    ctx: &mut StepCtx<'_>,
+    target: &Target<'_>,
+    force: bool,
+) -> Result<(), StepError> {
+    let Target {
+        url,
+        branch,
+        sha,
+        remote,
+        ..
+    } = target;
+    let mut log = ctx.log;
+    if *remote == Some(*sha) {
+        let _ = writeln!(log, "{branch} is already at {sha}");
+        return Ok(());
+    }
+    let lease = if force {
+        "--force".to_string()
+    } else {
+        format!(
+            "--force-with-lease=refs/heads/{branch}:{}",
+            remote.unwrap_or_default()
+        )
+    };
+    let _ = writeln!(log, "push {sha} to {} {branch}", redact_url(url));
+    let cmd = target.git(vec![
+        "push".into(),
+        "--porcelain".into(),
+        lease,
+        url.clone(),
+        format!("{sha}:refs/heads/{branch}"),
+    ]);
+    let grace = ctx.run.grace;
+    if let Err(e) = process::run(cmd, "git push", ctx.log, false, grace, &mut ctx.cancel).await {
+        let tail = process::tail(ctx.log_path, 20);
+        if tail.contains("stale info") || tail.contains("[rejected]") {
+            return Err(StepError::Failed(format!(
+                "the remote branch {branch} moved since planning (expected {}); plan again, or set `force: true`",
+                remote.unwrap_or("no branch")
+            )));
+        }
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Tag the staging revision `<prefix>YYYYMMDD.N` (unless a tag of today points at it) and
+/// delete the tags beyond the newest `keep`, in one push.
+async fn push_tag(
+    ctx: &mut StepCtx<'_>,
+    target: &Target<'_>,
+    prefix: &str,
+    keep: usize,
+) -> Result<(), StepError> {
+    let Target { url, sha, .. } = target;
+    let grace = ctx.run.grace;
     let listing = process::run(
-        git(vec![
+        target.git(vec![
             "ls-remote".into(),
             "--tags".into(),
             url.clone(),
@@ -92,7 +143,8 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &GitPushWith) -> Result<(), StepEr
     )
     .await?;
     let tags = parse_tags(&String::from_utf8_lossy(&listing.stdout), prefix);
-    let today = run.now.strftime("%Y%m%d").to_string();
+    let today = ctx.run.now.strftime("%Y%m%d").to_string();
+    let mut log = ctx.log;
     let mut refspecs = Vec::new();
     let mut kept = tags.clone();
     if tags.iter().any(|t| t.date == today && t.sha == *sha) {
@@ -106,20 +158,20 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &GitPushWith) -> Result<(), StepEr
             name,
             date: today,
             n,
-            sha: sha.clone(),
+            sha: sha.to_string(),
         });
     }
-    for old in beyond(&mut kept, with.tag_keep) {
+    for old in beyond(&mut kept, keep) {
         let _ = writeln!(log, "delete old tag {}", old.name);
         refspecs.push(format!(":refs/tags/{}", old.name));
     }
     if refspecs.is_empty() {
         return Ok(());
     }
-    let mut args = vec!["push".to_string(), "--porcelain".into(), url];
+    let mut args = vec!["push".to_string(), "--porcelain".into(), url.clone()];
     args.extend(refspecs);
     process::run(
-        git(args),
+        target.git(args),
         "git push (tags)",
         ctx.log,
         false,

@@ -10,7 +10,7 @@ use tokio::process::Command;
 use super::git_push::parse_tags;
 use super::{Attempt, Kind, StepCtx, StepError};
 use crate::apply::process::{self, Cancel, cancelled};
-use crate::config::kinds::{KernelciDrainWith, PipeCleanerWith, Thresholds};
+use crate::config::kinds::{KernelciDrainWith, PipeCleanerWith, Thresholds, UpstreamTree};
 use crate::kernelci::{Api, node_id};
 
 fn failed(e: impl std::fmt::Display) -> StepError {
@@ -172,14 +172,26 @@ pub fn compare(previous: &Value, now: &Value, t: &Thresholds) -> Result<String, 
     if regressed { Err(report) } else { Ok(report) }
 }
 
+/// The test kernel a run pushed: its branch, marker commit and dated tag.
+struct TestKernel {
+    branch: String,
+    sha: String,
+    tag: String,
+}
+
+impl TestKernel {
+    fn short(&self) -> &str {
+        crate::support::text::short(&self.sha)
+    }
+}
+
 /// Push the next tree's test kernel, check its results, compare with that tree's last ones.
 pub async fn pipe_cleaner(
     ctx: &mut StepCtx<'_>,
     with: &PipeCleanerWith,
 ) -> Result<Value, StepError> {
     let api = Api::new(&ctx.run.config).map_err(failed)?;
-    let limit = ctx.limit;
-    let deadline = Instant::now() + limit;
+    let deadline = Instant::now() + ctx.limit;
     let previous = ctx
         .run
         .previous_outputs
@@ -187,12 +199,41 @@ pub async fn pipe_cleaner(
         .cloned()
         .unwrap_or(Value::Null);
     let index = previous["next_index"].as_u64().unwrap_or(0) as usize % with.trees.len();
-    let tree = with.trees[index].clone();
+    let tree = &with.trees[index];
+    let kernel = push_test_kernel(ctx, with, tree).await?;
+    let checkout = find_checkout(ctx, &api, with, &kernel, deadline).await?;
+    let checkout_id = node_id(&checkout).unwrap_or_default().to_string();
+    let treeid = checkout["treeid"]
+        .as_str()
+        .unwrap_or(&checkout_id)
+        .to_string();
+    let tree_filter = vec![("treeid".to_string(), treeid.clone())];
+    let checkout_result =
+        wait_for_tree(ctx, &api, with, &kernel, &checkout_id, &treeid, deadline).await?;
+    let nodes = api.nodes(&tree_filter).await.map_err(failed)?;
+    let summary = summarise(&nodes, &checkout_result);
+    let summaries = compare_with_last(ctx, with, &previous, &tree.name, &kernel, &summary)?;
+    Ok(json!({
+        "tree": tree.name,
+        "next_index": index + 1,
+        "commit": kernel.sha,
+        "tag": kernel.tag,
+        "treeid": treeid,
+        "summary": summary,
+        "summaries": summaries,
+    }))
+}
+
+/// The test kernel revision (upstream tip + staging patches + a marker commit), made in a
+/// worktree of the kernel cache and pushed with its dated tag.
+async fn push_test_kernel(
+    ctx: &mut StepCtx<'_>,
+    with: &PipeCleanerWith,
+    tree: &UpstreamTree,
+) -> Result<TestKernel, StepError> {
     let branch = format!("staging-{}", tree.name);
     let push_url = ctx.run.config.resolve_url(&with.push_url);
     let upstream_url = ctx.run.config.resolve_url(&tree.url);
-
-    // 1. The test kernel revision: upstream tip + staging patches + a marker commit.
     let cache = ctx.run.cache_dir.join(format!("kernel-{}.git", ctx.name));
     let (_repo, _guard) = crate::gitops::open_cache(&cache).map_err(failed)?;
     let cache_s = cache.display().to_string();
@@ -251,19 +292,34 @@ pub async fn pipe_cleaner(
     )
     .await;
     let (sha, tag) = result?;
+    Ok(TestKernel { branch, sha, tag })
+}
 
-    // 2. The checkout node of that commit.
+/// The checkout node the pipeline made for the test kernel's commit.
+async fn find_checkout(
+    ctx: &mut StepCtx<'_>,
+    api: &Api,
+    with: &PipeCleanerWith,
+    kernel: &TestKernel,
+    deadline: Instant,
+) -> Result<Value, StepError> {
     let filters = vec![
         ("kind".to_string(), "checkout".to_string()),
         (
             "data.kernel_revision.tree".to_string(),
             with.api_tree.clone(),
         ),
-        ("data.kernel_revision.branch".to_string(), branch.clone()),
-        ("data.kernel_revision.commit".to_string(), sha.clone()),
+        (
+            "data.kernel_revision.branch".to_string(),
+            kernel.branch.clone(),
+        ),
+        (
+            "data.kernel_revision.commit".to_string(),
+            kernel.sha.clone(),
+        ),
     ];
     let checkout_deadline = Instant::now() + with.checkout_timeout.0;
-    let checkout = loop {
+    loop {
         if let Some(node) = api
             .nodes(&filters)
             .await
@@ -271,59 +327,79 @@ pub async fn pipe_cleaner(
             .into_iter()
             .next()
         {
-            break node;
+            return Ok(node);
         }
         ctx.progress(format!(
-            "waiting for the checkout of {} ({tag})",
-            crate::support::text::short(&sha)
+            "waiting for the checkout of {} ({})",
+            kernel.short(),
+            kernel.tag
         ));
         let until = checkout_deadline.min(deadline);
         if Instant::now() >= until {
             return Err(failed(format!(
-                "no checkout node for {branch} {} after {}: is the pipeline's trigger running?",
-                crate::support::text::short(&sha),
-                age(with.checkout_timeout.0.min(limit))
+                "no checkout node for {} {} after {}: is the pipeline's trigger running?",
+                kernel.branch,
+                kernel.short(),
+                age(with.checkout_timeout.0.min(ctx.limit))
             )));
         }
         pause(ctx, with.interval.0, until).await?;
-    };
-    let checkout_id = node_id(&checkout).unwrap_or_default().to_string();
-    let treeid = checkout["treeid"]
-        .as_str()
-        .unwrap_or(&checkout_id)
-        .to_string();
+    }
+}
 
-    // 3. Wait until nothing of that tree is unfinished; a failed checkout ends it at once.
-    let tree_filter = vec![("treeid".to_string(), treeid.clone())];
-    let checkout_result = loop {
-        let node = api.node(&checkout_id).await.map_err(failed)?;
+/// Wait until nothing of the checkout's tree is unfinished; a failed checkout ends it at once.
+/// The checkout's result.
+async fn wait_for_tree(
+    ctx: &mut StepCtx<'_>,
+    api: &Api,
+    with: &PipeCleanerWith,
+    kernel: &TestKernel,
+    checkout_id: &str,
+    treeid: &str,
+    deadline: Instant,
+) -> Result<String, StepError> {
+    let tree_filter = vec![("treeid".to_string(), treeid.to_string())];
+    loop {
+        let node = api.node(checkout_id).await.map_err(failed)?;
         let result = node["result"].as_str().unwrap_or("").to_string();
         if node["state"] == "done" && (result == "fail" || result == "incomplete") {
             let why = node["data"]["error_msg"]
                 .as_str()
                 .unwrap_or("no error message");
             return Err(failed(format!(
-                "the checkout {checkout_id} of {branch} {} ended {result}: {why}",
-                crate::support::text::short(&sha)
+                "the checkout {checkout_id} of {} {} ended {result}: {why}",
+                kernel.branch,
+                kernel.short()
             )));
         }
         let left = api.unfinished(&tree_filter).await.map_err(failed)?;
         ctx.progress(format!("{left} node(s) of tree {treeid} not done"));
         if left == 0 && node["state"] == "done" {
-            break result;
+            return Ok(result);
         }
         if Instant::now() >= deadline {
             return Err(failed(format!(
-                "{left} node(s) of {branch} {tag} still not done after {}",
-                age(limit)
+                "{left} node(s) of {} {} still not done after {}",
+                kernel.branch,
+                kernel.tag,
+                age(ctx.limit)
             )));
         }
         pause(ctx, with.interval.0, deadline).await?;
-    };
+    }
+}
 
-    // 4. Summary, and 5. the comparison with the last run of this tree.
-    let nodes = api.nodes(&tree_filter).await.map_err(failed)?;
-    let summary = summarise(&nodes, &checkout_result);
+/// Log the summary and compare it with the tree's last one (`Err` on a regression); the
+/// summaries of every tree, this one's replaced.
+fn compare_with_last(
+    ctx: &StepCtx<'_>,
+    with: &PipeCleanerWith,
+    previous: &Value,
+    tree: &str,
+    kernel: &TestKernel,
+    summary: &Value,
+) -> Result<Value, StepError> {
+    let TestKernel { branch, tag, .. } = kernel;
     let mut summaries = previous["summaries"].clone();
     if !summaries.is_object() {
         summaries = json!({});
@@ -333,8 +409,8 @@ pub async fn pipe_cleaner(
         &mut log,
         format_args!("summary of {branch} {tag}: {summary}\n"),
     );
-    if let Some(before) = summaries.get(&tree.name).filter(|v| v.is_object()) {
-        match compare(before, &summary, &with.thresholds) {
+    if let Some(before) = summaries.get(tree).filter(|v| v.is_object()) {
+        match compare(before, summary, &with.thresholds) {
             Ok(report) => {
                 let _ = std::io::Write::write_fmt(
                     &mut log,
@@ -348,16 +424,8 @@ pub async fn pipe_cleaner(
             }
         }
     }
-    summaries[tree.name.as_str()] = summary.clone();
-    Ok(json!({
-        "tree": tree.name,
-        "next_index": index + 1,
-        "commit": sha,
-        "tag": tag,
-        "treeid": treeid,
-        "summary": summary,
-        "summaries": summaries,
-    }))
+    summaries[tree] = summary.clone();
+    Ok(summaries)
 }
 
 /// Patches, marker commit, dated tag, push; returns (commit, tag).
