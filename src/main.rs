@@ -89,6 +89,7 @@ fn reads_only(command: &Command) -> bool {
             | Command::Run { .. }
             | Command::Serve { .. }
             | Command::Demo { .. }
+            | Command::Man { dir: Some(_) }
             | Command::ForceUnlock { .. }
             | Command::Exclusions {
                 action: Some(_),

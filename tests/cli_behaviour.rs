@@ -206,3 +206,42 @@ fn the_readme_exit_code_table_is_the_code_s() {
         .collect();
     assert_eq!(documented, actual);
 }
+
+/// Every command and subcommand, as `kcideploy-state-show` names, from the CLI definition.
+fn command_names(cmd: &clap::Command, name: &str, out: &mut Vec<String>) {
+    out.push(name.to_string());
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        command_names(sub, &format!("{name}-{}", sub.get_name()), out);
+    }
+}
+
+#[test]
+fn a_man_page_and_help_examples_for_every_subcommand() {
+    let cli = <kcideploy::cli::Cli as clap::CommandFactory>::command();
+    let mut names = Vec::new();
+    command_names(&cli, "kcideploy", &mut names);
+    assert!(names.len() > 15, "{names:?}");
+    let dir = tempfile::tempdir().expect("tmp");
+    let (code, out, err) = output(kcideploy().args(["man", "--dir"]).arg(dir.path()));
+    assert_eq!(code, 0, "{out}{err}");
+    for name in &names {
+        let page = std::fs::read_to_string(dir.path().join(format!("{name}.1")))
+            .unwrap_or_else(|e| panic!("{name}.1: {e}"));
+        assert!(
+            page.contains(&name.replace('-', "\\-")),
+            "{name}.1 names itself"
+        );
+    }
+    let written = std::fs::read_dir(dir.path()).expect("dir").count();
+    assert_eq!(written, names.len(), "one page each, no more");
+    // Each top-level subcommand's --help ends with examples.
+    for sub in cli.get_subcommands().filter(|s| s.get_name() != "help") {
+        let (code, out, _) = output(kcideploy().args([sub.get_name(), "--help"]));
+        assert_eq!(code, 0);
+        assert!(
+            out.contains("Examples:\n  kcideploy "),
+            "{} --help has no examples:\n{out}",
+            sub.get_name()
+        );
+    }
+}

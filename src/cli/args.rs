@@ -17,17 +17,63 @@ pub struct Cli {
     pub command: Command,
 }
 
+const EXAMPLES_PLAN: &str = "Examples:
+  kcideploy plan -f plans/staging.yaml
+  kcideploy plan -f plans/staging.yaml --cycle full -out plan.json
+  kcideploy plan -f plans/staging.yaml -detailed-exitcode --json";
+const EXAMPLES_VALIDATE: &str = "Examples:
+  kcideploy validate -f plans/staging.yaml";
+const EXAMPLES_GRAPH: &str = "Examples:
+  kcideploy graph -f plans/staging.yaml | dot -Tsvg > graph.svg
+  kcideploy graph -f plans/staging.yaml --plan plan.json";
+const EXAMPLES_SCHEMA: &str = "Examples:
+  kcideploy schema > plan.schema.json
+  kcideploy schema --reference";
+const EXAMPLES_SHOW: &str = "Examples:
+  kcideploy show plan.json
+  kcideploy show --json plan.json";
+const EXAMPLES_APPLY: &str = "Examples:
+  kcideploy plan -f plans/staging.yaml -out plan.json && kcideploy apply plan.json
+  kcideploy apply -f plans/staging.yaml -auto-approve --cycle partial";
+const EXAMPLES_RUN: &str = "Examples:
+  kcideploy run -f plans/staging.yaml      # cron or CI: 0 nothing, 2 applied, 3 held back";
+const EXAMPLES_SERVE: &str = "Examples:
+  kcideploy serve -f plans/staging.yaml --listen 127.0.0.1:8080
+  curl http://127.0.0.1:8080/status";
+const EXAMPLES_STATE: &str = "Examples:
+  kcideploy state show -f plans/staging.yaml
+  kcideploy state history -f plans/staging.yaml --json";
+const EXAMPLES_FORCE_UNLOCK: &str = "Examples:
+  kcideploy force-unlock 3f2a9c1d0b7e4a65 -f plans/staging.yaml";
+const EXAMPLES_BLAME: &str = "Examples:
+  kcideploy blame -f plans/staging.yaml
+  kcideploy blame -f plans/staging.yaml --json";
+const EXAMPLES_EXCLUSIONS: &str = "Examples:
+  kcideploy exclusions -f plans/staging.yaml
+  kcideploy exclusions -f plans/staging.yaml clear 1a2b3c4d";
+const EXAMPLES_COMPLETIONS: &str = "Examples:
+  kcideploy completions bash > /etc/bash_completion.d/kcideploy";
+const EXAMPLES_MAN: &str = "Examples:
+  kcideploy man | man -l -
+  kcideploy man --dir /usr/local/share/man/man1";
+const EXAMPLES_DEMO: &str = "Examples:
+  kcideploy demo
+  kcideploy demo --dir /tmp/kcideploy-demo";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show what a deploy would do, and why.
+    #[command(after_help = EXAMPLES_PLAN)]
     Plan(PlanArgs),
     /// Check a plan file: syntax, names, globs, dependency cycles.
+    #[command(after_help = EXAMPLES_VALIDATE)]
     Validate {
         /// The plan file.
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
     },
     /// Print the step graph as Graphviz DOT.
+    #[command(after_help = EXAMPLES_GRAPH)]
     Graph {
         /// The plan file.
         #[arg(short = 'f', long = "file")]
@@ -37,12 +83,14 @@ pub enum Command {
         plan: Option<PathBuf>,
     },
     /// Print the JSON schema of plan files (draft-07).
+    #[command(after_help = EXAMPLES_SCHEMA)]
     Schema {
         /// Print the plan file reference (Markdown) instead, as in the README.
         #[arg(long)]
         reference: bool,
     },
     /// Show a plan saved with `plan -out`.
+    #[command(after_help = EXAMPLES_SHOW)]
     Show {
         /// The saved plan.
         planfile: PathBuf,
@@ -51,9 +99,11 @@ pub enum Command {
         json: bool,
     },
     /// Run a saved plan, or plan and run after confirmation.
+    #[command(after_help = EXAMPLES_APPLY)]
     Apply(ApplyArgs),
     /// One-shot for cron or CI: plan, obey the policy, apply, notify.
     /// Exit: 0 nothing to do, 1 failed, 2 applied, 3 held back by the policy.
+    #[command(after_help = EXAMPLES_RUN)]
     Run {
         /// The plan file.
         #[arg(short = 'f', long = "file")]
@@ -70,6 +120,7 @@ pub enum Command {
     },
     /// Long-running service: GitHub webhooks, the staging policy, `@kcibot` commands,
     /// `/status` and `/metrics`. SIGTERM stops the running deploy cleanly.
+    #[command(after_help = EXAMPLES_SERVE)]
     Serve {
         /// The plan file.
         #[arg(short = 'f', long = "file")]
@@ -92,8 +143,10 @@ pub enum Command {
     },
     /// Look at the state.
     #[command(subcommand)]
+    #[command(after_help = EXAMPLES_STATE)]
     State(StateCommand),
     /// Remove the state lock ID left by a run that is gone for good.
+    #[command(after_help = EXAMPLES_FORCE_UNLOCK)]
     ForceUnlock {
         /// The lock ID, as named by the error.
         id: String,
@@ -105,6 +158,7 @@ pub enum Command {
         force: bool,
     },
     /// Explain the last bisection.
+    #[command(after_help = EXAMPLES_BLAME)]
     Blame {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
@@ -115,6 +169,7 @@ pub enum Command {
         json: bool,
     },
     /// List the changes left out because they broke a deploy, or clear one.
+    #[command(after_help = EXAMPLES_EXCLUSIONS)]
     Exclusions {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
@@ -124,10 +179,17 @@ pub enum Command {
         json: bool,
     },
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = EXAMPLES_COMPLETIONS)]
     Completions { shell: clap_complete::Shell },
-    /// Print the man page (roff).
-    Man,
+    /// Print the man page (roff), or write one page per subcommand into a directory.
+    #[command(after_help = EXAMPLES_MAN)]
+    Man {
+        /// Write kcideploy.1 and kcideploy-<subcommand>.1 pages here instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Make local repos with pending branches, plan, apply, and plan again.
+    #[command(after_help = EXAMPLES_DEMO)]
     Demo {
         /// Directory to create the demo in (default: a new temporary directory, kept).
         #[arg(long)]

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use miette::{IntoDiagnostic, Result};
+use miette::{IntoDiagnostic, Result, WrapErr};
 
 use super::args::Cli;
 use super::plan::{read_saved_plan, to_json};
@@ -60,12 +60,49 @@ pub fn completions(shell: clap_complete::Shell) -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-pub fn man() -> Result<ExitStatus> {
+/// The man page on stdout, or with `dir` one page per command and subcommand written there
+/// (`kcideploy.1`, `kcideploy-plan.1`, `kcideploy-state-show.1`, ...).
+pub fn man(dir: Option<&Path>) -> Result<ExitStatus> {
     let cmd = <Cli as clap::CommandFactory>::command();
+    let Some(dir) = dir else {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd)
+            .render(&mut out)
+            .into_diagnostic()?;
+        let _ = std::io::stdout().write_all(&out);
+        return Ok(ExitStatus::Success);
+    };
+    std::fs::create_dir_all(dir)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot create {}", dir.display()))?;
+    let mut written = Vec::new();
+    write_pages(&cmd, "kcideploy", dir, &mut written)?;
+    println!("Wrote {} man pages to {}.", written.len(), dir.display());
+    Ok(ExitStatus::Success)
+}
+
+/// `cmd`'s page as `<name>.1`, then its subcommands' as `<name>-<sub>.1`.
+fn write_pages(
+    cmd: &clap::Command,
+    name: &str,
+    dir: &Path,
+    written: &mut Vec<String>,
+) -> Result<()> {
+    let page = cmd
+        .clone()
+        .name(name.to_string())
+        .bin_name(name.replace('-', " "));
     let mut out = Vec::new();
-    clap_mangen::Man::new(cmd)
+    clap_mangen::Man::new(page)
         .render(&mut out)
         .into_diagnostic()?;
-    let _ = std::io::stdout().write_all(&out);
-    Ok(ExitStatus::Success)
+    let path = dir.join(format!("{name}.1"));
+    crate::support::write_atomic(&path, &out)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot write {}", path.display()))?;
+    written.push(name.to_string());
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        write_pages(sub, &format!("{name}-{}", sub.get_name()), dir, written)?;
+    }
+    Ok(())
 }

@@ -59,7 +59,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Blame { file, json, .. } => state::blame(&file, json),
         Command::Exclusions { file, action, json } => state::exclusions(&file, action, json),
         Command::Completions { shell } => inspect::completions(shell),
-        Command::Man => inspect::man(),
+        Command::Man { dir } => inspect::man(dir.as_deref()),
         Command::Demo { dir } => demo::run(dir.as_deref(), color),
     }
 }
