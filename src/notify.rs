@@ -86,7 +86,7 @@ pub fn comment(
             "**Left out** of the staging revision of `{repo}` at `{}`: `{}`: {}.",
             short(&e.head),
             e.reason.as_str(),
-            e.detail
+            crate::support::text::markdown_text(&e.detail)
         );
         return Some(out);
     }

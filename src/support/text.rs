@@ -63,6 +63,28 @@ pub fn clip(text: &str, max: usize) -> String {
     out
 }
 
+/// Text from outside (paths, branch names, messages quoting them) for a GitHub comment:
+/// Markdown and HTML are shown as written, not rendered (`<img>`, links, emphasis, tables
+/// broken by `|`), `@name` does not notify anybody, and control characters are escaped.
+pub fn markdown_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in clean(text).chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            // A zero-width space after `@` keeps GitHub from reading a mention.
+            '@' => out.push_str("@\u{200b}"),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '#' | '|' | '!' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +109,13 @@ mod tests {
         assert_eq!(clean("a\rb\nc"), "a\\rb\\nc");
         assert!(matches!(clean("plain"), std::borrow::Cow::Borrowed(_)));
         assert_eq!(clip("abcdef", 3), "abc…");
+    }
+
+    #[test]
+    fn markdown_and_mentions_are_shown_not_rendered() {
+        assert_eq!(
+            markdown_text("<img src=x> @kernelci/all [a](b) |x| *y*"),
+            "&lt;img src=x&gt; @\u{200b}kernelci/all \\[a\\]\\(b\\) \\|x\\| \\*y\\*"
+        );
     }
 }
