@@ -153,7 +153,27 @@ impl RunContext {
         ));
         let cache = git2::Repository::open_bare(self.cache_dir.join(format!("{repo}.git")))
             .map_err(|e| format!("cannot open the cache of `{repo}`: {e}"))?;
-        crate::gitops::export_tree(&cache, &plan.staging, &dest)?;
+        crate::gitops::export_tree(&cache, &plan.staging, &dest).map_err(|e| match &e {
+            // Name the change(s) that brought the refused entry.
+            crate::gitops::export::ExportError::Refused { path, .. } => {
+                let path = path.to_string_lossy();
+                let by: Vec<String> = plan
+                    .included
+                    .iter()
+                    .filter(|c| {
+                        c.paths
+                            .iter()
+                            .any(|p| *p == path || p.starts_with(&format!("{path}/")))
+                    })
+                    .map(|c| format!("{} by {}", c.id, c.author))
+                    .collect();
+                match by.is_empty() {
+                    true => format!("{e} (in the base of `{repo}`)"),
+                    false => format!("{e} (brought by {})", by.join(", ")),
+                }
+            }
+            crate::gitops::export::ExportError::Failed(_) => e.to_string(),
+        })?;
         Ok(dest)
     }
 

@@ -16,10 +16,35 @@ const MODE_LINK: i32 = 0o120000;
 const MODE_TREE: i32 = 0o040000;
 const MODE_COMMIT: i32 = 0o160000;
 
+/// Why an export failed: an entry that would leave the export (named by its path in the
+/// tree, so the caller can name the change that brought it), or the file system.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExportError {
+    #[error("refused to export `{}`: {why}", path.display())]
+    Refused {
+        path: std::path::PathBuf,
+        why: String,
+    },
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for ExportError {
+    fn from(message: String) -> Self {
+        ExportError::Failed(message)
+    }
+}
+
+impl From<&str> for ExportError {
+    fn from(message: &str) -> Self {
+        ExportError::Failed(message.to_string())
+    }
+}
+
 /// Write the tree of commit `sha` into `dest` (which must not exist). Written to a temporary
 /// sibling first and renamed into place, so a half-written export is never seen; an export
 /// that already exists is kept.
-pub fn export_tree(repo: &Repository, sha: &str, dest: &Path) -> Result<(), String> {
+pub fn export_tree(repo: &Repository, sha: &str, dest: &Path) -> Result<(), ExportError> {
     if dest.exists() {
         return Ok(());
     }
@@ -44,12 +69,17 @@ pub fn export_tree(repo: &Repository, sha: &str, dest: &Path) -> Result<(), Stri
             let _ = std::fs::remove_dir_all(&tmp_path);
             Ok(())
         }
-        Err(e) => Err(format!("cannot move the export to {}: {e}", dest.display())),
+        Err(e) => Err(format!("cannot move the export to {}: {e}", dest.display()).into()),
     }
 }
 
 /// Write `tree` under `root/rel`.
-fn write_tree(repo: &Repository, tree: &Tree<'_>, root: &Path, rel: &Path) -> Result<(), String> {
+fn write_tree(
+    repo: &Repository,
+    tree: &Tree<'_>,
+    root: &Path,
+    rel: &Path,
+) -> Result<(), ExportError> {
     for entry in tree.iter() {
         let name = entry_name(entry.name_bytes(), rel)?;
         let rel_path = rel.join(name);
@@ -87,12 +117,15 @@ fn write_tree(repo: &Repository, tree: &Tree<'_>, root: &Path, rel: &Path) -> Re
     Ok(())
 }
 
-fn refused(path: &Path, why: &str) -> String {
-    format!("refused to export `{}`: {why}", path.display())
+fn refused(path: &Path, why: &str) -> ExportError {
+    ExportError::Refused {
+        path: path.to_path_buf(),
+        why: why.to_string(),
+    }
 }
 
 /// An entry name that stays one component inside its directory.
-fn entry_name<'a>(name: &'a [u8], rel: &Path) -> Result<&'a OsStr, String> {
+fn entry_name<'a>(name: &'a [u8], rel: &Path) -> Result<&'a OsStr, ExportError> {
     let shown = rel.join(String::from_utf8_lossy(name).as_ref());
     let why = if name.is_empty() || name == b"." || name == b".." {
         Some("not a file name")
@@ -182,7 +215,7 @@ mod tests {
             .to_string()
     }
 
-    fn export(entries: &[Entry<'_>]) -> (tempfile::TempDir, Result<(), String>) {
+    fn export(entries: &[Entry<'_>]) -> (tempfile::TempDir, Result<(), ExportError>) {
         let dir = tempfile::tempdir().expect("tmp");
         let repo = Repository::init_bare(dir.path().join("r.git")).expect("init");
         let sha = crafted(&repo, entries);
@@ -206,7 +239,9 @@ mod tests {
         ];
         for ((mode, name, content), why) in cases {
             let (dir, result) = export(&[(mode, name, *content), ("100644", b"ok", Some(b"ok"))]);
-            let err = result.expect_err(&String::from_utf8_lossy(name));
+            let err = result
+                .expect_err(&String::from_utf8_lossy(name))
+                .to_string();
             assert!(
                 err.contains("refused to export") && err.contains(why),
                 "{err}"
