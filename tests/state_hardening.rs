@@ -125,3 +125,58 @@ fn temporary_files_of_a_killed_writer_go_when_the_state_is_next_written() {
     assert!(other.exists(), "files that are not ours stay");
     assert_eq!(backend.read().expect("read").expect("exists").serial, 2);
 }
+
+fn history(plan: &Path) -> String {
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["state", "history", "--json", "-f"])
+            .arg(plan),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    out
+}
+
+fn apply_now(plan: &Path) {
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["apply", "-auto-approve", "--at", &at(), "-f"])
+            .arg(plan),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// Issue #14 item 13b.
+#[test]
+fn an_apply_with_nothing_to_do_leaves_history_as_it_was() {
+    let fx = Fixture::new();
+    let remote = fx.repo("pipe", &[("config/a.yaml", Some("a: 1\n"))]);
+    let plan = fx.plan_file(ONE_STEP_PLAN);
+    apply_now(&plan);
+    let first = history(&plan);
+    let runs = |h: &str| {
+        serde_json::from_str::<Vec<serde_json::Value>>(h)
+            .expect("a JSON list of runs")
+            .len()
+    };
+    assert_eq!(runs(&first), 1, "{first}");
+    let state_file = fx.path().join(".kcideploy/t.state.json");
+    let serial = |p: &Path| {
+        LocalState::new(p)
+            .read()
+            .expect("read")
+            .expect("state")
+            .serial
+    };
+    let before = serial(&state_file);
+
+    apply_now(&plan);
+    assert_eq!(history(&plan), first, "the same inputs again: no new run");
+    assert_eq!(serial(&state_file), before, "state not written");
+
+    // A change outside every component: no step runs, but the deployed revision moves, and
+    // that is recorded.
+    remote.branch("pr/1", common::ALICE, &[("docs/readme", Some("hi\n"))]);
+    apply_now(&plan);
+    let moved = history(&plan);
+    assert_eq!(runs(&moved), 2, "{moved}");
+}
