@@ -704,6 +704,7 @@ fn command_runs_in_the_staging_checkout_with_revision_variables() {
       repo: pipe
       cwd: config
       env: { EXTRA: "yes" }
+      pass_env: [OUT]
       shell: "cat a.yaml > \"$OUT/seen\"; env | grep -E '^(KCIDEPLOY_|EXTRA=)' | sort > \"$OUT/env\"; sh ../scripts/deploy.sh"
 "#,
     ));

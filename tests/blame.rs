@@ -18,7 +18,7 @@ components:
   changes: {{ repo: pipe, paths: ["changes/**"] }}
 steps:
   push: {{ kind: git_push, on: [changes], with: {{ repo: pipe }} }}
-  verify: {{ kind: command, on: [changes], after: [push], with: {{ repo: pipe, shell: "{verify}" }} }}
+  verify: {{ kind: command, on: [changes], after: [push], with: {{ repo: pipe, pass_env: [OUT], shell: "{verify}" }} }}
 blame: {{ enabled: true, max_rounds: 10 }}
 "#
     )

@@ -24,7 +24,7 @@ fn plan_text() -> String {
             format!(", needs: [s{}]", (i - 1) / 2)
         };
         text.push_str(&format!(
-            "  s{i}: {{ kind: command, always: true{needs}, with: {{ shell: \"echo $PHASE $KCIDEPLOY_STEP >> ran.txt; sleep 0.02\" }} }}\n"
+            "  s{i}: {{ kind: command, always: true{needs}, with: {{ pass_env: [PHASE], shell: \"echo $PHASE $KCIDEPLOY_STEP >> ran.txt; sleep 0.02\" }} }}\n"
         ));
     }
     text

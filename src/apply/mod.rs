@@ -252,6 +252,10 @@ pub async fn apply(
 ) -> Result<ApplyReport, ApplyError> {
     let started = Instant::now();
     let mut state = backend.read()?.unwrap_or_default();
+    if plan.is_deployed() {
+        // No step to run and no deployed revision to move: nothing for state to remember.
+        return Ok(record::nothing_to_do(&state));
+    }
     let (run_id, resumed) = record::begin_run(&mut state, &plan, Timestamp::now());
     backend.write(&mut state)?;
     let previous = state

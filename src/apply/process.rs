@@ -1,7 +1,12 @@
 //! Run a child process for a step: its own process group, output to the step log, and
 //! cancellation (SIGTERM to the group, SIGKILL after a grace period). The step runner owns
 //! time limits: it cancels the step when its attempt runs too long.
+//!
+//! A step's process never inherits kcideploy's whole environment: steps run code from pull
+//! requests, and kcideploy's environment holds the GitHub token, the webhook secret and
+//! registry credentials. [`clean_env`] starts it from the few variables listed here.
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -35,6 +40,72 @@ pub enum ProcessError {
     Cancelled,
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Which of kcideploy's own environment variables a step's process keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inherit {
+    /// `command` and `compose` (code from the staging revision): [`BASIC_VARS`], `LC_*` and
+    /// [`DOCKER_VARS`].
+    Step,
+    /// `git` run by `git_push` and `pipe_cleaner` (git itself, no code of a change): also
+    /// what credential helpers, ssh and proxies need, [`GIT_VARS`] and `GIT_*`.
+    Git,
+}
+
+/// Kept for every step when set (with `LC_*`).
+pub const BASIC_VARS: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR"];
+
+/// Kept for every step when set: what the Docker client needs to reach the daemon.
+pub const DOCKER_VARS: &[&str] = &[
+    "DOCKER_HOST",
+    "DOCKER_CONTEXT",
+    "DOCKER_CONFIG",
+    "DOCKER_CERT_PATH",
+    "DOCKER_TLS_VERIFY",
+    "DOCKER_API_VERSION",
+];
+
+/// Kept for git (with `GIT_*`): credential helpers, the ssh agent, proxies.
+pub const GIT_VARS: &[&str] = &[
+    "SSH_AUTH_SOCK",
+    "XDG_CONFIG_HOME",
+    "XDG_RUNTIME_DIR",
+    "DBUS_SESSION_BUS_ADDRESS",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+];
+
+/// The variables of `from` (kcideploy's environment) a process keeps: those `inherit`
+/// allows, and those named in `pass` (a step's `pass_env`).
+pub fn kept_env(
+    from: impl IntoIterator<Item = (OsString, OsString)>,
+    inherit: Inherit,
+    pass: &[String],
+) -> Vec<(OsString, OsString)> {
+    let keep = |name: &str| {
+        BASIC_VARS.contains(&name)
+            || name.starts_with("LC_")
+            || DOCKER_VARS.contains(&name)
+            || (inherit == Inherit::Git && (GIT_VARS.contains(&name) || name.starts_with("GIT_")))
+            || pass.iter().any(|p| p == name)
+    };
+    from.into_iter()
+        .filter(|(name, _)| name.to_str().is_some_and(keep))
+        .collect()
+}
+
+/// Start `cmd` from a clean environment: only what [`kept_env`] keeps of kcideploy's. Set
+/// the step's own variables (`KCIDEPLOY_*`, `env:`) after this.
+pub fn clean_env(cmd: &mut Command, inherit: Inherit, pass: &[String]) {
+    cmd.env_clear()
+        .envs(kept_env(std::env::vars_os(), inherit, pass));
 }
 
 /// Wait until the run is cancelled to at least `level` (forever if nobody can cancel it).
@@ -124,4 +195,50 @@ pub fn tail(path: &std::path::Path, n: usize) -> String {
     let text = String::from_utf8_lossy(&text);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect()
+    }
+
+    fn names(kept: &[(OsString, OsString)]) -> Vec<String> {
+        kept.iter()
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_step_keeps_the_basics_and_docker_and_what_it_names() {
+        let parent = env(&[
+            ("PATH", "/bin"),
+            ("LC_ALL", "C"),
+            ("DOCKER_HOST", "unix:///d.sock"),
+            ("GITHUB_TOKEN", "t"),
+            ("KCIDEPLOY_WEBHOOK_SECRET", "s"),
+            ("KCIDEPLOY_REGISTRY_PASSWORD", "p"),
+            ("GIT_SSH_COMMAND", "ssh"),
+            ("SSH_AUTH_SOCK", "/a"),
+            ("EXTRA", "x"),
+        ]);
+        let kept = kept_env(parent.clone(), Inherit::Step, &["EXTRA".into()]);
+        assert_eq!(names(&kept), ["PATH", "LC_ALL", "DOCKER_HOST", "EXTRA"]);
+        let git = kept_env(parent, Inherit::Git, &[]);
+        assert_eq!(
+            names(&git),
+            [
+                "PATH",
+                "LC_ALL",
+                "DOCKER_HOST",
+                "GIT_SSH_COMMAND",
+                "SSH_AUTH_SOCK"
+            ]
+        );
+    }
 }

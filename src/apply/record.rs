@@ -5,7 +5,7 @@ use jiff::Timestamp;
 
 use super::dispatch::{Finished, Observer};
 use super::events::{Event, Reporter, StepResult};
-use super::report::finished_event;
+use super::report::{ApplyReport, finished_event};
 use super::schedule::Status;
 use super::{RunContext, digest};
 use crate::planner::{Plan, StepReason};
@@ -48,6 +48,24 @@ pub fn begin_run(state: &mut State, plan: &Plan, now: Timestamp) -> (String, boo
     let id = run.id.clone();
     state.current_run = Some(run);
     (id, resumed)
+}
+
+/// The report of an apply whose plan runs nothing and moves no deployed revision: no run is
+/// started or recorded, state stays as it is. It names the last recorded run (what is
+/// deployed), if any.
+pub fn nothing_to_do(state: &State) -> ApplyReport {
+    ApplyReport {
+        run_id: state
+            .history
+            .last()
+            .map(|r| r.id.clone())
+            .unwrap_or_default(),
+        result: RunResult::Success,
+        counts: Default::default(),
+        steps: Vec::new(),
+        durations: Default::default(),
+        details: Default::default(),
+    }
 }
 
 fn new_run_id(now: Timestamp) -> String {

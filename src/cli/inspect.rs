@@ -13,6 +13,10 @@ use crate::planner;
 
 pub fn validate(file: &Path) -> Result<ExitStatus> {
     let config = Config::load(file)?;
+    config
+        .warnings()
+        .iter()
+        .for_each(|w| eprintln!("warning: {w}"));
     let f = &config.file;
     println!(
         "{}: valid plan file `{}` ({} repo(s), {} component(s), {} step(s))",

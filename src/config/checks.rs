@@ -32,6 +32,44 @@ impl Config {
         errors.sort_by_key(|e| (e.line, e.column));
         errors
     }
+
+    /// Names of the environment variables that hold kcideploy's secrets, each with the
+    /// setting that names it.
+    pub fn secret_envs(&self) -> Vec<(&str, &'static str)> {
+        let f = &self.file;
+        let mut out = vec![
+            (f.github.token_env.as_str(), "github.token_env"),
+            (f.server.secret_env.as_str(), "server.secret_env"),
+            ("KCIDEPLOY_REGISTRY_PASSWORD", "docker_push credentials"),
+        ];
+        if let Some(k) = &f.kernelci.token_env {
+            out.push((k.as_str(), "kernelci.token_env"));
+        }
+        out
+    }
+
+    /// What `validate` warns about: a step that runs code of a repo's staging revision (pull
+    /// requests merged in) and names a secret in `pass_env`.
+    pub fn warnings(&self) -> Vec<String> {
+        let secrets = self.secret_envs();
+        let mut out = Vec::new();
+        for (name, step) in &self.file.steps {
+            let settings = self.settings(name);
+            let Some((repo, pass)) = settings.runs_repo_code() else {
+                continue;
+            };
+            for (var, what) in secrets.iter().filter(|(v, _)| pass.iter().any(|p| p == v)) {
+                out.push(format!(
+                    "{}:{}: step {} runs code of {}'s staging revision, pull requests included, and passes it the secret {var} ({what}) in with.pass_env: every change merged into staging can read it",
+                    self.path.display(),
+                    step.with.referenced.line(),
+                    quote(name),
+                    quote(repo),
+                ));
+            }
+        }
+        out
+    }
 }
 
 impl Checker<'_> {

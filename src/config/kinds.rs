@@ -18,6 +18,10 @@ pub struct CommandWith {
     /// Extra environment variables.
     #[serde(default)]
     pub env: IndexMap<String, String>,
+    /// Names of kcideploy's own environment variables the command gets too (it starts from
+    /// a clean environment).
+    #[serde(default)]
+    pub pass_env: Vec<String>,
     /// Run in this repo's staging checkout (the staging revision exported from git).
     #[serde(default)]
     pub repo: Option<String>,
@@ -185,6 +189,10 @@ pub struct ComposeWith {
     /// Extra environment variables (image tags for the compose file, ...).
     #[serde(default)]
     pub env: IndexMap<String, String>,
+    /// Names of kcideploy's own environment variables compose gets too (it starts from a
+    /// clean environment).
+    #[serde(default)]
+    pub pass_env: Vec<String>,
 }
 
 /// `docker_prune`: remove images built by kcideploy, keeping the newest per repository.
@@ -335,6 +343,16 @@ pub enum KindSettings {
 }
 
 impl KindSettings {
+    /// For steps that run code of a repo's staging revision (`command`, `compose` with
+    /// `repo`): that repo and the variables the step names in `pass_env`.
+    pub fn runs_repo_code(&self) -> Option<(&str, &[String])> {
+        match self {
+            KindSettings::Command(c) => c.repo.as_deref().map(|r| (r, c.pass_env.as_slice())),
+            KindSettings::Compose(c) => c.repo.as_deref().map(|r| (r, c.pass_env.as_slice())),
+            _ => None,
+        }
+    }
+
     /// The repo the step works on, if its settings name one.
     pub fn repo(&self) -> Option<&str> {
         match self {
@@ -377,6 +395,7 @@ pub fn parse_with(
                     );
                 }
             }
+            env_names(&c.pass_env)?;
             KindSettings::Command(c)
         }
         StepKind::GitPush => KindSettings::GitPush(typed(value)?),
@@ -399,7 +418,11 @@ pub fn parse_with(
             }
             KindSettings::ContainerRestart(r)
         }
-        StepKind::Compose => KindSettings::Compose(typed(value)?),
+        StepKind::Compose => {
+            let c: ComposeWith = typed(value)?;
+            env_names(&c.pass_env)?;
+            KindSettings::Compose(c)
+        }
         StepKind::DockerPrune => KindSettings::DockerPrune(typed(value)?),
         StepKind::KernelciDrain => KindSettings::KernelciDrain(typed(value)?),
         StepKind::PipeCleaner => {
@@ -410,4 +433,18 @@ pub fn parse_with(
             KindSettings::PipeCleaner(p)
         }
     })
+}
+
+/// `pass_env` names variables: not empty, no `=`, no NUL.
+fn env_names(names: &[String]) -> Result<(), String> {
+    match names
+        .iter()
+        .position(|n| n.is_empty() || n.contains(['=', '\0']))
+    {
+        Some(i) => Err(format!(
+            "with.pass_env[{i}]: {:?} is not an environment variable name",
+            names[i]
+        )),
+        None => Ok(()),
+    }
 }

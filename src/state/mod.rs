@@ -1,5 +1,6 @@
 //! State: what is deployed and what happened. JSON, `serial` + `lineage` like Terraform.
-//! `plan` only reads it; writes go through [`write_atomic`] (temp file, fsync, rename).
+//! `plan` only reads it; writes go through [`write_atomic`] (temp file, fsync, rename), after
+//! the state they replace is copied to `<state>.backup` the same way.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -253,7 +254,8 @@ pub enum StateError {
     },
     #[error("state file {} is not valid state JSON: {source}", path.display())]
     #[diagnostic(help(
-        "the state file is written by kcideploy only; restore it from its backup (.backup beside it) or move it away to start from nothing"
+        "the state file is written by kcideploy only; restore the state before its last write from {}.backup (move it over the state file), or move the state file away to start from nothing",
+        path.display()
     ))]
     Parse {
         path: PathBuf,
@@ -262,6 +264,11 @@ pub enum StateError {
     #[error("state file {} has format version {found}; this kcideploy reads version {STATE_FORMAT_VERSION}", path.display())]
     #[diagnostic(help("use a newer kcideploy"))]
     Version { path: PathBuf, found: u32 },
+    #[error("state file {} has serial {}, the largest there is: it cannot be written again", path.display(), u64::MAX)]
+    #[diagnostic(help(
+        "kcideploy adds one per write, it never gets there: the file was edited. Set `serial` to a smaller number (saved plans made since are then refused)"
+    ))]
+    SerialExhausted { path: PathBuf },
     #[error("cannot write state file {}: {source}", path.display())]
     Write {
         path: PathBuf,
@@ -295,18 +302,46 @@ impl LocalState {
         parse_state(&self.path, &text).map(Some)
     }
 
-    /// Replace the state file atomically; `serial` is incremented first.
+    /// Where the state before the last write is kept.
+    pub fn backup_path(&self) -> PathBuf {
+        let mut name = self.path.clone().into_os_string();
+        name.push(".backup");
+        PathBuf::from(name)
+    }
+
+    /// Replace the state file atomically; `serial` is incremented first (refused at
+    /// `u64::MAX`: a wrapped serial would let a saved plan of serial 1 apply again). The state
+    /// it replaces, when it is valid state, is kept in [`LocalState::backup_path`] first.
     pub fn write(&self, state: &mut State) -> Result<(), StateError> {
-        state.serial += 1;
-        let mut json = serde_json::to_vec_pretty(state).map_err(|e| StateError::Write {
-            path: self.path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        json.push(b'\n');
-        crate::support::write_atomic(&self.path, &json).map_err(|source| StateError::Write {
+        let write_error = |source| StateError::Write {
             path: self.path.clone(),
             source,
-        })
+        };
+        state.serial = state
+            .serial
+            .checked_add(1)
+            .ok_or_else(|| StateError::SerialExhausted {
+                path: self.path.clone(),
+            })?;
+        let mut json =
+            serde_json::to_vec_pretty(state).map_err(|e| write_error(std::io::Error::other(e)))?;
+        json.push(b'\n');
+        self.back_up().map_err(write_error)?;
+        crate::support::write_atomic(&self.path, &json).map_err(write_error)
+    }
+
+    /// Copy the state file to the backup, atomically, unless it is missing or not valid
+    /// state (a good backup is not replaced by a broken file).
+    fn back_up(&self) -> std::io::Result<()> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if parse_state(&self.path, &text).is_err() {
+            return Ok(());
+        }
+        crate::support::write_atomic(&self.backup_path(), text.as_bytes())
     }
 }
 

@@ -1,9 +1,10 @@
-//! `command`: argv or a shell string, in a repo's staging checkout or a directory.
+//! `command`: argv or a shell string, in a repo's staging checkout or a directory, from a
+//! clean environment (see [`process::clean_env`]).
 
 use tokio::process::Command;
 
 use super::{Attempt, Kind, StepCtx, StepError};
-use crate::apply::process;
+use crate::apply::process::{self, Inherit};
 use crate::config::kinds::CommandWith;
 
 pub async fn run(ctx: &mut StepCtx<'_>, with: &CommandWith) -> Result<(), StepError> {
@@ -17,6 +18,7 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &CommandWith) -> Result<(), StepEr
     };
     let (cwd, env) = ctx.workdir(with.repo.as_deref(), with.cwd.as_deref())?;
     let mut cmd = Command::new(program);
+    process::clean_env(&mut cmd, Inherit::Step, &with.pass_env);
     cmd.args(args).current_dir(&cwd).envs(env).envs(&with.env);
     process::run(cmd, program, ctx.log, false, ctx.run.grace, &mut ctx.cancel).await?;
     Ok(())

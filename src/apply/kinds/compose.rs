@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use tokio::process::Command;
 
 use super::{Attempt, Kind, StepCtx, StepError};
-use crate::apply::process;
+use crate::apply::process::{self, Inherit};
 use crate::config::kinds::{ComposeAction, ComposeWith};
 
 /// The compose command line: `["docker", "compose"]` or `["docker-compose"]`.
@@ -55,6 +55,7 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &ComposeWith) -> Result<(), StepEr
         args.extend(with.services.iter().cloned());
     }
     let mut cmd = Command::new(&program[0]);
+    process::clean_env(&mut cmd, Inherit::Step, &with.pass_env);
     cmd.args(&args).current_dir(&cwd).envs(env).envs(&with.env);
     let shown = format!(
         "{} {}",

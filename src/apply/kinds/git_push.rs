@@ -27,6 +27,7 @@ impl Target<'_> {
     /// git on the repo's cache.
     fn git(&self, args: Vec<String>) -> Command {
         let mut cmd = Command::new("git");
+        process::clean_env(&mut cmd, process::Inherit::Git, &[]);
         cmd.arg("--git-dir")
             .arg(&self.cache)
             .args(args)

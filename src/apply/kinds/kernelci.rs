@@ -65,6 +65,7 @@ pub async fn drain(ctx: &mut StepCtx<'_>, with: &KernelciDrainWith) -> Result<()
 /// Run git; stdout when `capture`.
 async fn git(ctx: &mut StepCtx<'_>, args: &[&str], capture: bool) -> Result<String, StepError> {
     let mut cmd = Command::new("git");
+    process::clean_env(&mut cmd, process::Inherit::Git, &[]);
     cmd.args([
         "-c",
         "user.name=kcideploy",
