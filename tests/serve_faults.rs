@@ -1,11 +1,14 @@
 //! `kcideploy serve` when things go wrong: a deploy that cannot run, a cron tick during a
-//! full cycle, GitHub's rate limit under the bot, steps that need a person. Real processes
+//! full cycle, GitHub's rate limit under the bot, steps that need a person; and KernelCI
+//! results that come over many pages. Real processes
 //! on 127.0.0.1, real git repos, the fake GitHub; every wait is for an event the test can
 //! see, under a generous ceiling.
 
 mod common;
 #[path = "common/fake_github.rs"]
 mod fake_github;
+#[path = "common/fake_kernelci.rs"]
+mod fake_kernelci;
 #[path = "common/server.rs"]
 mod server;
 
@@ -16,6 +19,7 @@ use std::time::Instant;
 
 use common::*;
 use fake_github::{Fake, Shared, add_pr, pr};
+use fake_kernelci::{FakeKci, SharedKci};
 use serde_json::{Value, json};
 use server::{PATIENCE, Server, fixture};
 
@@ -393,5 +397,75 @@ fn approve_steps_under_serve_wait_for_a_person_and_nothing_after_them_runs() {
         runs_log(&fx),
         "before\ngate\nafter\n",
         "resumed at the gate"
+    );
+}
+
+/// The pipe-cleaner counts results over every page of `/latest/nodes`: with pages of seven
+/// nodes, 10 builds and 40 tests (38 pass) are all in its summary.
+#[test]
+fn kernelci_results_over_many_pages_are_all_counted() {
+    let fx = Fixture::new();
+    fx.repo("core", &[("README", Some("core\n"))]);
+    let up = fx.path().join("repos/up-next.git");
+    let repo = git2::Repository::init_bare(&up).expect("init");
+    let tip = kcideploy::gitops::scratch::commit(
+        &repo,
+        None,
+        &[("Makefile", Some("# next\n"))],
+        ALICE,
+        NOW - DAY,
+        "next",
+    )
+    .expect("commit");
+    kcideploy::gitops::scratch::set_branch(&repo, "master", tip).expect("branch");
+    git2::Repository::init_bare(fx.path().join("repos/linux.git")).expect("linux");
+    let kci: SharedKci = Arc::new(Mutex::new(FakeKci::default()));
+    {
+        let mut k = kci.lock().expect("k");
+        k.kernel = Some(fx.path().join("repos/linux.git"));
+        k.max_page = Some(7);
+    }
+    let api = fake_kernelci::start(kci.clone());
+    let plan = fx.plan_file(&format!(
+        r#"version: 1
+name: t
+kernelci: {{ api_url: "{api}" }}
+repos:
+  core: {{ url: repos/core.git }}
+steps:
+  pipe-cleaner:
+    kind: pipe_cleaner
+    cycle: full
+    always: true
+    timeout: 30s
+    with:
+      push_url: repos/linux.git
+      trees:
+        - {{ name: next, url: repos/up-next.git, branch: master }}
+      checkout_timeout: 20s
+      interval: 50ms
+"#
+    ));
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["apply", "-auto-approve", "--cycle", "full", "-f"])
+            .arg(&plan),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let state = kcideploy::state::LocalState::new(fx.path().join(".kcideploy/t.state.json"))
+        .read()
+        .expect("state parses")
+        .expect("state exists");
+    let outputs = state.steps["pipe-cleaner"]
+        .outputs
+        .clone()
+        .expect("outputs");
+    let summary = &outputs["summaries"]["next"];
+    assert_eq!(summary["test"]["pass"], 38, "{outputs:#}");
+    assert_eq!(summary["test"]["fail"], 2, "{outputs:#}");
+    assert_eq!(summary["kbuild"]["pass"], 10, "{outputs:#}");
+    assert!(
+        kci.lock().expect("k").pages > 2,
+        "the results came over several pages"
     );
 }
