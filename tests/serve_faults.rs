@@ -469,3 +469,74 @@ steps:
         "the results came over several pages"
     );
 }
+
+/// Blame with the github forge: the PR that breaks a step is left out, and GitHub is told
+/// so with a "failure" status on its head; the others get "success".
+#[test]
+fn a_blamed_pr_gets_a_failure_status_and_the_others_success() {
+    let fx = Fixture::new();
+    let remote = fx.repo(
+        "core",
+        &[
+            ("config/a.yaml", Some("a: 1\n")),
+            ("changes/README", Some("changes\n")),
+        ],
+    );
+    let fake: Shared = Arc::new(Mutex::new(Fake::default()));
+    let api = fake_github::start(fake.clone());
+    let mut heads = Vec::new();
+    for n in 1..=4u64 {
+        let path = format!("changes/{n}.txt");
+        let text = if n == 3 { "BROKEN\n" } else { "fine\n" };
+        heads.push(add_pr(
+            &fake,
+            &remote,
+            pr(n, "alice"),
+            &[(path.as_str(), Some(text))],
+        ));
+    }
+    let config = fx.config(&format!(
+        r#"version: 1
+name: t
+github: {{ api_url: "{api}", token_env: KCI_TEST_TOKEN, max_wait: 30s }}
+repos:
+  core:
+    url: repos/core.git
+    forge: github
+    github_repo: kernelci/core
+    pending: {{ trusted: [alice] }}
+components:
+  changes: {{ repo: core, paths: ["changes/**"] }}
+steps:
+  verify: {{ kind: command, on: [changes], with: {{ repo: core, shell: "if grep -rqs BROKEN changes; then echo broken >&2; exit 1; fi" }} }}
+blame: {{ enabled: true, max_rounds: 10 }}
+"#
+    ));
+    fx.deploy(&config, &[("core", remote.main)], Some(NOW));
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["apply", "-auto-approve", "--cycle", "partial", "-f"])
+            .arg(&config.path)
+            .env("KCI_TEST_TOKEN", fake_github::TOKEN),
+    );
+    assert_eq!(code, 0, "the other three are deployed: {out}{err}");
+    assert!(out.contains("Blame: core #3 breaks `verify`."), "{out}");
+    let f = fake.lock().expect("fake");
+    let last_status = |head: &str| {
+        f.statuses
+            .iter()
+            .rev()
+            .find(|(sha, _)| sha == head)
+            .map(|(_, state)| state.clone())
+    };
+    for (i, head) in heads.iter().enumerate() {
+        let expected = if i == 2 { "failure" } else { "success" };
+        assert_eq!(
+            last_status(head).as_deref(),
+            Some(expected),
+            "#{}: {:?}\n{out}",
+            i + 1,
+            f.statuses
+        );
+    }
+}
