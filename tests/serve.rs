@@ -4,10 +4,10 @@
 mod common;
 #[path = "common/fake_github.rs"]
 mod fake_github;
+#[path = "common/server.rs"]
+mod server;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,127 +15,7 @@ use common::*;
 use fake_github::{Fake, Shared, add_pr, pr};
 use kcideploy::server::webhook::sign;
 use serde_json::{Value, json};
-
-const SECRET: &str = "serve-test-secret";
-
-fn fixture(name: &str) -> Value {
-    let text = std::fs::read_to_string(format!(
-        "{}/tests/fixtures/github-webhooks/{name}.json",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .expect("fixture");
-    serde_json::from_str(&text).expect("fixture JSON")
-}
-
-/// A running `kcideploy serve`; killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(plan: &Path) -> Server {
-        let log = plan.with_file_name(format!(
-            "serve-{}.log",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        ));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kcideploy"))
-            .args(["serve", "-f"])
-            .arg(plan)
-            .args(["--listen", "127.0.0.1:0", "--grace", "1s"])
-            .env("KCIDEPLOY_WEBHOOK_SECRET", SECRET)
-            .env("RUST_LOG", "kcideploy=info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("line");
-        let url = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .filter(|u| u.starts_with("http://"))
-            .unwrap_or_else(|| {
-                panic!(
-                    "no address in {line:?}; log:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            })
-            .to_string();
-        Server { child, url, log }
-    }
-
-    fn post(&self, event: &str, delivery: &str, body: &Value) -> (u16, String) {
-        let bytes = serde_json::to_vec(body).expect("json");
-        post_webhook(
-            &self.url,
-            event,
-            delivery,
-            &bytes,
-            Some(sign(SECRET.as_bytes(), &bytes)),
-        )
-    }
-
-    fn status(&self) -> Value {
-        let (code, text) = get(&format!("{}/status", self.url));
-        assert_eq!(code, 200, "{text}");
-        serde_json::from_str(&text).expect("status JSON")
-    }
-
-    fn metrics(&self) -> String {
-        get(&format!("{}/metrics", self.url)).1
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Wait until `ok(status)` holds.
-    fn wait_for(&self, what: &str, timeout: Duration, ok: impl Fn(&Value) -> bool) -> Value {
-        let start = Instant::now();
-        loop {
-            let s = self.status();
-            if ok(&s) {
-                return s;
-            }
-            if start.elapsed() > timeout {
-                panic!(
-                    "timed out waiting for {what}; status:\n{s:#}\nlog:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM and wait for the exit code.
-    fn terminate(mut self) -> i32 {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        self.child.wait().ok().and_then(|s| s.code()).unwrap_or(-1)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use server::{PATIENCE, SECRET, Server, fixture, set_policy};
 
 /// A git-forge repo known to GitHub as Codertocat/Hello-World (the fixtures' repo), a
 /// pending branch so a deploy has work, and a step that appends to `runs.log`.
@@ -230,8 +110,10 @@ fn ts(v: &Value) -> jiff::Timestamp {
 
 #[test]
 fn replayed_payloads_schedule_one_settled_deploy_and_bad_requests_change_nothing() {
+    // A settle of an hour: while the test looks, no deploy can start behind its back, however
+    // slow the machine. The deploy itself comes from a restart with a short settle.
     let (fx, plan) = setup(
-        "settle: 2s, cooldown: 1h, full_cycle_interval: 6h",
+        "settle: 1h, cooldown: 1h, full_cycle_interval: 6h",
         "echo run >> LOG",
     );
     let server = Server::start(&plan);
@@ -282,20 +164,18 @@ fn replayed_payloads_schedule_one_settled_deploy_and_bad_requests_change_nothing
         let (code, text) = server.post(event, &format!("d-{i}"), &fixture(name));
         assert_eq!(code, *expected, "{name}: {text}");
     }
-    let s = server.wait_for(
-        "the PR event to be scheduled",
-        Duration::from_secs(5),
-        |s| s["queue"] == 1,
-    );
+    let s = server.wait_for("the PR event to be scheduled", PATIENCE, |s| {
+        s["queue"] == 1
+    });
     let first_due = ts(&s["next_deploy"]);
     assert_eq!(s["next_cycle"], "partial", "{s:#}");
+    let hour = jiff::SignedDuration::from_hours(1);
     assert!(
-        first_due >= before + jiff::SignedDuration::from_millis(1900)
-            && first_due <= jiff::Timestamp::now() + jiff::SignedDuration::from_secs(2),
-        "settle: 2s after the event: {s:#}"
+        first_due >= before + hour - jiff::SignedDuration::from_millis(100)
+            && first_due <= jiff::Timestamp::now() + hour,
+        "settle: 1h after the event: {s:#}"
     );
     // A fixup within the settle window pushes the deploy back, never beyond one more settle.
-    std::thread::sleep(Duration::from_millis(800));
     assert_eq!(
         server
             .post(
@@ -306,10 +186,11 @@ fn replayed_payloads_schedule_one_settled_deploy_and_bad_requests_change_nothing
             .0,
         202
     );
-    let s = server.wait_for("the fixup", Duration::from_secs(5), |s| s["queue"] == 2);
+    let s = server.wait_for("the fixup", PATIENCE, |s| s["queue"] == 2);
     let second_due = ts(&s["next_deploy"]);
     assert!(second_due > first_due, "{first_due} then {second_due}");
-    assert!(second_due <= first_due + jiff::SignedDuration::from_secs(2));
+    assert!(second_due <= first_due + hour);
+    assert!(s["running"].is_null() && s["last"].is_null(), "{s:#}");
     // The same delivery again is not a new event.
     let (code, text) = server.post(
         "pull_request",
@@ -317,11 +198,31 @@ fn replayed_payloads_schedule_one_settled_deploy_and_bad_requests_change_nothing
         &fixture("pull_request.synchronize"),
     );
     assert_eq!(code, 200, "{text}");
+    let metrics = server.metrics();
+    for line in [
+        "kcideploy_webhook_deliveries_total{outcome=\"unauthorized\"} 1",
+        "kcideploy_webhook_deliveries_total{outcome=\"malformed\"} 1",
+        "kcideploy_webhook_deliveries_total{outcome=\"too_large\"} 1",
+        "kcideploy_webhook_deliveries_total{outcome=\"queued\"} 2",
+        "kcideploy_webhook_deliveries_total{outcome=\"ping\"} 1",
+        "kcideploy_webhook_deliveries_total{outcome=\"ignored\"} 3",
+        "kcideploy_webhook_deliveries_total{outcome=\"duplicate\"} 1",
+        "kcideploy_queue_depth 2",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    assert_eq!(runs_log(&fx), "", "nothing ran inside the settle window");
+    assert!(!server.log().contains(SECRET), "the secret is never logged");
+    assert_eq!(
+        server.terminate(),
+        0,
+        "SIGTERM with nothing running: a clean exit"
+    );
 
-    // One deploy for both events, after the settle; the queue is empty after it.
-    let s = server.wait_for("the deploy", Duration::from_secs(30), |s| {
-        s["last"]["result"].is_string()
-    });
+    // One deploy for both events, after a short settle; the queue is empty after it.
+    set_policy(&plan, "settle: 1s, cooldown: 1h, full_cycle_interval: 6h");
+    let server = Server::start(&plan);
+    let s = server.wait_for("the deploy", PATIENCE, |s| s["last"]["result"].is_string());
     assert_eq!(s["last"]["result"], "success", "{s:#}\n{}", server.log());
     assert_eq!(s["last"]["cycle"], "partial");
     assert_eq!(s["queue"], 0);
@@ -337,9 +238,7 @@ fn replayed_payloads_schedule_one_settled_deploy_and_bad_requests_change_nothing
             .0,
         202
     );
-    let s = server.wait_for("the late event", Duration::from_secs(5), |s| {
-        s["queue"] == 1
-    });
+    let s = server.wait_for("the late event", PATIENCE, |s| s["queue"] == 1);
     let due = ts(&s["next_deploy"]);
     assert!(
         due >= finished + jiff::SignedDuration::from_secs(3599)
@@ -348,13 +247,7 @@ fn replayed_payloads_schedule_one_settled_deploy_and_bad_requests_change_nothing
     );
     let metrics = server.metrics();
     for line in [
-        "kcideploy_webhook_deliveries_total{outcome=\"unauthorized\"} 1",
-        "kcideploy_webhook_deliveries_total{outcome=\"malformed\"} 1",
-        "kcideploy_webhook_deliveries_total{outcome=\"too_large\"} 1",
-        "kcideploy_webhook_deliveries_total{outcome=\"queued\"} 3",
-        "kcideploy_webhook_deliveries_total{outcome=\"ping\"} 1",
-        "kcideploy_webhook_deliveries_total{outcome=\"ignored\"} 3",
-        "kcideploy_webhook_deliveries_total{outcome=\"duplicate\"} 1",
+        "kcideploy_webhook_deliveries_total{outcome=\"queued\"} 1",
         "kcideploy_deploys_total{cycle=\"partial\",result=\"success\"} 1",
         "kcideploy_step_duration_seconds_count{step=\"restart\",result=\"success\"} 1",
         "kcideploy_queue_depth 1",
@@ -377,8 +270,10 @@ fn replayed_payloads_schedule_one_settled_deploy_and_bad_requests_change_nothing
 
 #[test]
 fn an_event_survives_kill_9_after_the_reply() {
+    // Killed inside an hour's settle: the deploy cannot have started, however slow the
+    // machine; the next start settles for a second.
     let (fx, plan) = setup(
-        "settle: 1s, cooldown: 1h, full_cycle_interval: 6h",
+        "settle: 1h, cooldown: 1h, full_cycle_interval: 6h",
         "echo run >> LOG",
     );
     let server = Server::start(&plan);
@@ -388,12 +283,11 @@ fn an_event_survives_kill_9_after_the_reply() {
     assert_eq!(runs_log(&fx), "", "killed before the settle ended");
     assert_eq!(queued_files(&fx), 1, "on disk before the 2xx");
 
+    set_policy(&plan, "settle: 1s, cooldown: 1h, full_cycle_interval: 6h");
     let server = Server::start(&plan);
-    let s = server.wait_for(
-        "the replayed event's deploy",
-        Duration::from_secs(30),
-        |s| s["last"]["result"].is_string(),
-    );
+    let s = server.wait_for("the replayed event's deploy", PATIENCE, |s| {
+        s["last"]["result"].is_string()
+    });
     assert_eq!(s["last"]["result"], "success", "{}", server.log());
     assert_eq!(runs_log(&fx), "run\n");
     assert_eq!(queued_files(&fx), 0);
@@ -405,28 +299,32 @@ fn an_event_survives_kill_9_after_the_reply() {
 #[test]
 fn an_event_restarts_a_partial_deploy_once_then_waits_for_the_cooldown() {
     let (fx, plan) = setup(
-        "settle: 1s, cooldown: 3s, full_cycle_interval: 6h, max_restarts: 1",
+        // A cooldown of an hour: the waiting event cannot start a deploy while the test
+        // looks; the next start (cooldown 0s) deploys it.
+        "settle: 1s, cooldown: 1h, full_cycle_interval: 6h, max_restarts: 1",
         // The step runs until the test has sent its events (no race against a sleep).
         "echo start >> LOG; while [ ! -f LOG.go ]; do sleep 0.05; done; echo end >> LOG",
     );
     let server = Server::start(&plan);
     server.post("pull_request", "r-1", &fixture("pull_request.opened"));
-    server.wait_for("the deploy to start", Duration::from_secs(10), |s| {
+    server.wait_for("the deploy to start", PATIENCE, |s| {
         s["running"]["steps"]["restart"]["state"] == "running"
     });
     // During the partial deploy: restart it from the beginning.
     server.post("pull_request", "r-2", &fixture("pull_request.synchronize"));
-    server.wait_for("the restart", Duration::from_secs(10), |s| {
+    server.wait_for("the restart", PATIENCE, |s| {
         s["running"]["restarts"] == 1 && s["running"]["steps"]["restart"]["state"] == "running"
     });
     // Again: the budget is spent, the event waits for the next deploy.
     server.post("pull_request", "r-3", &fixture("pull_request.reopened"));
+    // The worker has seen it while the deploy runs (three deliveries not acknowledged).
+    server.wait_for("the third event", PATIENCE, |s| {
+        s["queue"] == 3 && s["running"]["restarts"] == 1
+    });
     std::fs::write(fx.path().join("runs.log.go"), "").expect("go");
-    let s = server.wait_for(
-        "the restarted deploy to end",
-        Duration::from_secs(20),
-        |s| s["last"]["result"].is_string(),
-    );
+    let s = server.wait_for("the restarted deploy to end", PATIENCE, |s| {
+        s["last"]["result"].is_string()
+    });
     assert_eq!(s["last"]["result"], "success", "{}", server.log());
     assert_eq!(
         runs_log(&fx),
@@ -437,17 +335,23 @@ fn an_event_restarts_a_partial_deploy_once_then_waits_for_the_cooldown() {
     let finished = ts(&s["last"]["finished_at"]);
     let due = ts(&s["next_deploy"]);
     assert!(
-        due >= finished + jiff::SignedDuration::from_millis(2900),
+        due >= finished + jiff::SignedDuration::from_secs(3599),
         "after the cooldown: {s:#}"
     );
+    assert!(s["running"].is_null(), "{s:#}");
     let metrics = server.metrics();
     assert!(
         metrics.contains("kcideploy_deploys_total{cycle=\"partial\",result=\"cancelled\"} 1"),
         "{metrics}"
     );
-    // The waiting event's deploy: nothing changed since, so nothing to do.
-    let s = server.wait_for("the next deploy", Duration::from_secs(20), |s| {
-        s["queue"] == 0 && s["running"].is_null()
+    assert_eq!(runs_log(&fx), "start\nstart\nend\n", "nothing more ran");
+    assert_eq!(server.terminate(), 0);
+    // The waiting event's deploy (the next start, without the cooldown): nothing changed
+    // since, so nothing to do.
+    set_policy(&plan, "settle: 0s, cooldown: 0s, full_cycle_interval: 6h");
+    let server = Server::start(&plan);
+    let s = server.wait_for("the next deploy", PATIENCE, |s| {
+        s["queue"] == 0 && s["running"].is_null() && s["last"]["result"] != "success"
     });
     assert_eq!(s["last"]["result"], "nothing", "{s:#}");
 }
@@ -456,18 +360,19 @@ fn an_event_restarts_a_partial_deploy_once_then_waits_for_the_cooldown() {
 fn sigterm_stops_a_running_deploy_cleanly_and_the_next_start_resumes_it() {
     let (fx, plan) = setup(
         "settle: 0s, cooldown: 1s, full_cycle_interval: 6h",
-        "echo start >> LOG; [ -f LOG.go ] || sleep 30; echo end >> LOG",
+        // Without LOG.go the step would sleep far beyond the test's ceiling.
+        "echo start >> LOG; [ -f LOG.go ] || sleep 300; echo end >> LOG",
     );
     let server = Server::start(&plan);
     server.post("pull_request", "t-1", &fixture("pull_request.opened"));
-    let s = server.wait_for("the deploy to start", Duration::from_secs(10), |s| {
+    let s = server.wait_for("the deploy to start", PATIENCE, |s| {
         s["running"]["steps"]["restart"]["state"] == "running"
     });
     let run_id = s["running"]["run_id"].clone();
     let started = Instant::now();
     assert_eq!(server.terminate(), 0);
     assert!(
-        started.elapsed() < Duration::from_secs(10),
+        started.elapsed() < PATIENCE,
         "the step was stopped, not waited for"
     );
     let state_file = fx.path().join(".kcideploy/staging.state.json");
@@ -481,7 +386,7 @@ fn sigterm_stops_a_running_deploy_cleanly_and_the_next_start_resumes_it() {
     std::fs::write(fx.path().join("runs.log.go"), "").expect("flag");
     let server = Server::start(&plan);
     // (Until it ends, `last` is the stopped run, read from state.)
-    let s = server.wait_for("the resumed deploy", Duration::from_secs(30), |s| {
+    let s = server.wait_for("the resumed deploy", PATIENCE, |s| {
         s["last"]["result"] != "cancelled"
     });
     assert_eq!(s["last"]["result"], "success", "{}", server.log());
@@ -568,7 +473,7 @@ steps:
         let start = Instant::now();
         while replies().len() < n {
             assert!(
-                start.elapsed() < Duration::from_secs(10),
+                start.elapsed() < PATIENCE,
                 "{n} replies expected, got {:?}\n{}",
                 replies(),
                 server.log()
@@ -587,9 +492,7 @@ steps:
     assert_eq!(code, 202);
     let r = wait_replies(1);
     assert!(r[0].starts_with("Sorry @eve"), "{r:?}");
-    let s = server.wait_for("the refusal to be done", Duration::from_secs(5), |s| {
-        s["queue"] == 0
-    });
+    let s = server.wait_for("the refusal to be done", PATIENCE, |s| s["queue"] == 0);
     assert_eq!(s["approvals_pending"], 0);
     assert!(
         s["running"].is_null() && s["last"].is_null(),
@@ -626,9 +529,7 @@ steps:
         "c-own",
         &comment("kcibot[bot]", "NONE", "@kcibot deploy"),
     );
-    let s = server.wait_for("the two comments to be done", Duration::from_secs(5), |s| {
-        s["queue"] == 0
-    });
+    let s = server.wait_for("the two comments to be done", PATIENCE, |s| s["queue"] == 0);
     assert_eq!(s["approvals_pending"], 0);
     assert!(s["last"].is_null(), "nothing ran: {s:#}");
     assert_eq!(replies().len(), 3, "no answer to itself");
@@ -649,9 +550,7 @@ steps:
         r[3].contains("Starting a partial deploy (no test kernel) now."),
         "{r:?}"
     );
-    let s = server.wait_for("the deploy", Duration::from_secs(30), |s| {
-        s["last"]["result"].is_string()
-    });
+    let s = server.wait_for("the deploy", PATIENCE, |s| s["last"]["result"].is_string());
     assert_eq!(s["last"]["result"], "success", "{s:#}\n{}", server.log());
     assert_eq!(s["changes"][0]["change"], "#7");
     assert_eq!(
@@ -717,7 +616,7 @@ steps:
     let before = server.status()["last"]["run_id"].clone();
     assert!(before.is_string(), "the first deploy, from state");
     assert_eq!(server.post("pull_request", "p-1", &sync).0, 202);
-    let s = server.wait_for("the deploy after the push", Duration::from_secs(30), |s| {
+    let s = server.wait_for("the deploy after the push", PATIENCE, |s| {
         s["last"]["run_id"] != before
     });
     assert_eq!(s["changes"][0]["head"], new_head.to_string(), "{s:#}");
@@ -732,7 +631,7 @@ fn policy_schedule_runs_full_cycles() {
     );
     let server = Server::start(&plan);
     assert!(server.status()["schedule_next"].is_string());
-    let s = server.wait_for("the scheduled full cycle", Duration::from_secs(15), |s| {
+    let s = server.wait_for("the scheduled full cycle", PATIENCE, |s| {
         s["last"]["result"].is_string()
     });
     assert_eq!(s["last"]["cycle"], "full", "{s:#}");

@@ -30,6 +30,8 @@ pub struct Fake {
     pub not_modified: u64,
     /// Rate-limit the next N requests.
     pub rate_limit_next: u32,
+    /// Seconds from now to the rate limit's reset in those answers (1 unless set).
+    pub rate_limit_reset_in: Option<i64>,
     pub rate_limited: u32,
     pub requests: Vec<String>,
     pub patched: u64,
@@ -212,7 +214,7 @@ async fn handle(
     if fake.rate_limit_next > 0 {
         fake.rate_limit_next -= 1;
         fake.rate_limited += 1;
-        let reset = jiff::Timestamp::now().as_second() + 1;
+        let reset = jiff::Timestamp::now().as_second() + fake.rate_limit_reset_in.unwrap_or(1);
         let mut resp = error(
             StatusCode::FORBIDDEN,
             "API rate limit exceeded for user ID 1.",

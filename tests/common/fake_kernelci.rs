@@ -57,6 +57,11 @@ pub struct FakeKci {
     /// (so those older than three steps are done at once). A test holds the nodes until it
     /// has seen what it wants to see, instead of racing the fake's clock.
     pub hold: bool,
+    /// `/latest/nodes` pages hold at most this many items, whatever `limit` asks (the real
+    /// API caps it too).
+    pub max_page: Option<usize>,
+    /// `/latest/nodes` pages answered.
+    pub pages: u64,
     next_id: u64,
 }
 
@@ -71,6 +76,8 @@ impl Default for FakeKci {
             requests: 0,
             counts: 0,
             hold: false,
+            max_page: None,
+            pages: 0,
             next_id: 0,
         }
     }
@@ -239,7 +246,12 @@ async fn handle(State(shared): State<SharedKci>, uri: Uri) -> Response {
     match path {
         "/latest/nodes" => {
             let all = fake.matching(&q);
-            let limit: usize = q.get("limit").and_then(|v| v.parse().ok()).unwrap_or(250);
+            let limit: usize = q
+                .get("limit")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(250)
+                .min(fake.max_page.unwrap_or(usize::MAX));
+            fake.pages += 1;
             let offset: usize = q.get("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
             let items: Vec<Value> = all.iter().skip(offset).take(limit).cloned().collect();
             json_ok(json!({"items": items, "total": all.len(), "limit": limit, "offset": offset}))
