@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, every test.
 # On a fresh Debian machine it installs what the tests need (git, openssl, docker.io,
-# docker-registry, busybox-static, docker-compose), starts a Docker daemon and a registry on 127.0.0.1 when none
+# docker-registry, apache2-utils, busybox-static, docker-compose), starts a Docker daemon and a registry on 127.0.0.1 when none
 # answers, and stops what it started. It assumes nothing left running by an earlier session.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,6 +58,8 @@ fi
 
 # --- A registry on 127.0.0.1 ---------------------------------------------------------------
 need docker-registry || { echo "== installing docker-registry"; apt_install docker-registry; }
+# tests/docker.rs starts its own registry with htpasswd auth: bcrypt entries from htpasswd -B.
+need htpasswd || { echo "== installing apache2-utils"; apt_install apache2-utils; }
 port=
 for p in 5055 5056 5057 5058 5059; do
   if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then port=$p; break; fi

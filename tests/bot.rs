@@ -201,7 +201,7 @@ fn maintainers_are_known_by_id_not_by_login() {
 
     // Someone who took the login `alice` (or a lookalike account): refused.
     server.comment("c-1", 7, ("alice", 6666), "@kcibot deploy");
-    server.wait("the refusal", Duration::from_secs(10), || {
+    server.wait("the refusal", Duration::from_secs(60), || {
         comments(&fake, 7).len() == 1
     });
     let r = comments(&fake, 7);
@@ -215,7 +215,7 @@ fn maintainers_are_known_by_id_not_by_login() {
 
     // alice after renaming her account: the same id, obeyed.
     server.comment("c-2", 7, ("alice-renamed", ALICE_ID), "@kcibot deploy");
-    server.wait("the answer", Duration::from_secs(10), || {
+    server.wait("the answer", Duration::from_secs(60), || {
         comments(&fake, 7).len() == 2
     });
     let r = comments(&fake, 7);
@@ -232,7 +232,7 @@ fn maintainers_are_known_by_id_not_by_login() {
 
     // A PR GitHub does not know: the reply says so in words; the log has GitHub's answer.
     server.comment("c-3", 8, ("alice-renamed", ALICE_ID), "@kcibot deploy");
-    server.wait("the answer on #8", Duration::from_secs(10), || {
+    server.wait("the answer on #8", Duration::from_secs(60), || {
         !comments(&fake, 8).is_empty()
     });
     let r = comments(&fake, 8);
@@ -263,7 +263,7 @@ fn a_deploy_that_cannot_lock_the_state_is_reported_without_the_error() {
     server.comment("c-1", 7, ("alice", ALICE_ID), "@kcibot deploy");
     server.wait(
         "the answer and the failure",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         || comments(&fake, 7).len() == 2,
     );
     let r = comments(&fake, 7);

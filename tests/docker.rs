@@ -43,13 +43,29 @@ const TESTS: &[(&str, Needs, fn())] = &[
         prune_keeps_the_newest_images,
     ),
     ("compose_up_and_down", Needs::Docker, compose_up_and_down),
+    (
+        "push_authenticates_to_a_registry_with_htpasswd",
+        Needs::Tools(&["docker-registry", "htpasswd"]),
+        push_authenticates_to_a_registry_with_htpasswd,
+    ),
 ];
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Needs {
     Docker,
     /// A daemon and a registry (`KCIDEPLOY_TEST_REGISTRY`, host:port).
     Registry,
+    /// A daemon and these programs on `PATH` (the test starts what it needs itself).
+    Tools(&'static [&'static str]),
+}
+
+/// The first of `tools` not on `PATH`, as a reason to skip.
+fn tool_missing(tools: &[&str]) -> Option<String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    tools
+        .iter()
+        .find(|t| !std::env::split_paths(&path).any(|d| d.join(t).is_file()))
+        .map(|t| format!("no {t} on PATH (scripts/test.sh installs it)"))
 }
 
 /// A libtest-compatible harness (`harness = false`): without a daemon (or a registry) a
@@ -66,9 +82,11 @@ fn main() -> std::process::ExitCode {
     let trials = TESTS
         .iter()
         .map(|&(name, needs, test)| {
-            let missing = daemon
-                .clone()
-                .or_else(|| registry.clone().filter(|_| needs == Needs::Registry));
+            let missing = daemon.clone().or_else(|| match needs {
+                Needs::Docker => None,
+                Needs::Registry => registry.clone(),
+                Needs::Tools(tools) => tool_missing(tools),
+            });
             libtest_mimic::Trial::ignorable_test(name, move || match missing {
                 None => {
                     test();
@@ -604,4 +622,171 @@ fn compose_up_and_down() {
     ]);
     assert!(running.is_empty(), "compose down removed it: {running}");
     let _ = fx;
+}
+
+/// A `docker-registry` of its own on a free 127.0.0.1 port, with htpasswd (bcrypt) auth;
+/// killed on drop.
+struct AuthRegistry {
+    child: std::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl AuthRegistry {
+    fn start(user: &str, password: &str) -> AuthRegistry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let htpasswd = StdCommand::new("htpasswd")
+            .args(["-Bbn", user, password])
+            .output()
+            .expect("htpasswd");
+        assert!(htpasswd.status.success(), "htpasswd -Bbn");
+        let htpasswd_path = dir.path().join("htpasswd");
+        std::fs::write(&htpasswd_path, &htpasswd.stdout).expect("htpasswd file");
+        // A free port: the kernel picks one; the registry binds it right after.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.path().join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{ level: warn }}\nstorage: {{ filesystem: {{ rootdirectory: {} }} }}\nhttp: {{ addr: {addr} }}\nauth: {{ htpasswd: {{ realm: kcideploy, path: {} }} }}\n",
+                dir.path().join("data").display(),
+                htpasswd_path.display()
+            ),
+        )
+        .expect("config");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
+        let child = StdCommand::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry");
+        let registry = AuthRegistry {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let start = Instant::now();
+        while registry.get("/v2/", None).is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the registry on {} never answered: {}",
+                registry.addr,
+                std::fs::read_to_string(registry._dir.path().join("registry.log"))
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        registry
+    }
+
+    /// The HTTP status of `GET path`, with basic auth when given; `None` when nothing answers.
+    fn get(&self, path: &str, auth: Option<(&str, &str)>) -> Option<u16> {
+        use base64::Engine as _;
+        use std::io::{Read as _, Write as _};
+        let mut conn = std::net::TcpStream::connect(&self.addr).ok()?;
+        conn.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+        let mut request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json\r\n",
+            self.addr
+        );
+        if let Some((user, password)) = auth {
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            request.push_str(&format!("Authorization: Basic {token}\r\n"));
+        }
+        request.push_str("\r\n");
+        conn.write_all(request.as_bytes()).ok()?;
+        let mut response = String::new();
+        conn.read_to_string(&mut response).ok()?;
+        response.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
+impl Drop for AuthRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every file's text under `dir`, recursively.
+fn all_text(dir: &std::path::Path) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.push_str(&all_text(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            out.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    out
+}
+
+fn push_authenticates_to_a_registry_with_htpasswd() {
+    let user = "kcd";
+    let password = format!("pw-{}", kcideploy::support::random_id());
+    let registry = AuthRegistry::start(user, &password);
+    assert_eq!(registry.get("/v2/", None), Some(401), "auth is on");
+    assert_eq!(registry.get("/v2/", Some((user, &password))), Some(200));
+
+    let name = unique("kcdtest/authed");
+    let image = format!("{}/{name}", registry.addr);
+    let (fx, _remote, plan) = build_fixture(
+        &image,
+        &format!(
+            "  push:\n    kind: docker_push\n    always: true\n    needs: [build]\n    with: {{ image: {image}, tags: [latest] }}\n"
+        ),
+    );
+    // No Docker config file to fall back on: only the environment gives credentials.
+    let docker_config = tempfile::tempdir().expect("tempdir");
+    let apply_with = |creds: Option<(&str, &str)>| {
+        let mut cmd = kcideploy();
+        cmd.args(["apply", "-auto-approve", "--cycle", "partial", "-f"])
+            .arg(&plan)
+            .env("DOCKER_CONFIG", docker_config.path())
+            .env_remove("KCIDEPLOY_REGISTRY_USERNAME")
+            .env_remove("KCIDEPLOY_REGISTRY_PASSWORD");
+        if let Some((u, p)) = creds {
+            cmd.env("KCIDEPLOY_REGISTRY_USERNAME", u)
+                .env("KCIDEPLOY_REGISTRY_PASSWORD", p);
+        }
+        output(&mut cmd)
+    };
+
+    // Without credentials: the push fails, and says the registry wants them.
+    let (code, out, err) = apply_with(None);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(&format!("cannot push {image}:latest: "))
+            && out.contains("no basic auth credentials"),
+        "{out}{err}"
+    );
+    let manifest = format!("/v2/{name}/manifests/latest");
+    assert_eq!(registry.get(&manifest, Some((user, &password))), Some(404));
+
+    // With them, from kcideploy's own environment: pushed, and the manifest is there.
+    let (code, out, err) = apply_with(Some((user, &password)));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        registry.get(&manifest, Some((user, &password))),
+        Some(200),
+        "{out}"
+    );
+    assert_eq!(registry.get(&manifest, None), Some(401));
+
+    // The password is nowhere: not in the output, the state, or the run logs.
+    assert!(!out.contains(&password) && !err.contains(&password));
+    let kept = all_text(&fx.path().join(".kcideploy"));
+    assert!(kept.contains("push "), "the run logs are there: {kept}");
+    assert!(!kept.contains(&password), "the password is in .kcideploy/");
+    docker(&["image", "rm", &format!("{image}:latest")]);
+    docker(&["image", "rm", &format!("{image}:{}", content_tag(&fx))]);
 }

@@ -83,7 +83,7 @@ fn a_waiting_prompt_does_not_block_a_parallel_step() {
                 })
         };
         let start = Instant::now();
-        while !recorded() && start.elapsed() < Duration::from_secs(20) {
+        while !recorded() && start.elapsed() < Duration::from_secs(60) {
             std::thread::sleep(Duration::from_millis(20));
         }
         let answer = if recorded() { "yes\n" } else { "no\n" };
