@@ -29,6 +29,27 @@ pub fn node_id(node: &Value) -> Option<&str> {
     node["id"].as_str().or_else(|| node["_id"].as_str())
 }
 
+/// The longest `Retry-After` the KernelCI client waits for one retry.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Why one request failed: worth another try, or not.
+#[derive(Debug)]
+enum Failure {
+    Transient {
+        text: String,
+        after: Option<Duration>,
+    },
+    Final(String),
+}
+
+impl Failure {
+    fn text(&self) -> &str {
+        match self {
+            Failure::Transient { text, .. } | Failure::Final(text) => text,
+        }
+    }
+}
+
 impl Api {
     pub fn new(config: &Config) -> Result<Api, String> {
         let k = &config.file.kernelci;
@@ -47,36 +68,74 @@ impl Api {
         })
     }
 
+    /// GET with the retry policy of every outgoing call (as the GitHub client's): only
+    /// this idempotent request is retried, after a send error, a 5xx or a 429, with jittered
+    /// exponential backoff, honouring `Retry-After` (up to [`MAX_RETRY_AFTER`]).
     async fn get(&self, path: &str, filters: &[(String, String)]) -> Result<Value, String> {
+        use backon::{ExponentialBuilder, Retryable};
+        let what = format!("GET /latest{path}");
+        let backoff = ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(Duration::from_millis(250))
+            .with_max_delay(Duration::from_secs(10))
+            .with_max_times(4);
+        (|| self.get_once(path, filters, &what))
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(|f| !matches!(f, Failure::Final(_)))
+            .adjust(|f, backoff| match f {
+                Failure::Final(_) => None,
+                Failure::Transient { after, .. } => backoff.map(|d| after.unwrap_or(d)),
+            })
+            .notify(|f, wait| tracing::warn!("{}; again in {}ms", f.text(), wait.as_millis()))
+            .await
+            .map_err(|f| f.text().to_string())
+    }
+
+    async fn get_once(
+        &self,
+        path: &str,
+        filters: &[(String, String)],
+        what: &str,
+    ) -> Result<Value, Failure> {
         let url = format!("{}/latest{path}", self.base);
-        let mut attempt = 0u32;
-        loop {
-            let mut req = self.http.get(&url).query(filters);
-            if let Some(t) = &self.token {
-                req = req.bearer_auth(t);
-            }
-            let what = format!("GET /latest{path}");
-            match req.send().await {
-                Ok(resp) if resp.status().is_success() => {
-                    return resp
-                        .json()
-                        .await
-                        .map_err(|e| format!("{what}: not JSON: {e}"));
-                }
-                Ok(resp) if resp.status().is_client_error() => {
-                    let status = resp.status();
-                    let body: Value = resp.json().await.unwrap_or(Value::Null);
-                    let detail = body["detail"].to_string();
-                    return Err(format!("{what}: {status}: {detail}"));
-                }
-                Ok(resp) if attempt >= 4 => return Err(format!("{what}: {}", resp.status())),
-                Err(e) if attempt >= 4 => return Err(format!("{what}: {e}")),
-                _ => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
-                }
-            }
+        let mut req = self.http.get(&url).query(filters);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
         }
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            Err(e) => {
+                return Err(Failure::Transient {
+                    text: format!("{what}: {}", crate::support::text::error_chain(&e)),
+                    after: None,
+                });
+            }
+        };
+        let status = resp.status();
+        if status.is_success() {
+            return resp
+                .json()
+                .await
+                .map_err(|e| Failure::Final(format!("{what}: not JSON: {e}")));
+        }
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            let after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+            return Err(Failure::Transient {
+                text: format!("{what}: {status}"),
+                after,
+            });
+        }
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        Err(Failure::Final(format!(
+            "{what}: {status}: {}",
+            body["detail"]
+        )))
     }
 
     /// Every node matching the filters (`field=value`, dotted fields), all pages.

@@ -287,6 +287,24 @@ fn a_checkout_that_never_comes_times_out() {
 }
 
 #[test]
+fn a_rate_limited_api_is_waited_for_not_failed() {
+    // Before: any 4xx, 429 included, failed the step at once.
+    let s = setup();
+    s.kci.lock().expect("k").too_many_next = 2;
+    let path = s.fx.plan_file(&plan(
+        &s.api,
+        "  drain: { kind: kernelci_drain, cycle: full, always: true, timeout: 60s, with: { interval: 50ms } }\n",
+    ));
+    let (code, out, err) = apply(&path);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        s.kci.lock().expect("k").too_many,
+        2,
+        "both 429s were answered"
+    );
+}
+
+#[test]
 fn api_errors_are_clear() {
     let s = setup();
     let path = s.fx.plan_file(&plan(

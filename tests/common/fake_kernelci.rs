@@ -62,6 +62,11 @@ pub struct FakeKci {
     pub max_page: Option<usize>,
     /// `/latest/nodes` pages answered.
     pub pages: u64,
+    /// Answer the next N requests `429 Too Many Requests` with `Retry-After: 1`, as the
+    /// API's rate limiter does.
+    pub too_many_next: u32,
+    /// 429 answers given.
+    pub too_many: u64,
     next_id: u64,
 }
 
@@ -78,6 +83,8 @@ impl Default for FakeKci {
             hold: false,
             max_page: None,
             pages: 0,
+            too_many_next: 0,
+            too_many: 0,
             next_id: 0,
         }
     }
@@ -221,6 +228,16 @@ fn query(uri: &Uri) -> HashMap<String, String> {
 async fn handle(State(shared): State<SharedKci>, uri: Uri) -> Response {
     let mut fake = shared.lock().expect("fake");
     fake.requests += 1;
+    if fake.too_many_next > 0 {
+        fake.too_many_next -= 1;
+        fake.too_many += 1;
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "1")],
+            axum::Json(serde_json::json!({ "detail": "Too Many Requests" })),
+        )
+            .into_response();
+    }
     let q = query(&uri);
     if q.get("kind").map(String::as_str) == Some("checkout")
         && let (Some(branch), Some(commit)) = (
