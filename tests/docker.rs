@@ -787,6 +787,59 @@ fn push_authenticates_to_a_registry_with_htpasswd() {
     let kept = all_text(&fx.path().join(".kcideploy"));
     assert!(kept.contains("push "), "the run logs are there: {kept}");
     assert!(!kept.contains(&password), "the password is in .kcideploy/");
-    docker(&["image", "rm", &format!("{image}:latest")]);
+
+    // From a credential helper named in the Docker config (`credHelpers`), as `docker login`
+    // with a helper leaves it: `docker-credential-kcitest get` prints the secret.
+    let helper_dir = tempfile::tempdir().expect("tempdir");
+    let helper = helper_dir.path().join("docker-credential-kcitest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"{user}\",\"Secret\":\"{password}\"}}' \"$server\"\n"
+        ),
+    )
+    .expect("helper");
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    std::fs::write(
+        docker_config.path().join("config.json"),
+        format!(
+            "{{\"credHelpers\": {{\"{}\": \"kcitest\"}}}}",
+            registry.addr
+        ),
+    )
+    .expect("config");
+    let text = std::fs::read_to_string(&plan).expect("plan");
+    std::fs::write(&plan, text.replace("tags: [latest]", "tags: [helper]")).expect("plan");
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["apply", "-auto-approve", "--cycle", "partial", "-f"])
+            .arg(&plan)
+            .env("DOCKER_CONFIG", docker_config.path())
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    helper_dir.path().display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env_remove("KCIDEPLOY_REGISTRY_USERNAME")
+            .env_remove("KCIDEPLOY_REGISTRY_PASSWORD"),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        registry.get(
+            &format!("/v2/{name}/manifests/helper"),
+            Some((user, &password))
+        ),
+        Some(200),
+        "pushed with the helper's credentials: {out}"
+    );
+    assert!(!out.contains(&password) && !err.contains(&password));
+    assert!(!all_text(&fx.path().join(".kcideploy")).contains(&password));
+    for tag in ["latest", "helper"] {
+        docker(&["image", "rm", &format!("{image}:{tag}")]);
+    }
     docker(&["image", "rm", &format!("{image}:{}", content_tag(&fx))]);
 }

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use base64::Engine;
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use futures_util::StreamExt;
@@ -101,8 +100,10 @@ fn registry_of(image: &str) -> Option<&str> {
     (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
 }
 
-/// Registry credentials: `KCIDEPLOY_REGISTRY_USERNAME` / `_PASSWORD`, else the Docker config
-/// file's `auths` entry for the image's registry. Never logged.
+/// Registry credentials: `KCIDEPLOY_REGISTRY_USERNAME` / `_PASSWORD`, else what the Docker
+/// config (`$DOCKER_CONFIG` or `~/.docker/config.json`) gives for the image's registry: its
+/// `auths` entry, or the credential helper of `credHelpers` / `credsStore`
+/// (`docker-credential-<name> get`), as the docker CLI does. Never logged.
 pub fn credentials(image: &str) -> Option<DockerCredentials> {
     let registry = registry_of(image).unwrap_or("https://index.docker.io/v1/");
     if let (Ok(username), Ok(password)) = (
@@ -116,24 +117,25 @@ pub fn credentials(image: &str) -> Option<DockerCredentials> {
             ..Default::default()
         });
     }
-    let config_dir = std::env::var("DOCKER_CONFIG")
-        .map(std::path::PathBuf::from)
-        .or_else(|_| std::env::var("HOME").map(|h| std::path::Path::new(&h).join(".docker")))
-        .ok()?;
-    let text = std::fs::read_to_string(config_dir.join("config.json")).ok()?;
-    let config: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let auth = config["auths"][registry]["auth"].as_str()?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(auth)
-        .ok()?;
-    let decoded = String::from_utf8(decoded).ok()?;
-    let (username, password) = decoded.split_once(':')?;
-    Some(DockerCredentials {
-        username: Some(username.to_string()),
-        password: Some(password.to_string()),
-        serveraddress: Some(registry.to_string()),
-        ..Default::default()
-    })
+    match docker_credential::get_credential(registry) {
+        Ok(docker_credential::DockerCredential::UsernamePassword(username, password)) => {
+            Some(DockerCredentials {
+                username: Some(username),
+                password: Some(password),
+                serveraddress: Some(registry.to_string()),
+                ..Default::default()
+            })
+        }
+        Ok(docker_credential::DockerCredential::IdentityToken(token)) => Some(DockerCredentials {
+            identitytoken: Some(token),
+            serveraddress: Some(registry.to_string()),
+            ..Default::default()
+        }),
+        // No config, no entry for this registry, or a helper that failed: push anonymously
+        // (the registry's refusal names the cause). The error text is not logged: a helper
+        // may echo what it read.
+        Err(_) => None,
+    }
 }
 
 /// Drift of one step's recorded outputs: why it must run again, or `None`.
