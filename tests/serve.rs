@@ -18,39 +18,16 @@ use serde_json::{Value, json};
 use server::{PATIENCE, SECRET, Server, fixture, set_policy};
 
 /// A git-forge repo known to GitHub as Codertocat/Hello-World (the fixtures' repo), a
-/// pending branch so a deploy has work, and a step that appends to `runs.log`.
+/// pending branch so a deploy has work, and a step that appends to `runs.log`; a full cycle
+/// just ran, so the server has no reason to deploy before an event.
 fn setup(policy: &str, step_run: &str) -> (Fixture, PathBuf) {
-    let fx = Fixture::new();
-    let step_run = step_run.replace("LOG", &fx.path().join("runs.log").display().to_string());
-    let remote = fx.repo("core", &[("config/a.yaml", Some("a: 1\n"))]);
-    remote.branch("staging-fix", ALICE, &[("config/a.yaml", Some("a: 2\n"))]);
-    let plan = fx.plan_file(&format!(
-        r#"version: 1
-name: staging
-policy: {{ {policy} }}
-notify: false
-repos:
-  core:
-    url: repos/core.git
-    base: master
-    github_repo: Codertocat/Hello-World
-    pending: {{ branches: "staging-*" }}
-components:
-  config: {{ repo: core, paths: ["config/**"] }}
-steps:
-  restart: {{ kind: command, on: [config], with: {{ run: ["sh", "-c", "{step_run}"] }} }}
-"#
-    ));
-    // `master` is the fixtures' base branch.
-    let repo = git2::Repository::open_bare(fx.path().join("repos/core.git")).expect("repo");
-    kcideploy::gitops::scratch::set_branch(&repo, "master", remote.main).expect("branch");
-    // A full cycle just ran: the server has no reason to deploy before an event.
-    let config = kcideploy::config::Config::load(&plan).expect("config");
-    let backend = kcideploy::state::LocalState::new(config.state_path());
-    let mut state = kcideploy::state::State::default();
-    state.cycles.last_full = Some(jiff::Timestamp::now());
-    backend.write(&mut state).expect("state");
-    (fx, plan)
+    server::hello_world_plan(
+        policy,
+        &format!(
+            "  restart: {{ kind: command, on: [config], with: {{ run: [\"sh\", \"-c\", \"{step_run}\"] }} }}\n"
+        ),
+        0,
+    )
 }
 
 /// The status answered to a signed-looking `POST /webhook` head announcing `length` bytes,

@@ -23,40 +23,8 @@ use fake_kernelci::{FakeKci, SharedKci};
 use serde_json::{Value, json};
 use server::{PATIENCE, Server, fixture};
 
-/// A git-forge repo known to GitHub as Codertocat/Hello-World (the fixtures' repo), a
-/// pending branch so a deploy has work, and `steps` (YAML lines under `steps:`; `LOG` is
-/// `runs.log` in the fixture). State says a full cycle ran `last_full_ago` seconds ago.
 fn setup(policy: &str, steps: &str, last_full_ago: i64) -> (Fixture, PathBuf) {
-    let fx = Fixture::new();
-    let steps = steps.replace("LOG", &fx.path().join("runs.log").display().to_string());
-    let remote = fx.repo("core", &[("config/a.yaml", Some("a: 1\n"))]);
-    remote.branch("staging-fix", ALICE, &[("config/a.yaml", Some("a: 2\n"))]);
-    let plan = fx.plan_file(&format!(
-        r#"version: 1
-name: staging
-policy: {{ {policy} }}
-notify: false
-repos:
-  core:
-    url: repos/core.git
-    base: master
-    github_repo: Codertocat/Hello-World
-    pending: {{ branches: "staging-*" }}
-components:
-  config: {{ repo: core, paths: ["config/**"] }}
-steps:
-{steps}"#
-    ));
-    let repo = git2::Repository::open_bare(fx.path().join("repos/core.git")).expect("repo");
-    kcideploy::gitops::scratch::set_branch(&repo, "master", remote.main).expect("branch");
-    let config = kcideploy::config::Config::load(&plan).expect("config");
-    let mut state = kcideploy::state::State::default();
-    state.cycles.last_full =
-        Some(jiff::Timestamp::now() - jiff::SignedDuration::from_secs(last_full_ago));
-    kcideploy::state::LocalState::new(config.state_path())
-        .write(&mut state)
-        .expect("state");
-    (fx, plan)
+    server::hello_world_plan(policy, steps, last_full_ago)
 }
 
 fn runs_log(fx: &Fixture) -> String {

@@ -158,3 +158,47 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// A git-forge repo known to GitHub as Codertocat/Hello-World (the fixtures' repo), a
+/// pending branch so a deploy has work, and `steps` (YAML lines under `steps:`; `LOG` is
+/// `runs.log` in the fixture). State says a full cycle ran `last_full_ago` seconds ago.
+pub fn hello_world_plan(
+    policy: &str,
+    steps: &str,
+    last_full_ago: i64,
+) -> (super::common::Fixture, PathBuf) {
+    let fx = super::common::Fixture::new();
+    let steps = steps.replace("LOG", &fx.path().join("runs.log").display().to_string());
+    let remote = fx.repo("core", &[("config/a.yaml", Some("a: 1\n"))]);
+    remote.branch(
+        "staging-fix",
+        super::common::ALICE,
+        &[("config/a.yaml", Some("a: 2\n"))],
+    );
+    let plan = fx.plan_file(&format!(
+        r#"version: 1
+name: staging
+policy: {{ {policy} }}
+notify: false
+repos:
+  core:
+    url: repos/core.git
+    base: master
+    github_repo: Codertocat/Hello-World
+    pending: {{ branches: "staging-*" }}
+components:
+  config: {{ repo: core, paths: ["config/**"] }}
+steps:
+{steps}"#
+    ));
+    let repo = git2::Repository::open_bare(fx.path().join("repos/core.git")).expect("repo");
+    kcideploy::gitops::scratch::set_branch(&repo, "master", remote.main).expect("branch");
+    let config = kcideploy::config::Config::load(&plan).expect("config");
+    let mut state = kcideploy::state::State::default();
+    state.cycles.last_full =
+        Some(jiff::Timestamp::now() - jiff::SignedDuration::from_secs(last_full_ago));
+    kcideploy::state::LocalState::new(config.state_path())
+        .write(&mut state)
+        .expect("state");
+    (fx, plan)
+}
