@@ -160,6 +160,36 @@ fn steps_section(out: &mut String, plan: &Plan, st: &Styles) {
                 format!("(+{} more)", step.because.len() - shown.len()).style(st.dim)
             );
         }
+        for (line, tag) in super::paramtext::lines(step) {
+            let style = match tag {
+                Some(true) => st.add,
+                Some(false) => st.remove,
+                None => st.dim,
+            };
+            let _ = writeln!(out, "      {}", line.style(style));
+        }
+    }
+    removed_section(out, plan, st);
+}
+
+/// Steps that state knows and the plan file no longer has.
+fn removed_section(out: &mut String, plan: &Plan, st: &Styles) {
+    if plan.removed_steps.is_empty() {
+        return;
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "{}",
+        "Steps no longer in the plan file (their records stay in state):".style(st.bold)
+    );
+    for name in &plan.removed_steps {
+        let _ = writeln!(
+            out,
+            "  {} {}",
+            "-".style(st.remove),
+            clean(name).style(st.remove)
+        );
     }
 }
 

@@ -188,6 +188,16 @@ pub struct StepPlan {
     #[serde(default)]
     pub after: Vec<String>,
     pub because: Vec<StepReason>,
+    /// What the step will do: its settings resolved, secrets masked.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub params: super::params::Params,
+    /// The run of the step's last success, whose settings `changes` compares with; `None`
+    /// when there is none to compare with (a new step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compared_with: Option<String>,
+    /// Settings that differ from that run's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<super::params::ParamChange>,
 }
 
 impl StepPlan {
@@ -252,6 +262,9 @@ pub struct Plan {
     /// Steps in the order apply would run them.
     pub steps: Vec<StepPlan>,
     pub summary: Summary,
+    /// Steps state has records of that the plan file no longer has.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed_steps: Vec<String>,
     pub fingerprint: Fingerprint,
     /// A saved plan's seal: SHA-256 over the canonical JSON of everything above, so an
     /// edited saved plan (a step switched to run, a partial cycle made full) is refused.
