@@ -91,6 +91,9 @@ pub async fn run_step(
         let ended = run_attempt(kind.as_ref(), &mut step_ctx, &tx, ctx.grace, &mut stop).await;
         match ended {
             Ended::Finished(Ok(outputs)) => {
+                if let Some(o) = &outputs {
+                    ctx.keep_outputs(&name, o);
+                }
                 return Outcome {
                     outputs,
                     ..end(StepResult::Success, attempt, None, None, None)

@@ -292,16 +292,50 @@ impl Default for Thresholds {
     }
 }
 
+/// What a `pipe_cleaner` step does: push the test kernel, check its results, or both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PipeCleanerPhase {
+    /// Push the next tree's test kernel (before the pipeline restarts: its trigger polls
+    /// once at start-up).
+    Push,
+    /// Wait for the results of the kernel the `push_step` pushed in the same run, compare.
+    Check,
+    /// Push, then check, in one step.
+    #[default]
+    Both,
+}
+
+/// The pipeline's list of watched branches: a file of a repo's staging revision.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchedBy {
+    /// The repo (a key of `repos`), e.g. `kernelci-pipeline`.
+    pub repo: String,
+    /// The trees file, e.g. `config/trees/kernelci.yaml` (`build_configs.*.branch`).
+    pub file: String,
+}
+
 /// `pipe_cleaner`: push a test kernel, find its checkout, wait for its results, compare.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipeCleanerWith {
+    #[serde(default)]
+    pub phase: PipeCleanerPhase,
+    /// `phase: check`: the `phase: push` step whose kernel of this run is checked.
+    #[serde(default)]
+    pub push_step: Option<String>,
     /// Where the test kernel is pushed (the kernelci/linux tree), URL or path.
-    pub push_url: String,
+    #[serde(default)]
+    pub push_url: Option<String>,
     /// Upstream trees, used in turn (next → mainline → stable).
+    #[serde(default)]
     pub trees: Vec<UpstreamTree>,
     #[serde(default)]
     pub patches: Option<PatchesDir>,
+    /// Refuse to push a branch the pipeline's trigger does not watch.
+    #[serde(default)]
+    pub watched_by: Option<WatchedBy>,
     /// `data.kernel_revision.tree` of the checkout node.
     #[serde(default = "PipeCleanerWith::default_api_tree")]
     pub api_tree: String,
@@ -327,6 +361,39 @@ impl PipeCleanerWith {
     }
     fn default_checkout_timeout() -> HumanDuration {
         HumanDuration::from_secs(3600)
+    }
+
+    /// The settings each phase needs, and none that belong to the other phase.
+    fn check_phase(&self) -> Result<(), String> {
+        if self.phase == PipeCleanerPhase::Check {
+            let push_only = [
+                ("push_url", self.push_url.is_some()),
+                ("trees", !self.trees.is_empty()),
+                ("patches", self.patches.is_some()),
+                ("watched_by", self.watched_by.is_some()),
+            ];
+            if let Some((field, _)) = push_only.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "with.{field}: belongs to the push step (phase: push), not to a check step"
+                ));
+            }
+            return match &self.push_step {
+                Some(_) => Ok(()),
+                None => Err("a pipe_cleaner step with phase: check needs with.push_step (the phase: push step whose kernel it checks)".into()),
+            };
+        }
+        if self.push_step.is_some() {
+            return Err("with.push_step: only a step with phase: check names a push step".into());
+        }
+        if self.push_url.is_none() {
+            return Err("a pipe_cleaner step that pushes needs with.push_url".into());
+        }
+        if self.trees.is_empty() {
+            return Err(
+                "a pipe_cleaner step that pushes needs at least one tree in with.trees".into(),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -365,7 +432,11 @@ impl KindSettings {
             KindSettings::GitPush(g) => Some(&g.repo),
             KindSettings::DockerBuild(b) => b.repo.as_deref(),
             KindSettings::Compose(c) => c.repo.as_deref(),
-            KindSettings::PipeCleaner(p) => p.patches.as_ref().map(|d| d.repo.as_str()),
+            KindSettings::PipeCleaner(p) => p
+                .patches
+                .as_ref()
+                .map(|d| d.repo.as_str())
+                .or(p.watched_by.as_ref().map(|w| w.repo.as_str())),
             _ => None,
         }
     }
@@ -432,9 +503,7 @@ pub fn parse_with(
         StepKind::KernelciDrain => KindSettings::KernelciDrain(typed(value)?),
         StepKind::PipeCleaner => {
             let p: PipeCleanerWith = typed(value)?;
-            if p.trees.is_empty() {
-                return Err("a pipe_cleaner step needs at least one tree in with.trees".into());
-            }
+            p.check_phase()?;
             KindSettings::PipeCleaner(p)
         }
     })

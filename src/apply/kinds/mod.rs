@@ -15,6 +15,7 @@ pub use git_push::drift as git_push_drift;
 mod git_push;
 mod http_wait;
 mod kernelci;
+mod pipe_cleaner;
 
 use std::fs::File;
 use std::future::Future;
@@ -173,7 +174,7 @@ pub fn kind_of(settings: KindSettings, kind: StepKind) -> Box<dyn Kind> {
         KindSettings::DockerPrune(with) => Box::new(docker_prune::Prune(with)),
         KindSettings::Compose(with) => Box::new(compose::Compose(with)),
         KindSettings::KernelciDrain(with) => Box::new(kernelci::Drain(with)),
-        KindSettings::PipeCleaner(with) => Box::new(kernelci::PipeCleaner(with)),
+        KindSettings::PipeCleaner(with) => Box::new(pipe_cleaner::PipeCleaner(with)),
         KindSettings::Unchecked => Box::new(Unchecked(kind)),
     }
 }
