@@ -177,12 +177,12 @@ impl RunContext {
         Ok(dest)
     }
 
-    /// A shared HTTP client (rustls with ring).
+    /// A shared HTTP client (rustls with ring) that connects within `timeouts.connect`.
     pub fn http_client(&self) -> Result<reqwest::Client, String> {
         if let Some(c) = self.http.get() {
             return Ok(c.clone());
         }
-        let client = crate::support::http::http_client(None)?;
+        let client = crate::support::http::http_client(self.config.file.timeouts.connect.0)?;
         Ok(self.http.get_or_init(|| client).clone())
     }
 }

@@ -16,7 +16,7 @@ pub use search::{Next, Search, Verdict};
 use crate::apply::events::{Event, Reporter};
 use crate::apply::{ApplyOptions, Controls, Round, RunDirs, run_round};
 use crate::config::Config;
-use crate::gitops::remote::{FETCH_TIMEOUT, branch_head};
+use crate::gitops::remote::branch_head;
 use crate::gitops::stage::{Merge, StageRequest, ToMerge, stage};
 use crate::planner::{Action, Plan};
 use crate::state::{BlameRecord, BlameRound, RoundResult, RunResult, StepResult, VerdictKind};
@@ -263,7 +263,7 @@ fn with_remote_heads(config: &Config, mut plan: Plan) -> Plan {
             r.remote_staging = branch_head(
                 &config.repo_url(repo_cfg),
                 &repo_cfg.staging_branch,
-                FETCH_TIMEOUT,
+                &config.file.timeouts,
             )
             .ok()
             .flatten();

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bollard::query_parameters::PushImageOptions;
 
 use super::docker::{
-    PUSH_TIMEOUT, connect, credentials, failed, next_or_cancel, substitute, within_limit,
+    PUSH_TIMEOUT, connect, credentials_within, failed, next_or_cancel, substitute, within_limit,
 };
 use super::{Attempt, Kind, StepCtx, StepError};
 use crate::config::kinds::DockerPushWith;
@@ -15,6 +15,10 @@ use crate::config::kinds::DockerPushWith;
 pub async fn push(ctx: &mut StepCtx<'_>, with: &DockerPushWith) -> Result<(), StepError> {
     let docker = connect().await.map_err(StepError::Failed)?;
     let mut log = ctx.log;
+    let limit = ctx.run.config.file.timeouts.registry.0;
+    let auth = credentials_within(&with.image, limit)
+        .await
+        .map_err(StepError::Failed)?;
     for tag in &with.tags {
         let tag = substitute(tag, ctx).map_err(StepError::Failed)?;
         let _ = writeln!(log, "push {}:{tag}", with.image);
@@ -24,7 +28,7 @@ pub async fn push(ctx: &mut StepCtx<'_>, with: &DockerPushWith) -> Result<(), St
                 tag: Some(tag.clone()),
                 ..Default::default()
             }),
-            credentials(&with.image),
+            auth.clone(),
         );
         loop {
             let Some(item) = next_or_cancel(&mut stream, &mut ctx.cancel).await? else {

@@ -7,9 +7,41 @@ use std::path::PathBuf;
 use tokio::process::Command;
 
 use super::{Attempt, Kind, StepCtx, StepError};
-use crate::apply::{RunContext, process};
+use crate::apply::RunContext;
+use crate::apply::process::{self, ProcessError};
 use crate::config::kinds::GitPushWith;
 use crate::forge::git::redact_url;
+use crate::gitops::remote::{GitOp, RemoteError, cause_of};
+
+/// Run `cmd`, the git operation `op` with the remote `url`, within its `timeouts:` setting
+/// (and the step's limit). stderr goes to the step log, stdout too unless `capture` (then it
+/// is returned). A failure names the operation, the remote and what git said.
+pub(super) async fn remote_git(
+    ctx: &mut StepCtx<'_>,
+    cmd: Command,
+    op: GitOp,
+    url: &str,
+    capture: bool,
+) -> Result<Vec<u8>, StepError> {
+    let limit = op.limit(&ctx.run.config.file.timeouts);
+    let io = process::Io {
+        log: ctx.log,
+        capture,
+    };
+    let before = ctx.log.metadata().map(|m| m.len()).unwrap_or(0);
+    let grace = ctx.run.grace;
+    let done = process::run_within(cmd, op.command(), io, grace, &mut ctx.cancel, Some(limit));
+    let error = match done.await {
+        Ok(finished) => return Ok(finished.stdout),
+        Err(ProcessError::Cancelled) => return Err(StepError::Cancelled),
+        Err(ProcessError::TimedOut { .. }) => RemoteError::timeout(op, url, limit),
+        Err(ProcessError::Failed { .. }) => {
+            RemoteError::new(op, url, &cause_of(&process::since(ctx.log_path, before)))
+        }
+        Err(other) => RemoteError::new(op, url, &other.to_string()),
+    };
+    Err(StepError::Failed(error.to_string()))
+}
 
 /// What a `git_push` pushes, and where.
 struct Target<'a> {
@@ -105,8 +137,7 @@ async fn push_branch(
         url.clone(),
         format!("{sha}:refs/heads/{branch}"),
     ]);
-    let grace = ctx.run.grace;
-    if let Err(e) = process::run(cmd, "git push", ctx.log, false, grace, &mut ctx.cancel).await {
+    if let Err(e) = remote_git(ctx, cmd, GitOp::Push, url, false).await {
         let tail = process::tail(ctx.log_path, 20);
         if tail.contains("stale info") || tail.contains("[rejected]") {
             return Err(StepError::Failed(format!(
@@ -114,7 +145,7 @@ async fn push_branch(
                 remote.unwrap_or("no branch")
             )));
         }
-        return Err(e.into());
+        return Err(e);
     }
     Ok(())
 }
@@ -128,22 +159,14 @@ async fn push_tag(
     keep: usize,
 ) -> Result<(), StepError> {
     let Target { url, sha, .. } = target;
-    let grace = ctx.run.grace;
-    let listing = process::run(
-        target.git(vec![
-            "ls-remote".into(),
-            "--tags".into(),
-            url.clone(),
-            format!("refs/tags/{prefix}*"),
-        ]),
-        "git ls-remote",
-        ctx.log,
-        true,
-        grace,
-        &mut ctx.cancel,
-    )
-    .await?;
-    let tags = parse_tags(&String::from_utf8_lossy(&listing.stdout), prefix);
+    let ls_remote = target.git(vec![
+        "ls-remote".into(),
+        "--tags".into(),
+        url.clone(),
+        format!("refs/tags/{prefix}*"),
+    ]);
+    let listing = remote_git(ctx, ls_remote, GitOp::LsRemote, url, true).await?;
+    let tags = parse_tags(&String::from_utf8_lossy(&listing), prefix);
     let today = ctx.run.now.strftime("%Y%m%d").to_string();
     let mut log = ctx.log;
     let mut refspecs = Vec::new();
@@ -171,15 +194,7 @@ async fn push_tag(
     }
     let mut args = vec!["push".to_string(), "--porcelain".into(), url.clone()];
     args.extend(refspecs);
-    process::run(
-        target.git(args),
-        "git push (tags)",
-        ctx.log,
-        false,
-        grace,
-        &mut ctx.cancel,
-    )
-    .await?;
+    remote_git(ctx, target.git(args), GitOp::Push, url, false).await?;
     Ok(())
 }
 
