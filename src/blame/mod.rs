@@ -35,9 +35,10 @@ impl Candidate {
     }
 }
 
-/// The failed step and every step it runs after (through `needs` and `after`) that the plan
-/// runs, in plan order.
+/// The failed step and every step it runs after (through `needs`, `after`, and the
+/// `git_push` steps publishing a revision it uses) that the plan runs, in plan order.
 pub fn subgraph(config: &Config, plan: &Plan, failed: &str) -> Vec<String> {
+    let published = crate::planner::graph::published_by(config);
     let mut keep = BTreeSet::new();
     let mut todo = vec![failed.to_string()];
     while let Some(name) = todo.pop() {
@@ -52,6 +53,14 @@ pub fn subgraph(config: &Config, plan: &Plan, failed: &str) -> Vec<String> {
                     .map(|n| n.value.clone()),
             );
         }
+        // A step using a repo's revision reads the pushed one: each round pushes its own.
+        todo.extend(
+            published
+                .get(&name)
+                .into_iter()
+                .flatten()
+                .map(|p| p.step.clone()),
+        );
     }
     plan.steps
         .iter()

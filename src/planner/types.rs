@@ -180,7 +180,20 @@ pub struct StepPlan {
     /// Ordering only: runs after these when they run too.
     #[serde(default)]
     pub after: Vec<String>,
+    /// Ordering the plan file does not write: the step uses a repo's staging revision, so it
+    /// runs after the `git_push` steps that publish it, when they run too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after_push: Vec<PublishedBy>,
     pub because: Vec<StepReason>,
+}
+
+/// A `git_push` step that publishes the staging revision of a repo a step uses.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PublishedBy {
+    /// The `git_push` step.
+    pub step: String,
+    /// The repo it publishes.
+    pub repo: String,
 }
 
 /// Every input the plan was computed from; `apply` refuses a plan whose inputs moved.
