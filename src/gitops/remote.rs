@@ -155,9 +155,10 @@ pub fn branch_head(
     Ok(out.split_whitespace().next().map(String::from))
 }
 
-/// Run `git` (`op` with `url`) without a terminal prompt; kill it after `limit`. What it
-/// printed on stdout.
+/// Run `git` (`op` with `url`) without a terminal prompt; after `limit`, kill it with its
+/// process group (the `git-remote-https` or `ssh` it started). What it printed on stdout.
 fn run(mut cmd: Command, op: GitOp, url: &str, limit: Duration) -> Result<String, RemoteError> {
+    use std::os::unix::process::CommandExt;
     let err = |cause: String| RemoteError::new(op, url, &cause);
     let temp = || {
         tempfile::tempfile()
@@ -172,6 +173,7 @@ fn run(mut cmd: Command, op: GitOp, url: &str, limit: Duration) -> Result<String
         .stdin(Stdio::null())
         .stdout(Stdio::from(stdout_w))
         .stderr(Stdio::from(stderr_w))
+        .process_group(0)
         .spawn()
         .map_err(|e| err(format!("cannot run `git`: {e}")))?;
     let started = Instant::now();
@@ -179,6 +181,8 @@ fn run(mut cmd: Command, op: GitOp, url: &str, limit: Duration) -> Result<String
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if started.elapsed() >= limit => {
+                let group = nix::unistd::Pid::from_raw(child.id() as i32);
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(RemoteError::timeout(op, url, limit));
@@ -250,34 +254,43 @@ mod tests {
     }
 
     #[test]
-    fn a_fetch_that_hangs_is_killed_at_the_timeout() {
+    fn a_fetch_that_hangs_is_killed_at_the_timeout_with_what_it_started() {
         let dir = tempfile::tempdir().expect("tmp");
         let git_dir = dir.path().join("c.git");
         git2::Repository::init_bare(&git_dir).expect("init");
-        // `ext::` runs a command as the transport: one that never answers.
+        // `ext::` runs a command as the transport (`% ` is a space): a shell, git's child,
+        // that says its pid and never answers.
+        let pid_file = dir.path().join("transport.pid");
+        let url = format!(
+            "ext::sh -c echo% $$% >% {};% exec% sleep% 120",
+            pid_file.display()
+        );
         let mut cmd = Command::new("git");
-        cmd.arg("--git-dir").arg(&git_dir).args([
-            "-c",
-            "protocol.ext.allow=always",
-            "fetch",
-            "ext::sleep 120",
-        ]);
+        cmd.arg("--git-dir")
+            .arg(&git_dir)
+            .args(["-c", "protocol.ext.allow=always", "fetch", &url]);
         let started = Instant::now();
-        let e = run(
-            cmd,
-            GitOp::Fetch,
-            "ext::sleep 120",
-            Duration::from_millis(500),
-        )
-        .expect_err("times out");
-        assert!(e.cause.contains("not finished within"), "{e}");
-        assert!(
-            e.to_string().starts_with("git fetch from ext::sleep 120: "),
-            "{e}"
+        let e = run(cmd, GitOp::Fetch, &url, Duration::from_secs(1)).expect_err("times out");
+        assert!(e.timed_out, "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!("git fetch from {url}: timed out: not finished within 1s (timeouts.git_fetch)")
         );
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "killed, not waited for"
         );
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .expect("the transport started")
+            .trim()
+            .parse()
+            .expect("pid");
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            // Gone, or a zombie nobody waits for (its parent, git, is dead).
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_or(true, |stat| stat.contains(") Z "))
+        });
+        assert!(gone, "the transport git started ({pid}) was killed too");
     }
 }
