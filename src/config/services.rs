@@ -122,8 +122,8 @@ pub struct Timeouts {
     /// pipe-cleaner's kernel tree.
     #[serde(default = "Timeouts::default_git_fetch", deserialize_with = "positive")]
     pub git_fetch: HumanDuration,
-    /// One `git ls-remote`: where a staging branch is now (before pushes, in blame rounds),
-    /// the dated tags of `git_push` and `pipe_cleaner`.
+    /// One `git ls-remote`: where a staging branch is now (before pushes, in blame rounds,
+    /// `-refresh`), the dated tags of `git_push` and `pipe_cleaner`.
     #[serde(
         default = "Timeouts::default_git_ls_remote",
         deserialize_with = "positive"
@@ -141,8 +141,8 @@ pub struct Timeouts {
     #[serde(default = "Timeouts::default_kernelci", deserialize_with = "positive")]
     pub kernelci: HumanDuration,
     /// One look-up of an image in its registry through the Docker daemon (`docker_build`
-    /// with `check_registry`). Pushes and base-image pulls are bounded by their step's
-    /// `timeout`.
+    /// with `check_registry`, `-refresh` of `docker_push`), and a Docker credential helper's
+    /// answer. Pushes and base-image pulls are bounded by their step's `timeout`.
     #[serde(default = "Timeouts::default_registry", deserialize_with = "positive")]
     pub registry: HumanDuration,
 }

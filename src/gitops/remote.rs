@@ -149,10 +149,20 @@ pub fn branch_head(
     branch: &str,
     timeouts: &Timeouts,
 ) -> Result<Option<String>, RemoteError> {
+    ref_head(url, &format!("refs/heads/{branch}"), timeouts)
+}
+
+/// What the full ref name (`refs/tags/x`) points at on the remote now (`None`: no such ref),
+/// by `git ls-remote` within `timeouts.git_ls_remote`.
+pub fn ref_head(url: &str, name: &str, timeouts: &Timeouts) -> Result<Option<String>, RemoteError> {
     let mut cmd = Command::new("git");
-    cmd.args(["ls-remote", url, &format!("refs/heads/{branch}")]);
+    cmd.args(["ls-remote", url, name]);
     let out = run(cmd, GitOp::LsRemote, url, GitOp::LsRemote.limit(timeouts))?;
-    Ok(out.split_whitespace().next().map(String::from))
+    Ok(out
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .find(|(_, r)| *r == name)
+        .map(|(sha, _)| sha.to_string()))
 }
 
 /// Run `git` (`op` with `url`) without a terminal prompt; after `limit`, kill it with its

@@ -257,6 +257,9 @@ pub fn plan_steps(
             after: step.after.iter().map(|n| n.value.clone()).collect(),
             after_push: published.shift_remove(&name).unwrap_or_default(),
             because,
+            params: Default::default(),
+            compared_with: None,
+            changes: Vec::new(),
         });
     }
     out

@@ -167,6 +167,13 @@ pub enum StepReason {
     NotTriggered,
     /// Skipped: triggered, but it runs only in full cycles and this one is partial.
     FullCycleOnly,
+    /// Skipped: triggered, but it finished with the same inputs in that run (an interrupted
+    /// or partly failed run, resumed), and nothing it made drifted.
+    DoneBefore { run_id: String },
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// One step in the plan.
@@ -185,6 +192,23 @@ pub struct StepPlan {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after_push: Vec<PublishedBy>,
     pub because: Vec<StepReason>,
+    /// What the step will do: its settings resolved, secrets masked.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub params: super::params::Params,
+    /// The run of the step's last success, whose settings `changes` compares with; `None`
+    /// when there is none to compare with (a new step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compared_with: Option<String>,
+    /// Settings that differ from that run's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<super::params::ParamChange>,
+}
+
+impl StepPlan {
+    /// Triggered, but not repeated: it finished before with the same inputs.
+    pub fn is_done_before(&self) -> bool {
+        matches!(self.because.first(), Some(StepReason::DoneBefore { .. }))
+    }
 }
 
 /// A `git_push` step that publishes the staging revision of a repo a step uses.
@@ -223,6 +247,9 @@ pub struct Summary {
     pub skip: usize,
     /// Triggered steps held back because the cycle is partial.
     pub held_for_full: usize,
+    /// Triggered steps that finished before with the same inputs: not repeated.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub done_before: usize,
     pub included: usize,
     pub excluded: usize,
 }
@@ -248,6 +275,9 @@ pub struct Plan {
     /// Steps in the order apply would run them.
     pub steps: Vec<StepPlan>,
     pub summary: Summary,
+    /// Steps state has records of that the plan file no longer has.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed_steps: Vec<String>,
     pub fingerprint: Fingerprint,
     /// A saved plan's seal: SHA-256 over the canonical JSON of everything above, so an
     /// edited saved plan (a step switched to run, a partial cycle made full) is refused.
