@@ -16,7 +16,9 @@ use crate::config::{Config, RepoConfig};
 
 mod send;
 mod snapshot;
-pub use snapshot::{read_trusted_file, snapshot};
+mod trusted;
+pub use snapshot::snapshot;
+pub use trusted::read_trusted_file;
 
 /// A GitHub API client. `Debug` does not show the token.
 pub struct GitHub {
