@@ -380,7 +380,7 @@ pub enum StepKind {
     DockerPush,
     /// Restart containers and wait until they run.
     ContainerRestart,
-    /// docker compose up/down/pull.
+    /// docker compose pull/down/up, in a persistent checkout if asked.
     Compose,
     /// Remove old images built by kcideploy.
     DockerPrune,
