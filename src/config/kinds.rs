@@ -234,6 +234,30 @@ impl ComposeWith {
     }
 }
 
+/// `github_workflow`: dispatch a GitHub Actions workflow, follow its run, require success.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubWorkflowWith {
+    /// The repo (a key of `repos`) whose GitHub repository holds the workflow.
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// Or the GitHub repository itself, `owner/name`.
+    #[serde(default)]
+    pub github_repo: Option<String>,
+    /// The workflow file name (`staging.yml`) or its numeric id.
+    pub workflow: String,
+    /// The branch or tag the workflow runs on; with `repo`, its `staging_branch` by default.
+    #[serde(default, rename = "ref")]
+    pub git_ref: Option<String>,
+    /// The workflow's inputs; in strings, `${repos.<name>.sha}`, `.base`, `.branch`,
+    /// `${cycle}` and `${plan}` are replaced.
+    #[serde(default)]
+    pub inputs: IndexMap<String, serde_json::Value>,
+    /// Time between two polls of the run.
+    #[serde(default = "default_poll")]
+    pub interval: HumanDuration,
+}
+
 /// `docker_prune`: remove images built by kcideploy, keeping the newest per repository.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -374,6 +398,7 @@ pub enum KindSettings {
     DockerPush(DockerPushWith),
     ContainerRestart(ContainerRestartWith),
     Compose(ComposeWith),
+    GithubWorkflow(GithubWorkflowWith),
     DockerPrune(DockerPruneWith),
     KernelciDrain(KernelciDrainWith),
     PipeCleaner(PipeCleanerWith),
@@ -399,6 +424,7 @@ impl KindSettings {
             KindSettings::GitPush(g) => Some(&g.repo),
             KindSettings::DockerBuild(b) => b.repo.as_deref(),
             KindSettings::Compose(c) => c.repo.as_deref(),
+            KindSettings::GithubWorkflow(g) => g.repo.as_deref(),
             KindSettings::PipeCleaner(p) => p.patches.as_ref().map(|d| d.repo.as_str()),
             _ => None,
         }
@@ -467,6 +493,28 @@ pub fn parse_with(
                 return Err("with.down_recovery is empty".into());
             }
             KindSettings::Compose(c)
+        }
+        StepKind::GithubWorkflow => {
+            let g: GithubWorkflowWith = typed(value)?;
+            match (&g.repo, &g.github_repo, &g.git_ref) {
+                (Some(_), Some(_), _) | (None, None, _) => {
+                    return Err(
+                        "a github_workflow step needs exactly one of with.repo and with.github_repo"
+                            .into(),
+                    );
+                }
+                (None, Some(_), None) => {
+                    return Err("with.ref is needed with with.github_repo".into());
+                }
+                (None, Some(slug), _) if slug.split('/').filter(|p| !p.is_empty()).count() != 2 => {
+                    return Err(format!("with.github_repo {slug:?} is not owner/name"));
+                }
+                _ => {}
+            }
+            if g.interval.0.is_zero() {
+                return Err("with.interval must be more than 0s".into());
+            }
+            KindSettings::GithubWorkflow(g)
         }
         StepKind::DockerPrune => KindSettings::DockerPrune(typed(value)?),
         StepKind::KernelciDrain => KindSettings::KernelciDrain(typed(value)?),

@@ -382,6 +382,8 @@ pub enum StepKind {
     ContainerRestart,
     /// docker compose pull/down/up, in a persistent checkout if asked.
     Compose,
+    /// Dispatch a GitHub Actions workflow and require its run to succeed.
+    GithubWorkflow,
     /// Remove old images built by kcideploy.
     DockerPrune,
     /// Wait until an HTTP endpoint answers.
@@ -401,6 +403,7 @@ impl StepKind {
             StepKind::DockerPush => "docker_push",
             StepKind::ContainerRestart => "container_restart",
             StepKind::Compose => "compose",
+            StepKind::GithubWorkflow => "github_workflow",
             StepKind::DockerPrune => "docker_prune",
             StepKind::HttpWait => "http_wait",
             StepKind::KernelciDrain => "kernelci_drain",
