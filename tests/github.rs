@@ -563,14 +563,9 @@ fn staging_ini_logins(text: &str) -> std::collections::BTreeSet<String> {
 
 #[test]
 fn the_real_staging_ini_trusts_exactly_its_logins() {
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let ini = std::fs::read_to_string(fixtures.join("kernelci-deploy/staging.ini")).expect("ini");
-    // The copy is the snapshot's file, where the snapshot is at hand.
-    let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/kernelci-snapshot/kernelci-deploy/tree/data/staging.ini");
-    if let Ok(original) = std::fs::read_to_string(&shared) {
-        assert_eq!(ini, original, "tests/fixtures copy of {}", shared.display());
-    }
+    let ini_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/kernelci-snapshot/kernelci-deploy/tree/data/staging.ini");
+    let ini = std::fs::read_to_string(&ini_path).expect("the snapshot's staging.ini");
     let expected = staging_ini_logins(&ini);
     assert_eq!(expected.len(), 74, "74 unique logins (vigneshraman twice)");
 
@@ -631,7 +626,7 @@ fn the_real_staging_ini_trusts_exactly_its_logins() {
 fn a_trusted_file_in_the_wrong_format_is_an_error_not_a_list_of_words() {
     let (fx, remote, fake, api) = setup();
     let ini = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/kernelci-deploy/staging.ini");
+        .join("tests/fixtures/kernelci-snapshot/kernelci-deploy/tree/data/staging.ini");
     std::fs::copy(ini, fx.path().join("staging.ini")).expect("copy");
     add_pr(
         &fake,
