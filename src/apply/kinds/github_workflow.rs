@@ -26,6 +26,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
 /// How far GitHub's `created_at` may be before the dispatch's `Date` (both GitHub's clock,
 /// in whole seconds).
 const CLOCK_SLACK: i64 = 2;
+/// The same without a `Date` in the answer: our clock against GitHub's.
+const LOCAL_CLOCK_SLACK: i64 = 300;
 
 /// Where the workflow is and what its run should look like.
 struct Target {
@@ -158,7 +160,7 @@ impl Follow<'_> {
         &self,
         ctx: &mut StepCtx<'_>,
         before: &BTreeSet<u64>,
-        dispatched: Timestamp,
+        (dispatched, slack): (Timestamp, i64),
     ) -> Result<u64, StepError> {
         let t = &self.target;
         loop {
@@ -173,7 +175,7 @@ impl Follow<'_> {
                     r["created_at"]
                         .as_str()
                         .and_then(|c| c.parse::<Timestamp>().ok())
-                        .is_some_and(|c| c.as_second() >= dispatched.as_second() - CLOCK_SLACK)
+                        .is_some_and(|c| c.as_second() >= dispatched.as_second() - slack)
                 })
                 .filter_map(|r| Some((r["created_at"].as_str()?.to_string(), r["id"].as_u64()?)))
                 .min();
@@ -281,7 +283,13 @@ async fn run(ctx: &mut StepCtx<'_>, with: &GithubWorkflowWith) -> Result<Outputs
     let named = answer.as_ref().and_then(|a| a["workflow_run_id"].as_u64());
     let id = match named {
         Some(id) => id,
-        None => follow.find(ctx, &before, date.unwrap_or(local)).await?,
+        None => {
+            let since = match date {
+                Some(date) => (date, CLOCK_SLACK),
+                None => (local, LOCAL_CLOCK_SLACK),
+            };
+            follow.find(ctx, &before, since).await?
+        }
     };
     follow.follow(ctx, id).await
 }
