@@ -215,6 +215,7 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
         components,
         steps,
         summary,
+        file_diffs: Vec::new(),
         removed_steps,
         fingerprint,
         content_digest: None,

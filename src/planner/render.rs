@@ -55,6 +55,7 @@ pub fn text(plan: &Plan, color: bool) -> String {
     steps_section(&mut out, plan, &st);
     held_section(&mut out, plan, &st);
     done_before_section(&mut out, plan, &st);
+    diffs_section(&mut out, plan, &st);
     left_out_section(&mut out, plan, &st);
     out.push('\n');
     let s = &plan.summary;
@@ -237,6 +238,47 @@ fn held_section(out: &mut String, plan: &Plan, st: &Styles) {
         );
         for step in held {
             let _ = writeln!(out, "  ~ {} ({})", step.name, step.kind);
+        }
+    }
+}
+
+/// `plan --diff`: each affected component's changed files, as unified diffs.
+fn diffs_section(out: &mut String, plan: &Plan, st: &Styles) {
+    if plan.file_diffs.is_empty() {
+        return;
+    }
+    out.push('\n');
+    let _ = writeln!(out, "{}", "Changed files, by component:".style(st.bold));
+    let mut component = "";
+    for d in &plan.file_diffs {
+        if d.component != component {
+            component = &d.component;
+            let _ = writeln!(out, "  {} ({})", clean(component).style(st.bold), d.repo);
+        }
+        let _ = writeln!(
+            out,
+            "    {} {} [{}]",
+            clean(&d.path),
+            d.status.as_str().style(st.dim),
+            clean(&d.changes.join(", ")).style(st.dim)
+        );
+        for hunk in &d.hunks {
+            let _ = writeln!(out, "      {}", hunk.header.style(st.dim));
+            for line in &hunk.lines {
+                let style = match line.chars().next() {
+                    Some('+') => st.add,
+                    Some('-') => st.remove,
+                    _ => st.dim,
+                };
+                let _ = writeln!(out, "      {}", clean(line).style(style));
+            }
+        }
+        if d.omitted_lines > 0 {
+            let _ = writeln!(
+                out,
+                "      {}",
+                format!("… {} more lines (--diff-lines)", d.omitted_lines).style(st.dim)
+            );
         }
     }
 }
