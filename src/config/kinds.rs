@@ -5,6 +5,11 @@ use serde::Deserialize;
 
 use super::{HumanDuration, StepKind};
 
+mod pipe_cleaner;
+pub use pipe_cleaner::{
+    PatchesDir, PipeCleanerPhase, PipeCleanerWith, Thresholds, UpstreamTree, WatchedBy,
+};
+
 /// `command`: run a program.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -169,6 +174,21 @@ pub enum ComposeAction {
     Up,
     Down,
     Pull,
+    /// `pull`, then `down`, then `up -d`: the staging script's restart.
+    Deploy,
+}
+
+/// Which compose command line a `compose` step runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComposeCli {
+    /// `docker compose` when it answers, else `docker-compose`.
+    #[default]
+    Auto,
+    /// `docker-compose` (Compose v1, Debian's package).
+    V1,
+    /// `docker compose` (the Compose v2 plugin).
+    V2,
 }
 
 /// `compose`: `docker compose` (v2) or `docker-compose` (v1) on a project.
@@ -179,25 +199,73 @@ pub struct ComposeWith {
     /// Compose project name.
     #[serde(default)]
     pub project: Option<String>,
-    /// Compose files, relative to the working directory.
+    /// Compose files, relative to the working directory, passed in this order.
     #[serde(default)]
     pub files: Vec<String>,
-    /// Services (all when empty).
+    /// Services (all when empty); `down` always stops the whole project.
     #[serde(default)]
     pub services: Vec<String>,
-    /// Run in this repo's staging checkout.
+    /// Run in this repo's staging revision: a fresh export, or `checkout`.
     #[serde(default)]
     pub repo: Option<String>,
+    /// A persistent git checkout of `repo` (absolute, or relative to the plan file), made
+    /// if missing: the staging revision is fetched and checked out there, tracked files
+    /// follow it, untracked and ignored files (`.env`, settings) stay.
+    #[serde(default)]
+    pub checkout: Option<String>,
     /// Working directory (relative to the checkout, or to the plan file).
     #[serde(default)]
     pub cwd: Option<String>,
-    /// Extra environment variables (image tags for the compose file, ...).
+    /// Extra environment variables (image tags for the compose file, `KCI_SETTINGS`, ...).
     #[serde(default)]
     pub env: IndexMap<String, String>,
     /// Names of kcideploy's own environment variables compose gets too (it starts from a
     /// clean environment).
     #[serde(default)]
     pub pass_env: Vec<String>,
+    /// `auto`, `v1` (`docker-compose`) or `v2` (`docker compose`).
+    #[serde(default)]
+    pub cli: ComposeCli,
+    /// `down --remove-orphans`: also remove containers of services no longer in the files.
+    #[serde(default = "ComposeWith::default_remove_orphans")]
+    pub remove_orphans: bool,
+    /// `pull --ignore-pull-failures`: an image that cannot be pulled keeps its local copy.
+    #[serde(default)]
+    pub ignore_pull_failures: bool,
+    /// When `down` fails: run this command (argv, in the working directory), then `down`
+    /// once more (the staging script restarts containerd and dockerd).
+    #[serde(default)]
+    pub down_recovery: Option<Vec<String>>,
+}
+
+impl ComposeWith {
+    fn default_remove_orphans() -> bool {
+        true
+    }
+}
+
+/// `github_workflow`: dispatch a GitHub Actions workflow, follow its run, require success.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubWorkflowWith {
+    /// The repo (a key of `repos`) whose GitHub repository holds the workflow.
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// Or the GitHub repository itself, `owner/name`.
+    #[serde(default)]
+    pub github_repo: Option<String>,
+    /// The workflow file name (`staging.yml`) or its numeric id.
+    pub workflow: String,
+    /// The branch or tag the workflow runs on; with `repo`, its `staging_branch` by default.
+    #[serde(default, rename = "ref")]
+    pub git_ref: Option<String>,
+    /// The workflow's inputs; in strings, `${repos.<name>.sha}`, `.base`, `.branch`,
+    /// `${cycle}` and `${plan}` are replaced.
+    #[serde(default)]
+    pub inputs: IndexMap<String, serde_json::Value>,
+    /// Time between two polls of the run.
+    #[serde(default = "default_poll")]
+    pub interval: HumanDuration,
 }
 
 /// `docker_prune`: remove images built by kcideploy, keeping the newest per repository.
@@ -233,168 +301,8 @@ pub struct KernelciDrainWith {
     pub interval: HumanDuration,
 }
 
-fn default_poll() -> HumanDuration {
+pub(super) fn default_poll() -> HumanDuration {
     HumanDuration::from_secs(30)
-}
-
-/// An upstream tree the pipe-cleaner kernel is made from.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamTree {
-    /// `next`, `mainline`, `stable`: the pushed branch is `staging-<name>`.
-    pub name: String,
-    /// Clone URL, or a path relative to the plan file.
-    pub url: String,
-    pub branch: String,
-}
-
-/// Staging-only patches applied on top of the upstream tip (`git am`, in name order).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PatchesDir {
-    /// The repo holding them (its staging revision).
-    pub repo: String,
-    /// Directory of `*.patch` / `*.mbox` files in that repo.
-    pub dir: String,
-}
-
-/// Limits of the result comparison with the previous pipe-cleaner run of the same tree.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Thresholds {
-    /// The number of builds may not drop by more than this percentage.
-    #[serde(default = "Thresholds::default_build_drop")]
-    pub build_drop_percent: f64,
-    /// The test pass rate may not drop by more than this many percentage points.
-    #[serde(default = "Thresholds::default_pass_rate_drop")]
-    pub pass_rate_drop_points: f64,
-    /// The build pass rate may not drop by more than this many percentage points.
-    #[serde(default = "Thresholds::default_pass_rate_drop")]
-    pub build_pass_rate_drop_points: f64,
-}
-
-impl Thresholds {
-    fn default_build_drop() -> f64 {
-        10.0
-    }
-    fn default_pass_rate_drop() -> f64 {
-        5.0
-    }
-}
-
-impl Default for Thresholds {
-    fn default() -> Self {
-        Thresholds {
-            build_drop_percent: Self::default_build_drop(),
-            pass_rate_drop_points: Self::default_pass_rate_drop(),
-            build_pass_rate_drop_points: Self::default_pass_rate_drop(),
-        }
-    }
-}
-
-/// What a `pipe_cleaner` step does: push the test kernel, check its results, or both.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PipeCleanerPhase {
-    /// Push the next tree's test kernel (before the pipeline restarts: its trigger polls
-    /// once at start-up).
-    Push,
-    /// Wait for the results of the kernel the `push_step` pushed in the same run, compare.
-    Check,
-    /// Push, then check, in one step.
-    #[default]
-    Both,
-}
-
-/// The pipeline's list of watched branches: a file of a repo's staging revision.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WatchedBy {
-    /// The repo (a key of `repos`), e.g. `kernelci-pipeline`.
-    pub repo: String,
-    /// The trees file, e.g. `config/trees/kernelci.yaml` (`build_configs.*.branch`).
-    pub file: String,
-}
-
-/// `pipe_cleaner`: push a test kernel, find its checkout, wait for its results, compare.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PipeCleanerWith {
-    #[serde(default)]
-    pub phase: PipeCleanerPhase,
-    /// `phase: check`: the `phase: push` step whose kernel of this run is checked.
-    #[serde(default)]
-    pub push_step: Option<String>,
-    /// Where the test kernel is pushed (the kernelci/linux tree), URL or path.
-    #[serde(default)]
-    pub push_url: Option<String>,
-    /// Upstream trees, used in turn (next → mainline → stable).
-    #[serde(default)]
-    pub trees: Vec<UpstreamTree>,
-    #[serde(default)]
-    pub patches: Option<PatchesDir>,
-    /// Refuse to push a branch the pipeline's trigger does not watch.
-    #[serde(default)]
-    pub watched_by: Option<WatchedBy>,
-    /// `data.kernel_revision.tree` of the checkout node.
-    #[serde(default = "PipeCleanerWith::default_api_tree")]
-    pub api_tree: String,
-    /// How many `staging-<tree>-YYYYMMDD.N` tags to keep per tree.
-    #[serde(default = "PipeCleanerWith::default_tag_keep")]
-    pub tag_keep: usize,
-    /// How long the pipeline may take to pick up the commit (its checkout node).
-    #[serde(default = "PipeCleanerWith::default_checkout_timeout")]
-    pub checkout_timeout: HumanDuration,
-    /// Time between two polls.
-    #[serde(default = "default_poll")]
-    pub interval: HumanDuration,
-    #[serde(default)]
-    pub thresholds: Thresholds,
-}
-
-impl PipeCleanerWith {
-    fn default_api_tree() -> String {
-        "kernelci".into()
-    }
-    fn default_tag_keep() -> usize {
-        20
-    }
-    fn default_checkout_timeout() -> HumanDuration {
-        HumanDuration::from_secs(3600)
-    }
-
-    /// The settings each phase needs, and none that belong to the other phase.
-    fn check_phase(&self) -> Result<(), String> {
-        if self.phase == PipeCleanerPhase::Check {
-            let push_only = [
-                ("push_url", self.push_url.is_some()),
-                ("trees", !self.trees.is_empty()),
-                ("patches", self.patches.is_some()),
-                ("watched_by", self.watched_by.is_some()),
-            ];
-            if let Some((field, _)) = push_only.iter().find(|(_, set)| *set) {
-                return Err(format!(
-                    "with.{field}: belongs to the push step (phase: push), not to a check step"
-                ));
-            }
-            return match &self.push_step {
-                Some(_) => Ok(()),
-                None => Err("a pipe_cleaner step with phase: check needs with.push_step (the phase: push step whose kernel it checks)".into()),
-            };
-        }
-        if self.push_step.is_some() {
-            return Err("with.push_step: only a step with phase: check names a push step".into());
-        }
-        if self.push_url.is_none() {
-            return Err("a pipe_cleaner step that pushes needs with.push_url".into());
-        }
-        if self.trees.is_empty() {
-            return Err(
-                "a pipe_cleaner step that pushes needs at least one tree in with.trees".into(),
-            );
-        }
-        Ok(())
-    }
 }
 
 /// A step's settings, by kind.
@@ -407,6 +315,7 @@ pub enum KindSettings {
     DockerPush(DockerPushWith),
     ContainerRestart(ContainerRestartWith),
     Compose(ComposeWith),
+    GithubWorkflow(GithubWorkflowWith),
     DockerPrune(DockerPruneWith),
     KernelciDrain(KernelciDrainWith),
     PipeCleaner(PipeCleanerWith),
@@ -432,6 +341,7 @@ impl KindSettings {
             KindSettings::GitPush(g) => Some(&g.repo),
             KindSettings::DockerBuild(b) => b.repo.as_deref(),
             KindSettings::Compose(c) => c.repo.as_deref(),
+            KindSettings::GithubWorkflow(g) => g.repo.as_deref(),
             KindSettings::PipeCleaner(p) => p
                 .patches
                 .as_ref()
@@ -497,7 +407,35 @@ pub fn parse_with(
         StepKind::Compose => {
             let c: ComposeWith = typed(value)?;
             env_names(&c.pass_env)?;
+            if c.checkout.is_some() && c.repo.is_none() {
+                return Err("with.checkout needs with.repo (the repo checked out there)".into());
+            }
+            if c.down_recovery.as_ref().is_some_and(Vec::is_empty) {
+                return Err("with.down_recovery is empty".into());
+            }
             KindSettings::Compose(c)
+        }
+        StepKind::GithubWorkflow => {
+            let g: GithubWorkflowWith = typed(value)?;
+            match (&g.repo, &g.github_repo, &g.git_ref) {
+                (Some(_), Some(_), _) | (None, None, _) => {
+                    return Err(
+                        "a github_workflow step needs exactly one of with.repo and with.github_repo"
+                            .into(),
+                    );
+                }
+                (None, Some(_), None) => {
+                    return Err("with.ref is needed with with.github_repo".into());
+                }
+                (None, Some(slug), _) if slug.split('/').filter(|p| !p.is_empty()).count() != 2 => {
+                    return Err(format!("with.github_repo {slug:?} is not owner/name"));
+                }
+                _ => {}
+            }
+            if g.interval.0.is_zero() {
+                return Err("with.interval must be more than 0s".into());
+            }
+            KindSettings::GithubWorkflow(g)
         }
         StepKind::DockerPrune => KindSettings::DockerPrune(typed(value)?),
         StepKind::KernelciDrain => KindSettings::KernelciDrain(typed(value)?),

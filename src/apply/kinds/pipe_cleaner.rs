@@ -16,6 +16,7 @@ use super::kernelci::{check, failed};
 use super::{Attempt, Kind, StepCtx, StepError};
 use crate::apply::process;
 use crate::config::kinds::{PipeCleanerPhase, PipeCleanerWith, UpstreamTree};
+use crate::gitops::remote::GitOp;
 use crate::support::text::short;
 
 /// Who makes the marker commit and the tag, as kernel.py does.
@@ -188,25 +189,36 @@ pub fn watched_branches(text: &str, tree: &str) -> Result<Vec<String>, String> {
         .collect())
 }
 
-/// Run git as the bot; stdout when `capture`.
+/// Run git; stdout when `capture`.
 async fn git(ctx: &mut StepCtx<'_>, args: &[&str], capture: bool) -> Result<String, StepError> {
+    let cmd = git_command(args);
+    let shown = format!("git {}", args.first().copied().unwrap_or(""));
+    let grace = ctx.run.grace;
+    let out = process::run(cmd, &shown, ctx.log, capture, grace, &mut ctx.cancel).await?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Run git's `op` with the remote `url` within its `timeouts:` setting; stdout when `capture`.
+async fn git_remote(
+    ctx: &mut StepCtx<'_>,
+    args: &[&str],
+    (op, url): (GitOp, &str),
+    capture: bool,
+) -> Result<String, StepError> {
+    let out = super::git_push::remote_git(ctx, git_command(args), op, url, capture).await?;
+    Ok(String::from_utf8_lossy(&out).trim().to_string())
+}
+
+/// git as the bot (the marker commit's and the tag's identity, as kernel.py's), no terminal
+/// prompt, from a clean environment.
+fn git_command(args: &[&str]) -> Command {
     let mut cmd = Command::new("git");
     process::clean_env(&mut cmd, process::Inherit::Git, &[]);
     cmd.args(["-c", &format!("user.name={BOT_NAME}")])
         .args(["-c", &format!("user.email={BOT_EMAIL}")])
         .args(args)
         .env("GIT_TERMINAL_PROMPT", "0");
-    let shown = format!("git {}", args.first().copied().unwrap_or(""));
-    let out = process::run(
-        cmd,
-        &shown,
-        ctx.log,
-        capture,
-        ctx.run.grace,
-        &mut ctx.cancel,
-    )
-    .await?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    cmd
 }
 
 /// The test kernel revision (upstream tip + staging patches + a marker commit), made in a
@@ -228,7 +240,7 @@ async fn push_test_kernel(
     let cache_s = cache.display().to_string();
     let upstream_ref = format!("refs/kcideploy/upstream/{}", tree.name);
     ctx.progress(format!("fetching {} {}", tree.name, tree.branch));
-    git(
+    git_remote(
         ctx,
         &[
             "--git-dir",
@@ -239,6 +251,7 @@ async fn push_test_kernel(
             &upstream_url,
             &format!("+refs/heads/{}:{upstream_ref}", tree.branch),
         ],
+        (GitOp::Fetch, &upstream_url),
         false,
     )
     .await?;
@@ -353,7 +366,8 @@ async fn mark_and_push(
 ) -> Result<(String, String), StepError> {
     let prefix = format!("staging-{tree}-");
     let pattern = format!("refs/tags/{prefix}*");
-    let listing = git(ctx, &["ls-remote", "--tags", push_url, &pattern], true).await?;
+    let ls_remote = ["ls-remote", "--tags", push_url, &pattern];
+    let listing = git_remote(ctx, &ls_remote, (GitOp::LsRemote, push_url), true).await?;
     let tags = parse_tags(&listing, &prefix);
     let today = ctx.run.now.strftime("%Y%m%d").to_string();
     let n = day_number(&tags, &today);
@@ -396,7 +410,7 @@ async fn mark_and_push(
     );
     let mut args = vec!["-C", wt, "push", "--quiet", "--force", push_url];
     args.extend(refspecs.iter().map(String::as_str));
-    let pushed = git(ctx, &args, false).await;
+    let pushed = git_remote(ctx, &args, (GitOp::Push, push_url), false).await;
     // The cache keeps no tag: the remote's are counted each time.
     let _ = git(ctx, &["-C", wt, "tag", "--delete", &tag], true).await;
     pushed?;
