@@ -3,6 +3,8 @@
 mod checks;
 mod duration;
 mod errors;
+mod expand;
+pub mod for_each;
 mod input;
 pub mod kinds;
 mod maintainer;
@@ -120,6 +122,18 @@ impl Config {
             errors.append(&mut names);
             errors.sort_by_key(|e| (e.line, e.column));
             return Err(syntax(errors));
+        }
+        let mut file = file;
+        let expansion = expand::expand(&mut file, &src);
+        if !expansion.is_empty() {
+            let mut errors = expansion;
+            errors.append(&mut names);
+            errors.sort_by_key(|e| (e.line, e.column));
+            return Err(ConfigError::Invalid(PlanFileErrors {
+                path: path.to_path_buf(),
+                errors,
+                syntax: false,
+            }));
         }
         let dir = path
             .parent()
