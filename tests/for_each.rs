@@ -368,3 +368,56 @@ fn checks_run_on_the_expanded_steps() {
         "{all:?}"
     );
 }
+
+/// The README's example: the 19 compiler images of KernelCI's image workflow
+/// (`docker-compiler-build` in the snapshot's images.json) from one component and one step.
+#[test]
+fn the_readme_example_expands_into_the_19_compiler_images() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("read");
+    let section = &readme[readme.find("### `for_each`").expect("the for_each section")..];
+    let start = section.find("```yaml\n").expect("an example") + "```yaml\n".len();
+    let example = &section[start..start + section[start..].find("```").expect("its end")];
+    // The example's steps follow its components: the component it names goes between.
+    let (components, steps) = example
+        .split_once("steps:\n")
+        .expect("components, then steps");
+    let text = format!(
+        "version: 1\nname: readme\nrepos:\n  kernelci-core: {{ url: core.git }}\n{components}  fragment-kselftest: {{ repo: kernelci-core, paths: [\"config/docker/fragment/kselftest.jinja2\"] }}\nsteps:\n{steps}"
+    );
+    let config = Config::from_str(Path::new("README.md"), text).expect("the example loads");
+    let built: Vec<&str> = config
+        .file
+        .steps
+        .keys()
+        .filter_map(|k| k.strip_prefix("build-compiler[")?.strip_suffix(']'))
+        .collect();
+    let mut expected = Vec::new();
+    for (compiler, arches) in [
+        ("clang-21", "arm armv5 arm64 x86 mips riscv64"),
+        (
+            "gcc-14",
+            "arc arm armv5 arm64 x86 mips riscv64 powerpc s390 loongarch",
+        ),
+        ("gcc-15", "arm arm64 x86"),
+    ] {
+        for arch in arches.split(' ') {
+            expected.push(format!("{compiler}/{arch}"));
+        }
+    }
+    assert_eq!(built, expected);
+    let step = &config.file.steps["build-compiler[gcc-15/arm64]"];
+    assert_eq!(
+        values(&step.on),
+        ["compiler-template[gcc-15/arm64]", "fragment-kselftest"]
+    );
+    assert_eq!(
+        values(&config.file.components["compiler-template[gcc-15/arm64]"].paths),
+        ["config/docker/gcc-15-arm64.jinja2"]
+    );
+    assert_eq!(
+        config.file.steps["misc-image[api]"].with.value["run"],
+        serde_json::json!(["kci", "docker", "build", "kernelci", "api"])
+    );
+    assert_eq!(config.file.steps["restart"].needs.len(), 21);
+}

@@ -3,6 +3,8 @@
 //! (screening here decides what it merges: [`screen_repo`]), then asks for the plan.
 
 pub mod changes;
+pub mod coverage;
+pub mod explain;
 pub mod graph;
 
 pub mod render;

@@ -1,0 +1,165 @@
+//! Coverage: is every file of a repo part of a component (so a change to it triggers what it
+//! should) or left out on purpose by an `ignore:` glob with a reason? Pure: the workspace
+//! lists the files of each repo's staging revision.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use super::graph::globset;
+use crate::config::{Config, quote};
+
+/// One repo's files against the plan's components and `ignore:` globs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepoCoverage {
+    pub repo: String,
+    /// The revision whose files were checked.
+    pub revision: String,
+    /// Changes merged into it; 0: the base revision (nothing pending).
+    pub merged: usize,
+    /// Files in the revision.
+    pub files: usize,
+    /// Files in at least one component.
+    pub in_components: usize,
+    /// Files in no component but matched by an `ignore:` glob.
+    pub ignored: usize,
+    /// Files in no component and matched by no `ignore:` glob.
+    pub uncovered: Vec<String>,
+    /// Globs that match no file of the revision: what has them, and the glob.
+    pub unused_globs: Vec<UnusedGlob>,
+}
+
+/// A glob that matches no file: a typo, or a file that moved or went away.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnusedGlob {
+    /// `component `x`` or `ignore`.
+    pub owner: String,
+    pub glob: String,
+}
+
+/// Match `files` (the repo's paths) against the components of `repo` and its `ignore:`.
+pub fn repo_coverage(
+    config: &Config,
+    repo: &str,
+    revision: &str,
+    merged: usize,
+    files: &[String],
+) -> RepoCoverage {
+    let components: Vec<_> = config
+        .file
+        .components
+        .iter()
+        .filter(|(_, c)| c.repo.value == repo)
+        .map(|(name, c)| (name, c, globset(&c.paths), globset(&c.exclude)))
+        .collect();
+    let ignore_globs: Vec<_> = config
+        .file
+        .repos
+        .get(repo)
+        .map(|r| r.ignore.iter().flat_map(|i| i.paths.clone()).collect())
+        .unwrap_or_default();
+    let ignore = globset(&ignore_globs);
+    let mut used: Vec<Vec<bool>> = components
+        .iter()
+        .map(|(_, c, _, _)| vec![false; c.paths.len()])
+        .collect();
+    let mut ignore_used = vec![false; ignore_globs.len()];
+    let mut out = RepoCoverage {
+        repo: repo.to_string(),
+        revision: revision.to_string(),
+        merged,
+        files: files.len(),
+        in_components: 0,
+        ignored: 0,
+        uncovered: Vec::new(),
+        unused_globs: Vec::new(),
+    };
+    for file in files {
+        let mut covered = false;
+        for (i, (_, _, include, exclude)) in components.iter().enumerate() {
+            let hits = include.matches(file);
+            for &h in &hits {
+                used[i][h] = true;
+            }
+            covered |= !hits.is_empty() && !exclude.is_match(file);
+        }
+        let ignored = ignore.matches(file);
+        for &h in &ignored {
+            ignore_used[h] = true;
+        }
+        if covered {
+            out.in_components += 1;
+        } else if !ignored.is_empty() {
+            out.ignored += 1;
+        } else {
+            out.uncovered.push(file.clone());
+        }
+    }
+    for ((name, c, _, _), used) in components.iter().zip(&used) {
+        for (glob, _) in c.paths.iter().zip(used).filter(|(_, u)| !**u) {
+            out.unused_globs.push(UnusedGlob {
+                owner: format!("component {}", quote(name)),
+                glob: glob.value.clone(),
+            });
+        }
+    }
+    for (glob, _) in ignore_globs.iter().zip(&ignore_used).filter(|(_, u)| !**u) {
+        out.unused_globs.push(UnusedGlob {
+            owner: "ignore".into(),
+            glob: glob.value.clone(),
+        });
+    }
+    out
+}
+
+/// The report `kcideploy coverage` prints: per repo, its counts and every file not covered;
+/// then the globs that match nothing (warnings); then the verdict.
+pub fn render(report: &[RepoCoverage]) -> String {
+    let mut out = String::new();
+    for r in report {
+        let revision = if r.merged == 0 {
+            "base revision, nothing pending".to_string()
+        } else {
+            format!("staging revision, {} change(s) merged", r.merged)
+        };
+        let _ = write!(
+            out,
+            "{} at {} ({revision}): {} file(s), {} in components, {} ignored",
+            r.repo,
+            crate::support::text::short(&r.revision),
+            r.files,
+            r.in_components,
+            r.ignored
+        );
+        if r.uncovered.is_empty() {
+            out.push_str(", all covered\n");
+            continue;
+        }
+        let _ = writeln!(out, ", {} not covered:", r.uncovered.len());
+        for file in &r.uncovered {
+            let _ = writeln!(out, "  {}", crate::support::text::clean(file));
+        }
+    }
+    for r in report {
+        for u in &r.unused_globs {
+            let _ = writeln!(
+                out,
+                "warning: {}: glob {} of {} matches no file",
+                r.repo,
+                quote(&u.glob),
+                u.owner
+            );
+        }
+    }
+    let uncovered: usize = report.iter().map(|r| r.uncovered.len()).sum();
+    if uncovered == 0 {
+        out.push_str("\nEvery file is in a component or ignored with a reason.\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "\n{uncovered} file(s) in no component and no `ignore:` glob: add them to a \
+             component's `paths`, or to the repo's `ignore:` with a reason."
+        );
+    }
+    out
+}
