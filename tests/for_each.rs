@@ -357,6 +357,18 @@ fn checks_run_on_the_expanded_steps() {
         all[0].starts_with("plans/bad.yaml:13:13: step `b[x86]` needs unknown step `a[x86]`"),
         "{all:?}"
     );
+    // One mistake in the definition is one error, however many steps it makes.
+    let text = format!(
+        "{HEAD}  b:\n    kind: command\n    for_each: [arm64, x86, arc]\n    on: [nope]\n    with: {{ run: [x] }}\n"
+    );
+    let all = errors(&text);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert!(
+        all[0].starts_with(
+            "plans/bad.yaml:9:10: step `b[arm64]` is triggered by unknown component `nope` (and 2 more from the same text)"
+        ),
+        "{all:?}"
+    );
     // `with:` is checked per expanded step, after substitution.
     let text = format!(
         "{HEAD}  b:\n    kind: git_push\n    for_each: [core, api]\n    with: {{ repo: \"${{each.key}}\" }}\n"

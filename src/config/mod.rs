@@ -154,7 +154,7 @@ impl Config {
         };
         let mut errors = config.semantic_errors();
         errors.append(&mut names);
-        errors.sort_by_key(|e| (e.line, e.column));
+        let errors = errors::fold_repeats(errors);
         if errors.is_empty() {
             Ok(config)
         } else {
