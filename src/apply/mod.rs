@@ -3,17 +3,17 @@
 //!
 //! The parts: [`schedule`] (pure: what may start), [`dispatch`] (bounded parallelism on the
 //! current runtime), [`runner`] (one step: retries, time limits, cancellation), [`approve`]
-//! (who confirms `approve: true` steps), [`kinds`] (what a step does), [`digest`], [`record`]
+//! (who confirms `approve: true` steps), [`kinds`] (what a step does), [`digest`] (from the planner), [`record`]
 //! (state) and [`report`]. Blame runs its rounds through [`run_round`]: the same executor.
 
 pub mod approve;
 pub mod cancel;
-pub mod digest;
 pub mod dispatch;
 pub mod events;
 pub mod kinds;
 pub mod process;
 pub mod record;
+pub mod refresh;
 pub mod report;
 mod round;
 pub mod runner;
@@ -29,11 +29,11 @@ use jiff::Timestamp;
 use tokio::sync::watch;
 
 use crate::config::Config;
+pub use crate::planner::digest::{self, inputs_digest, step_digest, step_repos};
 use crate::planner::{Action, Plan};
 use crate::state::{LocalState, StateError, StateLock};
 pub use approve::Approver;
 pub use cancel::{CancelReason, Listener, StopSignal};
-pub use digest::{inputs_digest, step_digest, step_repos};
 use events::{Event, Reporter};
 use process::Cancel;
 pub use report::ApplyReport;
@@ -209,7 +209,8 @@ impl RunDirs {
     }
 }
 
-/// The steps `plan` runs, in plan order, and their graph (`needs` and `after` among them).
+/// The steps `plan` runs (or those of `only`), in plan order, and their graph (`needs` and
+/// `after` among them).
 pub fn graph_of(
     config: &Config,
     plan: &Plan,
@@ -218,8 +219,12 @@ pub fn graph_of(
     let names: Vec<String> = plan
         .steps
         .iter()
-        .filter(|s| s.action == Action::Run)
-        .filter(|s| only.is_none_or(|o| o.contains(&s.name)))
+        // A round names its steps: a step the plan does not repeat (it finished with the
+        // plan's inputs) runs again on the round's other inputs.
+        .filter(|s| match only {
+            Some(only) => only.contains(&s.name),
+            None => s.action == Action::Run,
+        })
         .map(|s| s.name.clone())
         .collect();
     let mut graph = schedule::Graph::default();
@@ -319,7 +324,7 @@ pub async fn apply(
     let (names, graph) = graph_of(&ctx.config, &ctx.plan, None);
     let digests: Vec<String> = names
         .iter()
-        .map(|n| step_digest(&ctx.config, &ctx.plan, n, &run_id))
+        .map(|n| step_digest(&ctx.config, &ctx.plan.repos, n, &run_id))
         .collect();
     reporter.event(&Event::RunStarted {
         run_id: run_id.clone(),

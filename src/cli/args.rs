@@ -263,8 +263,9 @@ pub struct PlanArgs {
     /// Where fetched repos are cached (default: beside the state file).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Check that images and containers recorded in state are still there and as recorded;
-    /// steps whose outputs drifted run again.
+    /// Compare what state records each step made (images, containers and the image each
+    /// runs, registry manifests, pushed branches and tags) with the live system; steps whose
+    /// outcome drifted run again.
     #[arg(long)]
     pub refresh: bool,
 }
@@ -304,6 +305,10 @@ pub struct ApplyArgs {
     /// Post no PR comment and no commit status (also `notify: { enabled: false }`).
     #[arg(long = "no-notify")]
     pub no_notify: bool,
+    /// With -f: plan with `-refresh` (steps whose outcome drifted run again). A saved plan
+    /// already holds what `plan -refresh -out` found.
+    #[arg(long)]
+    pub refresh: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,6 +4,7 @@
 
 pub mod changes;
 pub mod coverage;
+pub mod digest;
 pub mod explain;
 pub mod graph;
 
@@ -164,7 +165,18 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
         repos.insert(name.clone(), repo_plan);
     }
     let components = graph::affected_components(config, &repos);
-    let steps = graph::plan_steps(config, &components, decision.cycle, drift);
+    let mut steps = graph::plan_steps(config, &components, decision.cycle, drift);
+    let fingerprint = fingerprint(config, snapshot, state, &repos);
+    if let Some(state) = state {
+        skip_done_before(
+            config,
+            state,
+            &repos,
+            decision.cycle,
+            &fingerprint,
+            &mut steps,
+        );
+    }
     let summary = Summary {
         run: steps.iter().filter(|s| s.action == Action::Run).count(),
         skip: steps.iter().filter(|s| s.action == Action::Skip).count(),
@@ -172,10 +184,10 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
             .iter()
             .filter(|s| s.because.first() == Some(&StepReason::FullCycleOnly))
             .count(),
+        done_before: steps.iter().filter(|s| s.is_done_before()).count(),
         included: repos.values().map(|r| r.included.len()).sum(),
         excluded: repos.values().map(|r| r.excluded.len()).sum(),
     };
-    let fingerprint = fingerprint(config, snapshot, state, &repos);
     Ok(Plan {
         format_version: PLAN_FORMAT_VERSION.to_string(),
         name: config.file.name.clone(),
@@ -191,6 +203,49 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
         fingerprint,
         content_digest: None,
     })
+}
+
+/// Triggered steps that state records as finished with the same inputs (in the run apply
+/// would resume, for `always` steps) are not repeated, unless what they made drifted: apply
+/// skips exactly these, so the plan says so.
+fn skip_done_before(
+    config: &Config,
+    state: &State,
+    repos: &IndexMap<String, RepoPlan>,
+    cycle: crate::config::Cycle,
+    fingerprint: &Fingerprint,
+    steps: &mut [StepPlan],
+) {
+    let inputs = digest::inputs_digest_of(cycle, &fingerprint.plan_file, repos);
+    let resumed = state
+        .current_run
+        .as_ref()
+        .filter(|r| r.inputs_digest == inputs && r.result != crate::state::RunResult::Success)
+        .map(|r| r.id.as_str())
+        .unwrap_or("");
+    for step in steps.iter_mut().filter(|s| s.action == Action::Run) {
+        if step
+            .because
+            .iter()
+            .any(|r| matches!(r, StepReason::Drift { .. }))
+        {
+            continue;
+        }
+        let Some(record) = state.steps.get(&step.name) else {
+            continue;
+        };
+        if record.result == crate::state::StepResult::Success
+            && record.digest == digest::step_digest(config, repos, &step.name, resumed)
+        {
+            step.action = Action::Skip;
+            step.because.insert(
+                0,
+                StepReason::DoneBefore {
+                    run_id: record.run_id.clone(),
+                },
+            );
+        }
+    }
 }
 
 /// A repo's part of the plan: screening and merge results in forge order, changed paths

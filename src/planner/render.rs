@@ -54,17 +54,23 @@ pub fn text(plan: &Plan, color: bool) -> String {
     repos_section(&mut out, plan, &st);
     steps_section(&mut out, plan, &st);
     held_section(&mut out, plan, &st);
+    done_before_section(&mut out, plan, &st);
     left_out_section(&mut out, plan, &st);
     out.push('\n');
     let s = &plan.summary;
     let _ = writeln!(
         out,
-        "{} {} to run, {} unchanged{}; {} change(s) included, {} left out.",
+        "{} {} to run, {} unchanged{}{}; {} change(s) included, {} left out.",
         "Plan:".style(st.bold),
         count(s.run, "step"),
-        s.skip - s.held_for_full,
+        s.skip.saturating_sub(s.held_for_full + s.done_before),
         if s.held_for_full > 0 {
             format!(", {} held for a full cycle", s.held_for_full)
+        } else {
+            String::new()
+        },
+        if s.done_before > 0 {
+            format!(", {} finished before", s.done_before)
         } else {
             String::new()
         },
@@ -139,11 +145,13 @@ fn steps_section(out: &mut String, plan: &Plan, st: &Styles) {
         );
         let shown: Vec<_> = step.because.iter().take(MAX_REASONS).collect();
         for reason in &shown {
-            let _ = writeln!(
-                out,
-                "      {}",
-                clean(&reason_text(reason, &step.name)).style(st.dim)
-            );
+            let text = match reason {
+                StepReason::Needs { step: need } if done_before(plan, need) => {
+                    format!("needs {need}, triggered but finished before with the same inputs")
+                }
+                _ => reason_text(reason, &step.name),
+            };
+            let _ = writeln!(out, "      {}", clean(&text).style(st.dim));
         }
         if step.because.len() > shown.len() {
             let _ = writeln!(
@@ -153,6 +161,13 @@ fn steps_section(out: &mut String, plan: &Plan, st: &Styles) {
             );
         }
     }
+}
+
+/// Whether step `name` is triggered but not repeated (it finished before with the same inputs).
+fn done_before(plan: &Plan, name: &str) -> bool {
+    plan.steps
+        .iter()
+        .any(|s| s.name == name && s.is_done_before())
 }
 
 /// Triggered steps that wait for a full cycle.
@@ -172,6 +187,36 @@ fn held_section(out: &mut String, plan: &Plan, st: &Styles) {
         for step in held {
             let _ = writeln!(out, "  ~ {} ({})", step.name, step.kind);
         }
+    }
+}
+
+/// Triggered steps not repeated: they finished with the same inputs before.
+fn done_before_section(out: &mut String, plan: &Plan, st: &Styles) {
+    let done: Vec<_> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s.because.first() {
+            Some(StepReason::DoneBefore { run_id }) => Some((s, run_id)),
+            _ => None,
+        })
+        .collect();
+    if done.is_empty() {
+        return;
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "{}",
+        "Triggered, finished before with the same inputs (not repeated):".style(st.bold)
+    );
+    for (step, run_id) in done {
+        let _ = writeln!(
+            out,
+            "  = {} ({}) in run {}",
+            step.name,
+            step.kind,
+            clean(run_id)
+        );
     }
 }
 
@@ -224,6 +269,9 @@ pub fn reason_text(reason: &StepReason, step: &str) -> String {
         StepReason::Drift { detail } => format!("drift: {detail}"),
         StepReason::NotTriggered => "nothing it depends on changed".to_string(),
         StepReason::FullCycleOnly => "runs only in full cycles".to_string(),
+        StepReason::DoneBefore { run_id } => {
+            format!("finished with the same inputs in run {run_id}")
+        }
     }
 }
 

@@ -167,6 +167,13 @@ pub enum StepReason {
     NotTriggered,
     /// Skipped: triggered, but it runs only in full cycles and this one is partial.
     FullCycleOnly,
+    /// Skipped: triggered, but it finished with the same inputs in that run (an interrupted
+    /// or partly failed run, resumed), and nothing it made drifted.
+    DoneBefore { run_id: String },
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// One step in the plan.
@@ -181,6 +188,13 @@ pub struct StepPlan {
     #[serde(default)]
     pub after: Vec<String>,
     pub because: Vec<StepReason>,
+}
+
+impl StepPlan {
+    /// Triggered, but not repeated: it finished before with the same inputs.
+    pub fn is_done_before(&self) -> bool {
+        matches!(self.because.first(), Some(StepReason::DoneBefore { .. }))
+    }
 }
 
 /// Every input the plan was computed from; `apply` refuses a plan whose inputs moved.
@@ -210,6 +224,9 @@ pub struct Summary {
     pub skip: usize,
     /// Triggered steps held back because the cycle is partial.
     pub held_for_full: usize,
+    /// Triggered steps that finished before with the same inputs: not repeated.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub done_before: usize,
     pub included: usize,
     pub excluded: usize,
 }
