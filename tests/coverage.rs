@@ -69,6 +69,34 @@ fn a_file_in_no_component_and_no_ignore_glob_is_listed_and_exits_4() {
 }
 
 #[test]
+fn a_component_of_every_file_covers_none() {
+    let fx = Fixture::new();
+    fx.repo(
+        "pipe",
+        &[
+            ("config/a.yaml", Some("a: 1\n")),
+            ("tools/release.sh", Some("x\n")),
+        ],
+    );
+    let plan = fx.plan_file(&PLAN.replace(
+        "components:\n",
+        "components:\n  any: { repo: pipe, paths: [\"**\"] }\n",
+    ));
+    let (code, out, err) = coverage(&plan, &[]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains("1 not covered:\n  tools/release.sh\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "note: pipe: glob `**` of component `any` matches every file, so it covers none"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
 fn ignoring_the_rest_with_a_reason_makes_it_pass() {
     let (fx, _remote, _) = fixture();
     let plan = fx.plan_file(&PLAN.replace(

@@ -1,6 +1,10 @@
 //! Coverage: is every file of a repo part of a component (so a change to it triggers what it
 //! should) or left out on purpose by an `ignore:` glob with a reason? Pure: the workspace
 //! lists the files of each repo's staging revision.
+//!
+//! A glob that matches every path (`**`, as in a component that pushes the staging branch
+//! on any change) says nothing about any one file, so it does not count: otherwise one such
+//! component would cover every file the plan has never heard of.
 
 use std::fmt::Write;
 
@@ -25,19 +29,27 @@ pub struct RepoCoverage {
     pub ignored: usize,
     /// Files in no component and matched by no `ignore:` glob.
     pub uncovered: Vec<String>,
-    /// Globs that match no file of the revision: what has them, and the glob.
-    pub unused_globs: Vec<UnusedGlob>,
+    /// Globs that match no file of the revision (a typo, or a file that moved or went away).
+    pub unused_globs: Vec<OwnedGlob>,
+    /// Component globs that match every path (`**`), which coverage does not count.
+    pub catch_all: Vec<OwnedGlob>,
 }
 
-/// A glob that matches no file: a typo, or a file that moved or went away.
+/// A glob and what has it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct UnusedGlob {
+pub struct OwnedGlob {
     /// `component `x`` or `ignore`.
     pub owner: String,
     pub glob: String,
 }
 
-/// Match `files` (the repo's paths) against the components of `repo` and its `ignore:`.
+/// Whether a glob matches every path, saying nothing about any one file.
+pub fn matches_everything(pattern: &str) -> bool {
+    matches!(pattern, "**" | "**/*" | "**/**")
+}
+
+/// Match `files` (the repo's paths) against the components of `repo` and its `ignore:`;
+/// globs that match everything do not count.
 pub fn repo_coverage(
     config: &Config,
     repo: &str,
@@ -50,7 +62,16 @@ pub fn repo_coverage(
         .components
         .iter()
         .filter(|(_, c)| c.repo.value == repo)
-        .map(|(name, c)| (name, c, globset(&c.paths), globset(&c.exclude)))
+        .map(|(name, c)| {
+            let counted: Vec<_> = c
+                .paths
+                .iter()
+                .filter(|p| !matches_everything(&p.value))
+                .cloned()
+                .collect();
+            let include = globset(&counted);
+            (name, counted, include, globset(&c.exclude))
+        })
         .collect();
     let ignore_globs: Vec<_> = config
         .file
@@ -61,7 +82,7 @@ pub fn repo_coverage(
     let ignore = globset(&ignore_globs);
     let mut used: Vec<Vec<bool>> = components
         .iter()
-        .map(|(_, c, _, _)| vec![false; c.paths.len()])
+        .map(|(_, paths, _, _)| vec![false; paths.len()])
         .collect();
     let mut ignore_used = vec![false; ignore_globs.len()];
     let mut out = RepoCoverage {
@@ -73,6 +94,7 @@ pub fn repo_coverage(
         ignored: 0,
         uncovered: Vec::new(),
         unused_globs: Vec::new(),
+        catch_all: Vec::new(),
     };
     for file in files {
         let mut covered = false;
@@ -95,16 +117,29 @@ pub fn repo_coverage(
             out.uncovered.push(file.clone());
         }
     }
-    for ((name, c, _, _), used) in components.iter().zip(&used) {
-        for (glob, _) in c.paths.iter().zip(used).filter(|(_, u)| !**u) {
-            out.unused_globs.push(UnusedGlob {
+    for ((name, paths, _, _), used) in components.iter().zip(&used) {
+        for (glob, _) in paths.iter().zip(used).filter(|(_, u)| !**u) {
+            out.unused_globs.push(OwnedGlob {
+                owner: format!("component {}", quote(name)),
+                glob: glob.value.clone(),
+            });
+        }
+    }
+    for (name, c) in config
+        .file
+        .components
+        .iter()
+        .filter(|(_, c)| c.repo.value == repo)
+    {
+        for glob in c.paths.iter().filter(|p| matches_everything(&p.value)) {
+            out.catch_all.push(OwnedGlob {
                 owner: format!("component {}", quote(name)),
                 glob: glob.value.clone(),
             });
         }
     }
     for (glob, _) in ignore_globs.iter().zip(&ignore_used).filter(|(_, u)| !**u) {
-        out.unused_globs.push(UnusedGlob {
+        out.unused_globs.push(OwnedGlob {
             owner: "ignore".into(),
             glob: glob.value.clone(),
         });
@@ -138,6 +173,17 @@ pub fn render(report: &[RepoCoverage]) -> String {
         let _ = writeln!(out, ", {} not covered:", r.uncovered.len());
         for file in &r.uncovered {
             let _ = writeln!(out, "  {}", crate::support::text::clean(file));
+        }
+    }
+    for r in report {
+        for c in &r.catch_all {
+            let _ = writeln!(
+                out,
+                "note: {}: glob {} of {} matches every file, so it covers none",
+                r.repo,
+                quote(&c.glob),
+                c.owner
+            );
         }
     }
     for r in report {
