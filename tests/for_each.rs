@@ -445,3 +445,17 @@ fn the_readme_example_expands_into_the_19_compiler_images() {
     );
     assert_eq!(config.file.steps["restart"].needs.len(), 21);
 }
+
+#[test]
+fn a_step_triggered_by_a_for_each_component_name_is_triggered_by_each_of_them() {
+    let text = "version: 1\nname: t\nrepos:\n  core: { url: repos/core.git }\ncomponents:\n  template:\n    repo: core\n    for_each: [arm64, x86]\n    paths: [\"config/${each.key}/**\"]\n    exclude: [\"config/${each.key}/README\"]\nsteps:\n  lint:\n    kind: command\n    on: [template]\n    with: { run: [x] }\n";
+    let config = Config::from_str(Path::new("plan.yaml"), text.to_string()).expect("valid");
+    assert_eq!(
+        values(&config.file.steps["lint"].on),
+        ["template[arm64]", "template[x86]"]
+    );
+    assert_eq!(
+        values(&config.file.components["template[x86]"].exclude),
+        ["config/x86/README"]
+    );
+}

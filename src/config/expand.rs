@@ -371,3 +371,47 @@ fn lookup(expr: &str, item: Option<&Item>) -> Result<Value, Problem> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use serde_saphyr::Location;
+
+    use super::{Item, substitute};
+
+    fn item(value: serde_json::Value) -> Item {
+        Item {
+            key: "gcc-14/arm64".into(),
+            value,
+            at: Location::UNKNOWN,
+        }
+    }
+
+    #[test]
+    fn references_in_text() {
+        let it = item(json!({"compiler": "gcc-14", "arch": "arm64", "n": 3, "f": ["a"]}));
+        let ok = |t: &str| substitute(t, Some(&it)).expect(t);
+        assert_eq!(ok("${each.key}"), "gcc-14/arm64");
+        assert_eq!(
+            ok("x-${each.value.compiler}-${each.value.arch}.j2"),
+            "x-gcc-14-arm64.j2"
+        );
+        assert_eq!(ok("n=${each.value.n}"), "n=3");
+        assert_eq!(
+            ok("$${each.key} ${repos.core.sha} $$"),
+            "${each.key} ${repos.core.sha} $$"
+        );
+        assert_eq!(ok("no references"), "no references");
+        let err = |t: &str| substitute(t, Some(&it)).expect_err(t).0;
+        assert!(err("${each.value.f}").contains("is a list"));
+        assert!(err("${each.value}").contains("is a mapping"));
+        assert!(err("${each.item}").contains("unknown reference"));
+        assert!(err("${each.key").contains("unterminated"));
+        assert!(substitute("${each.key}", None).is_err());
+        let plain = item(json!("arm64"));
+        assert_eq!(
+            substitute("${each.value}", Some(&plain)).expect("ok"),
+            "arm64"
+        );
+    }
+}
