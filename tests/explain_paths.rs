@@ -87,7 +87,7 @@ fn explain_paths_prints_what_each_component_triggers_through_needs() {
 fn explain_paths_does_not_mix_with_planning_options() {
     let fx = Fixture::new();
     let plan = fx.plan_file(PLAN);
-    for flag in ["-out=x.json", "--json", "-detailed-exitcode"] {
+    for flag in ["-out=x.json", "--json", "-detailed-exitcode", "--diff"] {
         let (code, _, err) = output(
             kcideploy()
                 .args(["plan", "--explain-paths", flag, "-f"])
