@@ -47,6 +47,9 @@ pub struct PlanFile {
     /// The KernelCI API, for `kernelci_drain` and `pipe_cleaner` steps.
     #[serde(default)]
     pub kernelci: KernelciConfig,
+    /// How long each network operation may take (git, GitHub, KernelCI, registries).
+    #[serde(default)]
+    pub timeouts: Timeouts,
     /// PR comments and commit statuses; `false` for dry runs.
     #[serde(default, deserialize_with = "NotifyConfig::flag_or_map")]
     #[schemars(with = "NotifySchema")]
