@@ -441,3 +441,57 @@ fn the_readme_table_is_what_explain_paths_prints() {
         "regenerate the README table with `kcideploy plan --explain-paths -f plans/staging.yaml`"
     );
 }
+
+#[test]
+fn rootfs_builds_are_valid_kci_rootfs_commands_one_per_real_config() {
+    // `kci rootfs build NAME` needs `--arch A` (repeatable, each in the config's arch_list)
+    // or `--all-arches`, never both (kernelci/cli/rootfs.py:130-196, IMAGES.md).
+    let config = Fixture::new().config(&staging_text());
+    let configs = rootfs_configs();
+    let text = String::from_utf8(snapshot::content(CORE, "config/core/rootfs-configs.yaml"))
+        .expect("utf-8");
+    let doc: serde_json::Value = serde_saphyr::from_str(&text).expect("yaml");
+    let steps: Vec<&String> = config
+        .file
+        .steps
+        .keys()
+        .filter(|n| n.starts_with("build-rootfs["))
+        .collect();
+    assert_eq!(steps.len(), configs.len(), "{steps:?}");
+    for (name, _) in &configs {
+        let step = &config.file.steps[&format!("build-rootfs[{name}]")];
+        let run: Vec<&str> = step.with.value["run"]
+            .as_array()
+            .expect("run")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let at = run.iter().position(|w| *w == "rootfs").expect("kci rootfs");
+        assert_eq!(
+            &run[at..at + 3],
+            ["rootfs", "build", name.as_str()],
+            "{run:?}"
+        );
+        let all = run.contains(&"--all-arches");
+        let arches: Vec<&str> = run
+            .windows(2)
+            .filter(|w| w[0] == "--arch")
+            .map(|w| w[1])
+            .collect();
+        assert!(
+            all == arches.is_empty(),
+            "exactly one of --all-arches and --arch: {run:?}"
+        );
+        let known: Vec<&str> = doc["rootfs_configs"][name.as_str()]["arch_list"]
+            .as_array()
+            .expect("arch_list")
+            .iter()
+            .filter_map(|a| a.as_str())
+            .collect();
+        assert!(
+            arches.iter().all(|a| known.contains(a)),
+            "{run:?} {known:?}"
+        );
+        assert!(!run.contains(&"all"), "`all` is no arch: {run:?}");
+    }
+}
