@@ -4,6 +4,7 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 
 use super::{HumanDuration, StepKind};
+pub use super::kubernetes::{ConfigMapFrom, KubernetesWith};
 
 /// `command`: run a program.
 #[derive(Debug, Clone, Deserialize)]
@@ -343,6 +344,7 @@ pub enum KindSettings {
     DockerPrune(DockerPruneWith),
     KernelciDrain(KernelciDrainWith),
     PipeCleaner(PipeCleanerWith),
+    Kubernetes(KubernetesWith),
     /// A kind whose settings this version does not check yet.
     Unchecked,
 }
@@ -366,6 +368,7 @@ impl KindSettings {
             KindSettings::DockerBuild(b) => b.repo.as_deref(),
             KindSettings::Compose(c) => c.repo.as_deref(),
             KindSettings::PipeCleaner(p) => p.patches.as_ref().map(|d| d.repo.as_str()),
+            KindSettings::Kubernetes(k) => k.repo.as_deref(),
             _ => None,
         }
     }
@@ -436,6 +439,11 @@ pub fn parse_with(
                 return Err("a pipe_cleaner step needs at least one tree in with.trees".into());
             }
             KindSettings::PipeCleaner(p)
+        }
+        StepKind::Kubernetes => {
+            let k: KubernetesWith = typed(value)?;
+            k.check()?;
+            KindSettings::Kubernetes(k)
         }
     })
 }

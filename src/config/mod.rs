@@ -5,6 +5,7 @@ mod duration;
 mod errors;
 mod input;
 pub mod kinds;
+pub mod kubernetes;
 mod maintainer;
 pub mod names;
 mod scan;

@@ -15,6 +15,10 @@ pub use git_push::drift as git_push_drift;
 mod git_push;
 mod http_wait;
 mod kernelci;
+mod kubernetes;
+pub mod registry;
+
+pub use kubernetes::drift as kubernetes_drift;
 
 use std::fs::File;
 use std::future::Future;
@@ -174,6 +178,7 @@ pub fn kind_of(settings: KindSettings, kind: StepKind) -> Box<dyn Kind> {
         KindSettings::Compose(with) => Box::new(compose::Compose(with)),
         KindSettings::KernelciDrain(with) => Box::new(kernelci::Drain(with)),
         KindSettings::PipeCleaner(with) => Box::new(kernelci::PipeCleaner(with)),
+        KindSettings::Kubernetes(with) => Box::new(kubernetes::Kubernetes(with)),
         KindSettings::Unchecked => Box::new(Unchecked(kind)),
     }
 }
