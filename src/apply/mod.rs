@@ -335,11 +335,23 @@ pub async fn apply(
         at: ctx.now,
     });
     let initial = record::done_before(&mut state, &ctx, &names, &digests, reporter);
+    let params: Vec<crate::planner::params::Params> = names
+        .iter()
+        .map(|n| {
+            ctx.plan
+                .steps
+                .iter()
+                .find(|s| s.name == *n)
+                .map(|s| s.params.clone())
+                .unwrap_or_default()
+        })
+        .collect();
     let mut recorder = record::Recorder {
         state: &mut state,
         backend,
         run_id: &run_id,
         digests: &digests,
+        params: &params,
         reporter,
         write_error: None,
     };

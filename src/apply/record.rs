@@ -131,6 +131,8 @@ pub struct Recorder<'a> {
     pub backend: &'a LocalState,
     pub run_id: &'a str,
     pub digests: &'a [String],
+    /// Each step's resolved settings, as planned (kept in state on success).
+    pub params: &'a [crate::planner::params::Params],
     pub reporter: &'a mut dyn Reporter,
     pub write_error: Option<StateError>,
 }
@@ -154,6 +156,16 @@ impl Observer for Recorder<'_> {
                 finished_at: Some(Timestamp::now()),
                 duration_ms: ms,
                 outputs: last_good_outputs(step.result, step.outputs.as_ref(), last),
+                params: if step.result == StepResult::Success {
+                    self.params.get(step.index).cloned()
+                } else {
+                    last.and_then(|r| r.params.clone())
+                },
+                params_run: if step.result == StepResult::Success {
+                    Some(self.run_id.to_string())
+                } else {
+                    last.and_then(|r| r.params_run.clone())
+                },
             };
             self.state.steps.insert(step.name.to_string(), record);
         }
@@ -298,6 +310,8 @@ mod tests {
             finished_at: None,
             duration_ms: 0,
             outputs,
+            params: None,
+            params_run: None,
         }
     }
 

@@ -220,6 +220,12 @@ pub struct PlanArgs {
     /// Where fetched repos are cached (default: beside the state file).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Under each affected component, the diff of every changed file it matched.
+    #[arg(long)]
+    pub diff: bool,
+    /// With --diff: at most this many diff lines per file.
+    #[arg(long = "diff-lines", value_name = "N", default_value_t = 40, value_parser = at_least_one)]
+    pub diff_lines: usize,
     /// Compare what state records each step made (images, containers and the image each
     /// runs, registry manifests, pushed branches and tags) with the live system; steps whose
     /// outcome drifted run again.
@@ -328,6 +334,8 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
         "cache-dir",
         "grace",
         "no-notify",
+        "diff",
+        "diff-lines",
     ];
     args.into_iter()
         .map(|arg| {

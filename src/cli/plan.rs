@@ -50,7 +50,10 @@ pub fn cmd_plan(args: PlanArgs, color: bool) -> Result<ExitStatus> {
         now: Some(parse_now(args.at.as_deref())?),
         drift,
     };
-    let (_, mut plan) = ws.fetch_and_plan(&request)?;
+    let (snapshot, mut plan) = ws.fetch_and_plan(&request)?;
+    if args.diff {
+        ws.file_diffs(&snapshot, &mut plan, args.diff_lines);
+    }
     if let Some(out) = &args.out {
         plan.seal();
         let mut json = to_json(&plan)?.into_bytes();

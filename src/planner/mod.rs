@@ -5,6 +5,8 @@
 pub mod changes;
 pub mod digest;
 pub mod graph;
+pub mod params;
+mod paramtext;
 
 pub mod render;
 pub mod types;
@@ -175,6 +177,21 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
             &mut steps,
         );
     }
+    let vars = params::Vars {
+        repos: &repos,
+        cycle: decision.cycle,
+        plan: &config.file.name,
+    };
+    resolve_params(config, &vars, state, &mut steps);
+    let removed_steps = state
+        .map(|s| {
+            s.steps
+                .keys()
+                .filter(|n| !config.file.steps.contains_key(*n))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
     let summary = Summary {
         run: steps.iter().filter(|s| s.action == Action::Run).count(),
         skip: steps.iter().filter(|s| s.action == Action::Skip).count(),
@@ -198,9 +215,33 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
         components,
         steps,
         summary,
+        file_diffs: Vec::new(),
+        removed_steps,
         fingerprint,
         content_digest: None,
     })
+}
+
+/// Each step's resolved settings; for a step that runs, what differs from its last success.
+fn resolve_params(
+    config: &Config,
+    vars: &params::Vars<'_>,
+    state: Option<&State>,
+    steps: &mut [StepPlan],
+) {
+    for step in steps.iter_mut() {
+        step.params = params::of_step(config, vars, &step.name);
+        if step.action != Action::Run {
+            continue;
+        }
+        let last = state
+            .and_then(|s| s.steps.get(&step.name))
+            .and_then(|r| r.params.as_ref().map(|p| (r, p)));
+        if let Some((record, old)) = last {
+            step.compared_with = Some(record.params_run.clone().unwrap_or_default());
+            step.changes = params::changes(old, &step.params);
+        }
+    }
 }
 
 /// Triggered steps that state records as finished with the same inputs (in the run apply

@@ -55,6 +55,7 @@ pub fn text(plan: &Plan, color: bool) -> String {
     steps_section(&mut out, plan, &st);
     held_section(&mut out, plan, &st);
     done_before_section(&mut out, plan, &st);
+    diffs_section(&mut out, plan, &st);
     left_out_section(&mut out, plan, &st);
     out.push('\n');
     let s = &plan.summary;
@@ -160,6 +161,36 @@ fn steps_section(out: &mut String, plan: &Plan, st: &Styles) {
                 format!("(+{} more)", step.because.len() - shown.len()).style(st.dim)
             );
         }
+        for (line, tag) in super::paramtext::lines(step) {
+            let style = match tag {
+                Some(true) => st.add,
+                Some(false) => st.remove,
+                None => st.dim,
+            };
+            let _ = writeln!(out, "      {}", line.style(style));
+        }
+    }
+    removed_section(out, plan, st);
+}
+
+/// Steps that state knows and the plan file no longer has.
+fn removed_section(out: &mut String, plan: &Plan, st: &Styles) {
+    if plan.removed_steps.is_empty() {
+        return;
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "{}",
+        "Steps no longer in the plan file (their records stay in state):".style(st.bold)
+    );
+    for name in &plan.removed_steps {
+        let _ = writeln!(
+            out,
+            "  {} {}",
+            "-".style(st.remove),
+            clean(name).style(st.remove)
+        );
     }
 }
 
@@ -186,6 +217,47 @@ fn held_section(out: &mut String, plan: &Plan, st: &Styles) {
         );
         for step in held {
             let _ = writeln!(out, "  ~ {} ({})", step.name, step.kind);
+        }
+    }
+}
+
+/// `plan --diff`: each affected component's changed files, as unified diffs.
+fn diffs_section(out: &mut String, plan: &Plan, st: &Styles) {
+    if plan.file_diffs.is_empty() {
+        return;
+    }
+    out.push('\n');
+    let _ = writeln!(out, "{}", "Changed files, by component:".style(st.bold));
+    let mut component = "";
+    for d in &plan.file_diffs {
+        if d.component != component {
+            component = &d.component;
+            let _ = writeln!(out, "  {} ({})", clean(component).style(st.bold), d.repo);
+        }
+        let _ = writeln!(
+            out,
+            "    {} {} [{}]",
+            clean(&d.path),
+            d.status.as_str().style(st.dim),
+            clean(&d.changes.join(", ")).style(st.dim)
+        );
+        for hunk in &d.hunks {
+            let _ = writeln!(out, "      {}", hunk.header.style(st.dim));
+            for line in &hunk.lines {
+                let style = match line.chars().next() {
+                    Some('+') => st.add,
+                    Some('-') => st.remove,
+                    _ => st.dim,
+                };
+                let _ = writeln!(out, "      {}", clean(line).style(style));
+            }
+        }
+        if d.omitted_lines > 0 {
+            let _ = writeln!(
+                out,
+                "      {}",
+                format!("… {} more lines (--diff-lines)", d.omitted_lines).style(st.dim)
+            );
         }
     }
 }
