@@ -3,8 +3,8 @@
 use indexmap::IndexMap;
 use serde::Deserialize;
 
-use super::{HumanDuration, StepKind};
 pub use super::kubernetes::{ConfigMapFrom, KubernetesWith};
+use super::{HumanDuration, StepKind};
 
 /// `command`: run a program.
 #[derive(Debug, Clone, Deserialize)]

@@ -57,8 +57,8 @@ pub fn repo(fx: &Fixture, repo: &str) -> Remote {
         .iter()
         .map(|(p, c)| (p.as_str(), Some(c.as_slice())))
         .collect();
-    let main = scratch::commit(&git, None, &edits, ALICE, NOW - 10 * DAY, "snapshot")
-        .expect("commit");
+    let main =
+        scratch::commit(&git, None, &edits, ALICE, NOW - 10 * DAY, "snapshot").expect("commit");
     scratch::set_branch(&git, "main", main).expect("branch");
     Remote {
         repo: git,

@@ -8,6 +8,7 @@
 
 mod api;
 mod configmap;
+mod drift;
 mod kubeconfig;
 mod manifest;
 mod rollout;
@@ -24,6 +25,8 @@ use crate::config::kinds::KubernetesWith;
 use api::Api;
 use manifest::Object;
 use rollout::{Rollout, Watched};
+
+pub use drift::drift;
 
 /// Connecting to the API server (DNS, TCP, TLS).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -75,7 +78,10 @@ async fn resolve_pins(
             .await
             .map_err(failed)?;
         ctx.progress(format!("pin {key}: {} → {digest}", image.written));
-        pins.insert(key.clone(), (image.written.clone(), digest.clone(), image.pinned(&digest)));
+        pins.insert(
+            key.clone(),
+            (image.written.clone(), digest.clone(), image.pinned(&digest)),
+        );
     }
     Ok(pins)
 }
@@ -136,35 +142,45 @@ fn qualified(namespace: Option<&str>, name: &str) -> String {
     }
 }
 
-/// Replace each ConfigMap made from a directory; what was written, for state.
+/// The ConfigMaps made from directories: (namespace, name, directory, contents), built
+/// before anything is written.
+type Built = Vec<(Option<String>, String, String, configmap::Contents)>;
+
+fn build_configmaps(with: &KubernetesWith, base: &std::path::Path) -> Result<Built, StepError> {
+    with.configmaps
+        .iter()
+        .map(|c| {
+            let namespace = c.namespace.clone().or_else(|| with.namespace.clone());
+            let contents =
+                configmap::build(&base.join(&c.from_dir), &c.from_dir).map_err(failed)?;
+            Ok((namespace, c.name.clone(), c.from_dir.clone(), contents))
+        })
+        .collect()
+}
+
+/// Replace each ConfigMap; what was written, for state.
 async fn configmaps(
     ctx: &StepCtx<'_>,
     api: &Api,
     with: &KubernetesWith,
-    base: &std::path::Path,
+    built: Built,
 ) -> Result<Vec<Value>, StepError> {
     let mut done = Vec::new();
-    for c in &with.configmaps {
-        let namespace = c
-            .namespace
-            .clone()
-            .or_else(|| with.namespace.clone())
+    for (namespace, name, dir, contents) in built {
+        let namespace = namespace
             .or_else(|| api.target.namespace.clone())
             .unwrap_or_else(|| "default".into());
-        let contents = configmap::build(&base.join(&c.from_dir), &c.from_dir).map_err(failed)?;
-        let written = configmap::replace(api, &namespace, &c.name, &contents, &with.field_manager)
+        let written = configmap::replace(api, &namespace, &name, &contents, &with.field_manager)
             .await
             .map_err(failed)?;
         ctx.progress(format!(
-            "ConfigMap {namespace}/{}: {} ({} keys from {})",
-            c.name,
+            "ConfigMap {namespace}/{name}: {} ({} keys from {dir})",
             written.as_str(),
             contents.keys(),
-            c.from_dir
         ));
         done.push(json!({
             "namespace": namespace,
-            "name": c.name,
+            "name": name,
             "keys": contents.keys(),
             "sha256": contents.digest(),
             "written": written.as_str(),
@@ -173,15 +189,93 @@ async fn configmaps(
     Ok(done)
 }
 
+/// Server-side apply every object in order; what was applied (for state) and the
+/// Deployments to wait for.
+async fn apply_all(
+    ctx: &StepCtx<'_>,
+    api: &Api,
+    objects: &[Object],
+    placed: &[(String, Option<String>)],
+    with: &KubernetesWith,
+) -> Result<(Vec<Value>, Vec<Watched>), StepError> {
+    let mut applied = Vec::new();
+    let mut watched = Vec::new();
+    for (object, (path, namespace)) in objects.iter().zip(placed) {
+        if *ctx.cancel.borrow() >= Cancel::Graceful {
+            return Err(StepError::Cancelled);
+        }
+        let name = qualified(namespace.as_deref(), object.name());
+        let (kind, at) = (object.kind(), object.at());
+        api.apply(path, &object.value, &with.field_manager, with.force)
+            .await
+            .map_err(|e| failed(format!("cannot apply {kind} {name} ({at}): {e}")))?;
+        ctx.progress(format!("applied {kind} {name} ({at})"));
+        applied.push(json!({
+            "api_version": object.api_version(),
+            "kind": kind,
+            "namespace": namespace,
+            "name": object.name(),
+            "file": at,
+        }));
+        if object.is_deployment() {
+            watched.push(Watched {
+                name,
+                path: path.clone(),
+                state: Rollout::Waiting("not looked at yet".into()),
+            });
+        }
+    }
+    Ok((applied, watched))
+}
+
+/// Wait for the rollouts until `deadline`, reporting progress as the step's.
+async fn wait_rollouts(
+    ctx: &StepCtx<'_>,
+    api: &Api,
+    watched: &mut [Watched],
+    with: &KubernetesWith,
+    deadline: Instant,
+) -> Result<(), StepError> {
+    let mut cancel = ctx.cancel.clone();
+    let mut stopped = move || *cancel.borrow_and_update() >= Cancel::Graceful;
+    let log = ctx.log;
+    let events = ctx.events.clone();
+    let step = ctx.name.to_string();
+    let mut progress = move |message: String| {
+        let mut log = log;
+        let _ = writeln!(log, "{message}");
+        let _ = events.send(crate::apply::events::Event::StepProgress {
+            step: step.clone(),
+            message,
+        });
+    };
+    let interval = with.interval.0;
+    match rollout::wait(
+        api,
+        watched,
+        interval,
+        deadline,
+        &mut progress,
+        &mut stopped,
+    )
+    .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e == "cancelled" => Err(StepError::Cancelled),
+        Err(e) => Err(failed(e)),
+    }
+}
+
 async fn run(ctx: &mut StepCtx<'_>, with: &KubernetesWith) -> Result<Value, StepError> {
     let start = Instant::now();
     let (base, _) = ctx.workdir(with.repo.as_deref(), None)?;
     let mut warnings = Vec::new();
-    let mut objects = manifest::read(&base, &with.manifests, &mut |w| warnings.push(w))
-        .map_err(failed)?;
+    let mut objects =
+        manifest::read(&base, &with.manifests, &mut |w| warnings.push(w)).map_err(failed)?;
     for w in warnings {
         ctx.progress(w);
     }
+    let built = build_configmaps(with, &base)?;
     let pins = resolve_pins(ctx, with).await?;
     let target = kubeconfig::target(
         with.kubeconfig.as_deref(),
@@ -206,53 +300,11 @@ async fn run(ctx: &mut StepCtx<'_>, with: &KubernetesWith) -> Result<Value, Step
             p.deployment, p.container, p.was, p.image
         ));
     }
-    let configmaps = configmaps(ctx, &api, with, &base).await?;
-    let mut applied = Vec::new();
-    let mut watched = Vec::new();
-    for (object, (path, namespace)) in objects.iter().zip(&placed) {
-        if *ctx.cancel.borrow() >= Cancel::Graceful {
-            return Err(StepError::Cancelled);
-        }
-        let name = qualified(namespace.as_deref(), object.name());
-        api.apply(path, &object.value, &with.field_manager, with.force)
-            .await
-            .map_err(|e| failed(format!("cannot apply {} {name} ({}): {e}", object.kind(), object.at())))?;
-        ctx.progress(format!("applied {} {name} ({})", object.kind(), object.at()));
-        applied.push(json!({
-            "api_version": object.api_version(),
-            "kind": object.kind(),
-            "namespace": namespace,
-            "name": object.name(),
-            "file": object.at(),
-        }));
-        if object.is_deployment() {
-            watched.push(Watched {
-                name,
-                path: path.clone(),
-                state: Rollout::Waiting("not looked at yet".into()),
-            });
-        }
-    }
+    let configmaps = configmaps(ctx, &api, with, built).await?;
+    let (applied, mut watched) = apply_all(ctx, &api, &objects, &placed, with).await?;
     if with.wait && !watched.is_empty() {
         let deadline = (Instant::now() + with.rollout_timeout.0).min(start + ctx.limit);
-        let mut cancel = ctx.cancel.clone();
-        let mut stopped = move || *cancel.borrow_and_update() >= Cancel::Graceful;
-        let log = ctx.log;
-        let events = ctx.events.clone();
-        let step = ctx.name.to_string();
-        let mut progress = move |message: String| {
-            let mut log = log;
-            let _ = writeln!(log, "{message}");
-            let _ = events.send(crate::apply::events::Event::StepProgress {
-                step: step.clone(),
-                message,
-            });
-        };
-        match rollout::wait(&api, &mut watched, with.interval.0, deadline, &mut progress, &mut stopped).await {
-            Ok(()) => {}
-            Err(e) if e == "cancelled" => return Err(StepError::Cancelled),
-            Err(e) => return Err(failed(e)),
-        }
+        wait_rollouts(ctx, &api, &mut watched, with, deadline).await?;
     }
     Ok(json!({
         "context": api.target.context,
@@ -268,78 +320,4 @@ async fn run(ctx: &mut StepCtx<'_>, with: &KubernetesWith) -> Result<Value, Step
         })).collect::<Vec<_>>(),
         "rolled_out": watched.iter().filter(|w| w.state == Rollout::Done).map(|w| w.name.clone()).collect::<Vec<_>>(),
     }))
-}
-
-/// Drift of a `kubernetes` step's recorded outputs: a pinned Deployment gone or running
-/// another image than the one pinned, a ConfigMap gone or changed. An unreachable cluster
-/// is an error, not drift.
-pub async fn drift(
-    with: &KubernetesWith,
-    dir: &std::path::Path,
-    outputs: &Value,
-) -> Result<Option<String>, String> {
-    let images = outputs["images"].as_array().cloned().unwrap_or_default();
-    let maps = outputs["configmaps"].as_array().cloned().unwrap_or_default();
-    if images.is_empty() && maps.is_empty() {
-        return Ok(None);
-    }
-    let context = with
-        .context
-        .clone()
-        .or_else(|| outputs["context"].as_str().map(str::to_string));
-    let target = kubeconfig::target(with.kubeconfig.as_deref(), context.as_deref(), dir, CONNECT_TIMEOUT).await?;
-    let api = Api::new(target, REQUEST_TIMEOUT);
-    for pin in &images {
-        let (Some(deployment), Some(container), Some(image)) = (
-            pin["deployment"].as_str(),
-            pin["container"].as_str(),
-            pin["image"].as_str(),
-        ) else {
-            continue;
-        };
-        let (ns, name) = deployment.split_once('/').unwrap_or(("default", deployment));
-        let path = format!("/apis/apps/v1/namespaces/{ns}/deployments/{name}");
-        let Some(live) = api.get(&path).await? else {
-            return Ok(Some(format!("Deployment {deployment} no longer exists")));
-        };
-        let running = live["spec"]["template"]["spec"]["containers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c["name"] == container)
-            .and_then(|c| c["image"].as_str());
-        match running {
-            Some(found) if found == image => {}
-            Some(found) => {
-                return Ok(Some(format!(
-                    "Deployment {deployment} container {container} runs {found} instead of the pinned {image}"
-                )));
-            }
-            None => {
-                return Ok(Some(format!(
-                    "Deployment {deployment} has no container {container} any more"
-                )));
-            }
-        }
-    }
-    for map in &maps {
-        let (Some(ns), Some(name), Some(recorded)) = (
-            map["namespace"].as_str(),
-            map["name"].as_str(),
-            map["sha256"].as_str(),
-        ) else {
-            continue;
-        };
-        let path = format!("/api/v1/namespaces/{ns}/configmaps/{name}");
-        match api.get(&path).await? {
-            None => return Ok(Some(format!("ConfigMap {ns}/{name} no longer exists"))),
-            Some(live) if configmap::Contents::of(&live).digest() != recorded => {
-                return Ok(Some(format!(
-                    "ConfigMap {ns}/{name} was changed since it was applied"
-                )));
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(None)
 }

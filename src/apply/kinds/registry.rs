@@ -125,7 +125,10 @@ impl ImageRef {
 /// `sha256:` and 64 lower-case hex digits.
 pub fn is_sha256_digest(text: &str) -> bool {
     text.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
@@ -281,7 +284,9 @@ async fn authorize(
                 .ok_or_else(|| format!("the token service {token_host} sent no token"))?;
             Ok(format!("Bearer {token}"))
         }
-        other => Err(format!("it asks for `{other}` authentication, not supported")),
+        other => Err(format!(
+            "it asks for `{other}` authentication, not supported"
+        )),
     }
 }
 
@@ -333,7 +338,10 @@ mod tests {
         );
         assert_eq!(r.api_base(), "https://registry-1.docker.io");
         let r = ImageRef::parse("busybox").expect("ref");
-        assert_eq!((r.path.as_str(), r.tag.as_str()), ("library/busybox", "latest"));
+        assert_eq!(
+            (r.path.as_str(), r.tag.as_str()),
+            ("library/busybox", "latest")
+        );
         let r = ImageRef::parse("127.0.0.1:5000/kernelci/kernelci:api").expect("ref");
         assert_eq!(r.registry, "127.0.0.1:5000");
         assert_eq!(r.api_base(), "http://127.0.0.1:5000");
@@ -355,7 +363,10 @@ mod tests {
         )
         .expect("challenge");
         assert_eq!(scheme, "bearer");
-        assert_eq!(params[0], ("realm".into(), "https://auth.docker.io/token".into()));
+        assert_eq!(
+            params[0],
+            ("realm".into(), "https://auth.docker.io/token".into())
+        );
         assert_eq!(params[1], ("service".into(), "registry.docker.io".into()));
         assert_eq!(params[2].1, "repository:kernelci/kernelci:pull");
         let (scheme, params) = parse_challenge(r#"Basic realm="Registry Realm""#).expect("basic");

@@ -135,9 +135,9 @@ fn walk(root: &Path, dir: &Path, shown: &str, out: &mut Vec<String>) -> Result<(
             walk(root, &path, shown, out)?;
         } else if kind.is_file() {
             let rel = path.strip_prefix(root).unwrap_or(&path);
-            let rel = rel.to_str().ok_or_else(|| {
-                format!("{shown}/{}: not a UTF-8 file name", rel.display())
-            })?;
+            let rel = rel
+                .to_str()
+                .ok_or_else(|| format!("{shown}/{}: not a UTF-8 file name", rel.display()))?;
             out.push(rel.replace('\\', "/"));
         }
     }
@@ -196,7 +196,11 @@ pub async fn replace(
         body["binaryData"] = json!(contents.binary);
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let (method, target, written) = match existing {
-            None => (Method::POST, format!("{collection}{query}"), Written::Created),
+            None => (
+                Method::POST,
+                format!("{collection}{query}"),
+                Written::Created,
+            ),
             Some(_) => (Method::PUT, format!("{path}{query}"), Written::Replaced),
         };
         match api

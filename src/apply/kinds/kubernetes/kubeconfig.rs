@@ -117,7 +117,8 @@ fn files(explicit: Option<&str>, dir: &Path) -> Result<Vec<PathBuf>, String> {
             false => Ok(found),
         };
     }
-    let home = std::env::var_os("HOME").ok_or("no kubeconfig: set with.kubeconfig, $KUBECONFIG or $HOME")?;
+    let home = std::env::var_os("HOME")
+        .ok_or("no kubeconfig: set with.kubeconfig, $KUBECONFIG or $HOME")?;
     Ok(vec![PathBuf::from(home).join(".kube/config")])
 }
 
@@ -131,7 +132,10 @@ fn read(path: &Path) -> Result<File, String> {
             .location()
             .map(|l| format!(":{}:{}", l.line(), l.column()))
             .unwrap_or_default();
-        format!("kubeconfig {}{at} is not a valid kubeconfig", path.display())
+        format!(
+            "kubeconfig {}{at} is not a valid kubeconfig",
+            path.display()
+        )
     })?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let absolute = |p: &mut Option<String>| {
@@ -191,12 +195,22 @@ pub async fn target(
         None => read
             .iter()
             .find_map(|f| f.current_context.clone().filter(|c| !c.is_empty()))
-            .ok_or_else(|| format!("kubeconfig {shown} has no current-context: set with.context"))?,
+            .ok_or_else(|| {
+                format!("kubeconfig {shown} has no current-context: set with.context")
+            })?,
     };
     let ctx = find(read.iter().flat_map(|f| f.contexts.iter().flatten()), &name)
         .ok_or_else(|| format!("kubeconfig {shown} has no context `{name}`"))?;
-    let cluster = find(read.iter().flat_map(|f| f.clusters.iter().flatten()), &ctx.cluster)
-        .ok_or_else(|| format!("kubeconfig {shown}: context `{name}` names cluster `{}`, which it does not define", ctx.cluster))?;
+    let cluster = find(
+        read.iter().flat_map(|f| f.clusters.iter().flatten()),
+        &ctx.cluster,
+    )
+    .ok_or_else(|| {
+        format!(
+            "kubeconfig {shown}: context `{name}` names cluster `{}`, which it does not define",
+            ctx.cluster
+        )
+    })?;
     let user = match &ctx.user {
         Some(u) if !u.is_empty() => find(read.iter().flat_map(|f| f.users.iter().flatten()), u)
             .cloned()
@@ -207,7 +221,12 @@ pub async fn target(
         .server
         .clone()
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| format!("kubeconfig {shown}: cluster `{}` has no server", ctx.cluster))?;
+        .ok_or_else(|| {
+            format!(
+                "kubeconfig {shown}: cluster `{}` has no server",
+                ctx.cluster
+            )
+        })?;
     let (client, auth) = client(cluster, &user, connect)
         .await
         .map_err(|e| format!("context `{name}` of kubeconfig {shown}: {e}"))?;
@@ -221,7 +240,11 @@ pub async fn target(
 }
 
 /// Inline `*-data` (base64) or a file.
-fn bytes(data: &Option<String>, file: &Option<String>, what: &str) -> Result<Option<Vec<u8>>, String> {
+fn bytes(
+    data: &Option<String>,
+    file: &Option<String>,
+    what: &str,
+) -> Result<Option<Vec<u8>>, String> {
     if let Some(data) = data.as_ref().filter(|d| !d.is_empty()) {
         let clean: String = data.split_whitespace().collect();
         return base64::engine::general_purpose::STANDARD
@@ -248,10 +271,21 @@ async fn client(
         .user_agent(concat!("kcideploy/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(connect)
         .redirect(reqwest::redirect::Policy::none());
-    if cluster.tls_server_name.as_ref().is_some_and(|n| !n.is_empty()) {
-        return Err("tls-server-name is not supported: name the server by the name its certificate holds".into());
+    if cluster
+        .tls_server_name
+        .as_ref()
+        .is_some_and(|n| !n.is_empty())
+    {
+        return Err(
+            "tls-server-name is not supported: name the server by the name its certificate holds"
+                .into(),
+        );
     }
-    if let Some(ca) = bytes(&cluster.certificate_authority_data, &cluster.certificate_authority, "certificate-authority")? {
+    if let Some(ca) = bytes(
+        &cluster.certificate_authority_data,
+        &cluster.certificate_authority,
+        "certificate-authority",
+    )? {
         let certs = reqwest::Certificate::from_pem_bundle(&ca)
             .map_err(|_| "certificate-authority holds no PEM certificate".to_string())?;
         builder = builder.tls_certs_only(certs);
@@ -270,10 +304,15 @@ async fn client(
     if token.is_none()
         && let Some(path) = user.token_file.as_ref().filter(|f| !f.is_empty())
     {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read tokenFile {path}: {e}"))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read tokenFile {path}: {e}"))?;
         token = Some(text.trim().to_string());
     }
-    let mut cert = bytes(&user.client_certificate_data, &user.client_certificate, "client-certificate")?;
+    let mut cert = bytes(
+        &user.client_certificate_data,
+        &user.client_certificate,
+        "client-certificate",
+    )?;
     let mut key = bytes(&user.client_key_data, &user.client_key, "client-key")?;
     if let Some(exec) = &user.exec {
         let got = run_exec(exec).await?;
@@ -285,12 +324,15 @@ async fn client(
         (Some(mut cert), Some(key)) => {
             cert.push(b'\n');
             cert.extend_from_slice(&key);
-            let identity = reqwest::Identity::from_pem(&cert)
-                .map_err(|_| "client-certificate and client-key are not a PEM certificate and key".to_string())?;
+            let identity = reqwest::Identity::from_pem(&cert).map_err(|_| {
+                "client-certificate and client-key are not a PEM certificate and key".to_string()
+            })?;
             builder = builder.identity(identity);
         }
         (None, None) => {}
-        _ => return Err("a client certificate needs both client-certificate and client-key".into()),
+        _ => {
+            return Err("a client certificate needs both client-certificate and client-key".into());
+        }
     }
     let auth = match (token, &user.username, &user.password) {
         (Some(token), _, _) => Some(format!("Bearer {token}")),
@@ -302,14 +344,18 @@ async fn client(
     };
     let auth = auth
         .map(|a| {
-            let mut value = HeaderValue::from_str(&a).map_err(|_| "the token holds characters a header cannot".to_string())?;
+            let mut value = HeaderValue::from_str(&a)
+                .map_err(|_| "the token holds characters a header cannot".to_string())?;
             value.set_sensitive(true);
             Ok::<_, String>(value)
         })
         .transpose()?;
-    let client = builder
-        .build()
-        .map_err(|e| format!("cannot make its HTTP client: {}", crate::support::text::error_chain(&e)))?;
+    let client = builder.build().map_err(|e| {
+        format!(
+            "cannot make its HTTP client: {}",
+            crate::support::text::error_chain(&e)
+        )
+    })?;
     Ok((client, auth))
 }
 
@@ -348,7 +394,11 @@ async fn run_exec(exec: &Exec) -> Result<ExecCredential, String> {
         .map_err(|e| format!("cannot run {what}: {e}"))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
         return Err(format!(
             "{what} failed ({}): {}",
             output.status,
@@ -358,14 +408,21 @@ async fn run_exec(exec: &Exec) -> Result<ExecCredential, String> {
     let value: serde_json::Value = serde_json::from_slice(&output.stdout)
         .map_err(|_| format!("{what} printed no ExecCredential JSON"))?;
     let status = &value["status"];
-    let text = |k: &str| status[k].as_str().filter(|s| !s.is_empty()).map(str::to_string);
+    let text = |k: &str| {
+        status[k]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
     let found = ExecCredential {
         token: text("token"),
         cert: text("clientCertificateData").map(String::into_bytes),
         key: text("clientKeyData").map(String::into_bytes),
     };
     if found.token.is_none() && found.cert.is_none() {
-        return Err(format!("{what} gave neither a token nor a client certificate"));
+        return Err(format!(
+            "{what} gave neither a token nor a client certificate"
+        ));
     }
     Ok(found)
 }

@@ -18,7 +18,10 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
     let e = e.without_snippet();
     if let serde_saphyr::Error::DuplicateMappingKey { key, .. } = e {
         let key = key.as_deref().unwrap_or("?");
-        return format!("key `{}` is written twice in one mapping", crate::support::text::clip(key, 80));
+        return format!(
+            "key `{}` is written twice in one mapping",
+            crate::support::text::clip(key, 80)
+        );
     }
     let text = serde_saphyr::DefaultMessageFormatter.format_message(e);
     crate::support::text::clip(text.trim(), 200)
@@ -133,7 +136,12 @@ fn documents(
     );
     let docs = match parsed {
         Ok(docs) => docs,
-        Err(e) if matches!(e.without_snippet(), serde_saphyr::Error::DuplicateMappingKey { .. }) => {
+        Err(e)
+            if matches!(
+                e.without_snippet(),
+                serde_saphyr::Error::DuplicateMappingKey { .. }
+            ) =>
+        {
             warn(format!(
                 "warning: {}: {}; the last value is used, as kubectl does",
                 at(&e),
@@ -213,7 +221,8 @@ pub fn pin(
     for object in objects.iter_mut().filter(|o| o.is_deployment()) {
         let deployment = format!("{}/{}", namespace(object), object.name());
         let at = object.at();
-        let Some(containers) = object.value["spec"]["template"]["spec"]["containers"].as_array_mut()
+        let Some(containers) =
+            object.value["spec"]["template"]["spec"]["containers"].as_array_mut()
         else {
             return Err(format!(
                 "{at}: Deployment {deployment} has no spec.template.spec.containers"
@@ -244,7 +253,9 @@ pub fn pin(
     }
     if let Some(unused) = pins.keys().find(|k| !used.contains(&k.as_str())) {
         return Err(match unused.as_str() {
-            FIRST_CONTAINER => "with.pin_images.first_container: the manifests hold no Deployment".into(),
+            FIRST_CONTAINER => {
+                "with.pin_images.first_container: the manifests hold no Deployment".into()
+            }
             name => format!(
                 "with.pin_images.{name}: no Deployment of the manifests has a container named {name}"
             ),

@@ -89,7 +89,9 @@ pub fn judge(d: &Value) -> Rollout {
         ));
     }
     if available < updated {
-        return with_conditions(format!("{available} of {updated} updated replicas available"));
+        return with_conditions(format!(
+            "{available} of {updated} updated replicas available"
+        ));
     }
     Rollout::Done
 }
@@ -186,7 +188,9 @@ mod tests {
         let done = json!({ "observedGeneration": 2, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1 });
         assert_eq!(judge(&deployment(2, done)), Rollout::Done);
         let unseen = json!({ "observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1 });
-        assert!(matches!(judge(&deployment(2, unseen)), Rollout::Waiting(w) if w.contains("generation 2")));
+        assert!(
+            matches!(judge(&deployment(2, unseen)), Rollout::Waiting(w) if w.contains("generation 2"))
+        );
         let unavailable = json!({
             "observedGeneration": 2, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 0,
             "conditions": [{ "type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
@@ -195,7 +199,9 @@ mod tests {
         assert!(matches!(judge(&deployment(2, unavailable)),
             Rollout::Waiting(w) if w.contains("0 of 1 updated replicas available; Available=False (MinimumReplicasUnavailable): Deployment does not have minimum availability.")));
         let old_left = json!({ "observedGeneration": 2, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 1 });
-        assert!(matches!(judge(&deployment(2, old_left)), Rollout::Waiting(w) if w.contains("1 old replicas")));
+        assert!(
+            matches!(judge(&deployment(2, old_left)), Rollout::Waiting(w) if w.contains("1 old replicas"))
+        );
         let deadline = json!({
             "observedGeneration": 2, "replicas": 1, "updatedReplicas": 1,
             "conditions": [{ "type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
