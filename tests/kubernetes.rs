@@ -12,6 +12,8 @@ mod fake_kube;
 mod registry;
 #[path = "common/snapshot.rs"]
 mod snapshot;
+#[path = "common/tls.rs"]
+mod tls;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -747,4 +749,102 @@ fn credentials_from_an_exec_plugin_work_and_a_refused_token_is_not_shown() {
             .contains(&deployment_path("ns", "web"))
     );
     assert!(!out.contains(fake_kube::TOKEN), "{out}");
+}
+
+#[test]
+fn a_cluster_ca_and_a_client_certificate_from_the_kubeconfig_as_aks_gives_them() {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let (fx, _) = local(&["ns"], &[("web.yaml", WEB)]);
+    let pki = tls::Pki::make(&fx.path().join("pki"));
+    let mut cluster = Kube::with_namespaces(&["ns"]);
+    cluster.token = None; // the client certificate is the credential
+    let kube = std::sync::Arc::new(std::sync::Mutex::new(cluster));
+    let url = tls::serve_tls(fake_kube::router(kube.clone()), &pki);
+    let config = |ca: bool, cert: bool| {
+        let mut text = format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: aks\nclusters:\n- name: aks\n  cluster:\n    server: {url}\n"
+        );
+        if ca {
+            text.push_str(&format!(
+                "    certificate-authority-data: {}\n",
+                b64(&pki.ca)
+            ));
+        }
+        text.push_str("contexts:\n- name: aks\n  context:\n    cluster: aks\n    user: admin\nusers:\n- name: admin\n  user:\n");
+        if cert {
+            text.push_str(&format!(
+                "    client-certificate-data: {}\n    client-key-data: {}\n",
+                b64(&pki.client_cert),
+                b64(&pki.client_key)
+            ));
+        } else {
+            text.push_str("    token: none\n");
+        }
+        std::fs::write(fx.path().join("kubeconfig.yaml"), text).expect("kubeconfig");
+    };
+    let plan = fx.plan_file(
+        &one_step("namespace: ns, manifests: [web.yaml]").replace("context: kernelci-api-1, ", ""),
+    );
+    // The cluster's CA is not a public one: without it, the server is not trusted.
+    config(false, true);
+    let (code, out) = apply(&plan);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("GET /apis/apps/v1 on 127.0.0.1:"), "{out}");
+    assert!(
+        out.contains("invalid peer certificate: UnknownIssuer"),
+        "{out}"
+    );
+    // Without a client certificate the server hangs up.
+    config(true, false);
+    let (code, out) = apply(&plan);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("received fatal alert: CertificateRequired"),
+        "{out}"
+    );
+    assert!(
+        kube.lock().expect("kube").calls.is_empty(),
+        "no request got through"
+    );
+    config(true, true);
+    let (code, out) = apply(&plan);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        kube.lock().expect("kube").paths("PATCH"),
+        [deployment_path("ns", "web")]
+    );
+    assert!(!out.contains(&b64(&pki.client_key)[..40]), "{out}");
+}
+
+#[test]
+fn settings_are_checked_when_the_plan_file_loads() {
+    let fx = Fixture::new();
+    let plan = fx.plan_file(
+        r#"version: 1
+name: k
+repos:
+  pipe: { url: repos/pipe.git }
+steps:
+  a: { kind: kubernetes, with: { manifests: [a.yaml], pin_images: { First_Container: "x:1" } } }
+  b: { kind: kubernetes, with: { namespace: ns } }
+  c: { kind: kubernetes, with: { configmaps: [{ name: Pipeline_Config, from_dir: config }] } }
+  d: { kind: kubernetes, with: { manifests: [a.yaml], repo: nope } }
+  e: { kind: kubernetes, with: { manifests: [a.yaml], rollout_timout: 5m } }
+"#,
+    );
+    let (code, out, err) = output(kcideploy().args(["validate", "-f"]).arg(&plan));
+    assert_eq!(code, 1, "{out}{err}");
+    for expected in [
+        "plan.yaml:7:32: step `a` (kubernetes): with.pin_images.First_Container: neither `first_container` nor a container name",
+        "plan.yaml:8:32: step `b` (kubernetes): a kubernetes step needs with.manifests or with.configmaps (or both)",
+        "with.configmaps[0].name: \"Pipeline_Config\" is not a valid ConfigMap name",
+        "step `d`: with.repo names unknown repo `nope`",
+        "step `e` (kubernetes): with.rollout_timout: unknown field `rollout_timout`",
+    ] {
+        assert!(
+            err.contains(expected) || out.contains(expected),
+            "{expected}\n{out}{err}"
+        );
+    }
 }

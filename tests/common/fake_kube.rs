@@ -114,8 +114,12 @@ impl Kube {
     }
 }
 
+pub fn router(shared: Shared) -> axum::Router {
+    axum::Router::new().fallback(handle).with_state(shared)
+}
+
 pub fn start(shared: Shared) -> String {
-    super::common::serve(axum::Router::new().fallback(handle).with_state(shared))
+    super::common::serve(router(shared))
 }
 
 /// A `Status` answer, as the API server sends errors.
