@@ -134,7 +134,12 @@ pub fn is_sha256_digest(text: &str) -> bool {
 
 /// Username and password for a registry, from the environment or the Docker config.
 fn credentials(image: &ImageRef) -> Option<(String, String)> {
-    let reference = format!("{}/{}", image.registry, image.path);
+    // Docker Hub's entry is keyed `https://index.docker.io/v1/`: the lookup of a reference
+    // without a registry host finds it.
+    let reference = match image.registry.as_str() {
+        "docker.io" | "index.docker.io" => image.path.clone(),
+        host => format!("{host}/{}", image.path),
+    };
     let found = super::docker::credentials(&reference)?;
     Some((found.username?, found.password?))
 }
