@@ -137,7 +137,7 @@ impl Workspace {
                 match crate::gitops::remote::branch_head(
                     &url,
                     &repo_cfg.staging_branch,
-                    crate::gitops::remote::FETCH_TIMEOUT,
+                    &self.config.file.timeouts,
                 ) {
                     Ok(head) => snap.remote_staging = head,
                     Err(e) => tracing::warn!("repo `{name}`: cannot read the staging branch: {e}"),

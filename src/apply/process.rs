@@ -38,6 +38,9 @@ pub enum ProcessError {
     Failed { program: String, status: ExitStatus },
     #[error("cancelled")]
     Cancelled,
+    /// Stopped (its process group signalled) after its own time limit.
+    #[error("`{program}` did not finish within {}", crate::support::text::age(.limit.as_secs() as i64))]
+    TimedOut { program: String, limit: Duration },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -123,12 +126,33 @@ pub struct Finished {
 
 /// Run `cmd` to completion. stderr (and stdout unless `capture`) go to `log`.
 pub async fn run(
-    mut cmd: Command,
+    cmd: Command,
     program: &str,
     log: &File,
     capture: bool,
     grace: Duration,
     cancel: &mut watch::Receiver<Cancel>,
+) -> Result<Finished, ProcessError> {
+    let io = Io { log, capture };
+    run_within(cmd, program, io, grace, cancel, None).await
+}
+
+/// Where a process's output goes: stderr (and stdout unless `capture`) to `log`.
+#[derive(Clone, Copy)]
+pub struct Io<'a> {
+    pub log: &'a File,
+    pub capture: bool,
+}
+
+/// [`run`], stopped as a cancel would stop it when it runs longer than `limit` (a network
+/// operation's own time limit, shorter than its step's).
+pub async fn run_within(
+    mut cmd: Command,
+    program: &str,
+    Io { log, capture }: Io<'_>,
+    grace: Duration,
+    cancel: &mut watch::Receiver<Cancel>,
+    limit: Option<Duration>,
 ) -> Result<Finished, ProcessError> {
     cmd.stdin(Stdio::null())
         .stderr(log.try_clone()?)
@@ -157,11 +181,24 @@ pub async fn run(
         return Err(ProcessError::Cancelled);
     }
     let mut watcher = cancel.clone();
+    let over = async {
+        match limit {
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending().await,
+        }
+    };
     let status = tokio::select! {
         status = child.wait() => status?,
         _ = cancelled(&mut watcher, Cancel::Graceful) => {
             stop(&mut child, grace, cancel).await;
             return Err(ProcessError::Cancelled);
+        }
+        () = over => {
+            stop(&mut child, grace, cancel).await;
+            return Err(ProcessError::TimedOut {
+                program: program.to_string(),
+                limit: limit.unwrap_or_default(),
+            });
         }
     };
     let stdout = reader.await.unwrap_or_default();
@@ -187,6 +224,18 @@ async fn stop(child: &mut Child, grace: Duration, cancel: &mut watch::Receiver<C
     }
     let _ = killpg(group, Signal::SIGKILL);
     let _ = child.wait().await;
+}
+
+/// What was written to a log file after its first `offset` bytes (at most 64 KiB of it).
+pub fn since(path: &std::path::Path, offset: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut text = Vec::new();
+    if let Ok(mut file) = File::open(path)
+        && file.seek(SeekFrom::Start(offset)).is_ok()
+    {
+        let _ = file.take(64 * 1024).read_to_end(&mut text);
+    }
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 /// The last `n` lines of a log file.

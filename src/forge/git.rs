@@ -7,17 +7,19 @@ use std::path::Path;
 use jiff::Timestamp;
 
 use super::{ForgeError, PendingChange, RepoSnapshot};
-use crate::config::RepoConfig;
+use crate::config::{Config, RepoConfig};
 
 pub use crate::gitops::remote::{REMOTE_NAMESPACE, redact_url};
 
-/// Fetch `url` into the cache repo of `name` and list pending branches.
+/// Fetch the repo `name` into its cache repo (within `timeouts.git_fetch`) and list pending
+/// branches.
 pub fn snapshot(
+    config: &Config,
     name: &str,
     repo: &RepoConfig,
-    url: &str,
     cache_dir: &Path,
 ) -> Result<RepoSnapshot, ForgeError> {
+    let url = &config.repo_url(repo);
     let cache = cache_dir.join(format!("{name}.git"));
     let cache_err = |source| ForgeError::Cache {
         repo: name.to_string(),
@@ -30,18 +32,12 @@ pub fn snapshot(
         source: git2::Error::from_str(&e),
     })?;
     let refspec = format!("+refs/heads/*:{REMOTE_NAMESPACE}*");
-    crate::gitops::remote::fetch(
-        &cache,
-        url,
-        &[refspec],
-        true,
-        crate::gitops::remote::FETCH_TIMEOUT,
-    )
-    .map_err(|e| ForgeError::Fetch {
-        repo: name.to_string(),
-        url: redact_url(url),
-        message: e.message,
-    })?;
+    crate::gitops::remote::fetch(&cache, url, &[refspec], true, &config.file.timeouts).map_err(
+        |error| ForgeError::Fetch {
+            repo: name.to_string(),
+            error,
+        },
+    )?;
 
     let base_ref = format!("{REMOTE_NAMESPACE}{}", repo.base);
     let base = git_repo

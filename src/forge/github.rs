@@ -16,7 +16,9 @@ use crate::config::{Config, RepoConfig};
 
 mod send;
 mod snapshot;
-pub use snapshot::{read_trusted_file, snapshot};
+mod trusted;
+pub use snapshot::snapshot;
+pub use trusted::read_trusted_file;
 
 /// A GitHub API client. `Debug` does not show the token.
 pub struct GitHub {
@@ -27,8 +29,10 @@ pub struct GitHub {
     token: String,
     cache_dir: PathBuf,
     max_wait: Duration,
-    /// The longest one call may take, retries included (`github.timeout`).
+    /// The longest one call may take, retries included (`timeouts.github`).
     timeout: Duration,
+    /// The longest connecting may take (`timeouts.connect`).
+    connect: Duration,
     /// Requests answered with a body (what costs rate limit); 304s are not counted.
     pub charged: std::sync::atomic::AtomicU64,
 }
@@ -155,8 +159,10 @@ impl GitHub {
             .ok_or_else(|| GitHubError::NoToken {
                 env: gh.token_env.clone(),
             })?;
-        // Each request gets the time left of its call's `github.timeout`.
-        let http = crate::support::http::http_client(None).map_err(GitHubError::Setup)?;
+        // Each request gets the time left of its call's `timeouts.github`.
+        let timeouts = &config.file.timeouts;
+        let http =
+            crate::support::http::http_client(timeouts.connect.0).map_err(GitHubError::Setup)?;
         let api = gh.api_url.trim_end_matches('/').to_string();
         let origin = send::Origin::of(&api).ok_or_else(|| {
             GitHubError::Setup(format!("github.api_url `{api}` is not an http(s) URL"))
@@ -168,7 +174,8 @@ impl GitHub {
             token,
             cache_dir: cache_dir.join("github-http"),
             max_wait: gh.max_wait.0,
-            timeout: gh.timeout.0,
+            timeout: timeouts.github.0,
+            connect: timeouts.connect.0,
             charged: Default::default(),
         })
     }
@@ -285,6 +292,42 @@ impl GitHub {
 
     pub async fn patch(&self, path: &str, body: &Value) -> Result<Value, GitHubError> {
         self.write(reqwest::Method::PATCH, path, body).await
+    }
+
+    /// POST whose answer may have no body (`204 No Content`): the body when there is one, and
+    /// when GitHub answered by its own clock (`Date`), to compare with its timestamps.
+    pub async fn post_maybe_empty(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<(Option<Value>, Option<Timestamp>), GitHubError> {
+        let resp = self
+            .send(reqwest::Method::POST, &self.url(path), Some(body), None)
+            .await?;
+        let date = resp
+            .headers()
+            .get("date")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                jiff::fmt::rfc2822::DateTimeParser::new()
+                    .parse_timestamp(v)
+                    .ok()
+            });
+        let bytes = resp.bytes().await.map_err(|e| GitHubError::Network {
+            method: reqwest::Method::POST,
+            route: path.to_string(),
+            host: self.origin.to_string(),
+            cause: crate::support::text::error_chain(&e),
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok((None, date));
+        }
+        let value = serde_json::from_slice(&bytes).map_err(|e| GitHubError::Unexpected {
+            method: reqwest::Method::POST,
+            route: path.to_string(),
+            message: format!("not JSON: {e}"),
+        })?;
+        Ok((Some(value), date))
     }
 
     async fn write(

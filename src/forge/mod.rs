@@ -69,14 +69,15 @@ pub struct ForgeSnapshot {
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum ForgeError {
-    #[error("cannot fetch repo `{repo}` from {url}: {message}")]
+    /// `git fetch` failed or ran out of time; the error names the remote and the cause.
+    #[error("cannot fetch repo `{repo}`: {error}")]
     #[diagnostic(help(
-        "check the repo's `url` in the plan file and that `git fetch` works from this machine"
+        "check the repo's `url` in the plan file, that `git fetch` works from this machine, \
+         and `timeouts.git_fetch` for a slow remote"
     ))]
     Fetch {
         repo: String,
-        url: String,
-        message: String,
+        error: crate::gitops::remote::RemoteError,
     },
     #[error("repo `{repo}`: base branch `{branch}` does not exist at {url}")]
     NoBase {
@@ -108,7 +109,7 @@ pub fn snapshot(config: &Config, cache_dir: &Path) -> Result<ForgeSnapshot, Forg
     };
     for (name, repo) in &config.file.repos {
         let repo_snap = match repo.forge {
-            ForgeKind::Git => git::snapshot(name, repo, &config.repo_url(repo), cache_dir)?,
+            ForgeKind::Git => git::snapshot(config, name, repo, cache_dir)?,
             ForgeKind::Github => github::snapshot(config, name, repo, cache_dir)?,
         };
         snap.repos.insert(name.clone(), repo_snap);

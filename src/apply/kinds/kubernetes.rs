@@ -28,12 +28,6 @@ use rollout::{Rollout, Watched};
 
 pub use drift::drift;
 
-/// Connecting to the API server (DNS, TCP, TLS).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// One API call.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// One registry request.
-const REGISTRY_TIMEOUT: Duration = Duration::from_secs(60);
 /// An attempt's limit when the step sets no `timeout`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
@@ -58,6 +52,23 @@ fn failed(message: impl Into<String>) -> StepError {
     StepError::Failed(message.into())
 }
 
+/// The cluster of `with`'s kubeconfig and `context`, within the plan's `timeouts`.
+pub(crate) async fn connect(
+    with: &KubernetesWith,
+    context: Option<&str>,
+    config: &crate::config::Config,
+) -> Result<Api, String> {
+    let timeouts = &config.file.timeouts;
+    let target = kubeconfig::target(
+        with.kubeconfig.as_deref(),
+        context,
+        &config.dir,
+        timeouts.connect.0,
+    )
+    .await?;
+    Ok(Api::new(target, timeouts.kubernetes.0, timeouts.connect.0))
+}
+
 /// Resolve every `pin_images` value to a digest: key → (tag as written, digest, pinned
 /// reference).
 async fn resolve_pins(
@@ -69,14 +80,16 @@ async fn resolve_pins(
         return Ok(pins);
     }
     let client = ctx.run.http_client().map_err(failed)?;
+    let timeouts = &ctx.run.config.file.timeouts;
     for (key, written) in &with.pin_images {
         let written = super::docker::substitute(written, ctx)
             .map_err(|e| failed(format!("with.pin_images.{key}: {e}")))?;
         let image = super::registry::ImageRef::parse(&written)
             .map_err(|e| failed(format!("with.pin_images.{key}: {e}")))?;
-        let digest = super::registry::resolve(&client, &image, REGISTRY_TIMEOUT)
-            .await
-            .map_err(failed)?;
+        let digest =
+            super::registry::resolve(&client, &image, timeouts.registry.0, timeouts.connect.0)
+                .await
+                .map_err(failed)?;
         ctx.progress(format!("pin {key}: {} → {digest}", image.written));
         pins.insert(
             key.clone(),
@@ -277,15 +290,9 @@ async fn run(ctx: &mut StepCtx<'_>, with: &KubernetesWith) -> Result<Value, Step
     }
     let built = build_configmaps(with, &base)?;
     let pins = resolve_pins(ctx, with).await?;
-    let target = kubeconfig::target(
-        with.kubeconfig.as_deref(),
-        with.context.as_deref(),
-        &ctx.run.config.dir,
-        CONNECT_TIMEOUT,
-    )
-    .await
-    .map_err(failed)?;
-    let api = Api::new(target, REQUEST_TIMEOUT);
+    let api = connect(with, with.context.as_deref(), &ctx.run.config)
+        .await
+        .map_err(failed)?;
     let _ = writeln!(
         ctx.log,
         "cluster {} (context {})",

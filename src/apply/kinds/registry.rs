@@ -132,24 +132,30 @@ pub fn is_sha256_digest(text: &str) -> bool {
     })
 }
 
-/// Username and password for a registry, from the environment or the Docker config.
-fn credentials(image: &ImageRef) -> Option<(String, String)> {
+/// Username and password for a registry, from the environment or the Docker config (a
+/// credential helper's answer within `limit`).
+async fn credentials(
+    image: &ImageRef,
+    limit: Duration,
+) -> Result<Option<(String, String)>, String> {
     // Docker Hub's entry is keyed `https://index.docker.io/v1/`: the lookup of a reference
     // without a registry host finds it.
     let reference = match image.registry.as_str() {
         "docker.io" | "index.docker.io" => image.path.clone(),
         host => format!("{host}/{}", image.path),
     };
-    let found = super::docker::credentials(&reference)?;
-    Some((found.username?, found.password?))
+    let found = super::docker::credentials_within(&reference, limit).await?;
+    Ok(found.and_then(|f| Some((f.username?, f.password?))))
 }
 
 /// The digest of the manifest `image` names (its tag), asked of its registry. Every request
-/// is bounded by `limit`; errors name the registry host and the cause.
+/// is bounded by `limit` (`timeouts.registry`), connecting by `connect`; errors name the
+/// registry host and the cause.
 pub async fn resolve(
     client: &reqwest::Client,
     image: &ImageRef,
     limit: Duration,
+    connect: Duration,
 ) -> Result<String, String> {
     if let Some(digest) = &image.digest {
         return Ok(digest.clone());
@@ -174,12 +180,12 @@ pub async fn resolve(
         }
         request.send()
     };
-    let no_answer = |e: reqwest::Error| fail(answerless(&e, limit));
+    let no_answer = |e: reqwest::Error| fail(answerless(&e, limit, connect));
     let mut response = send(None, true).await.map_err(no_answer)?;
     let mut auth = None;
     if response.status() == StatusCode::UNAUTHORIZED {
         let challenge = header(response.headers(), WWW_AUTHENTICATE);
-        let header_value = authorize(client, image, &challenge, limit)
+        let header_value = authorize(client, image, &challenge, (limit, connect))
             .await
             .map_err(fail)?;
         auth = Some(header_value);
@@ -219,15 +225,8 @@ fn header(headers: &HeaderMap, name: impl Into<Option<reqwest::header::HeaderNam
 }
 
 /// Why a request got no answer, for people.
-fn answerless(e: &reqwest::Error, limit: Duration) -> String {
-    if e.is_timeout() {
-        format!(
-            "no answer within {}",
-            crate::support::text::age(limit.as_secs() as i64)
-        )
-    } else {
-        crate::support::text::error_chain(e)
-    }
+fn answerless(e: &reqwest::Error, limit: Duration, connect: Duration) -> String {
+    crate::support::http::no_answer(e, connect, (limit, "timeouts.registry"))
 }
 
 /// The `Authorization` header a 401's challenge asks for.
@@ -235,11 +234,11 @@ async fn authorize(
     client: &reqwest::Client,
     image: &ImageRef,
     challenge: &str,
-    limit: Duration,
+    (limit, connect): (Duration, Duration),
 ) -> Result<String, String> {
     let (scheme, params) = parse_challenge(challenge)
         .ok_or_else(|| format!("answered 401 without a usable challenge ({challenge:?})"))?;
-    let creds = credentials(image);
+    let creds = credentials(image, limit).await?;
     match scheme.as_str() {
         "basic" => {
             let (user, password) = creds.ok_or(
@@ -269,10 +268,12 @@ async fn authorize(
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_string))
                 .unwrap_or_else(|| "?".into());
-            let response = request
-                .send()
-                .await
-                .map_err(|e| format!("no token from {token_host}: {}", answerless(&e, limit)))?;
+            let response = request.send().await.map_err(|e| {
+                format!(
+                    "no token from {token_host}: {}",
+                    answerless(&e, limit, connect)
+                )
+            })?;
             if !response.status().is_success() {
                 return Err(format!(
                     "the token service {token_host} answered {}",

@@ -47,8 +47,10 @@ impl From<ApiError> for String {
 /// A cluster's API.
 pub struct Api {
     pub target: Target,
-    /// One request's time limit.
+    /// One request's time limit (`timeouts.kubernetes`).
     pub limit: Duration,
+    /// Connecting's (`timeouts.connect`), for messages.
+    connect: Duration,
     /// Resources by group version (`apps/v1`), as discovered.
     discovered: Mutex<HashMap<String, HashMap<String, Resource>>>,
 }
@@ -76,26 +78,18 @@ pub fn object_path(
 }
 
 impl Api {
-    pub fn new(target: Target, limit: Duration) -> Api {
+    pub fn new(target: Target, limit: Duration, connect: Duration) -> Api {
         Api {
             target,
             limit,
+            connect,
             discovered: Mutex::new(HashMap::new()),
         }
     }
 
     /// The server's host and port, for messages.
     pub fn host(&self) -> String {
-        reqwest::Url::parse(&self.target.server)
-            .ok()
-            .and_then(|u| {
-                let host = u.host_str()?.to_string();
-                Some(match u.port_or_known_default() {
-                    Some(port) => format!("{host}:{port}"),
-                    None => host,
-                })
-            })
-            .unwrap_or_else(|| self.target.server.clone())
+        crate::support::http::host_of(&self.target.server)
     }
 
     /// One call with a JSON answer; `body` is its content type and bytes.
@@ -122,12 +116,12 @@ impl Api {
         }
         let response = request.send().await.map_err(|e| ApiError {
             status: 0,
-            message: format!("{what}: {}", no_answer(&e, self.limit)),
+            message: format!("{what}: {}", self.no_answer(&e)),
         })?;
         let status = response.status();
         let text = response.text().await.map_err(|e| ApiError {
             status: status.as_u16(),
-            message: format!("{what}: {}", no_answer(&e, self.limit)),
+            message: format!("{what}: {}", self.no_answer(&e)),
         })?;
         if !status.is_success() {
             return Err(ApiError {
@@ -139,6 +133,12 @@ impl Api {
             status: status.as_u16(),
             message: format!("{what}: the answer is not JSON"),
         })
+    }
+
+    /// Why a request got no answer, for people: the time limit and its setting, or the
+    /// whole chain of causes.
+    fn no_answer(&self, e: &reqwest::Error) -> String {
+        crate::support::http::no_answer(e, self.connect, (self.limit, "timeouts.kubernetes"))
     }
 
     /// The resource serving `kind` in `api_version` (discovered once per group version).
@@ -241,13 +241,5 @@ fn status_message(body: &str) -> String {
             )
         }
         _ => crate::support::text::clip(body.trim(), 300),
-    }
-}
-
-/// Why a request got no answer, for people.
-fn no_answer(e: &reqwest::Error, limit: Duration) -> String {
-    match e.is_timeout() {
-        true => format!("no answer within {}s", limit.as_secs()),
-        false => crate::support::text::error_chain(e),
     }
 }

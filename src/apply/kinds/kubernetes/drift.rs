@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::api::Api;
-use super::{CONNECT_TIMEOUT, REQUEST_TIMEOUT, configmap, kubeconfig};
+use super::configmap;
 use crate::config::kinds::KubernetesWith;
 
 /// Drift of a `kubernetes` step's recorded outputs: a pinned Deployment gone or running
@@ -11,7 +11,7 @@ use crate::config::kinds::KubernetesWith;
 /// is an error, not drift.
 pub async fn drift(
     with: &KubernetesWith,
-    dir: &std::path::Path,
+    config: &crate::config::Config,
     outputs: &Value,
 ) -> Result<Option<String>, String> {
     let images = outputs["images"].as_array().cloned().unwrap_or_default();
@@ -26,14 +26,7 @@ pub async fn drift(
         .context
         .clone()
         .or_else(|| outputs["context"].as_str().map(str::to_string));
-    let target = kubeconfig::target(
-        with.kubeconfig.as_deref(),
-        context.as_deref(),
-        dir,
-        CONNECT_TIMEOUT,
-    )
-    .await?;
-    let api = Api::new(target, REQUEST_TIMEOUT);
+    let api: Api = super::connect(with, context.as_deref(), config).await?;
     for pin in &images {
         let (Some(deployment), Some(container), Some(image)) = (
             pin["deployment"].as_str(),
