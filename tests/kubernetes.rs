@@ -848,3 +848,32 @@ steps:
         );
     }
 }
+
+#[test]
+fn a_registry_or_api_server_that_does_not_answer_fails_within_its_timeout() {
+    // Connections are accepted (by the kernel's backlog) and never answered.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let (fx, _) = local(&["ns"], &[("web.yaml", WEB)]);
+    let text = one_step(&format!(
+        "namespace: ns, manifests: [web.yaml], pin_images: {{ web: \"127.0.0.1:{port}/team/web:1\" }}"
+    ))
+    .replace("steps:\n", "timeouts: { registry: 1s, kubernetes: 1s }\nsteps:\n");
+    let plan = fx.plan_file(&text);
+    let (code, out) = apply(&plan);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("cannot resolve team/web:1 in registry 127.0.0.1:{port}: timed out: no answer within 1s (timeouts.registry)")),
+        "{out}"
+    );
+    let kubeconfig = kubeconfig(&format!("http://127.0.0.1:{port}"), fake_kube::TOKEN);
+    std::fs::write(fx.path().join("kubeconfig.yaml"), kubeconfig).expect("kubeconfig");
+    let plan = fx.plan_file(&text.replace(&format!(", pin_images: {{ web: \"127.0.0.1:{port}/team/web:1\" }}"), ""));
+    let (code, out) = apply(&plan);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("GET /apis/apps/v1 on 127.0.0.1:{port}: timed out: no answer within 1s (timeouts.kubernetes)")),
+        "{out}"
+    );
+    drop(silent);
+}
