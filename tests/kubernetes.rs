@@ -868,7 +868,10 @@ fn a_registry_or_api_server_that_does_not_answer_fails_within_its_timeout() {
     );
     let kubeconfig = kubeconfig(&format!("http://127.0.0.1:{port}"), fake_kube::TOKEN);
     std::fs::write(fx.path().join("kubeconfig.yaml"), kubeconfig).expect("kubeconfig");
-    let plan = fx.plan_file(&text.replace(&format!(", pin_images: {{ web: \"127.0.0.1:{port}/team/web:1\" }}"), ""));
+    let plan = fx.plan_file(&text.replace(
+        &format!(", pin_images: {{ web: \"127.0.0.1:{port}/team/web:1\" }}"),
+        "",
+    ));
     let (code, out) = apply(&plan);
     assert_eq!(code, 1, "{out}");
     assert!(

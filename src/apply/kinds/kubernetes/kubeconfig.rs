@@ -426,3 +426,52 @@ async fn run_exec(exec: &Exec) -> Result<ExecCredential, String> {
     }
     Ok(found)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "apiVersion: v1\nkind: Config\ncurrent-context: dev\npreferences: {}\nclusters:\n- name: c\n  cluster:\n    server: https://k.example.org:6443/\n    extensions: []\ncontexts:\n- name: dev\n  context:\n    cluster: c\n    user: u\n    namespace: kernelci-pipeline\n- name: broken\n  context:\n    cluster: nowhere\nusers:\n- name: u\n  user:\n    tokenFile: secret/token\n";
+
+    #[tokio::test]
+    async fn contexts_clusters_users_and_files_relative_to_the_kubeconfig() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("kube/secret")).expect("mkdir");
+        std::fs::write(dir.path().join("kube/config"), CONFIG).expect("write");
+        std::fs::write(dir.path().join("kube/secret/token"), "t0ken\n").expect("write");
+        let connect = Duration::from_secs(1);
+        let t = target(Some("kube/config"), None, dir.path(), connect)
+            .await
+            .expect("target");
+        assert_eq!(t.server, "https://k.example.org:6443");
+        assert_eq!(
+            (t.context.as_str(), t.namespace.as_deref()),
+            ("dev", Some("kernelci-pipeline"))
+        );
+        let auth = t.auth.expect("auth");
+        assert!(auth.is_sensitive());
+        assert_eq!(auth.to_str().expect("text"), "Bearer t0ken");
+        let err = |context: &str| {
+            let dir = dir.path().to_path_buf();
+            let context = context.to_string();
+            async move {
+                target(Some("kube/config"), Some(&context), &dir, connect)
+                    .await
+                    .err()
+                    .expect("an error")
+            }
+        };
+        assert!(err("prod").await.ends_with("has no context `prod`"));
+        assert!(
+            err("broken")
+                .await
+                .ends_with("context `broken` names cluster `nowhere`, which it does not define")
+        );
+        std::fs::write(dir.path().join("kube/config"), "clusters: [").expect("write");
+        let bad = err("dev").await;
+        assert!(
+            bad.contains("kube/config:") && bad.ends_with("is not a valid kubeconfig"),
+            "{bad}"
+        );
+    }
+}

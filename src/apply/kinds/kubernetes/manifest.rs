@@ -263,3 +263,103 @@ pub fn pin(
     }
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, files: &[(&str, &str)]) {
+        for (name, text) in files {
+            let path = dir.join(name);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, text).expect("write");
+        }
+    }
+
+    #[test]
+    fn directories_in_name_order_documents_in_order_lists_expanded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cm = |n: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {n}\n");
+        write(
+            dir.path(),
+            &[
+                (
+                    "kube/b.yaml",
+                    &format!("# comment\n---\n{}---\n{}", cm("b1"), cm("b2")),
+                ),
+                ("kube/a.yml", &cm("a")),
+                ("kube/notes.txt", "not a manifest"),
+                ("kube/sub/c.yaml", &cm("c")),
+                (
+                    "list.json",
+                    r#"{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"v1","kind":"Secret","metadata":{"name":"s"}}]}"#,
+                ),
+                (
+                    "octal.yaml",
+                    "apiVersion: v1\nkind: X\nmetadata:\n  name: o\nmode: 0644\non: yes\n",
+                ),
+            ],
+        );
+        let entries = [
+            "list.json".to_string(),
+            "kube".to_string(),
+            "octal.yaml".to_string(),
+        ];
+        let objects = read(dir.path(), &entries, &mut |w| panic!("{w}")).expect("read");
+        let names: Vec<(&str, &str)> = objects
+            .iter()
+            .map(|o| (o.file.as_str(), o.name()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("list.json", "s"),
+                ("kube/a.yml", "a"),
+                ("kube/b.yaml", "b1"),
+                ("kube/b.yaml", "b2"),
+                ("octal.yaml", "o")
+            ]
+        );
+        assert_eq!((objects[2].line, objects[3].line), (3, 8));
+        // As kubectl reads YAML (1.1): `0644` is octal, `yes` a boolean.
+        assert_eq!(objects[4].value["mode"], 420);
+        assert_eq!(objects[4].value["on"], true);
+    }
+
+    #[test]
+    fn what_apply_cannot_use_is_an_error_naming_the_file_and_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(
+            dir.path(),
+            &[
+                (
+                    "noname.yaml",
+                    "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {}\n",
+                ),
+                ("bad.yaml", "a: [1\n"),
+                ("empty", ""),
+            ],
+        );
+        let err =
+            |entry: &str| read(dir.path(), &[entry.to_string()], &mut |_| {}).expect_err(entry);
+        assert_eq!(
+            err("noname.yaml"),
+            "noname.yaml:2: the object has no metadata.name"
+        );
+        assert!(
+            err("bad.yaml").starts_with("bad.yaml:"),
+            "{}",
+            err("bad.yaml")
+        );
+        assert!(
+            err("missing.yaml").starts_with("manifest missing.yaml ("),
+            "{}",
+            err("missing.yaml")
+        );
+        std::fs::create_dir(dir.path().join("none")).expect("mkdir");
+        assert_eq!(
+            err("none"),
+            "manifest directory none holds no .yaml, .yml or .json file"
+        );
+    }
+}
