@@ -192,7 +192,7 @@ fn deployment_status(object: &Value, rollout: &Rollout, since: Duration) -> (Val
     let rs = format!("{name}-6c9d5f7b8d");
     let cond = |t: &str, s: &str, reason: &str, message: String| {
         json!({ "type": t, "status": s, "reason": reason, "message": message,
-                "lastUpdateTime": "2026-11-30T00:00:00Z", "lastTransitionTime": "2026-11-30T00:00:00Z" })
+                "lastUpdateTime": "2020-01-01T00:00:00Z", "lastTransitionTime": "2020-01-01T00:00:00Z" })
     };
     let done = match rollout {
         Rollout::Immediate => true,

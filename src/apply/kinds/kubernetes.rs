@@ -69,12 +69,11 @@ pub(crate) async fn connect(
     Ok(Api::new(target, timeouts.kubernetes.0, timeouts.connect.0))
 }
 
-/// Resolve every `pin_images` value to a digest: key → (tag as written, digest, pinned
-/// reference).
+/// Resolve every `pin_images` value to a digest, by key.
 async fn resolve_pins(
     ctx: &StepCtx<'_>,
     with: &KubernetesWith,
-) -> Result<IndexMap<String, (String, String, String)>, StepError> {
+) -> Result<IndexMap<String, manifest::Resolved>, StepError> {
     let mut pins = IndexMap::new();
     if with.pin_images.is_empty() {
         return Ok(pins);
@@ -91,10 +90,12 @@ async fn resolve_pins(
                 .await
                 .map_err(failed)?;
         ctx.progress(format!("pin {key}: {} → {digest}", image.written));
-        pins.insert(
-            key.clone(),
-            (image.written.clone(), digest.clone(), image.pinned(&digest)),
-        );
+        let resolved = manifest::Resolved {
+            tag: image.written.clone(),
+            image: image.pinned(&digest),
+            digest,
+        };
+        pins.insert(key.clone(), resolved);
     }
     Ok(pins)
 }

@@ -192,6 +192,16 @@ fn expand(shown: &str, line: u64, value: Value, out: &mut Vec<Object>) -> Result
     Ok(())
 }
 
+/// A `pin_images` value resolved in its registry.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// As written (`kernelci/kernelci:pipeline`).
+    pub tag: String,
+    pub digest: String,
+    /// `kernelci/kernelci:pipeline@sha256:...`.
+    pub image: String,
+}
+
 /// One pinned container.
 #[derive(Debug, Clone)]
 pub struct Pinned {
@@ -209,11 +219,11 @@ pub struct Pinned {
 
 /// Write the pinned images into the Deployments: a container named in `pins` gets that
 /// image, else the first container gets `first_container`'s. Init containers are left as
-/// they are. `pins` maps a `pin_images` key to (tag, digest, pinned reference); `namespace`
-/// gives the namespace each object lands in. A container name no Deployment has is an error.
+/// they are. `pins` maps a `pin_images` key to its image; `namespace` gives the namespace
+/// each object lands in. A container name no Deployment has is an error.
 pub fn pin(
     objects: &mut [Object],
-    pins: &IndexMap<String, (String, String, String)>,
+    pins: &IndexMap<String, Resolved>,
     namespace: &dyn Fn(&Object) -> String,
 ) -> Result<Vec<Pinned>, String> {
     let mut done = Vec::new();
@@ -235,19 +245,19 @@ pub fn pin(
                 (false, 0) if pins.contains_key(FIRST_CONTAINER) => FIRST_CONTAINER,
                 _ => continue,
             };
-            let Some((key, (tag, digest, image))) = pins.get_key_value(key) else {
+            let Some((key, pin)) = pins.get_key_value(key) else {
                 continue;
             };
             used.push(key.as_str());
             let was = container["image"].as_str().unwrap_or("").to_string();
-            container["image"] = Value::String(image.clone());
+            container["image"] = Value::String(pin.image.clone());
             done.push(Pinned {
                 deployment: deployment.clone(),
                 container: name,
                 was,
-                tag: tag.clone(),
-                digest: digest.clone(),
-                image: image.clone(),
+                tag: pin.tag.clone(),
+                digest: pin.digest.clone(),
+                image: pin.image.clone(),
             });
         }
     }
