@@ -45,7 +45,9 @@ pub async fn run_step(
     events: mpsc::UnboundedSender<Event>,
 ) -> Outcome {
     let start = Instant::now();
-    let log_path = ctx.log_dir.join(format!("{name}.log"));
+    let log_path = ctx
+        .log_dir
+        .join(format!("{}.log", crate::config::names::file_name(&name)));
     let end = |result, attempts, detail, log_tail, stopped| Outcome {
         index,
         outputs: None,

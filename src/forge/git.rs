@@ -21,11 +21,6 @@ pub fn snapshot(
 ) -> Result<RepoSnapshot, ForgeError> {
     let url = &config.repo_url(repo);
     let cache = cache_dir.join(format!("{name}.git"));
-    let cache_err = |source| ForgeError::Cache {
-        repo: name.to_string(),
-        path: cache.clone(),
-        source,
-    };
     let (git_repo, _guard) = crate::gitops::open_cache(&cache).map_err(|e| ForgeError::Cache {
         repo: name.to_string(),
         path: cache.clone(),
@@ -38,14 +33,30 @@ pub fn snapshot(
             error,
         },
     )?;
+    read(name, repo, url, &git_repo, &cache)
+}
 
+/// The base, the staging branch and the pending branches as the cache holds them (after a
+/// fetch, or as last fetched).
+pub(crate) fn read(
+    name: &str,
+    repo: &RepoConfig,
+    url: &str,
+    git_repo: &git2::Repository,
+    cache: &Path,
+) -> Result<RepoSnapshot, ForgeError> {
+    let cache_err = |source| ForgeError::Cache {
+        repo: name.to_string(),
+        path: cache.to_path_buf(),
+        source,
+    };
     let base_ref = format!("{REMOTE_NAMESPACE}{}", repo.base);
     let base = git_repo
         .refname_to_id(&base_ref)
         .map_err(|_| ForgeError::NoBase {
             repo: name.to_string(),
             branch: repo.base.clone(),
-            url: url.to_string(),
+            url: redact_url(url),
         })?
         .to_string();
     let remote_staging = git_repo
@@ -95,7 +106,7 @@ pub fn snapshot(
         base,
         remote_staging,
         changes,
-        cache,
+        cache: cache.to_path_buf(),
         trusted: repo.pending.trusted.clone(),
     })
 }

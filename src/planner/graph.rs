@@ -66,7 +66,7 @@ pub fn component_matches(config: &Config, name: &str, path: &str) -> bool {
         .is_some_and(|c| globset(&c.paths).is_match(path) && !globset(&c.exclude).is_match(path))
 }
 
-fn globset(patterns: &[crate::config::SpannedString]) -> globset::GlobSet {
+pub(crate) fn globset(patterns: &[crate::config::SpannedString]) -> globset::GlobSet {
     let mut builder = GlobSetBuilder::new();
     for p in patterns {
         // Patterns were validated with the plan file.

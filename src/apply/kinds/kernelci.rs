@@ -246,7 +246,10 @@ async fn push_test_kernel(
     let branch = format!("staging-{}", tree.name);
     let push_url = ctx.run.config.resolve_url(&with.push_url);
     let upstream_url = ctx.run.config.resolve_url(&tree.url);
-    let cache = ctx.run.cache_dir.join(format!("kernel-{}.git", ctx.name));
+    let cache = ctx.run.cache_dir.join(format!(
+        "kernel-{}.git",
+        crate::config::names::file_name(ctx.name)
+    ));
     let (_repo, _guard) = crate::gitops::open_cache(&cache).map_err(failed)?;
     let cache_s = cache.display().to_string();
     let upstream_ref = format!("refs/kcideploy/upstream/{}", tree.name);
