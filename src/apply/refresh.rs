@@ -1,6 +1,6 @@
 //! `-refresh`: compare what state says each step made with the live system (images and their
 //! tags, containers and the image each runs, pushed registry manifests, pushed git branches
-//! and tags). A step whose outcome drifted runs again; the detail says what was found.
+//! and tags, the images pinned in Kubernetes Deployments and the ConfigMaps applied). A step whose outcome drifted runs again; the detail says what was found.
 
 use std::collections::BTreeMap;
 
@@ -63,6 +63,11 @@ pub async fn drift_async(
                         .map_err(err)?,
                     None => None,
                 }
+            }
+            KindSettings::Kubernetes(with) => {
+                super::kinds::kubernetes_drift(&with, config, outputs)
+                    .await
+                    .map_err(err)?
             }
             _ => None,
         };

@@ -3,6 +3,7 @@
 use indexmap::IndexMap;
 use serde::Deserialize;
 
+pub use super::kubernetes::{ConfigMapFrom, KubernetesWith};
 use super::{HumanDuration, StepKind};
 
 mod pipe_cleaner;
@@ -319,6 +320,7 @@ pub enum KindSettings {
     DockerPrune(DockerPruneWith),
     KernelciDrain(KernelciDrainWith),
     PipeCleaner(PipeCleanerWith),
+    Kubernetes(KubernetesWith),
     /// A kind whose settings this version does not check yet.
     Unchecked,
 }
@@ -347,6 +349,7 @@ impl KindSettings {
                 .as_ref()
                 .map(|d| d.repo.as_str())
                 .or(p.watched_by.as_ref().map(|w| w.repo.as_str())),
+            KindSettings::Kubernetes(k) => k.repo.as_deref(),
             _ => None,
         }
     }
@@ -443,6 +446,11 @@ pub fn parse_with(
             let p: PipeCleanerWith = typed(value)?;
             p.check_phase()?;
             KindSettings::PipeCleaner(p)
+        }
+        StepKind::Kubernetes => {
+            let k: KubernetesWith = typed(value)?;
+            k.check()?;
+            KindSettings::Kubernetes(k)
         }
     })
 }

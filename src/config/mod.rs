@@ -7,6 +7,7 @@ mod expand;
 pub mod for_each;
 mod input;
 pub mod kinds;
+pub mod kubernetes;
 mod maintainer;
 pub mod names;
 mod scan;

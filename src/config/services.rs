@@ -141,10 +141,19 @@ pub struct Timeouts {
     #[serde(default = "Timeouts::default_kernelci", deserialize_with = "positive")]
     pub kernelci: HumanDuration,
     /// One look-up of an image in its registry through the Docker daemon (`docker_build`
-    /// with `check_registry`, `-refresh` of `docker_push`), and a Docker credential helper's
-    /// answer. Pushes and base-image pulls are bounded by their step's `timeout`.
+    /// with `check_registry`, `-refresh` of `docker_push`) or over the registry's HTTP API
+    /// (each request of a `kubernetes` step's `pin_images` digest look-up), and a Docker
+    /// credential helper's answer. Pushes and base-image pulls are bounded by their step's `timeout`.
     #[serde(default = "Timeouts::default_registry", deserialize_with = "positive")]
     pub registry: HumanDuration,
+    /// One Kubernetes API call of a `kubernetes` step or its `-refresh` (discovery, a
+    /// server-side apply, a look at a Deployment, a ConfigMap read or write); the wait for
+    /// rollouts is bounded by the step's `rollout_timeout` instead.
+    #[serde(
+        default = "Timeouts::default_kubernetes",
+        deserialize_with = "positive"
+    )]
+    pub kubernetes: HumanDuration,
 }
 
 impl Timeouts {
@@ -169,6 +178,9 @@ impl Timeouts {
     fn default_registry() -> HumanDuration {
         HumanDuration::from_secs(60)
     }
+    fn default_kubernetes() -> HumanDuration {
+        HumanDuration::from_secs(30)
+    }
 }
 
 impl Default for Timeouts {
@@ -181,6 +193,7 @@ impl Default for Timeouts {
             github: Self::default_github(),
             kernelci: Self::default_kernelci(),
             registry: Self::default_registry(),
+            kubernetes: Self::default_kubernetes(),
         }
     }
 }

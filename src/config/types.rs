@@ -420,6 +420,8 @@ pub enum StepKind {
     KernelciDrain,
     /// Push the test kernel and check its results.
     PipeCleaner,
+    /// Server-side apply manifests to a Kubernetes cluster and wait for the rollouts.
+    Kubernetes,
 }
 
 impl StepKind {
@@ -436,6 +438,7 @@ impl StepKind {
             StepKind::HttpWait => "http_wait",
             StepKind::KernelciDrain => "kernelci_drain",
             StepKind::PipeCleaner => "pipe_cleaner",
+            StepKind::Kubernetes => "kubernetes",
         }
     }
 }

@@ -16,7 +16,11 @@ mod git_push;
 mod github_workflow;
 mod http_wait;
 mod kernelci;
+mod kubernetes;
 mod pipe_cleaner;
+pub mod registry;
+
+pub use kubernetes::drift as kubernetes_drift;
 
 use std::fs::File;
 use std::future::Future;
@@ -177,6 +181,7 @@ pub fn kind_of(settings: KindSettings, kind: StepKind) -> Box<dyn Kind> {
         KindSettings::GithubWorkflow(with) => Box::new(github_workflow::Workflow(with)),
         KindSettings::KernelciDrain(with) => Box::new(kernelci::Drain(with)),
         KindSettings::PipeCleaner(with) => Box::new(pipe_cleaner::PipeCleaner(with)),
+        KindSettings::Kubernetes(with) => Box::new(kubernetes::Kubernetes(with)),
         KindSettings::Unchecked => Box::new(Unchecked(kind)),
     }
 }
