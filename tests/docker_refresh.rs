@@ -188,20 +188,7 @@ fn a_container_run_by_hand_from_another_image_is_drift_and_apply_refresh_repairs
     let (code, out, err) = apply(&plan);
     assert_eq!(code, 0, "{out}{err}");
     let built = image_id(&format!("{image}:latest"));
-    let refreshed = || {
-        output(
-            kcideploy()
-                .args([
-                    "plan",
-                    "-refresh",
-                    "-detailed-exitcode",
-                    "--cycle",
-                    "partial",
-                    "-f",
-                ])
-                .arg(&plan),
-        )
-    };
+    let refreshed = || refreshed_plan(&plan);
     let (code, out, err) = refreshed();
     assert_eq!(code, 0, "as recorded\n{out}{err}");
 
@@ -283,20 +270,7 @@ fn a_tag_pushed_over_in_the_registry_is_drift() {
         .expect("the pushed manifest digest")
         .to_string();
     assert!(digest.starts_with("sha256:"), "{digest}");
-    let refreshed = || {
-        output(
-            kcideploy()
-                .args([
-                    "plan",
-                    "-refresh",
-                    "-detailed-exitcode",
-                    "--cycle",
-                    "partial",
-                    "-f",
-                ])
-                .arg(&plan),
-        )
-    };
+    let refreshed = || refreshed_plan(&plan);
     let (code, out, err) = refreshed();
     assert_eq!(code, 0, "as pushed\n{out}{err}");
 

@@ -27,21 +27,6 @@ steps:
     )
 }
 
-fn refreshed_plan(plan: &std::path::Path) -> (i32, String, String) {
-    output(
-        kcideploy()
-            .args([
-                "plan",
-                "-refresh",
-                "-detailed-exitcode",
-                "--cycle",
-                "partial",
-                "-f",
-            ])
-            .arg(plan),
-    )
-}
-
 #[test]
 fn a_moved_staging_branch_or_a_deleted_tag_is_drift_and_apply_refresh_repairs_it() {
     let fx = Fixture::new();

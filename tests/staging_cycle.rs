@@ -104,22 +104,10 @@ fn a_cycle_runs_the_real_tools_with_the_arguments_they_accept() {
     let fx = Fixture::new();
     let remotes = snapshot::repos(&fx, &[CORE, API, PIPELINE]);
     let checkouts = fx.path().join("checkout");
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/plans/staging.yaml"))
-        .expect("plans/staging.yaml");
-    let trusted = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("trusted_file:"))
-        .expect("trusted_file")
-        .to_string();
-    let indent = &trusted[..trusted.len() - trusted.trim_start().len()];
-    let text = text
-        .replace("forge: github", "forge: git")
-        .replace("https://github.com/kernelci/", "repos/")
-        .replace(&trusted, &format!("{indent}trusted: [alice@example.org]"))
-        .replace(
-            "/home/kernelci/checkout/",
-            &format!("{}/", checkouts.display()),
-        );
+    let text = snapshot::staging_plan_text().replace(
+        "/home/kernelci/checkout/",
+        &format!("{}/", checkouts.display()),
+    );
     let config = fx.config(&text);
     fx.deploy(
         &config,

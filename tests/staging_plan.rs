@@ -19,19 +19,8 @@ const CORE: &str = "kernelci-core";
 const API: &str = "kernelci-api";
 const PIPELINE: &str = "kernelci-pipeline";
 
-/// plans/staging.yaml pointed at the fixture's repos (git forge, a trusted test author).
 fn staging_text() -> String {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/plans/staging.yaml"))
-        .expect("plans/staging.yaml");
-    let trusted = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("trusted_file:"))
-        .expect("the plan reads the trusted list from a file")
-        .to_string();
-    let indent = &trusted[..trusted.len() - trusted.trim_start().len()];
-    text.replace("forge: github", "forge: git")
-        .replace("https://github.com/kernelci/", "repos/")
-        .replace(&trusted, &format!("{indent}trusted: [alice@example.org]"))
+    snapshot::staging_plan_text()
 }
 
 fn images() -> Vec<Image> {

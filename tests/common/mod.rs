@@ -224,6 +224,23 @@ pub fn with_local_state(text: &str) -> String {
     }
 }
 
+/// `kcideploy plan -refresh -detailed-exitcode --cycle partial -f PLAN`: exit code, stdout,
+/// stderr.
+pub fn refreshed_plan(plan: &Path) -> (i32, String, String) {
+    output(
+        kcideploy()
+            .args([
+                "plan",
+                "-refresh",
+                "-detailed-exitcode",
+                "--cycle",
+                "partial",
+                "-f",
+            ])
+            .arg(plan),
+    )
+}
+
 /// Exit code, stdout, stderr.
 pub fn output(cmd: &mut assert_cmd::Command) -> (i32, String, String) {
     let out = cmd.output().expect("run");

@@ -123,3 +123,19 @@ pub fn images() -> Vec<Image> {
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .images
 }
+
+/// plans/staging.yaml pointed at a fixture's repos: the git forge, a trusted test author
+/// instead of the ini file.
+pub fn staging_plan_text() -> String {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/plans/staging.yaml"))
+        .expect("plans/staging.yaml");
+    let trusted = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("trusted_file:"))
+        .expect("the plan reads the trusted list from a file")
+        .to_string();
+    let indent = &trusted[..trusted.len() - trusted.trim_start().len()];
+    text.replace("forge: github", "forge: git")
+        .replace("https://github.com/kernelci/", "repos/")
+        .replace(&trusted, &format!("{indent}trusted: [alice@example.org]"))
+}
