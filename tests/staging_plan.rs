@@ -366,26 +366,52 @@ fn every_change_triggers_exactly_its_steps_and_images_from_images_json() {
 
 #[test]
 fn the_plan_names_every_image_of_the_real_workflow_under_both_registry_names() {
-    let config = Fixture::new().config(&staging_text());
+    // `plan --json` says, for every image build step, the names it will push: the resolved
+    // command line (params), checked against images.json.
+    let fx = Fixture::new();
+    let remotes = snapshot::repos(&fx, &[CORE, API, PIPELINE]);
+    let config = fx.config(&staging_text());
+    let mut docker_py = snapshot::content(CORE, "kernelci/docker.py");
+    docker_py.extend_from_slice(b"\n# changed\n");
+    let docker_py = String::from_utf8(docker_py).expect("utf-8");
+    remotes[CORE].branch("pr/1", ALICE, &[("kernelci/docker.py", Some(&docker_py))]);
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["plan", "--json", "--cycle", "partial", "--at", &at(), "-f"])
+            .arg(&config.path),
+    );
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let core_sha = doc["repos"][CORE]["staging"]
+        .as_str()
+        .expect("staging")
+        .to_string();
     for image in images() {
         let step = format!("build-image[{}]", image.key());
-        let s = config
-            .file
-            .steps
-            .get(&step)
+        let planned = doc["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .find(|s| s["name"] == step.as_str())
             .unwrap_or_else(|| panic!("no step {step}"));
-        let shell = s.with.value["shell"].as_str().expect("shell");
-        for name in image.staging_names.iter() {
-            assert!(
-                shell.contains(name.as_str())
-                    || shell.contains(&name.replace("ghcr.io/kernelci/staging-", "staging-")),
-                "{step}: {name} in {shell}"
-            );
+        assert_eq!(planned["action"], "run", "{step}");
+        let shell = planned["params"]["shell"].as_str().expect("shell");
+        for name in &image.staging_names {
+            let expected = match name.strip_prefix("ghcr.io/kernelci/staging-") {
+                // Built and pushed under ghcr.io, then re-tagged for Docker Hub.
+                Some(rest) => format!("docker tag {name} kernelci/staging-{rest}"),
+                None => format!("docker push {name}"),
+            };
+            assert!(shell.contains(&expected), "{step}: `{expected}` in {shell}");
         }
         assert!(
             shell.contains(&format!(" {} ", image.kci_command)),
             "{step}: `kci docker build {}` in {shell}",
             image.kci_command
+        );
+        assert!(
+            shell.contains(&format!("core_rev={core_sha}")),
+            "{step}: the staging revision resolved in {shell}"
         );
     }
 }
