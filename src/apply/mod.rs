@@ -12,6 +12,8 @@ pub mod digest;
 pub mod dispatch;
 pub mod events;
 pub mod kinds;
+pub mod leftovers;
+pub mod lifeline;
 pub mod process;
 pub mod record;
 pub mod report;
@@ -30,6 +32,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::planner::{Action, Plan};
+use crate::state::journal::{self, Journal};
 use crate::state::{LocalState, StateError, StateLock};
 pub use approve::Approver;
 pub use cancel::{CancelReason, Listener, StopSignal};
@@ -112,6 +115,14 @@ pub struct RunContext {
     http: OnceLock<reqwest::Client>,
     /// What each step recorded the last time it succeeded (pipe-cleaner rotation, summaries).
     pub previous_outputs: BTreeMap<String, serde_json::Value>,
+    /// Where an apply's steps record their processes and exits at once (not a blame round's).
+    pub journal: Option<RunJournal>,
+}
+
+/// The journal of an apply and each step's input digest (what an exit records).
+pub struct RunJournal {
+    pub journal: Journal,
+    pub digests: BTreeMap<String, String>,
 }
 
 impl RunContext {
@@ -137,6 +148,7 @@ impl RunContext {
             now: Timestamp::now(),
             http: OnceLock::new(),
             previous_outputs,
+            journal: None,
         })
     }
 
@@ -301,26 +313,47 @@ pub async fn apply(
 ) -> Result<ApplyReport, ApplyError> {
     let started = Instant::now();
     let mut state = backend.read()?.unwrap_or_default();
+    // What an interrupted run left running is stopped before anything starts.
+    let journal_path = backend.journal_path();
+    let entries = journal::read(&journal_path).map_err(|source| StateError::Read {
+        path: journal_path.clone(),
+        source,
+    })?;
+    for stopped in leftovers::stop(&journal::unreaped(&entries), opts.grace).await {
+        tracing::warn!("{stopped}");
+    }
     if plan.is_deployed() {
         // No step to run and no deployed revision to move: nothing for state to remember.
         return Ok(record::nothing_to_do(&state));
     }
+    record::replay(&mut state, &entries);
     let (run_id, resumed) = record::begin_run(&mut state, &plan, Timestamp::now());
     backend.write(&mut state)?;
+    // State now holds what the journal said: it starts empty for this apply.
+    let journal_error = |source| StateError::Write {
+        path: journal_path.clone(),
+        source,
+    };
+    let journal = Journal::open(&journal_path).map_err(journal_error)?;
+    journal.clear().map_err(journal_error)?;
     let previous = state
         .steps
         .iter()
         .filter_map(|(k, r)| r.outputs.clone().map(|o| (k.clone(), o)))
         .collect();
     let dirs = RunDirs::beside(backend, &plan.name, &run_id);
-    let ctx = RunContext::new(config, plan, run_id.clone(), dirs, opts.grace, previous)
+    let mut ctx = RunContext::new(config, plan, run_id.clone(), dirs, opts.grace, previous)
         .map_err(ApplyError::Setup)?;
-    let ctx = Arc::new(ctx);
     let (names, graph) = graph_of(&ctx.config, &ctx.plan, None);
     let digests: Vec<String> = names
         .iter()
         .map(|n| step_digest(&ctx.config, &ctx.plan, n, &run_id))
         .collect();
+    ctx.journal = Some(RunJournal {
+        journal,
+        digests: names.iter().cloned().zip(digests.iter().cloned()).collect(),
+    });
+    let ctx = Arc::new(ctx);
     reporter.event(&Event::RunStarted {
         run_id: run_id.clone(),
         plan: ctx.plan.name.clone(),
@@ -353,6 +386,14 @@ pub async fn apply(
     let result = report::run_result(&counts, done.stopped.is_some(), write_error.is_some());
     record::end_run(&mut state, &ctx, &names, &done.results, result);
     backend.write(&mut state)?;
+    if let Some(j) = &ctx.journal
+        && let Err(e) = j.journal.clear()
+    {
+        tracing::warn!(
+            "cannot empty the journal {}: {e}",
+            j.journal.path().display()
+        );
+    }
     if let Some(e) = write_error {
         return Err(e.into());
     }

@@ -20,7 +20,7 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &CommandWith) -> Result<(), StepEr
     let mut cmd = Command::new(program);
     process::clean_env(&mut cmd, Inherit::Step, &with.pass_env);
     cmd.args(args).current_dir(&cwd).envs(env).envs(&with.env);
-    process::run(cmd, program, ctx.log, false, ctx.run.grace, &mut ctx.cancel).await?;
+    ctx.process(cmd, program, false).await?;
     Ok(())
 }
 

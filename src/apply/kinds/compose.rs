@@ -62,7 +62,7 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &ComposeWith) -> Result<(), StepEr
         program.join(" "),
         args[program.len() - 1..].join(" ")
     );
-    process::run(cmd, &shown, ctx.log, false, ctx.run.grace, &mut ctx.cancel).await?;
+    ctx.process(cmd, &shown, false).await?;
     Ok(())
 }
 

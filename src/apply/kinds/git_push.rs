@@ -105,8 +105,7 @@ async fn push_branch(
         url.clone(),
         format!("{sha}:refs/heads/{branch}"),
     ]);
-    let grace = ctx.run.grace;
-    if let Err(e) = process::run(cmd, "git push", ctx.log, false, grace, &mut ctx.cancel).await {
+    if let Err(e) = ctx.process(cmd, "git push", false).await {
         let tail = process::tail(ctx.log_path, 20);
         if tail.contains("stale info") || tail.contains("[rejected]") {
             return Err(StepError::Failed(format!(
@@ -128,21 +127,13 @@ async fn push_tag(
     keep: usize,
 ) -> Result<(), StepError> {
     let Target { url, sha, .. } = target;
-    let grace = ctx.run.grace;
-    let listing = process::run(
-        target.git(vec![
-            "ls-remote".into(),
-            "--tags".into(),
-            url.clone(),
-            format!("refs/tags/{prefix}*"),
-        ]),
-        "git ls-remote",
-        ctx.log,
-        true,
-        grace,
-        &mut ctx.cancel,
-    )
-    .await?;
+    let ls_remote = target.git(vec![
+        "ls-remote".into(),
+        "--tags".into(),
+        url.clone(),
+        format!("refs/tags/{prefix}*"),
+    ]);
+    let listing = ctx.process(ls_remote, "git ls-remote", true).await?;
     let tags = parse_tags(&String::from_utf8_lossy(&listing.stdout), prefix);
     let today = ctx.run.now.strftime("%Y%m%d").to_string();
     let mut log = ctx.log;
@@ -171,15 +162,8 @@ async fn push_tag(
     }
     let mut args = vec!["push".to_string(), "--porcelain".into(), url.clone()];
     args.extend(refspecs);
-    process::run(
-        target.git(args),
-        "git push (tags)",
-        ctx.log,
-        false,
-        grace,
-        &mut ctx.cancel,
-    )
-    .await?;
+    ctx.process(target.git(args), "git push (tags)", false)
+        .await?;
     Ok(())
 }
 

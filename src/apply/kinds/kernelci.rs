@@ -75,15 +75,7 @@ async fn git(ctx: &mut StepCtx<'_>, args: &[&str], capture: bool) -> Result<Stri
     .args(args)
     .env("GIT_TERMINAL_PROMPT", "0");
     let shown = format!("git {}", args.first().copied().unwrap_or(""));
-    let out = process::run(
-        cmd,
-        &shown,
-        ctx.log,
-        capture,
-        ctx.run.grace,
-        &mut ctx.cancel,
-    )
-    .await?;
+    let out = ctx.process(cmd, &shown, capture).await?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
