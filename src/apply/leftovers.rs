@@ -5,7 +5,8 @@
 //! still there with that start time, or, with the leader gone (it died with kcideploy),
 //! for each process still in the group that started after the leader and carries the run's
 //! `KCIDEPLOY_RUN_ID`: a pid or group id that another process got since is never signalled.
-//! Each such process gets SIGTERM, and SIGKILL when it is still there after the grace. The
+//! Groups of a kcideploy that still runs (a second apply after `force-unlock --force`
+//! twice) are left alone. Each such process gets SIGTERM, and SIGKILL when it is still there after the grace. The
 //! signal goes through a pidfd opened before the start time is checked again, so it cannot
 //! reach a process that took the pid in between.
 
@@ -14,7 +15,7 @@ use std::time::Duration;
 use nix::libc;
 use tokio::time::Instant;
 
-use super::lifeline::{Stat, parse_stat};
+use super::lifeline::{self, Stat, parse_stat};
 use crate::state::journal::Group;
 
 /// A group of the interrupted run that still had processes.
@@ -139,7 +140,7 @@ pub async fn stop(groups: &[Group], grace: Duration) -> Vec<Stopped> {
     }
     let procs = processes();
     let mut stopped = Vec::new();
-    for group in groups {
+    for group in groups.iter().filter(|g| !lifeline::alive(g.owner)) {
         let found = members(group, &procs);
         if found.is_empty() {
             continue;
@@ -187,6 +188,7 @@ pub async fn stop(groups: &[Group], grace: Duration) -> Vec<Stopped> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::journal::Process;
 
     fn group_of(child: &std::process::Child, run: &str) -> Group {
         let pid = child.id() as i32;
@@ -194,6 +196,11 @@ mod tests {
         Group {
             run: run.into(),
             step: "s".into(),
+            // A kcideploy that is gone.
+            owner: Process {
+                pid: i32::MAX,
+                start_time: 1,
+            },
             pgid: pid,
             start_time: parse_stat(&stat).expect("parse").start_time,
         }

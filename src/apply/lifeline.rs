@@ -21,11 +21,13 @@ use std::time::Duration;
 
 use nix::libc;
 
-use crate::state::journal::{SpawnedLine, put_digits};
+use crate::state::journal::{Process, SpawnedLine, put_digits};
 
 /// The guard: reads `+<pgid>` / `-<pgid>` lines; at end of input SIGTERMs the groups still
 /// listed, waits up to `$1` tenths of a second for them to go, then SIGKILLs them.
 pub const GUARD_SCRIPT: &str = r#"trap '' INT TERM HUP QUIT
+# kill -s SIG -- -PGID (dash, bash) or kill -s SIG -PGID (busybox, which refuses --).
+sig() { kill -s "$1" -- "-$2" 2>/dev/null || kill -s "$1" "-$2" 2>/dev/null; }
 groups=' '
 while IFS= read -r line; do
   case $line in
@@ -35,16 +37,16 @@ while IFS= read -r line; do
   esac
 done
 [ -z "${groups# }" ] && exit 0
-for g in $groups; do kill -s TERM -- "-$g" 2>/dev/null; done
+for g in $groups; do sig TERM "$g"; done
 n=0
 while [ "$n" -lt "$1" ]; do
   alive=
-  for g in $groups; do kill -0 -- "-$g" 2>/dev/null && alive=1; done
+  for g in $groups; do sig 0 "$g" && alive=1; done
   [ -z "$alive" ] && exit 0
   sleep 0.1
   n=$((n + 1))
 done
-for g in $groups; do kill -s KILL -- "-$g" 2>/dev/null; done
+for g in $groups; do sig KILL "$g"; done
 "#;
 
 /// kcideploy's end of the guard's socket (the guard's child handle is kept, never waited).
@@ -219,6 +221,23 @@ fn own_start_time() -> io::Result<u64> {
         .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
+/// This kcideploy process: its pid and start time.
+pub fn this_process() -> Process {
+    static THIS: OnceLock<Process> = OnceLock::new();
+    *THIS.get_or_init(|| Process {
+        pid: std::process::id() as i32,
+        start_time: own_start_time().unwrap_or(0),
+    })
+}
+
+/// Whether `process` still runs (the same pid with the same start time).
+pub fn alive(process: Process) -> bool {
+    std::fs::read(format!("/proc/{}/stat", process.pid))
+        .ok()
+        .and_then(|s| parse_stat(&s))
+        .is_some_and(|s| s.start_time == process.start_time && s.state != b'Z')
+}
+
 /// The fields of `/proc/<pid>/stat` used here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stat {
@@ -257,7 +276,58 @@ fn number(field: &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+
     use super::*;
+
+    fn group(script: &str) -> std::process::Child {
+        std::process::Command::new("sh")
+            .args(["-c", script])
+            .process_group(0)
+            .spawn()
+            .expect("sh")
+    }
+
+    #[test]
+    fn the_guard_stops_the_groups_still_listed_when_its_input_closes() {
+        let mut guard = std::process::Command::new("sh")
+            .args(["-c", GUARD_SCRIPT, "guard", "20"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("guard");
+        // A group whose leader ignores SIGTERM (SIGKILL after the grace), one that stops at
+        // SIGTERM, and one that ended (forgotten).
+        let mut stubborn = group("trap '' TERM; sleep 30 & wait");
+        let mut plain = group("sleep 30");
+        let mut forgotten = group("sleep 30");
+        let mut input = guard.stdin.take().expect("stdin");
+        for (sign, child) in [
+            ('+', &stubborn),
+            ('+', &plain),
+            ('+', &forgotten),
+            ('-', &forgotten),
+        ] {
+            writeln!(input, "{sign}{}", child.id()).expect("tell");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            plain.try_wait().expect("plain").is_none(),
+            "nothing before the end"
+        );
+        drop(input);
+        let status = guard.wait().expect("guard");
+        assert!(status.success(), "{status}");
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(plain.try_wait().expect("plain").is_some(), "SIGTERM");
+        assert!(stubborn.try_wait().expect("stubborn").is_some(), "SIGKILL");
+        assert!(
+            forgotten.try_wait().expect("forgotten").is_none(),
+            "a forgotten group lives"
+        );
+        let _ = forgotten.kill();
+        let _ = forgotten.wait();
+    }
 
     #[test]
     fn stat_fields_are_counted_after_the_command_name() {

@@ -159,7 +159,7 @@ pub async fn run(mut cmd: Command, program: &str, io: Io<'_>) -> Result<Finished
         cmd.env("KCIDEPLOY_RUN_ID", run);
         lifeline::Record {
             fd: journal.fd(),
-            line: SpawnedLine::new(run, step),
+            line: SpawnedLine::new(run, step, lifeline::this_process()),
         }
     });
     lifeline::arm(&mut cmd, grace, record);

@@ -26,10 +26,11 @@ pub enum Entry {
     /// A step's process started in its own group (`pgid` is the leader's pid), before its
     /// program ran. `start_time` is the leader's start in clock ticks after boot (field 22 of
     /// `/proc/<pid>/stat`): with the pid it names one process, never a later one that got
-    /// the same pid.
+    /// the same pid. `owner` is the kcideploy that started it.
     Spawned {
         run: String,
         step: String,
+        owner: Process,
         pgid: i32,
         start_time: u64,
     },
@@ -52,11 +53,20 @@ pub enum Entry {
     },
 }
 
+/// One process: its pid and start time (clock ticks after boot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Process {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
 /// A process group the journal says was started and not reaped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
     pub run: String,
     pub step: String,
+    /// The kcideploy that started it.
+    pub owner: Process,
     pub pgid: i32,
     pub start_time: u64,
 }
@@ -69,11 +79,13 @@ pub fn unreaped(entries: &[Entry]) -> Vec<Group> {
             Entry::Spawned {
                 run,
                 step,
+                owner,
                 pgid,
                 start_time,
             } => groups.push(Group {
                 run: run.clone(),
                 step: step.clone(),
+                owner: *owner,
                 pgid: *pgid,
                 start_time: *start_time,
             }),
@@ -183,12 +195,13 @@ pub struct SpawnedLine {
 }
 
 impl SpawnedLine {
-    pub fn new(run: &str, step: &str) -> SpawnedLine {
+    pub fn new(run: &str, step: &str, owner: Process) -> SpawnedLine {
         let quote = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
         let mut bytes = format!(
-            r#"{{"event":"spawned","run":{},"step":{},"pgid":"#,
+            r#"{{"event":"spawned","run":{},"step":{},"owner":{},"pgid":"#,
             quote(run),
-            quote(step)
+            quote(step),
+            serde_json::to_string(&owner).unwrap_or_default()
         )
         .into_bytes();
         bytes.extend([b' '; PGID_WIDTH]);
@@ -256,7 +269,11 @@ mod tests {
 
     #[test]
     fn a_spawned_line_filled_after_fork_is_the_entry() {
-        let mut line = SpawnedLine::new("r\"1", "s0");
+        let owner = Process {
+            pid: 1,
+            start_time: 2,
+        };
+        let mut line = SpawnedLine::new("r\"1", "s0", owner);
         let bytes = line.fill(4_194_304, 123_456_789).to_vec();
         assert!(bytes.ends_with(b"}\n"));
         let entry: Entry = serde_json::from_slice(&bytes).expect("json");
@@ -265,6 +282,7 @@ mod tests {
             Entry::Spawned {
                 run: "r\"1".into(),
                 step: "s0".into(),
+                owner,
                 pgid: 4_194_304,
                 start_time: 123_456_789
             }
@@ -286,7 +304,11 @@ mod tests {
         let path = dir.path().join("s.json.journal");
         let journal = Journal::open(&path).expect("open");
         journal.append(&exited("a")).expect("append");
-        let spawned = SpawnedLine::new("r1", "b").fill(10, 20).to_vec();
+        let owner = Process {
+            pid: 1,
+            start_time: 2,
+        };
+        let spawned = SpawnedLine::new("r1", "b", owner).fill(10, 20).to_vec();
         (&journal.file).write_all(&spawned).expect("spawned");
         drop(journal);
         // A kill in the middle of a line.
