@@ -146,6 +146,69 @@ impl Workspace {
         }
     }
 
+    /// `plan --diff`: for each affected component, the diff of every changed file it matched,
+    /// from the deployed revision to the staging revision, at most `max_lines` lines each.
+    pub fn file_diffs(&self, snapshot: &ForgeSnapshot, plan: &mut Plan, max_lines: usize) {
+        use crate::planner::{FileDiff, FileStatus};
+        let mut diffs = Vec::new();
+        for (name, component) in &plan.components {
+            let (Some(repo), Some(snap)) = (
+                plan.repos.get(&component.repo),
+                snapshot.repos.get(&component.repo),
+            ) else {
+                continue;
+            };
+            let mut paths: Vec<&str> = component.because.iter().map(|r| r.path.as_str()).collect();
+            paths.sort_unstable();
+            paths.dedup();
+            for path in paths {
+                let read = |sha: Option<&str>| {
+                    sha.and_then(|sha| {
+                        crate::gitops::files::file_at(&snap.cache, sha, path)
+                            .ok()
+                            .flatten()
+                    })
+                };
+                let old = read(repo.deployed.as_deref());
+                let new = read(Some(&repo.staging));
+                let status = match (&old, &new) {
+                    (None, Some(_)) => FileStatus::Added,
+                    (Some(_), None) => FileStatus::Deleted,
+                    _ => FileStatus::Modified,
+                };
+                let text = |b: &Option<Vec<u8>>| {
+                    b.as_deref()
+                        .map(|b| std::str::from_utf8(b).map(str::to_string))
+                };
+                let (hunks, omitted_lines, status) = match (text(&old), text(&new)) {
+                    (Some(Err(_)), _) | (_, Some(Err(_))) => (Vec::new(), 0, FileStatus::Binary),
+                    (o, n) => {
+                        let o = o.and_then(Result::ok).unwrap_or_default();
+                        let n = n.and_then(Result::ok).unwrap_or_default();
+                        let (h, om) = crate::support::diff::unified(&o, &n, max_lines);
+                        (h, om, status)
+                    }
+                };
+                let changes = repo
+                    .attribution
+                    .iter()
+                    .find(|a| a.path == path)
+                    .map(|a| a.changes.clone())
+                    .unwrap_or_default();
+                diffs.push(FileDiff {
+                    component: name.clone(),
+                    repo: component.repo.clone(),
+                    path: path.to_string(),
+                    changes,
+                    status,
+                    hunks,
+                    omitted_lines,
+                });
+            }
+        }
+        plan.file_diffs = diffs;
+    }
+
     /// Fetch, stage and plan: what `plan`, `apply -f`, `run` and `serve` do once per deploy.
     pub fn fetch_and_plan(&self, request: &PlanRequest) -> Result<(ForgeSnapshot, Plan)> {
         let snapshot = self.fetch()?;

@@ -3,12 +3,11 @@
 //!
 //! The parts: [`schedule`] (pure: what may start), [`dispatch`] (bounded parallelism on the
 //! current runtime), [`runner`] (one step: retries, time limits, cancellation), [`approve`]
-//! (who confirms `approve: true` steps), [`kinds`] (what a step does), [`digest`], [`record`]
+//! (who confirms `approve: true` steps), [`kinds`] (what a step does), [`digest`] (from the planner), [`record`]
 //! (state) and [`report`]. Blame runs its rounds through [`run_round`]: the same executor.
 
 pub mod approve;
 pub mod cancel;
-pub mod digest;
 pub mod dispatch;
 pub mod events;
 pub mod kinds;
@@ -16,6 +15,7 @@ pub mod leftovers;
 pub mod lifeline;
 pub mod process;
 pub mod record;
+pub mod refresh;
 pub mod report;
 mod round;
 pub mod runner;
@@ -31,12 +31,12 @@ use jiff::Timestamp;
 use tokio::sync::watch;
 
 use crate::config::Config;
+pub use crate::planner::digest::{self, inputs_digest, step_digest, step_repos};
 use crate::planner::{Action, Plan};
 use crate::state::journal::{self, Journal};
 use crate::state::{LocalState, StateError, StateLock};
 pub use approve::Approver;
 pub use cancel::{CancelReason, Listener, StopSignal};
-pub use digest::{inputs_digest, step_digest, step_repos};
 use events::{Event, Reporter};
 use process::Cancel;
 pub use report::ApplyReport;
@@ -119,10 +119,11 @@ pub struct RunContext {
     pub journal: Option<RunJournal>,
 }
 
-/// The journal of an apply and each step's input digest (what an exit records).
+/// The journal of an apply, and each step's input digest and resolved settings (what its
+/// exit records).
 pub struct RunJournal {
     pub journal: Journal,
-    pub digests: BTreeMap<String, String>,
+    pub steps: BTreeMap<String, (String, crate::planner::params::Params)>,
 }
 
 impl RunContext {
@@ -221,7 +222,8 @@ impl RunDirs {
     }
 }
 
-/// The steps `plan` runs, in plan order, and their graph (`needs` and `after` among them).
+/// The steps `plan` runs (or those of `only`), in plan order, and their graph (`needs` and
+/// `after` among them).
 pub fn graph_of(
     config: &Config,
     plan: &Plan,
@@ -230,8 +232,12 @@ pub fn graph_of(
     let names: Vec<String> = plan
         .steps
         .iter()
-        .filter(|s| s.action == Action::Run)
-        .filter(|s| only.is_none_or(|o| o.contains(&s.name)))
+        // A round names its steps: a step the plan does not repeat (it finished with the
+        // plan's inputs) runs again on the round's other inputs.
+        .filter(|s| match only {
+            Some(only) => only.contains(&s.name),
+            None => s.action == Action::Run,
+        })
         .map(|s| s.name.clone())
         .collect();
     let mut graph = schedule::Graph::default();
@@ -347,11 +353,27 @@ pub async fn apply(
     let (names, graph) = graph_of(&ctx.config, &ctx.plan, None);
     let digests: Vec<String> = names
         .iter()
-        .map(|n| step_digest(&ctx.config, &ctx.plan, n, &run_id))
+        .map(|n| step_digest(&ctx.config, &ctx.plan.repos, n, &run_id))
+        .collect();
+    let params: Vec<crate::planner::params::Params> = names
+        .iter()
+        .map(|n| {
+            ctx.plan
+                .steps
+                .iter()
+                .find(|s| s.name == *n)
+                .map(|s| s.params.clone())
+                .unwrap_or_default()
+        })
         .collect();
     ctx.journal = Some(RunJournal {
         journal,
-        digests: names.iter().cloned().zip(digests.iter().cloned()).collect(),
+        steps: names
+            .iter()
+            .zip(&digests)
+            .zip(&params)
+            .map(|((n, d), p)| (n.clone(), (d.clone(), p.clone())))
+            .collect(),
     });
     let ctx = Arc::new(ctx);
     reporter.event(&Event::RunStarted {
@@ -368,6 +390,7 @@ pub async fn apply(
         backend,
         run_id: &run_id,
         digests: &digests,
+        params: &params,
         reporter,
         write_error: None,
     };

@@ -8,6 +8,7 @@ use super::events::{Event, Reporter, StepResult};
 use super::report::{ApplyReport, finished_event};
 use super::schedule::Status;
 use super::{RunContext, digest};
+use crate::planner::params::Params;
 use crate::planner::{Plan, StepReason};
 use crate::state::journal::Entry;
 use crate::state::{
@@ -132,6 +133,8 @@ pub struct Recorder<'a> {
     pub backend: &'a LocalState,
     pub run_id: &'a str,
     pub digests: &'a [String],
+    /// Each step's resolved settings, as planned (kept in state on success).
+    pub params: &'a [Params],
     pub reporter: &'a mut dyn Reporter,
     pub write_error: Option<StateError>,
 }
@@ -153,6 +156,7 @@ impl Observer for Recorder<'_> {
             run_id: self.run_id,
             finished_at: Timestamp::now(),
             outputs: outputs.as_ref(),
+            params: self.params.get(step.index),
         };
         record_outcome(self.state, ended, run_step(step));
         self.reporter.event(&event);
@@ -178,6 +182,8 @@ struct Ended<'a> {
     run_id: &'a str,
     finished_at: Timestamp,
     outputs: Option<&'a serde_json::Value>,
+    /// The step's resolved settings (kept with a success).
+    params: Option<&'a Params>,
 }
 
 /// A step that ran, in state: its record (a success or a failure) and its run's record.
@@ -191,6 +197,16 @@ fn record_outcome(state: &mut State, ended: Ended<'_>, step: RunStep) {
             finished_at: Some(ended.finished_at),
             duration_ms: step.duration_ms,
             outputs: last_good_outputs(step.result, ended.outputs, last),
+            params: if step.result == StepResult::Success {
+                ended.params.cloned()
+            } else {
+                last.and_then(|r| r.params.clone())
+            },
+            params_run: if step.result == StepResult::Success {
+                Some(ended.run_id.to_string())
+            } else {
+                last.and_then(|r| r.params_run.clone())
+            },
         };
         state.steps.insert(step.name.clone(), record);
     }
@@ -212,6 +228,7 @@ pub fn replay(state: &mut State, entries: &[Entry]) -> usize {
             step,
             finished_at,
             outputs,
+            params,
         } = entry
             && *run == run_id
         {
@@ -220,6 +237,7 @@ pub fn replay(state: &mut State, entries: &[Entry]) -> usize {
                 run_id: &run_id,
                 finished_at: *finished_at,
                 outputs: outputs.as_ref(),
+                params: params.as_ref(),
             };
             record_outcome(state, ended, step.clone());
             replayed += 1;
@@ -350,6 +368,8 @@ mod tests {
             finished_at: None,
             duration_ms: 0,
             outputs,
+            params: None,
+            params_run: None,
         }
     }
 

@@ -57,9 +57,10 @@ fn journal_exit(ctx: &RunContext, name: &str, outcome: &Outcome) {
     let Some(run_journal) = &ctx.journal else {
         return;
     };
+    let (digest, params) = run_journal.steps.get(name).cloned().unwrap_or_default();
     let entry = Entry::Exited {
         run: ctx.run_id.clone(),
-        digest: run_journal.digests.get(name).cloned().unwrap_or_default(),
+        digest,
         step: RunStep {
             name: name.to_string(),
             result: outcome.result,
@@ -75,6 +76,7 @@ fn journal_exit(ctx: &RunContext, name: &str, outcome: &Outcome) {
         },
         finished_at: Timestamp::now(),
         outputs: outcome.outputs.clone(),
+        params: Some(params),
     };
     if let Err(e) = run_journal.journal.append(&entry) {
         let path = run_journal.journal.path().display();

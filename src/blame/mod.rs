@@ -36,7 +36,8 @@ impl Candidate {
 }
 
 /// The failed step and every step it runs after (through `needs` and `after`) that the plan
-/// runs, in plan order.
+/// runs, or would run but for having finished with the same inputs (a round's inputs differ),
+/// in plan order.
 pub fn subgraph(config: &Config, plan: &Plan, failed: &str) -> Vec<String> {
     let mut keep = BTreeSet::new();
     let mut todo = vec![failed.to_string()];
@@ -55,7 +56,7 @@ pub fn subgraph(config: &Config, plan: &Plan, failed: &str) -> Vec<String> {
     }
     plan.steps
         .iter()
-        .filter(|s| s.action == Action::Run && keep.contains(&s.name))
+        .filter(|s| (s.action == Action::Run || s.is_done_before()) && keep.contains(&s.name))
         .map(|s| s.name.clone())
         .collect()
 }

@@ -36,6 +36,10 @@ pub fn cmd_apply(args: ApplyArgs, color: bool) -> Result<ExitStatus> {
         ),
         (None, None) => miette::bail!("give a saved plan, or -f PLAN.yaml"),
     };
+    if args.refresh && saved.is_some() {
+        eprintln!("{REFRESH_WITH_SAVED_PLAN}");
+        return Ok(ExitStatus::Usage);
+    }
     let mut ws = Workspace::load(&file, cache.as_deref())?;
     if let Some(saved) = &saved {
         check_names(&ws, saved, args.planfile.as_deref().unwrap_or(&file))?;
@@ -50,7 +54,7 @@ pub fn cmd_apply(args: ApplyArgs, color: bool) -> Result<ExitStatus> {
             let request = PlanRequest {
                 cycle: args.cycle,
                 now: Some(parse_now(args.at.as_deref())?),
-                ..Default::default()
+                drift: super::plan::detect_drift(&ws, args.refresh)?,
             };
             let (snapshot, plan) = ws.fetch_and_plan(&request)?;
             if !args.json {
@@ -72,6 +76,13 @@ pub fn cmd_apply(args: ApplyArgs, color: bool) -> Result<ExitStatus> {
     };
     execute(&ws, &lock, plan, snapshot, &how)
 }
+
+/// `apply -refresh PLANFILE`: refresh is part of planning, and a saved plan is applied as
+/// it was made; say how to get what was meant.
+const REFRESH_WITH_SAVED_PLAN: &str = "error: -refresh cannot be used with a saved plan: \
+a saved plan is applied exactly as it was planned, and refreshing is part of planning.
+  To repair drift with a saved plan: kcideploy plan -refresh -f PLAN.yaml -out FILE, then kcideploy apply FILE
+  (the saved plan lists the drifted steps). Or refresh and apply at once: kcideploy apply -refresh -f PLAN.yaml";
 
 /// Before the lock is taken: a saved plan must be sealed (plans saved before seals existed
 /// are planned again), and every step, component and repo it names must be in the plan file.

@@ -220,8 +220,15 @@ pub struct PlanArgs {
     /// Where fetched repos are cached (default: beside the state file).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Check that images and containers recorded in state are still there and as recorded;
-    /// steps whose outputs drifted run again.
+    /// Under each affected component, the diff of every changed file it matched.
+    #[arg(long)]
+    pub diff: bool,
+    /// With --diff: at most this many diff lines per file.
+    #[arg(long = "diff-lines", value_name = "N", default_value_t = 40, value_parser = at_least_one)]
+    pub diff_lines: usize,
+    /// Compare what state records each step made (images, containers and the image each
+    /// runs, registry manifests, pushed branches and tags) with the live system; steps whose
+    /// outcome drifted run again.
     #[arg(long)]
     pub refresh: bool,
 }
@@ -261,6 +268,10 @@ pub struct ApplyArgs {
     /// Post no PR comment and no commit status (also `notify: { enabled: false }`).
     #[arg(long = "no-notify")]
     pub no_notify: bool,
+    /// With -f: plan with `-refresh` (steps whose outcome drifted run again). A saved plan
+    /// already holds what `plan -refresh -out` found.
+    #[arg(long)]
+    pub refresh: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -323,6 +334,8 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
         "cache-dir",
         "grace",
         "no-notify",
+        "diff",
+        "diff-lines",
     ];
     args.into_iter()
         .map(|arg| {

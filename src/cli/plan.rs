@@ -7,7 +7,6 @@ use jiff::Timestamp;
 use miette::{Context, IntoDiagnostic, Result};
 
 use super::args::PlanArgs;
-use crate::config::Config;
 use crate::exit::ExitStatus;
 use crate::planner::{self, Plan};
 use crate::support::write_atomic;
@@ -26,48 +25,35 @@ pub fn parse_now(at: Option<&str>) -> Result<Timestamp> {
     }
 }
 
-/// Steps whose recorded outputs (images, containers) are no longer as recorded.
+/// Steps whose recorded outcomes (images, containers, registry manifests, pushed git refs)
+/// are no longer as recorded, with `-refresh`; none without.
 pub fn detect_drift(
-    config: &Config,
-    state: &crate::state::State,
+    ws: &Workspace,
+    refresh: bool,
 ) -> Result<std::collections::BTreeMap<String, String>> {
-    let with_outputs: Vec<(String, serde_json::Value)> = state
-        .steps
-        .iter()
-        .filter(|(name, record)| {
-            config.file.steps.contains_key(*name) && record.result == "success"
-        })
-        .filter_map(|(name, record)| record.outputs.clone().map(|o| (name.clone(), o)))
-        .collect();
-    if with_outputs.is_empty() {
-        return Ok(Default::default());
+    match (&ws.state, refresh) {
+        (Some(state), true) => crate::apply::refresh::drift(&ws.config, state).map_err(|e| {
+            miette::miette!(
+                help = "-refresh compares state with the live system; without it, plan from state alone",
+                "{e}"
+            )
+        }),
+        _ => Ok(Default::default()),
     }
-    crate::support::rt::block_on(async {
-        let docker = crate::apply::kinds::docker::connect()
-            .await
-            .map_err(|e| miette::miette!("-refresh needs the Docker daemon: {e}"))?;
-        let mut drift = std::collections::BTreeMap::new();
-        for (name, outputs) in with_outputs {
-            if let Some(detail) = crate::apply::kinds::docker::drift(&docker, &outputs).await {
-                drift.insert(name, detail);
-            }
-        }
-        Ok(drift)
-    })
 }
 
 pub fn cmd_plan(args: PlanArgs, color: bool) -> Result<ExitStatus> {
     let ws = Workspace::load(&args.file, args.cache_dir.as_deref())?;
-    let drift = match (&ws.state, args.refresh) {
-        (Some(state), true) => detect_drift(&ws.config, state)?,
-        _ => Default::default(),
-    };
+    let drift = detect_drift(&ws, args.refresh)?;
     let request = PlanRequest {
         cycle: args.cycle,
         now: Some(parse_now(args.at.as_deref())?),
         drift,
     };
-    let (_, mut plan) = ws.fetch_and_plan(&request)?;
+    let (snapshot, mut plan) = ws.fetch_and_plan(&request)?;
+    if args.diff {
+        ws.file_diffs(&snapshot, &mut plan, args.diff_lines);
+    }
     if let Some(out) = &args.out {
         plan.seal();
         let mut json = to_json(&plan)?.into_bytes();

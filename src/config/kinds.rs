@@ -149,6 +149,11 @@ pub struct ContainerRestartWith {
     /// Seconds the daemon waits for a container to stop before killing it.
     #[serde(default = "ContainerRestartWith::default_stop_timeout")]
     pub stop_timeout: i32,
+    /// The image reference the containers must run (`${...}` substituted). A container
+    /// running another image is recreated from it. Unset: the reference each container was
+    /// created from (recreated when a rebuild moved that tag).
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 impl ContainerRestartWith {

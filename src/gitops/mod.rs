@@ -2,6 +2,7 @@
 //! No work tree is touched; every object lands in the cache repository.
 
 pub mod export;
+pub mod files;
 pub mod remote;
 pub mod scratch;
 pub mod stage;

@@ -43,10 +43,19 @@ pub fn branch_head(
     branch: &str,
     timeout: Duration,
 ) -> Result<Option<String>, RemoteError> {
+    ref_head(url, &format!("refs/heads/{branch}"), timeout)
+}
+
+/// What the full ref name (`refs/tags/x`) points at on the remote now (`None`: no such ref).
+pub fn ref_head(url: &str, name: &str, timeout: Duration) -> Result<Option<String>, RemoteError> {
     let mut cmd = Command::new("git");
-    cmd.args(["ls-remote", url, &format!("refs/heads/{branch}")]);
+    cmd.args(["ls-remote", url, name]);
     let out = run_capturing(cmd, timeout)?;
-    Ok(out.split_whitespace().next().map(String::from))
+    Ok(out
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .find(|(_, r)| *r == name)
+        .map(|(sha, _)| sha.to_string()))
 }
 
 /// Run a `git` command without a terminal prompt; kill it after `timeout`.

@@ -198,6 +198,9 @@ pub fn plan_steps(
             needs: step.needs.iter().map(|n| n.value.clone()).collect(),
             after: step.after.iter().map(|n| n.value.clone()).collect(),
             because,
+            params: Default::default(),
+            compared_with: None,
+            changes: Vec::new(),
         });
     }
     out

@@ -3,7 +3,10 @@
 //! (screening here decides what it merges: [`screen_repo`]), then asks for the plan.
 
 pub mod changes;
+pub mod digest;
 pub mod graph;
+pub mod params;
+mod paramtext;
 
 pub mod render;
 pub mod types;
@@ -162,7 +165,33 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
         repos.insert(name.clone(), repo_plan);
     }
     let components = graph::affected_components(config, &repos);
-    let steps = graph::plan_steps(config, &components, decision.cycle, drift);
+    let mut steps = graph::plan_steps(config, &components, decision.cycle, drift);
+    let fingerprint = fingerprint(config, snapshot, state, &repos);
+    if let Some(state) = state {
+        skip_done_before(
+            config,
+            state,
+            &repos,
+            decision.cycle,
+            &fingerprint,
+            &mut steps,
+        );
+    }
+    let vars = params::Vars {
+        repos: &repos,
+        cycle: decision.cycle,
+        plan: &config.file.name,
+    };
+    resolve_params(config, &vars, state, &mut steps);
+    let removed_steps = state
+        .map(|s| {
+            s.steps
+                .keys()
+                .filter(|n| !config.file.steps.contains_key(*n))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
     let summary = Summary {
         run: steps.iter().filter(|s| s.action == Action::Run).count(),
         skip: steps.iter().filter(|s| s.action == Action::Skip).count(),
@@ -170,10 +199,10 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
             .iter()
             .filter(|s| s.because.first() == Some(&StepReason::FullCycleOnly))
             .count(),
+        done_before: steps.iter().filter(|s| s.is_done_before()).count(),
         included: repos.values().map(|r| r.included.len()).sum(),
         excluded: repos.values().map(|r| r.excluded.len()).sum(),
     };
-    let fingerprint = fingerprint(config, snapshot, state, &repos);
     Ok(Plan {
         format_version: PLAN_FORMAT_VERSION.to_string(),
         name: config.file.name.clone(),
@@ -186,9 +215,76 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
         components,
         steps,
         summary,
+        file_diffs: Vec::new(),
+        removed_steps,
         fingerprint,
         content_digest: None,
     })
+}
+
+/// Each step's resolved settings; for a step that runs, what differs from its last success.
+fn resolve_params(
+    config: &Config,
+    vars: &params::Vars<'_>,
+    state: Option<&State>,
+    steps: &mut [StepPlan],
+) {
+    for step in steps.iter_mut() {
+        step.params = params::of_step(config, vars, &step.name);
+        if step.action != Action::Run {
+            continue;
+        }
+        let last = state
+            .and_then(|s| s.steps.get(&step.name))
+            .and_then(|r| r.params.as_ref().map(|p| (r, p)));
+        if let Some((record, old)) = last {
+            step.compared_with = Some(record.params_run.clone().unwrap_or_default());
+            step.changes = params::changes(old, &step.params);
+        }
+    }
+}
+
+/// Triggered steps that state records as finished with the same inputs (in the run apply
+/// would resume, for `always` steps) are not repeated, unless what they made drifted: apply
+/// skips exactly these, so the plan says so.
+fn skip_done_before(
+    config: &Config,
+    state: &State,
+    repos: &IndexMap<String, RepoPlan>,
+    cycle: crate::config::Cycle,
+    fingerprint: &Fingerprint,
+    steps: &mut [StepPlan],
+) {
+    let inputs = digest::inputs_digest_of(cycle, &fingerprint.plan_file, repos);
+    let resumed = state
+        .current_run
+        .as_ref()
+        .filter(|r| r.inputs_digest == inputs && r.result != crate::state::RunResult::Success)
+        .map(|r| r.id.as_str())
+        .unwrap_or("");
+    for step in steps.iter_mut().filter(|s| s.action == Action::Run) {
+        if step
+            .because
+            .iter()
+            .any(|r| matches!(r, StepReason::Drift { .. }))
+        {
+            continue;
+        }
+        let Some(record) = state.steps.get(&step.name) else {
+            continue;
+        };
+        if record.result == crate::state::StepResult::Success
+            && record.digest == digest::step_digest(config, repos, &step.name, resumed)
+        {
+            step.action = Action::Skip;
+            step.because.insert(
+                0,
+                StepReason::DoneBefore {
+                    run_id: record.run_id.clone(),
+                },
+            );
+        }
+    }
 }
 
 /// A repo's part of the plan: screening and merge results in forge order, changed paths

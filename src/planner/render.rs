@@ -54,17 +54,24 @@ pub fn text(plan: &Plan, color: bool) -> String {
     repos_section(&mut out, plan, &st);
     steps_section(&mut out, plan, &st);
     held_section(&mut out, plan, &st);
+    done_before_section(&mut out, plan, &st);
+    diffs_section(&mut out, plan, &st);
     left_out_section(&mut out, plan, &st);
     out.push('\n');
     let s = &plan.summary;
     let _ = writeln!(
         out,
-        "{} {} to run, {} unchanged{}; {} change(s) included, {} left out.",
+        "{} {} to run, {} unchanged{}{}; {} change(s) included, {} left out.",
         "Plan:".style(st.bold),
         count(s.run, "step"),
-        s.skip - s.held_for_full,
+        s.skip.saturating_sub(s.held_for_full + s.done_before),
         if s.held_for_full > 0 {
             format!(", {} held for a full cycle", s.held_for_full)
+        } else {
+            String::new()
+        },
+        if s.done_before > 0 {
+            format!(", {} finished before", s.done_before)
         } else {
             String::new()
         },
@@ -139,11 +146,13 @@ fn steps_section(out: &mut String, plan: &Plan, st: &Styles) {
         );
         let shown: Vec<_> = step.because.iter().take(MAX_REASONS).collect();
         for reason in &shown {
-            let _ = writeln!(
-                out,
-                "      {}",
-                clean(&reason_text(reason, &step.name)).style(st.dim)
-            );
+            let text = match reason {
+                StepReason::Needs { step: need } if done_before(plan, need) => {
+                    format!("needs {need}, triggered but finished before with the same inputs")
+                }
+                _ => reason_text(reason, &step.name),
+            };
+            let _ = writeln!(out, "      {}", clean(&text).style(st.dim));
         }
         if step.because.len() > shown.len() {
             let _ = writeln!(
@@ -152,7 +161,44 @@ fn steps_section(out: &mut String, plan: &Plan, st: &Styles) {
                 format!("(+{} more)", step.because.len() - shown.len()).style(st.dim)
             );
         }
+        for (line, tag) in super::paramtext::lines(step) {
+            let style = match tag {
+                Some(true) => st.add,
+                Some(false) => st.remove,
+                None => st.dim,
+            };
+            let _ = writeln!(out, "      {}", line.style(style));
+        }
     }
+    removed_section(out, plan, st);
+}
+
+/// Steps that state knows and the plan file no longer has.
+fn removed_section(out: &mut String, plan: &Plan, st: &Styles) {
+    if plan.removed_steps.is_empty() {
+        return;
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "{}",
+        "Steps no longer in the plan file (their records stay in state):".style(st.bold)
+    );
+    for name in &plan.removed_steps {
+        let _ = writeln!(
+            out,
+            "  {} {}",
+            "-".style(st.remove),
+            clean(name).style(st.remove)
+        );
+    }
+}
+
+/// Whether step `name` is triggered but not repeated (it finished before with the same inputs).
+fn done_before(plan: &Plan, name: &str) -> bool {
+    plan.steps
+        .iter()
+        .any(|s| s.name == name && s.is_done_before())
 }
 
 /// Triggered steps that wait for a full cycle.
@@ -172,6 +218,77 @@ fn held_section(out: &mut String, plan: &Plan, st: &Styles) {
         for step in held {
             let _ = writeln!(out, "  ~ {} ({})", step.name, step.kind);
         }
+    }
+}
+
+/// `plan --diff`: each affected component's changed files, as unified diffs.
+fn diffs_section(out: &mut String, plan: &Plan, st: &Styles) {
+    if plan.file_diffs.is_empty() {
+        return;
+    }
+    out.push('\n');
+    let _ = writeln!(out, "{}", "Changed files, by component:".style(st.bold));
+    let mut component = "";
+    for d in &plan.file_diffs {
+        if d.component != component {
+            component = &d.component;
+            let _ = writeln!(out, "  {} ({})", clean(component).style(st.bold), d.repo);
+        }
+        let _ = writeln!(
+            out,
+            "    {} {} [{}]",
+            clean(&d.path),
+            d.status.as_str().style(st.dim),
+            clean(&d.changes.join(", ")).style(st.dim)
+        );
+        for hunk in &d.hunks {
+            let _ = writeln!(out, "      {}", hunk.header.style(st.dim));
+            for line in &hunk.lines {
+                let style = match line.chars().next() {
+                    Some('+') => st.add,
+                    Some('-') => st.remove,
+                    _ => st.dim,
+                };
+                let _ = writeln!(out, "      {}", clean(line).style(style));
+            }
+        }
+        if d.omitted_lines > 0 {
+            let _ = writeln!(
+                out,
+                "      {}",
+                format!("… {} more lines (--diff-lines)", d.omitted_lines).style(st.dim)
+            );
+        }
+    }
+}
+
+/// Triggered steps not repeated: they finished with the same inputs before.
+fn done_before_section(out: &mut String, plan: &Plan, st: &Styles) {
+    let done: Vec<_> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s.because.first() {
+            Some(StepReason::DoneBefore { run_id }) => Some((s, run_id)),
+            _ => None,
+        })
+        .collect();
+    if done.is_empty() {
+        return;
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "{}",
+        "Triggered, finished before with the same inputs (not repeated):".style(st.bold)
+    );
+    for (step, run_id) in done {
+        let _ = writeln!(
+            out,
+            "  = {} ({}) in run {}",
+            step.name,
+            step.kind,
+            clean(run_id)
+        );
     }
 }
 
@@ -224,6 +341,9 @@ pub fn reason_text(reason: &StepReason, step: &str) -> String {
         StepReason::Drift { detail } => format!("drift: {detail}"),
         StepReason::NotTriggered => "nothing it depends on changed".to_string(),
         StepReason::FullCycleOnly => "runs only in full cycles".to_string(),
+        StepReason::DoneBefore { run_id } => {
+            format!("finished with the same inputs in run {run_id}")
+        }
     }
 }
 

@@ -167,6 +167,13 @@ pub enum StepReason {
     NotTriggered,
     /// Skipped: triggered, but it runs only in full cycles and this one is partial.
     FullCycleOnly,
+    /// Skipped: triggered, but it finished with the same inputs in that run (an interrupted
+    /// or partly failed run, resumed), and nothing it made drifted.
+    DoneBefore { run_id: String },
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// One step in the plan.
@@ -181,6 +188,23 @@ pub struct StepPlan {
     #[serde(default)]
     pub after: Vec<String>,
     pub because: Vec<StepReason>,
+    /// What the step will do: its settings resolved, secrets masked.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub params: super::params::Params,
+    /// The run of the step's last success, whose settings `changes` compares with; `None`
+    /// when there is none to compare with (a new step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compared_with: Option<String>,
+    /// Settings that differ from that run's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<super::params::ParamChange>,
+}
+
+impl StepPlan {
+    /// Triggered, but not repeated: it finished before with the same inputs.
+    pub fn is_done_before(&self) -> bool {
+        matches!(self.because.first(), Some(StepReason::DoneBefore { .. }))
+    }
 }
 
 /// Every input the plan was computed from; `apply` refuses a plan whose inputs moved.
@@ -210,6 +234,9 @@ pub struct Summary {
     pub skip: usize,
     /// Triggered steps held back because the cycle is partial.
     pub held_for_full: usize,
+    /// Triggered steps that finished before with the same inputs: not repeated.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub done_before: usize,
     pub included: usize,
     pub excluded: usize,
 }
@@ -235,6 +262,12 @@ pub struct Plan {
     /// Steps in the order apply would run them.
     pub steps: Vec<StepPlan>,
     pub summary: Summary,
+    /// With `plan --diff`: the changed files each affected component matched, as diffs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_diffs: Vec<FileDiff>,
+    /// Steps state has records of that the plan file no longer has.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed_steps: Vec<String>,
     pub fingerprint: Fingerprint,
     /// A saved plan's seal: SHA-256 over the canonical JSON of everything above, so an
     /// edited saved plan (a step switched to run, a partial cycle made full) is refused.
@@ -277,5 +310,42 @@ impl Plan {
                 .repos
                 .values()
                 .all(|r| r.deployed.as_deref() == Some(r.staging.as_str()))
+    }
+}
+
+/// A changed file that an affected component matched, as a diff from the deployed revision
+/// to the staging revision (`plan --diff`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDiff {
+    pub component: String,
+    pub repo: String,
+    pub path: String,
+    /// The changes the path is attributed to (or `base`, `removed`).
+    pub changes: Vec<String>,
+    /// `modified`, `added`, `deleted` or `binary`.
+    pub status: FileStatus,
+    pub hunks: Vec<crate::support::diff::Hunk>,
+    /// Lines past the limit (`--diff-lines`), not shown.
+    #[serde(default)]
+    pub omitted_lines: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileStatus {
+    Modified,
+    Added,
+    Deleted,
+    Binary,
+}
+
+impl FileStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileStatus::Modified => "modified",
+            FileStatus::Added => "added",
+            FileStatus::Deleted => "deleted",
+            FileStatus::Binary => "binary",
+        }
     }
 }

@@ -50,6 +50,9 @@ pub enum Entry {
         finished_at: Timestamp,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         outputs: Option<serde_json::Value>,
+        /// The step's resolved settings (see `StepRecord::params`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        params: Option<std::collections::BTreeMap<String, String>>,
     },
 }
 
@@ -264,6 +267,7 @@ mod tests {
             },
             finished_at: Timestamp::UNIX_EPOCH,
             outputs: Some(serde_json::json!({"id": "x"})),
+            params: None,
         }
     }
 

@@ -214,6 +214,12 @@ pub struct StepRecord {
     /// since keeps them: `result`, `run_id` and `finished_at` then describe the failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs: Option<serde_json::Value>,
+    /// The step's resolved settings in its last success (the plan compares with them), and
+    /// that run's id; kept through failures as `outputs` are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params_run: Option<String>,
 }
 
 impl State {

@@ -2,6 +2,7 @@
 //! timeouts, atomic file writes, random identifiers, text helpers.
 
 pub mod cron;
+pub mod diff;
 pub mod http;
 pub mod rt;
 pub mod text;

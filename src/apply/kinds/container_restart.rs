@@ -9,6 +9,7 @@ use bollard::query_parameters::{ListContainersOptions, RestartContainerOptions};
 use serde_json::json;
 
 use super::docker::{connect, failed};
+use super::recreate;
 use super::{Attempt, Kind, StepCtx, StepError};
 use crate::apply::process::{Cancel, cancelled};
 use crate::config::kinds::ContainerRestartWith;
@@ -46,18 +47,14 @@ pub async fn restart(
         }
         None => with.names.clone(),
     };
+    let wanted = with
+        .image
+        .as_deref()
+        .map(|i| super::docker::substitute(i, ctx))
+        .transpose()
+        .map_err(StepError::Failed)?;
     for name in &names {
-        let _ = writeln!(log, "restart {name}");
-        docker
-            .restart_container(
-                name,
-                Some(RestartContainerOptions {
-                    t: Some(with.stop_timeout),
-                    signal: None,
-                }),
-            )
-            .await
-            .map_err(|e| failed(format!("cannot restart container {name}: {e}")))?;
+        restart_or_recreate(&docker, name, wanted.as_deref(), with.stop_timeout, log).await?;
     }
     let limit = ctx.limit;
     let start = Instant::now();
@@ -113,6 +110,49 @@ pub async fn restart(
         }
     }
     Ok(json!({ "containers": containers }))
+}
+
+/// Restart container `name`, or recreate it when its image reference (`wanted`, else the
+/// one it was created from) now names another image than the one it runs (a rebuild moved
+/// the tag, or the container was started by hand from another image): a restart would run
+/// the old one.
+async fn restart_or_recreate(
+    docker: &bollard::Docker,
+    name: &str,
+    wanted: Option<&str>,
+    stop_timeout: i32,
+    mut log: &std::fs::File,
+) -> Result<(), StepError> {
+    let info = docker
+        .inspect_container(name, None)
+        .await
+        .map_err(|e| failed(format!("cannot restart container {name}: {e}")))?;
+    let moved = recreate::moved_image(docker, &info, wanted)
+        .await
+        .map_err(StepError::Failed)?;
+    if let Some((reference, new_image)) = moved {
+        recreate::recreate(
+            docker,
+            name,
+            info,
+            (&reference, &new_image),
+            stop_timeout,
+            log,
+        )
+        .await?;
+        return Ok(());
+    }
+    let _ = writeln!(log, "restart {name}");
+    docker
+        .restart_container(
+            name,
+            Some(RestartContainerOptions {
+                t: Some(stop_timeout),
+                signal: None,
+            }),
+        )
+        .await
+        .map_err(|e| failed(format!("cannot restart container {name}: {e}")))
 }
 
 /// `container_restart`.

@@ -39,48 +39,16 @@ pub(super) fn failed(e: impl std::fmt::Display) -> StepError {
     StepError::Failed(e.to_string())
 }
 
-/// Replace `${repos.<name>.sha}`, `${repos.<name>.base}`, `${cycle}` and `${plan}`.
+/// Replace `${repos.<name>.sha}`, `${repos.<name>.base}`, `${cycle}` and `${plan}`, as the
+/// plan resolved them (planner::params).
 pub fn substitute(text: &str, ctx: &StepCtx<'_>) -> Result<String, String> {
     let plan = &ctx.run.plan;
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| format!("unclosed `${{` in `{text}`"))?;
-        let key = &after[..end];
-        let value = match key.split('.').collect::<Vec<_>>().as_slice() {
-            ["cycle"] => plan.cycle.as_str().to_string(),
-            ["plan"] => plan.name.clone(),
-            ["repos", repo, field] => {
-                let r = plan
-                    .repos
-                    .get(*repo)
-                    .ok_or_else(|| format!("`${{{key}}}`: no repo `{repo}` in the plan"))?;
-                match *field {
-                    "sha" => r.staging.clone(),
-                    "base" => r.base.clone(),
-                    "branch" => r.base_branch.clone(),
-                    other => {
-                        return Err(format!(
-                            "`${{{key}}}`: unknown field `{other}` (sha, base, branch)"
-                        ));
-                    }
-                }
-            }
-            _ => {
-                return Err(format!(
-                    "unknown variable `${{{key}}}` (repos.<name>.sha, repos.<name>.base, cycle, plan)"
-                ));
-            }
-        };
-        out.push_str(&value);
-        rest = &after[end + 1..];
+    crate::planner::params::Vars {
+        repos: &plan.repos,
+        cycle: plan.cycle,
+        plan: &plan.name,
     }
-    out.push_str(rest);
-    Ok(out)
+    .substitute(text)
 }
 
 /// The next item of a daemon's progress stream, or `Cancelled` when the run is stopped.

@@ -5,16 +5,23 @@ use std::time::Duration;
 
 use bollard::query_parameters::PushImageOptions;
 
+use serde_json::json;
+
 use super::docker::{
-    PUSH_TIMEOUT, connect, credentials, failed, next_or_cancel, substitute, within_limit,
+    PUSH_TIMEOUT, connect, credentials, failed, next_or_cancel, short_id, substitute, within_limit,
 };
 use super::{Attempt, Kind, StepCtx, StepError};
 use crate::config::kinds::DockerPushWith;
 
-/// Push tags of an image.
-pub async fn push(ctx: &mut StepCtx<'_>, with: &DockerPushWith) -> Result<(), StepError> {
+/// Push tags of an image; each tag with the manifest digest the registry stored, for state
+/// and `-refresh`.
+pub async fn push(
+    ctx: &mut StepCtx<'_>,
+    with: &DockerPushWith,
+) -> Result<serde_json::Value, StepError> {
     let docker = connect().await.map_err(StepError::Failed)?;
     let mut log = ctx.log;
+    let mut pushed = Vec::new();
     for tag in &with.tags {
         let tag = substitute(tag, ctx).map_err(StepError::Failed)?;
         let _ = writeln!(log, "push {}:{tag}", with.image);
@@ -26,6 +33,7 @@ pub async fn push(ctx: &mut StepCtx<'_>, with: &DockerPushWith) -> Result<(), St
             }),
             credentials(&with.image),
         );
+        let mut digest = None;
         loop {
             let Some(item) = next_or_cancel(&mut stream, &mut ctx.cancel).await? else {
                 break;
@@ -34,6 +42,7 @@ pub async fn push(ctx: &mut StepCtx<'_>, with: &DockerPushWith) -> Result<(), St
                 Ok(info) => {
                     if let Some(status) = info.status {
                         let _ = writeln!(log, "{status}");
+                        digest = digest.or_else(|| digest_of(&status));
                     }
                     if let Some(detail) = info.error_detail {
                         return Err(failed(format!(
@@ -46,8 +55,71 @@ pub async fn push(ctx: &mut StepCtx<'_>, with: &DockerPushWith) -> Result<(), St
                 Err(e) => return Err(failed(format!("cannot push {}:{tag}: {e}", with.image))),
             }
         }
+        pushed.push(json!({ "tag": tag, "digest": digest }));
     }
-    Ok(())
+    Ok(json!({ "image": with.image, "pushed": pushed }))
+}
+
+/// The manifest digest in the daemon's last push status (`<tag>: digest: sha256:… size: N`).
+fn digest_of(status: &str) -> Option<String> {
+    let (_, rest) = status.split_once("digest: ")?;
+    let digest = rest.split_whitespace().next()?;
+    digest.starts_with("sha256:").then(|| digest.to_string())
+}
+
+/// Drift of a push recorded as `outputs`: a tag no longer in the registry, or naming another
+/// manifest than the one pushed. An unreachable registry is an error, not drift.
+pub async fn drift(
+    docker: &bollard::Docker,
+    outputs: &serde_json::Value,
+) -> Result<Option<String>, String> {
+    let Some(image) = outputs["image"].as_str() else {
+        return Ok(None);
+    };
+    for pushed in outputs["pushed"].as_array().into_iter().flatten() {
+        let Some(tag) = pushed["tag"].as_str() else {
+            continue;
+        };
+        let reference = format!("{image}:{tag}");
+        let found = match docker
+            .inspect_registry_image(&reference, credentials(image))
+            .await
+        {
+            Ok(found) => found,
+            Err(e) if missing_manifest(&e) => {
+                return Ok(Some(format!("{reference} is no longer in the registry")));
+            }
+            Err(e) => return Err(format!("cannot look up {reference} in its registry: {e}")),
+        };
+        if let Some(recorded) = pushed["digest"].as_str()
+            && found.descriptor.digest.as_deref() != Some(recorded)
+        {
+            return Ok(Some(format!(
+                "{reference} names manifest {} in the registry instead of the pushed {}",
+                found
+                    .descriptor
+                    .digest
+                    .as_deref()
+                    .map(short_id)
+                    .unwrap_or("?"),
+                short_id(recorded)
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether the daemon said the registry has no such manifest.
+fn missing_manifest(e: &bollard::errors::Error) -> bool {
+    let text = e.to_string();
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    ) || text.contains("manifest unknown")
+        || text.contains("not found")
 }
 
 /// `docker_push`.
@@ -59,7 +131,7 @@ impl Kind for Push {
         Box::pin(async move {
             within_limit(&what, ctx.limit, ctx.log_path.clone(), push(ctx, &self.0))
                 .await
-                .map(|()| None)
+                .map(Some)
         })
     }
 

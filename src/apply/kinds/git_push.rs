@@ -61,13 +61,48 @@ fn target<'a>(run: &'a RunContext, with: &GitPushWith) -> Result<Target<'a>, Ste
     })
 }
 
-pub async fn run(ctx: &mut StepCtx<'_>, with: &GitPushWith) -> Result<(), StepError> {
+/// Push; what was pushed (branch, revision, dated tag), for state and `-refresh`.
+pub async fn run(
+    ctx: &mut StepCtx<'_>,
+    with: &GitPushWith,
+) -> Result<serde_json::Value, StepError> {
     let target = target(ctx.run, with)?;
     push_branch(ctx, &target, with.force).await?;
-    let Some(prefix) = &with.tag_prefix else {
-        return Ok(());
+    let tag = match &with.tag_prefix {
+        Some(prefix) => Some(push_tag(ctx, &target, prefix, with.tag_keep).await?),
+        None => None,
     };
-    push_tag(ctx, &target, prefix, with.tag_keep).await
+    Ok(serde_json::json!({ "branch": target.branch, "sha": target.sha, "tag": tag }))
+}
+
+/// Drift of a push recorded as `outputs`: the branch (or the tag) on the remote at `url` no
+/// longer points at the pushed revision.
+pub fn drift(url: &str, outputs: &serde_json::Value) -> Result<Option<String>, String> {
+    use crate::gitops::remote::{FETCH_TIMEOUT, ref_head};
+    let (Some(branch), Some(sha)) = (outputs["branch"].as_str(), outputs["sha"].as_str()) else {
+        return Ok(None);
+    };
+    let remote = redact_url(url);
+    let mut refs = vec![(format!("refs/heads/{branch}"), format!("branch {branch}"))];
+    if let Some(tag) = outputs["tag"].as_str() {
+        refs.push((format!("refs/tags/{tag}"), format!("tag {tag}")));
+    }
+    for (name, what) in refs {
+        let found = ref_head(url, &name, FETCH_TIMEOUT)
+            .map_err(|e| format!("git ls-remote {remote}: {e}"))?;
+        match found {
+            None => return Ok(Some(format!("{what} no longer exists on {remote}"))),
+            Some(found) if found != sha => {
+                return Ok(Some(format!(
+                    "{what} on {remote} is at {} instead of {}",
+                    crate::support::text::short(&found),
+                    crate::support::text::short(sha)
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(None)
 }
 
 /// Move the staging branch to the staging revision, unless it is there; with a lease on
@@ -119,13 +154,13 @@ async fn push_branch(
 }
 
 /// Tag the staging revision `<prefix>YYYYMMDD.N` (unless a tag of today points at it) and
-/// delete the tags beyond the newest `keep`, in one push.
+/// delete the tags beyond the newest `keep`, in one push; the tag that names the revision.
 async fn push_tag(
     ctx: &mut StepCtx<'_>,
     target: &Target<'_>,
     prefix: &str,
     keep: usize,
-) -> Result<(), StepError> {
+) -> Result<String, StepError> {
     let Target { url, sha, .. } = target;
     let ls_remote = target.git(vec![
         "ls-remote".into(),
@@ -139,13 +174,17 @@ async fn push_tag(
     let mut log = ctx.log;
     let mut refspecs = Vec::new();
     let mut kept = tags.clone();
-    if tags.iter().any(|t| t.date == today && t.sha == *sha) {
+    let current = tags.iter().find(|t| t.date == today && t.sha == *sha);
+    let tag_name;
+    if let Some(current) = current {
         let _ = writeln!(log, "a tag of today already points at {sha}");
+        tag_name = current.name.clone();
     } else {
         let n = next_number(&tags, &today);
         let name = format!("{prefix}{today}.{n}");
         let _ = writeln!(log, "tag {name}");
         refspecs.push(format!("{sha}:refs/tags/{name}"));
+        tag_name = name.clone();
         kept.push(DatedTag {
             name,
             date: today,
@@ -158,13 +197,13 @@ async fn push_tag(
         refspecs.push(format!(":refs/tags/{}", old.name));
     }
     if refspecs.is_empty() {
-        return Ok(());
+        return Ok(tag_name);
     }
     let mut args = vec!["push".to_string(), "--porcelain".into(), url.clone()];
     args.extend(refspecs);
     ctx.process(target.git(args), "git push (tags)", false)
         .await?;
-    Ok(())
+    Ok(tag_name)
 }
 
 /// The next `N` of `<prefix>YYYYMMDD.N` for `today`.
@@ -218,7 +257,7 @@ pub struct GitPush(pub GitPushWith);
 
 impl Kind for GitPush {
     fn run<'a>(&'a self, ctx: &'a mut StepCtx<'_>) -> Attempt<'a> {
-        Box::pin(async move { run(ctx, &self.0).await.map(|()| None) })
+        Box::pin(async move { run(ctx, &self.0).await.map(Some) })
     }
 }
 

@@ -8,6 +8,10 @@ pub mod docker;
 mod docker_build;
 mod docker_prune;
 mod docker_push;
+mod recreate;
+
+pub use docker_push::drift as docker_push_drift;
+pub use git_push::drift as git_push_drift;
 mod git_push;
 mod http_wait;
 mod kernelci;

@@ -1,11 +1,14 @@
 //! Digests of what a step and a run deploy: a step that finished with the same inputs is not
-//! repeated, and an unfinished run with the same inputs is resumed.
+//! repeated, and an unfinished run with the same inputs is resumed. The planner uses them to
+//! say so in the plan, and apply to record and check what ran: both agree by construction.
 
 use std::collections::BTreeSet;
 
+use indexmap::IndexMap;
 use sha2::{Digest, Sha256};
 
-use crate::config::Config;
+use super::types::RepoPlan;
+use crate::config::{Config, Cycle};
 use crate::planner::Plan;
 
 /// Repos a step deploys: those of its `on` components and `with.repo`, and of the steps it
@@ -36,20 +39,25 @@ pub fn step_repos(config: &Config, step: &str) -> BTreeSet<String> {
 
 /// Digest of a step's inputs: its settings and the staging revisions of its repos (all repos
 /// when it names none); `always` steps also the run, so each run runs them once.
-pub fn step_digest(config: &Config, plan: &Plan, step: &str, run_id: &str) -> String {
+pub fn step_digest(
+    config: &Config,
+    repos_plan: &IndexMap<String, RepoPlan>,
+    step: &str,
+    run_id: &str,
+) -> String {
     let Some(s) = config.file.steps.get(step) else {
         return String::new();
     };
     let mut repos = step_repos(config, step);
     if repos.is_empty() {
-        repos = plan.repos.keys().cloned().collect();
+        repos = repos_plan.keys().cloned().collect();
     }
     let revisions: Vec<(&String, &str)> = repos
         .iter()
         .map(|r| {
             (
                 r,
-                plan.repos.get(r).map(|p| p.staging.as_str()).unwrap_or(""),
+                repos_plan.get(r).map(|p| p.staging.as_str()).unwrap_or(""),
             )
         })
         .collect();
@@ -65,10 +73,19 @@ pub fn step_digest(config: &Config, plan: &Plan, step: &str, run_id: &str) -> St
 
 /// Digest of what a run deploys; an unfinished run with the same digest is resumed.
 pub fn inputs_digest(plan: &Plan) -> String {
+    inputs_digest_of(plan.cycle, &plan.fingerprint.plan_file, &plan.repos)
+}
+
+/// [`inputs_digest`] from its parts, before the plan is whole.
+pub fn inputs_digest_of(
+    cycle: Cycle,
+    plan_file_hash: &str,
+    repos: &IndexMap<String, RepoPlan>,
+) -> String {
     let doc = serde_json::json!({
-        "cycle": plan.cycle,
-        "plan_file": plan.fingerprint.plan_file,
-        "staging": plan.repos.iter().map(|(k, r)| (k, &r.staging)).collect::<Vec<_>>(),
+        "cycle": cycle,
+        "plan_file": plan_file_hash,
+        "staging": repos.iter().map(|(k, r)| (k, &r.staging)).collect::<Vec<_>>(),
     });
     hex::encode(Sha256::digest(doc.to_string().as_bytes()))
 }
