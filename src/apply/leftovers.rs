@@ -16,7 +16,29 @@ use nix::libc;
 use tokio::time::Instant;
 
 use super::lifeline::{self, Stat, parse_stat};
-use crate::state::journal::Group;
+use crate::state::journal::{self, Entry, Group, Journal};
+use crate::state::{LocalState, StateError};
+
+/// Before a run starts (under the lock): the journal's entries, once what they say an
+/// interrupted run left running is stopped (each group with a warning).
+pub async fn after_interruption(
+    backend: &LocalState,
+    grace: Duration,
+) -> Result<Vec<Entry>, StateError> {
+    let path = backend.journal_path();
+    let entries = journal::read(&path).map_err(|source| StateError::Read { path, source })?;
+    for stopped in stop(&journal::unreaped(&entries), grace).await {
+        tracing::warn!("{stopped}");
+    }
+    Ok(entries)
+}
+
+/// This apply's journal, empty: state holds what it said (written by the caller first).
+pub fn fresh_journal(backend: &LocalState) -> Result<Journal, StateError> {
+    let path = backend.journal_path();
+    let journal = Journal::open(&path).and_then(|j| j.clear().map(|()| j));
+    journal.map_err(|source| StateError::Write { path, source })
+}
 
 /// A group of the interrupted run that still had processes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,7 +276,7 @@ mod tests {
                 .await
                 .is_empty()
         );
-        let stopped = stop(&[group.clone()], Duration::from_secs(5)).await;
+        let stopped = stop(std::slice::from_ref(&group), Duration::from_secs(5)).await;
         assert_eq!(stopped.len(), 1, "{stopped:?}");
         assert!(!stopped[0].killed, "sleep stops at SIGTERM");
         assert!(members(&group, &processes()).is_empty());

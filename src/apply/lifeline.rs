@@ -4,7 +4,7 @@
 //! Every step process runs in its own process group. Between `fork` and `exec` ([`arm`]) the
 //! process, still running kcideploy's code, asks for SIGTERM when the thread that started
 //! it dies (`PR_SET_PDEATHSIG`; those are runtime workers, which live as long as the
-//! process), writes its own [`SpawnedLine`] to the run's journal (synced), and tells the
+//! process), writes its own [`SpawnedLine`] to the run's journal, and tells the
 //! guard its group, all before its program runs. The guard is one `sh` per kcideploy process
 //! ([`GUARD_SCRIPT`]), in its own process group, deaf to SIGINT/SIGTERM/SIGHUP: it keeps the
 //! list of running groups from a socket, and when the socket closes (kcideploy is gone,
@@ -138,7 +138,7 @@ pub fn arm(cmd: &mut tokio::process::Command, grace: Duration, record: Option<Re
     let guard = guard(grace);
     let mut record = record;
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe system
-    // calls (setpgid, prctl, getppid, getpid, open, read, close, write, fdatasync, send) on
+    // calls (setpgid, prctl, getppid, getpid, open, read, close, write, send) on
     // memory allocated before the fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || before_exec(parent, guard, record.as_mut()));
@@ -169,11 +169,9 @@ fn before_exec(
     let pid = unsafe { libc::getpid() };
     if let Some(record) = record {
         let start = own_start_time()?;
+        // Not synced: in the page cache it outlives any kill of kcideploy, and a crash of the
+        // machine leaves no process to stop. (A sync here would hold every process start.)
         write_all(record.fd, record.line.fill(pid, start))?;
-        // SAFETY: a file descriptor of kcideploy's, open until the spawn returns.
-        if unsafe { libc::fdatasync(record.fd) } != 0 {
-            return Err(os_error());
-        }
     }
     if let Some(socket) = guard {
         tell(socket, b'+', pid);

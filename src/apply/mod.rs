@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 pub use crate::planner::digest::{self, inputs_digest, step_digest, step_repos};
 use crate::planner::{Action, Plan};
-use crate::state::journal::{self, Journal};
+use crate::state::journal::Journal;
 use crate::state::{LocalState, StateError, StateLock};
 pub use approve::Approver;
 pub use cancel::{CancelReason, Listener, StopSignal};
@@ -124,6 +124,16 @@ pub struct RunContext {
 pub struct RunJournal {
     pub journal: Journal,
     pub steps: BTreeMap<String, (String, crate::planner::params::Params)>,
+}
+
+impl RunJournal {
+    /// Empty the journal once state holds all of it (a failure only costs a replay).
+    fn clear(&self) {
+        if let Err(e) = self.journal.clear() {
+            let path = self.journal.path().display();
+            tracing::warn!("cannot empty the journal {path}: {e}");
+        }
+    }
 }
 
 impl RunContext {
@@ -307,6 +317,20 @@ fn depends_on(graph: &schedule::Graph, from: usize, to: usize) -> bool {
     false
 }
 
+/// The resolved settings of each of `names`, as planned.
+fn params_of(plan: &Plan, names: &[String]) -> Vec<crate::planner::params::Params> {
+    names
+        .iter()
+        .map(|n| {
+            plan.steps
+                .iter()
+                .find(|s| s.name == *n)
+                .map(|s| s.params.clone())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 /// Apply `plan`. The caller holds the state lock (`_lock` is the proof).
 pub async fn apply(
     config: Config,
@@ -320,14 +344,7 @@ pub async fn apply(
     let started = Instant::now();
     let mut state = backend.read()?.unwrap_or_default();
     // What an interrupted run left running is stopped before anything starts.
-    let journal_path = backend.journal_path();
-    let entries = journal::read(&journal_path).map_err(|source| StateError::Read {
-        path: journal_path.clone(),
-        source,
-    })?;
-    for stopped in leftovers::stop(&journal::unreaped(&entries), opts.grace).await {
-        tracing::warn!("{stopped}");
-    }
+    let entries = leftovers::after_interruption(backend, opts.grace).await?;
     if plan.is_deployed() {
         // No step to run and no deployed revision to move: nothing for state to remember.
         return Ok(record::nothing_to_do(&state));
@@ -335,13 +352,7 @@ pub async fn apply(
     record::replay(&mut state, &entries);
     let (run_id, resumed) = record::begin_run(&mut state, &plan, Timestamp::now());
     backend.write(&mut state)?;
-    // State now holds what the journal said: it starts empty for this apply.
-    let journal_error = |source| StateError::Write {
-        path: journal_path.clone(),
-        source,
-    };
-    let journal = Journal::open(&journal_path).map_err(journal_error)?;
-    journal.clear().map_err(journal_error)?;
+    let journal = leftovers::fresh_journal(backend)?;
     let previous = state
         .steps
         .iter()
@@ -355,17 +366,7 @@ pub async fn apply(
         .iter()
         .map(|n| step_digest(&ctx.config, &ctx.plan.repos, n, &run_id))
         .collect();
-    let params: Vec<crate::planner::params::Params> = names
-        .iter()
-        .map(|n| {
-            ctx.plan
-                .steps
-                .iter()
-                .find(|s| s.name == *n)
-                .map(|s| s.params.clone())
-                .unwrap_or_default()
-        })
-        .collect();
+    let params = params_of(&ctx.plan, &names);
     ctx.journal = Some(RunJournal {
         journal,
         steps: names
@@ -409,13 +410,8 @@ pub async fn apply(
     let result = report::run_result(&counts, done.stopped.is_some(), write_error.is_some());
     record::end_run(&mut state, &ctx, &names, &done.results, result);
     backend.write(&mut state)?;
-    if let Some(j) = &ctx.journal
-        && let Err(e) = j.journal.clear()
-    {
-        tracing::warn!(
-            "cannot empty the journal {}: {e}",
-            j.journal.path().display()
-        );
+    if let Some(j) = &ctx.journal {
+        j.clear();
     }
     if let Some(e) = write_error {
         return Err(e.into());

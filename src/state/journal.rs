@@ -2,8 +2,10 @@
 //! written the moment it happens, where state learns it only at its next write. A step's
 //! process group (leader pid and start time), written by the process itself before its
 //! program runs; that leader reaped; a step's exit with its result. One JSON object per line,
-//! each written with one `write` to the file opened for appending, then synced; a line torn
-//! by a kill is cut off when the journal is next opened.
+//! each written with one `write` to the file opened for appending, which a kill of kcideploy
+//! cannot undo; a step's exit is also synced to disk, so that a crash of the machine does not
+//! lose it either (a crash leaves no process of a group to stop: those lines are not synced).
+//! A line torn by a kill is cut off when the journal is next opened.
 //!
 //! The next apply, under the lock, reads it: it stops the groups of steps that were still
 //! running (their leader never reaped) and replays the exits into the run record, so a step
