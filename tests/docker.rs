@@ -50,6 +50,11 @@ const TESTS: &[(&str, Needs, fn())] = &[
     ),
     ("compose_up_and_down", Needs::Docker, compose_up_and_down),
     (
+        "compose_deploy_in_a_checkout_keeps_env_and_pulls_downs_ups",
+        Needs::Registry,
+        compose_deploy_in_a_checkout_keeps_env_and_pulls_downs_ups,
+    ),
+    (
         "push_authenticates_to_a_registry_with_htpasswd",
         Needs::Tools(&["docker-registry", "htpasswd"]),
         push_authenticates_to_a_registry_with_htpasswd,
@@ -459,6 +464,123 @@ fn compose_up_and_down() {
     ]);
     assert!(running.is_empty(), "compose down removed it: {running}");
     let _ = fx;
+}
+
+/// The compose project's one container: (id, image id, `APP_MSG` of its environment).
+fn compose_container(project: &str) -> (String, String, String) {
+    let id = docker(&[
+        "ps",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+        "--format",
+        "{{.ID}}",
+    ]);
+    assert_eq!(id.lines().count(), 1, "one running container: {id}");
+    let image = docker(&["inspect", "--format", "{{.Image}}", &id]);
+    let env = docker(&["inspect", "--format", "{{json .Config.Env}}", &id]);
+    let msg = serde_json::from_str::<Vec<String>>(&env)
+        .expect("env")
+        .iter()
+        .find_map(|e| e.strip_prefix("APP_MSG=").map(String::from))
+        .unwrap_or_default();
+    (id, image, msg)
+}
+
+/// The staging restart with Debian's docker-compose (`cli: v1`) and a real daemon, in a
+/// persistent checkout: `.env` written on the host between two cycles is kept (and read by
+/// compose), and each cycle pulls, then downs, then ups: the second cycle's container is a
+/// new one, running, from the image the registry had (not the older local copy).
+fn compose_deploy_in_a_checkout_keeps_env_and_pulls_downs_ups() {
+    let registry = std::env::var("KCIDEPLOY_TEST_REGISTRY").expect("checked by main");
+    let local = unique("kcdtest/composeck");
+    let image = format!("{registry}/{local}");
+    let project = unique("kcdck").replace('-', "");
+    let (fx, remote, plan) = build_fixture(&local, "");
+    let (code, out, err) = apply(&plan);
+    assert_eq!(code, 0, "{out}{err}");
+    let first = image_id(&format!("{local}:latest"));
+    docker(&["tag", &first, &format!("{image}:latest")]);
+    docker(&["push", "-q", &format!("{image}:latest")]);
+    let compose = format!(
+        "version: \"2.4\"\nservices:\n  app:\n    image: {image}:latest\n    network_mode: none\n    environment: [\"APP_MSG=${{APP_MSG:-unset}}\"]\n    command: [\"/bin/busybox\", \"sleep\", \"1000\"]\n"
+    );
+    remote.branch(
+        "pr/1",
+        ALICE,
+        &[
+            ("docker-compose.yaml", Some(compose.as_str())),
+            (".gitignore", Some(".env\n")),
+        ],
+    );
+    let text = std::fs::read_to_string(&plan).expect("plan")
+        + &format!(
+            "  app:\n    kind: compose\n    always: true\n    after: [build]\n    with:\n      \
+             action: deploy\n      cli: v1\n      repo: pipe\n      checkout: checkouts/app\n      \
+             project: {project}\n      files: [docker-compose.yaml]\n"
+        );
+    std::fs::write(&plan, text).expect("write");
+    let (code, out, err) = apply(&plan);
+    assert_eq!(code, 0, "{out}{err}");
+    let (c1, image1, msg1) = compose_container(&project);
+    assert_eq!((image1.as_str(), msg1.as_str()), (first.as_str(), "unset"));
+
+    // On the host: the secrets' .env. In the registry: a newer image under the same tag,
+    // while the local tag still names the older one.
+    let checkout = fx.path().join("checkouts/app");
+    std::fs::write(checkout.join(".env"), "APP_MSG=from-dot-env\n").expect(".env");
+    let scratch = docker(&["create", &first]);
+    let second = docker(&[
+        "commit",
+        "--change",
+        "LABEL org.example.second=1",
+        &scratch,
+        &format!("{image}:latest"),
+    ]);
+    docker(&["rm", &scratch]);
+    docker(&["push", "-q", &format!("{image}:latest")]);
+    docker(&["tag", &first, &format!("{image}:latest")]);
+    assert_ne!(first, second);
+
+    remote.branch("pr/2", ALICE, &[("README.md", Some("next cycle\n"))]);
+    let (code, out, err) = apply(&plan);
+    assert_eq!(code, 0, "{out}{err}");
+    let (c2, image2, msg2) = compose_container(&project);
+    assert_ne!(c2, c1, "down removed the first container, up made another");
+    assert_eq!(
+        image2, second,
+        "pulled before up: the registry's image runs"
+    );
+    assert_eq!(msg2, "from-dot-env", "compose read the kept .env");
+    assert_eq!(
+        std::fs::read_to_string(checkout.join(".env")).expect(".env"),
+        "APP_MSG=from-dot-env\n"
+    );
+    let logs: String = std::fs::read_dir(fx.path().join(".kcideploy/runs/t"))
+        .expect("runs")
+        .flatten()
+        .filter_map(|run| std::fs::read_to_string(run.path().join("app.log")).ok())
+        .collect();
+    let order: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.starts_with("docker-compose "))
+        .map(|l| l.rsplit(" docker-compose.yaml ").next().unwrap_or(l))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "pull",
+            "down --remove-orphans",
+            "up -d",
+            "pull",
+            "down --remove-orphans",
+            "up -d"
+        ],
+        "{logs}"
+    );
+    let _ = StdCommand::new("docker-compose")
+        .args(["-p", &project, "-f", "docker-compose.yaml", "down"])
+        .current_dir(&checkout)
+        .output();
 }
 
 /// A `docker-registry` of its own on a free 127.0.0.1 port, with htpasswd (bcrypt) auth;

@@ -58,11 +58,7 @@ fn with_token<T>(f: impl FnOnce() -> T) -> T {
 #[test]
 fn every_exclusion_reason_in_pr_number_order() {
     let (fx, remote, fake, api) = setup();
-    std::fs::write(
-        fx.path().join("trusted.ini"),
-        "# staging users\n[trusted]\ndave = Dave\n",
-    )
-    .expect("file");
+    std::fs::write(fx.path().join("trusted.ini"), "# staging users\ndave\n").expect("file");
     fake.lock().expect("f").team = vec!["carol".into(), "erin".into()];
     add_pr(
         &fake,
@@ -551,4 +547,100 @@ fn a_failed_cycle_check_is_reported_in_every_comment() {
         .find(|(s, _)| *s == head)
         .map(|(_, st)| st.as_str());
     assert_eq!(last, Some("success"));
+}
+
+/// The logins of kernelci-deploy's `data/staging.ini`, read independently of kcideploy's
+/// INI reader: the indented lines after `users:`, up to the next unindented line.
+fn staging_ini_logins(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .skip_while(|l| l.trim() != "users:")
+        .skip(1)
+        .take_while(|l| l.trim().is_empty() || l.starts_with([' ', '\t']))
+        .map(|l| l.trim().to_lowercase())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+#[test]
+fn the_real_staging_ini_trusts_exactly_its_logins() {
+    let ini_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/kernelci-snapshot/kernelci-deploy/tree/data/staging.ini");
+    let ini = std::fs::read_to_string(&ini_path).expect("the snapshot's staging.ini");
+    let expected = staging_ini_logins(&ini);
+    assert_eq!(expected.len(), 74, "74 unique logins (vigneshraman twice)");
+
+    let (fx, remote, fake, api) = setup();
+    std::fs::write(fx.path().join("staging.ini"), &ini).expect("copy");
+    for (n, login) in [(1, "a-wai"), (2, "namespace"), (3, "branch"), (4, "users")] {
+        add_pr(
+            &fake,
+            &remote,
+            pr(n, login),
+            &[("config/a.yaml", Some("a: 2\n"))],
+        );
+    }
+    let text = plan_text(
+        &api,
+        "trusted_file: { path: staging.ini, format: ini, section: DEFAULT, key: users }",
+    )
+    .replace("      trusted: [alice, bob]\n", "");
+    let config = fx.config(&text);
+    let ws = kcideploy::workspace::Workspace::load(&config.path, Some(&fx.path().join("cache")))
+        .expect("load");
+    let (snapshot, plan) = with_token(|| {
+        ws.fetch_and_plan(&kcideploy::workspace::PlanRequest {
+            cycle: CycleRequest::Partial,
+            now: Some(now()),
+            ..Default::default()
+        })
+        .expect("plan")
+    });
+    let trusted: std::collections::BTreeSet<String> = snapshot.repos["core"]
+        .trusted
+        .clone()
+        .expect("a trusted list")
+        .iter()
+        .map(|l| l.to_lowercase())
+        .collect();
+    assert_eq!(trusted, expected, "exactly the file's logins");
+    let repo = &plan.repos["core"];
+    let included: Vec<&str> = repo.included.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(included, ["#1"], "a-wai is in the list");
+    let excluded: Vec<(&str, ExclusionReason)> = repo
+        .excluded
+        .iter()
+        .map(|e| (e.id.as_str(), e.reason))
+        .collect();
+    assert_eq!(
+        excluded,
+        [
+            ("#2", ExclusionReason::Untrusted),
+            ("#3", ExclusionReason::Untrusted),
+            ("#4", ExclusionReason::Untrusted),
+        ],
+        "the ini's other keys and the key's name are not logins"
+    );
+}
+
+#[test]
+fn a_trusted_file_in_the_wrong_format_is_an_error_not_a_list_of_words() {
+    let (fx, remote, fake, api) = setup();
+    let ini = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/kernelci-snapshot/kernelci-deploy/tree/data/staging.ini");
+    std::fs::copy(ini, fx.path().join("staging.ini")).expect("copy");
+    add_pr(
+        &fake,
+        &remote,
+        pr(1, "alice"),
+        &[("config/a.yaml", Some("a: 2\n"))],
+    );
+    let config = fx.config(&plan_text(&api, "trusted_file: staging.ini"));
+    let ws = kcideploy::workspace::Workspace::load(&config.path, Some(&fx.path().join("cache")))
+        .expect("load");
+    let err = with_token(|| ws.fetch()).expect_err("not a list of logins");
+    let text = err.to_string();
+    assert!(
+        text.contains("staging.ini:1: \"[DEFAULT]\" is not a GitHub login"),
+        "{text}"
+    );
 }

@@ -169,6 +169,21 @@ pub enum ComposeAction {
     Up,
     Down,
     Pull,
+    /// `pull`, then `down`, then `up -d`: the staging script's restart.
+    Deploy,
+}
+
+/// Which compose command line a `compose` step runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComposeCli {
+    /// `docker compose` when it answers, else `docker-compose`.
+    #[default]
+    Auto,
+    /// `docker-compose` (Compose v1, Debian's package).
+    V1,
+    /// `docker compose` (the Compose v2 plugin).
+    V2,
 }
 
 /// `compose`: `docker compose` (v2) or `docker-compose` (v1) on a project.
@@ -179,25 +194,73 @@ pub struct ComposeWith {
     /// Compose project name.
     #[serde(default)]
     pub project: Option<String>,
-    /// Compose files, relative to the working directory.
+    /// Compose files, relative to the working directory, passed in this order.
     #[serde(default)]
     pub files: Vec<String>,
-    /// Services (all when empty).
+    /// Services (all when empty); `down` always stops the whole project.
     #[serde(default)]
     pub services: Vec<String>,
-    /// Run in this repo's staging checkout.
+    /// Run in this repo's staging revision: a fresh export, or `checkout`.
     #[serde(default)]
     pub repo: Option<String>,
+    /// A persistent git checkout of `repo` (absolute, or relative to the plan file), made
+    /// if missing: the staging revision is fetched and checked out there, tracked files
+    /// follow it, untracked and ignored files (`.env`, settings) stay.
+    #[serde(default)]
+    pub checkout: Option<String>,
     /// Working directory (relative to the checkout, or to the plan file).
     #[serde(default)]
     pub cwd: Option<String>,
-    /// Extra environment variables (image tags for the compose file, ...).
+    /// Extra environment variables (image tags for the compose file, `KCI_SETTINGS`, ...).
     #[serde(default)]
     pub env: IndexMap<String, String>,
     /// Names of kcideploy's own environment variables compose gets too (it starts from a
     /// clean environment).
     #[serde(default)]
     pub pass_env: Vec<String>,
+    /// `auto`, `v1` (`docker-compose`) or `v2` (`docker compose`).
+    #[serde(default)]
+    pub cli: ComposeCli,
+    /// `down --remove-orphans`: also remove containers of services no longer in the files.
+    #[serde(default = "ComposeWith::default_remove_orphans")]
+    pub remove_orphans: bool,
+    /// `pull --ignore-pull-failures`: an image that cannot be pulled keeps its local copy.
+    #[serde(default)]
+    pub ignore_pull_failures: bool,
+    /// When `down` fails: run this command (argv, in the working directory), then `down`
+    /// once more (the staging script restarts containerd and dockerd).
+    #[serde(default)]
+    pub down_recovery: Option<Vec<String>>,
+}
+
+impl ComposeWith {
+    fn default_remove_orphans() -> bool {
+        true
+    }
+}
+
+/// `github_workflow`: dispatch a GitHub Actions workflow, follow its run, require success.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubWorkflowWith {
+    /// The repo (a key of `repos`) whose GitHub repository holds the workflow.
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// Or the GitHub repository itself, `owner/name`.
+    #[serde(default)]
+    pub github_repo: Option<String>,
+    /// The workflow file name (`staging.yml`) or its numeric id.
+    pub workflow: String,
+    /// The branch or tag the workflow runs on; with `repo`, its `staging_branch` by default.
+    #[serde(default, rename = "ref")]
+    pub git_ref: Option<String>,
+    /// The workflow's inputs; in strings, `${repos.<name>.sha}`, `.base`, `.branch`,
+    /// `${cycle}` and `${plan}` are replaced.
+    #[serde(default)]
+    pub inputs: IndexMap<String, serde_json::Value>,
+    /// Time between two polls of the run.
+    #[serde(default = "default_poll")]
+    pub interval: HumanDuration,
 }
 
 /// `docker_prune`: remove images built by kcideploy, keeping the newest per repository.
@@ -340,6 +403,7 @@ pub enum KindSettings {
     DockerPush(DockerPushWith),
     ContainerRestart(ContainerRestartWith),
     Compose(ComposeWith),
+    GithubWorkflow(GithubWorkflowWith),
     DockerPrune(DockerPruneWith),
     KernelciDrain(KernelciDrainWith),
     PipeCleaner(PipeCleanerWith),
@@ -365,6 +429,7 @@ impl KindSettings {
             KindSettings::GitPush(g) => Some(&g.repo),
             KindSettings::DockerBuild(b) => b.repo.as_deref(),
             KindSettings::Compose(c) => c.repo.as_deref(),
+            KindSettings::GithubWorkflow(g) => g.repo.as_deref(),
             KindSettings::PipeCleaner(p) => p.patches.as_ref().map(|d| d.repo.as_str()),
             _ => None,
         }
@@ -426,7 +491,35 @@ pub fn parse_with(
         StepKind::Compose => {
             let c: ComposeWith = typed(value)?;
             env_names(&c.pass_env)?;
+            if c.checkout.is_some() && c.repo.is_none() {
+                return Err("with.checkout needs with.repo (the repo checked out there)".into());
+            }
+            if c.down_recovery.as_ref().is_some_and(Vec::is_empty) {
+                return Err("with.down_recovery is empty".into());
+            }
             KindSettings::Compose(c)
+        }
+        StepKind::GithubWorkflow => {
+            let g: GithubWorkflowWith = typed(value)?;
+            match (&g.repo, &g.github_repo, &g.git_ref) {
+                (Some(_), Some(_), _) | (None, None, _) => {
+                    return Err(
+                        "a github_workflow step needs exactly one of with.repo and with.github_repo"
+                            .into(),
+                    );
+                }
+                (None, Some(_), None) => {
+                    return Err("with.ref is needed with with.github_repo".into());
+                }
+                (None, Some(slug), _) if slug.split('/').filter(|p| !p.is_empty()).count() != 2 => {
+                    return Err(format!("with.github_repo {slug:?} is not owner/name"));
+                }
+                _ => {}
+            }
+            if g.interval.0.is_zero() {
+                return Err("with.interval must be more than 0s".into());
+            }
+            KindSettings::GithubWorkflow(g)
         }
         StepKind::DockerPrune => KindSettings::DockerPrune(typed(value)?),
         StepKind::KernelciDrain => KindSettings::KernelciDrain(typed(value)?),

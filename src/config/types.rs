@@ -205,9 +205,16 @@ pub struct PendingRules {
     /// Omitted: every author is trusted. Empty list: nobody is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trusted: Option<Vec<String>>,
-    /// github: a file of trusted logins (one per line, `#` comments), relative to the plan file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trusted_file: Option<String>,
+    /// github: a file of trusted logins, relative to the plan file: a path (one login per
+    /// line, `#` comments), or `{ path, format: ini, section, key }` for an INI file whose
+    /// key holds one login per line (kernelci-deploy's `data/staging.ini`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "TrustedFile::path_or_map"
+    )]
+    #[schemars(with = "TrustedFileSchema")]
+    pub trusted_file: Option<TrustedFile>,
     /// github: members of this team (`org/team-slug`) are trusted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trusted_team: Option<String>,
@@ -244,6 +251,78 @@ impl Default for PendingRules {
             max_age: None,
         }
     }
+}
+
+/// How a trusted file lists logins.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TrustedFormat {
+    /// One login per line; blank lines and `#` or `;` comments are skipped.
+    #[default]
+    Lines,
+    /// An INI file (Python's configparser): the value of `key` in `section`, one login per
+    /// continuation line.
+    Ini,
+}
+
+/// A file of trusted logins, read when the PRs are listed.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedFile {
+    /// Path relative to the plan file (not a repo's staging revision: a PR could trust itself).
+    pub path: String,
+    /// `lines` or `ini`.
+    #[serde(default)]
+    pub format: TrustedFormat,
+    /// ini: the section (`DEFAULT`; a key missing from another section is looked up in
+    /// `DEFAULT`, as configparser does).
+    #[serde(default = "TrustedFile::default_section")]
+    pub section: String,
+    /// ini: the key holding the logins (case-insensitive, as configparser reads keys).
+    #[serde(default = "TrustedFile::default_key")]
+    pub key: String,
+}
+
+impl TrustedFile {
+    fn default_section() -> String {
+        "DEFAULT".into()
+    }
+    fn default_key() -> String {
+        "users".into()
+    }
+
+    /// `trusted_file: path` (one login per line) or the full mapping.
+    fn path_or_map<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<TrustedFile>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Setting {
+            Path(String),
+            Full(TrustedFile),
+        }
+        match Setting::deserialize(d) {
+            Ok(Setting::Path(path)) => Ok(Some(TrustedFile {
+                path,
+                format: TrustedFormat::Lines,
+                section: Self::default_section(),
+                key: Self::default_key(),
+            })),
+            Ok(Setting::Full(full)) => Ok(Some(full)),
+            Err(_) => Err(serde::de::Error::custom(
+                "trusted_file: write a path, or a mapping with path, format (lines, ini), section, key",
+            )),
+        }
+    }
+}
+
+/// `trusted_file:` as editors see it: a path or the full mapping.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum TrustedFileSchema {
+    Path(String),
+    Full(TrustedFile),
 }
 
 /// A named set of paths in one repo.
@@ -301,8 +380,10 @@ pub enum StepKind {
     DockerPush,
     /// Restart containers and wait until they run.
     ContainerRestart,
-    /// docker compose up/down/pull.
+    /// docker compose pull/down/up, in a persistent checkout if asked.
     Compose,
+    /// Dispatch a GitHub Actions workflow and require its run to succeed.
+    GithubWorkflow,
     /// Remove old images built by kcideploy.
     DockerPrune,
     /// Wait until an HTTP endpoint answers.
@@ -322,6 +403,7 @@ impl StepKind {
             StepKind::DockerPush => "docker_push",
             StepKind::ContainerRestart => "container_restart",
             StepKind::Compose => "compose",
+            StepKind::GithubWorkflow => "github_workflow",
             StepKind::DockerPrune => "docker_prune",
             StepKind::HttpWait => "http_wait",
             StepKind::KernelciDrain => "kernelci_drain",

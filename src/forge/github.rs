@@ -16,7 +16,9 @@ use crate::config::{Config, RepoConfig};
 
 mod send;
 mod snapshot;
-pub use snapshot::{read_trusted_file, snapshot};
+mod trusted;
+pub use snapshot::snapshot;
+pub use trusted::read_trusted_file;
 
 /// A GitHub API client. `Debug` does not show the token.
 pub struct GitHub {
@@ -285,6 +287,42 @@ impl GitHub {
 
     pub async fn patch(&self, path: &str, body: &Value) -> Result<Value, GitHubError> {
         self.write(reqwest::Method::PATCH, path, body).await
+    }
+
+    /// POST whose answer may have no body (`204 No Content`): the body when there is one, and
+    /// when GitHub answered by its own clock (`Date`), to compare with its timestamps.
+    pub async fn post_maybe_empty(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<(Option<Value>, Option<Timestamp>), GitHubError> {
+        let resp = self
+            .send(reqwest::Method::POST, &self.url(path), Some(body), None)
+            .await?;
+        let date = resp
+            .headers()
+            .get("date")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                jiff::fmt::rfc2822::DateTimeParser::new()
+                    .parse_timestamp(v)
+                    .ok()
+            });
+        let bytes = resp.bytes().await.map_err(|e| GitHubError::Network {
+            method: reqwest::Method::POST,
+            route: path.to_string(),
+            host: self.origin.to_string(),
+            cause: crate::support::text::error_chain(&e),
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok((None, date));
+        }
+        let value = serde_json::from_slice(&bytes).map_err(|e| GitHubError::Unexpected {
+            method: reqwest::Method::POST,
+            route: path.to_string(),
+            message: format!("not JSON: {e}"),
+        })?;
+        Ok((Some(value), date))
     }
 
     async fn write(

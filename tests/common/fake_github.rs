@@ -1,7 +1,9 @@
 //! A fake GitHub REST API on 127.0.0.1 serving real-shaped data: PR objects built from the
 //! `pull_request` webhook fixture (the REST shape), pagination with `Link` headers, ETags and
 //! 304s that cost no rate limit, errors shaped like the recorded ones, a 403 rate limit with
-//! reset headers. PR heads are served by a real bare repo (`refs/pull/N/head`).
+//! reset headers. PR heads are served by a real bare repo (`refs/pull/N/head`). GitHub Actions:
+//! workflow dispatches (`204`, or `200` with the run's id when `return_run_details` is asked),
+//! the runs list of a workflow and one run, run objects shaped like a recorded one.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -48,6 +50,206 @@ pub struct Fake {
     pub fail_after_comment_post: u32,
     /// Every request's headers, in order (names lower-case).
     pub headers: Vec<Vec<(String, String)>>,
+    /// Workflow runs, as `GET .../actions/runs/{id}` answers them.
+    pub runs: Vec<FakeRun>,
+    /// Workflow files that exist; a dispatch of another one is a 404.
+    pub workflows: Vec<String>,
+    /// Bodies of the dispatches, with the workflow.
+    pub dispatches: Vec<(String, Value)>,
+    /// Answer dispatches `204 No Content` even when run details are asked (as GitHub did
+    /// before `return_run_details`, and older Enterprise Servers do).
+    pub no_run_details: bool,
+    /// The `(status, conclusion)` a dispatched run goes through, one step per `GET` of it;
+    /// it stays at the last one.
+    pub run_script: Vec<(&'static str, Option<&'static str>)>,
+    /// `head_sha` of dispatched runs (the tip of the ref).
+    pub run_head_sha: String,
+    /// A dispatched run is missing from this many runs lists (GitHub takes a moment).
+    pub run_hidden_lists: u32,
+    /// Someone else's dispatch on the same ref at the same time: a run created just before
+    /// each of ours, with this head SHA, concluding `failure`.
+    pub concurrent_head_sha: Option<String>,
+}
+
+/// A workflow run and what it does next.
+pub struct FakeRun {
+    pub workflow: String,
+    pub run: Value,
+    pub script: Vec<(&'static str, Option<&'static str>)>,
+    pub step: usize,
+    pub hidden_lists: u32,
+}
+
+/// A run object in the REST shape, from the recorded runs list, with our values.
+pub fn run_object(
+    id: u64,
+    workflow: &str,
+    branch: &str,
+    head_sha: &str,
+    (status, conclusion): (&str, Option<&str>),
+    created_at: i64,
+) -> Value {
+    let mut run = fixture("github-rest/list-workflow-runs.json")["workflow_runs"][0].clone();
+    let api = format!("https://api.github.com/repos/kernelci/core/actions/runs/{id}");
+    run["id"] = json!(id);
+    run["name"] = json!(workflow);
+    run["display_title"] = json!(workflow);
+    run["path"] = json!(format!(".github/workflows/{workflow}"));
+    run["head_branch"] = json!(branch);
+    run["head_sha"] = json!(head_sha);
+    run["head_commit"]["id"] = json!(head_sha);
+    run["event"] = json!("workflow_dispatch");
+    run["status"] = json!(status);
+    run["conclusion"] = json!(conclusion);
+    run["run_number"] = json!(id);
+    run["created_at"] = json!(super::common::rfc3339(created_at));
+    run["updated_at"] = json!(super::common::rfc3339(created_at));
+    run["run_started_at"] = json!(super::common::rfc3339(created_at));
+    run["url"] = json!(api);
+    run["html_url"] = json!(format!(
+        "https://github.com/kernelci/core/actions/runs/{id}"
+    ));
+    run["pull_requests"] = json!([]);
+    run
+}
+
+/// A run that was there before: a workflow's earlier dispatch.
+pub fn add_run(fake: &Shared, workflow: &str, run: Value) {
+    fake.lock().expect("fake").runs.push(FakeRun {
+        workflow: workflow.to_string(),
+        run,
+        script: Vec::new(),
+        step: 0,
+        hidden_lists: 0,
+    });
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [("content-type", "application/json; charset=utf-8")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// `POST .../actions/workflows/{workflow}/dispatches`: new runs, `204` or `200` with details.
+fn dispatch(fake: &mut Fake, workflow: &str, body: &Value) -> Response {
+    fake.charged += 1;
+    if !fake.workflows.iter().any(|w| w == workflow) {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    }
+    let Some(git_ref) = body["ref"].as_str().map(String::from) else {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid request.\n\n\"ref\" wasn't supplied.",
+        );
+    };
+    fake.dispatches.push((workflow.to_string(), body.clone()));
+    let now = jiff::Timestamp::now().as_second();
+    let next_id = |fake: &Fake| 30_000_000_000 + fake.runs.len() as u64 + 1;
+    if let Some(sha) = fake.concurrent_head_sha.clone() {
+        let id = next_id(fake);
+        let run = run_object(
+            id,
+            workflow,
+            &git_ref,
+            &sha,
+            ("completed", Some("failure")),
+            now,
+        );
+        add_run_to(fake, workflow, run, Vec::new());
+    }
+    let id = next_id(fake);
+    let first = fake.run_script.first().copied().unwrap_or(("queued", None));
+    let run = run_object(
+        id,
+        workflow,
+        &git_ref,
+        &fake.run_head_sha.clone(),
+        first,
+        now,
+    );
+    let script = fake.run_script.clone();
+    add_run_to(fake, workflow, run, script);
+    if fake.no_run_details || body["return_run_details"] != json!(true) {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "workflow_run_id": id,
+            "run_url": format!("https://api.github.com/repos/kernelci/core/actions/runs/{id}"),
+            "html_url": format!("https://github.com/kernelci/core/actions/runs/{id}"),
+        }),
+    )
+}
+
+fn add_run_to(
+    fake: &mut Fake,
+    workflow: &str,
+    run: Value,
+    script: Vec<(&'static str, Option<&'static str>)>,
+) {
+    let hidden_lists = fake.run_hidden_lists;
+    fake.runs.push(FakeRun {
+        workflow: workflow.to_string(),
+        run,
+        script,
+        step: 0,
+        hidden_lists,
+    });
+}
+
+/// `GET .../actions/workflows/{workflow}/runs`: newest first, filtered by `event` and
+/// `branch`, as `{ total_count, workflow_runs }`.
+fn list_runs(fake: &mut Fake, workflow: &str, uri: &Uri) -> Response {
+    fake.charged += 1;
+    let q = query(uri);
+    let mut runs: Vec<Value> = Vec::new();
+    for r in fake.runs.iter_mut().filter(|r| r.workflow == workflow) {
+        if r.hidden_lists > 0 {
+            r.hidden_lists -= 1;
+            continue;
+        }
+        let keep = |field: &str| {
+            q.get(field).is_none_or(|want| {
+                r.run[if field == "branch" {
+                    "head_branch"
+                } else {
+                    field
+                }] == *want
+            })
+        };
+        if keep("event") && keep("branch") {
+            runs.push(r.run.clone());
+        }
+    }
+    runs.sort_by_key(|r| std::cmp::Reverse(r["id"].as_u64()));
+    json_response(
+        StatusCode::OK,
+        &json!({ "total_count": runs.len(), "workflow_runs": runs }),
+    )
+}
+
+/// `GET .../actions/runs/{id}`: the run, moved one step along its script.
+fn get_run(fake: &mut Fake, id: &str) -> Response {
+    fake.charged += 1;
+    let id: u64 = id.parse().unwrap_or(0);
+    let Some(r) = fake
+        .runs
+        .iter_mut()
+        .find(|r| r.run["id"].as_u64() == Some(id))
+    else {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let at = r.step.min(r.script.len().saturating_sub(1));
+    if let Some((status, conclusion)) = r.script.get(at).copied() {
+        r.run["status"] = json!(status);
+        r.run["conclusion"] = json!(conclusion);
+        r.step += 1;
+    }
+    json_response(StatusCode::OK, &r.run)
 }
 
 pub type Shared = Arc<Mutex<Fake>>;
@@ -314,6 +516,29 @@ async fn handle(
                 }
             }
             error(StatusCode::NOT_FOUND, "Not Found")
+        }
+        (
+            "POST",
+            [
+                "repos",
+                _,
+                _,
+                "actions",
+                "workflows",
+                workflow,
+                "dispatches",
+            ],
+        ) => {
+            let workflow = workflow.to_string();
+            dispatch(&mut fake, &workflow, &json_body)
+        }
+        ("GET", ["repos", _, _, "actions", "workflows", workflow, "runs"]) => {
+            let workflow = workflow.to_string();
+            list_runs(&mut fake, &workflow, &uri)
+        }
+        ("GET", ["repos", _, _, "actions", "runs", id]) => {
+            let id = id.to_string();
+            get_run(&mut fake, &id)
         }
         ("POST", ["repos", _, _, "statuses", sha]) => {
             fake.charged += 1;

@@ -1,16 +1,22 @@
-//! `compose`: `docker compose` (v2 plugin) when it answers, else `docker-compose` (v1).
-//! A failed `down` is reported as it is; the daemon-restart workaround is not wanted.
+//! `compose`: `docker compose` (v2 plugin) or `docker-compose` (v1), chosen by `cli` or by
+//! what answers. `deploy` is the staging script's restart: `pull`, `down --remove-orphans`,
+//! `up -d`, in a persistent checkout of the staging revision (see [`checkout`]) where the
+//! untracked `.env` and settings files live. When `down` fails, an optional recovery command
+//! runs (the script restarts containerd and dockerd) and `down` is tried once more.
 
+mod checkout;
+
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use tokio::process::Command;
 
 use super::{Attempt, Kind, StepCtx, StepError};
 use crate::apply::process::{self, Inherit};
-use crate::config::kinds::{ComposeAction, ComposeWith};
+use crate::config::kinds::{ComposeAction, ComposeCli, ComposeWith};
 
-/// The compose command line: `["docker", "compose"]` or `["docker-compose"]`.
-fn compose_program() -> Result<&'static [String], StepError> {
+/// What answers on this machine: `["docker", "compose"]` or `["docker-compose"]`.
+fn detect() -> Result<Vec<String>, StepError> {
     static PROGRAM: OnceLock<Option<Vec<String>>> = OnceLock::new();
     let found = PROGRAM.get_or_init(|| {
         let answers = |program: &str, args: &[&str]| {
@@ -29,41 +35,141 @@ fn compose_program() -> Result<&'static [String], StepError> {
             None
         }
     });
-    found.as_deref().ok_or_else(|| {
+    found.clone().ok_or_else(|| {
         StepError::Failed(
-            "neither `docker compose` nor `docker-compose` answers on this machine".into(),
+            "neither `docker compose` nor `docker-compose` answers on this machine \
+             (set with.cli: v1 or v2 to name one)"
+                .into(),
         )
     })
 }
 
+/// The compose command line for `cli`.
+fn program(cli: ComposeCli) -> Result<Vec<String>, StepError> {
+    match cli {
+        ComposeCli::Auto => detect(),
+        ComposeCli::V1 => Ok(vec!["docker-compose".into()]),
+        ComposeCli::V2 => Ok(vec!["docker".into(), "compose".into()]),
+    }
+}
+
+/// One compose project: the program, `-p`/`-f`, where and with what environment.
+struct Project<'a> {
+    program: Vec<String>,
+    global: Vec<String>,
+    cwd: PathBuf,
+    env: Vec<(String, String)>,
+    with: &'a ComposeWith,
+}
+
+impl Project<'_> {
+    /// A process of the step (compose, or the recovery command) in the project's directory.
+    fn command(&self, argv: &[String]) -> Command {
+        let mut cmd = Command::new(&argv[0]);
+        process::clean_env(&mut cmd, Inherit::Step, &self.with.pass_env);
+        cmd.args(&argv[1..])
+            .current_dir(&self.cwd)
+            .envs(self.env.iter().cloned())
+            .envs(&self.with.env);
+        cmd
+    }
+
+    /// `compose <global> <sub...>`.
+    async fn compose(&self, ctx: &mut StepCtx<'_>, sub: &[&str]) -> Result<(), StepError> {
+        let mut argv = self.program.clone();
+        argv.extend(self.global.iter().cloned());
+        argv.extend(sub.iter().map(|s| s.to_string()));
+        let shown = argv.join(" ");
+        ctx.progress(shown.clone());
+        let cmd = self.command(&argv);
+        ctx.process(cmd, &shown, false).await?;
+        Ok(())
+    }
+
+    async fn pull(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
+        let mut sub = vec!["pull"];
+        if self.with.ignore_pull_failures {
+            sub.push("--ignore-pull-failures");
+        }
+        sub.extend(self.with.services.iter().map(String::as_str));
+        self.compose(ctx, &sub).await
+    }
+
+    async fn up(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
+        let mut sub = vec!["up", "-d"];
+        sub.extend(self.with.services.iter().map(String::as_str));
+        self.compose(ctx, &sub).await
+    }
+
+    /// `down` of the whole project; when it fails, the recovery command and `down` again.
+    async fn down(&self, ctx: &mut StepCtx<'_>) -> Result<(), StepError> {
+        let mut sub = vec!["down"];
+        if self.with.remove_orphans {
+            sub.push("--remove-orphans");
+        }
+        let first = match self.compose(ctx, &sub).await {
+            Err(StepError::Failed(e)) => e,
+            other => return other,
+        };
+        let Some(hook) = &self.with.down_recovery else {
+            return Err(StepError::Failed(first));
+        };
+        let shown = hook.join(" ");
+        ctx.progress(format!(
+            "{first}; recovering with `{shown}`, then down once more"
+        ));
+        let cmd = self.command(hook);
+        if let Err(e) = ctx.process(cmd, &shown, false).await {
+            return Err(match e {
+                process::ProcessError::Cancelled => StepError::Cancelled,
+                e => StepError::Failed(format!("{first}; the recovery command failed too: {e}")),
+            });
+        }
+        match self.compose(ctx, &sub).await {
+            Err(StepError::Failed(again)) => Err(StepError::Failed(format!(
+                "{again} (again, after the recovery command `{shown}`)"
+            ))),
+            other => other,
+        }
+    }
+}
+
 pub async fn run(ctx: &mut StepCtx<'_>, with: &ComposeWith) -> Result<(), StepError> {
-    let program = compose_program()?;
-    let (cwd, env) = ctx.workdir(with.repo.as_deref(), with.cwd.as_deref())?;
-    let mut args: Vec<String> = program[1..].to_vec();
+    let program = program(with.cli)?;
+    let (cwd, env) = match (&with.checkout, &with.repo) {
+        (Some(dir), Some(repo)) => {
+            let dir = checkout::prepare(ctx, repo, dir).await?;
+            let mut env = ctx.env();
+            env.push(("KCIDEPLOY_CHECKOUT".into(), dir.display().to_string()));
+            let cwd = with.cwd.as_deref().map(|c| dir.join(c)).unwrap_or(dir);
+            (cwd, env)
+        }
+        _ => ctx.workdir(with.repo.as_deref(), with.cwd.as_deref())?,
+    };
+    let mut global = Vec::new();
     if let Some(project) = &with.project {
-        args.extend(["-p".into(), project.clone()]);
+        global.extend(["-p".to_string(), project.clone()]);
     }
     for file in &with.files {
-        args.extend(["-f".into(), file.clone()]);
+        global.extend(["-f".to_string(), file.clone()]);
     }
+    let project = Project {
+        program,
+        global,
+        cwd,
+        env,
+        with,
+    };
     match with.action {
-        ComposeAction::Up => args.extend(["up".into(), "-d".into()]),
-        ComposeAction::Down => args.push("down".into()),
-        ComposeAction::Pull => args.push("pull".into()),
+        ComposeAction::Pull => project.pull(ctx).await,
+        ComposeAction::Down => project.down(ctx).await,
+        ComposeAction::Up => project.up(ctx).await,
+        ComposeAction::Deploy => {
+            project.pull(ctx).await?;
+            project.down(ctx).await?;
+            project.up(ctx).await
+        }
     }
-    if with.action != ComposeAction::Down {
-        args.extend(with.services.iter().cloned());
-    }
-    let mut cmd = Command::new(&program[0]);
-    process::clean_env(&mut cmd, Inherit::Step, &with.pass_env);
-    cmd.args(&args).current_dir(&cwd).envs(env).envs(&with.env);
-    let shown = format!(
-        "{} {}",
-        program.join(" "),
-        args[program.len() - 1..].join(" ")
-    );
-    ctx.process(cmd, &shown, false).await?;
-    Ok(())
 }
 
 /// `compose`.

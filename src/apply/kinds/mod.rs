@@ -13,6 +13,7 @@ mod recreate;
 pub use docker_push::drift as docker_push_drift;
 pub use git_push::drift as git_push_drift;
 mod git_push;
+mod github_workflow;
 mod http_wait;
 mod kernelci;
 
@@ -195,6 +196,7 @@ pub fn kind_of(settings: KindSettings, kind: StepKind) -> Box<dyn Kind> {
         KindSettings::ContainerRestart(with) => Box::new(container_restart::Restart(with)),
         KindSettings::DockerPrune(with) => Box::new(docker_prune::Prune(with)),
         KindSettings::Compose(with) => Box::new(compose::Compose(with)),
+        KindSettings::GithubWorkflow(with) => Box::new(github_workflow::Workflow(with)),
         KindSettings::KernelciDrain(with) => Box::new(kernelci::Drain(with)),
         KindSettings::PipeCleaner(with) => Box::new(kernelci::PipeCleaner(with)),
         KindSettings::Unchecked => Box::new(Unchecked(kind)),

@@ -12,19 +12,6 @@ use crate::forge::git::{REMOTE_NAMESPACE, redact_url};
 use crate::forge::{ForgeError, PendingChange, RepoSnapshot};
 use crate::gitops::remote::{FETCH_TIMEOUT, fetch};
 
-/// Logins in a trusted file: one per line, `#` comments, `login = ...` lines (ini) allowed.
-pub fn read_trusted_file(path: &Path) -> Result<Vec<String>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read pending.trusted_file {}: {e}", path.display()))?;
-    Ok(text
-        .lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim())
-        .filter(|l| !l.is_empty() && !l.starts_with('['))
-        .map(|l| l.split(['=', ':']).next().unwrap_or(l).trim().to_string())
-        .filter(|l| !l.is_empty())
-        .collect())
-}
-
 /// The PRs of one repo, their files, and their heads fetched into the cache.
 pub fn snapshot(
     config: &Config,
@@ -57,7 +44,7 @@ pub fn snapshot(
     // The effective trusted list.
     let mut trusted = repo.pending.trusted.clone();
     if let Some(file) = &repo.pending.trusted_file {
-        let logins = read_trusted_file(&config.dir.join(file)).map_err(err)?;
+        let logins = super::read_trusted_file(&config.dir, file).map_err(err)?;
         trusted.get_or_insert_with(Vec::new).extend(logins);
     }
     if let Some(members) = members {
