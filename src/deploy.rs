@@ -221,7 +221,10 @@ async fn blame_failure(
     };
     let dirs = RunDirs::beside(backend, &plan.name, &report.run_id);
     let env = blame::BisectEnv {
-        log_root: dirs.log_dir.join(format!("blame-{failed}")),
+        log_root: dirs.log_dir.join(format!(
+            "blame-{}",
+            crate::config::names::file_name(&failed)
+        )),
         checkout_dir: dirs.checkout_dir,
         opts,
         controls,

@@ -11,6 +11,9 @@ pub enum ExitStatus {
     Changes,
     /// 3: `run` held back by the policy (cooldown).
     HeldBack,
+    /// 4: `coverage` or `validate --strict`: files of a repo in no component and matched by
+    /// no `ignore:` glob. No success path uses it.
+    Uncovered,
     /// 64 (sysexits' EX_USAGE): the command line is wrong (unknown flag or subcommand, bad
     /// value). No success path uses it, so `-detailed-exitcode` and `run` callers that treat
     /// 2 and 3 as success never mistake a typo for one.
@@ -19,11 +22,12 @@ pub enum ExitStatus {
 
 impl ExitStatus {
     /// Every exit status, for the README's table and its test.
-    pub const ALL: [ExitStatus; 5] = [
+    pub const ALL: [ExitStatus; 6] = [
         ExitStatus::Success,
         ExitStatus::Error,
         ExitStatus::Changes,
         ExitStatus::HeldBack,
+        ExitStatus::Uncovered,
         ExitStatus::Usage,
     ];
 
@@ -33,6 +37,7 @@ impl ExitStatus {
             ExitStatus::Error => 1,
             ExitStatus::Changes => 2,
             ExitStatus::HeldBack => 3,
+            ExitStatus::Uncovered => 4,
             ExitStatus::Usage => 64,
         }
     }

@@ -13,7 +13,13 @@ pub const UNFINISHED: [&str; 3] = ["running", "available", "closing"];
 pub struct Api {
     http: reqwest::Client,
     base: String,
+    /// `host:port` of the API, for errors.
+    host: String,
     token: Option<String>,
+    /// One call's limit, retries included (`timeouts.kernelci`).
+    timeout: Duration,
+    /// Connecting's limit (`timeouts.connect`).
+    connect: Duration,
 }
 
 impl std::fmt::Debug for Api {
@@ -39,13 +45,20 @@ enum Failure {
         text: String,
         after: Option<Duration>,
     },
+    /// The API asked to wait (429 with `Retry-After`): a wait not counted in the call's limit.
+    Busy {
+        text: String,
+        wait: Duration,
+    },
     Final(String),
 }
 
 impl Failure {
     fn text(&self) -> &str {
         match self {
-            Failure::Transient { text, .. } | Failure::Final(text) => text,
+            Failure::Transient { text, .. } | Failure::Busy { text, .. } | Failure::Final(text) => {
+                text
+            }
         }
     }
 }
@@ -60,56 +73,92 @@ impl Api {
             ),
             None => None,
         };
-        let http = crate::support::http::http_client(Some(Duration::from_secs(30)))?;
+        let timeouts = &config.file.timeouts;
+        let http = crate::support::http::http_client(timeouts.connect.0)?;
+        let base = k.api_url.trim_end_matches('/').to_string();
         Ok(Api {
             http,
-            base: k.api_url.trim_end_matches('/').to_string(),
+            host: crate::support::http::host_of(&base),
+            base,
             token,
+            timeout: timeouts.kernelci.0,
+            connect: timeouts.connect.0,
         })
     }
 
     /// GET with the retry policy of every outgoing call (as the GitHub client's): only
-    /// this idempotent request is retried, after a send error, a 5xx or a 429, with jittered
-    /// exponential backoff, honouring `Retry-After` (up to [`MAX_RETRY_AFTER`]).
+    /// this idempotent request is retried, after a send error or a 5xx, with jittered
+    /// exponential backoff, all within `timeouts.kernelci`; a 429 is waited out as its
+    /// `Retry-After` asks (up to [`MAX_RETRY_AFTER`]), a wait not counted in that limit.
     async fn get(&self, path: &str, filters: &[(String, String)]) -> Result<Value, String> {
         use backon::{ExponentialBuilder, Retryable};
+        use std::sync::Mutex;
+        use std::time::Instant;
         let what = format!("GET /latest{path}");
+        let started = Instant::now();
+        let waited = Mutex::new(Duration::ZERO);
+        let deadline =
+            || started + self.timeout + *waited.lock().unwrap_or_else(|e| e.into_inner());
         let backoff = ExponentialBuilder::default()
             .with_jitter()
             .with_min_delay(Duration::from_millis(250))
             .with_max_delay(Duration::from_secs(10))
             .with_max_times(4);
-        (|| self.get_once(path, filters, &what))
+        (|| self.get_once(path, filters, &what, deadline()))
             .retry(backoff)
             .sleep(tokio::time::sleep)
             .when(|f| !matches!(f, Failure::Final(_)))
             .adjust(|f, backoff| match f {
                 Failure::Final(_) => None,
-                Failure::Transient { after, .. } => backoff.map(|d| after.unwrap_or(d)),
+                Failure::Transient { after, .. } => backoff
+                    .map(|d| after.unwrap_or(d))
+                    .filter(|d| Instant::now() + *d < deadline()),
+                Failure::Busy { wait, .. } => backoff.map(|_| {
+                    *waited.lock().unwrap_or_else(|e| e.into_inner()) += *wait;
+                    *wait
+                }),
             })
             .notify(|f, wait| tracing::warn!("{}; again in {}ms", f.text(), wait.as_millis()))
             .await
             .map_err(|f| f.text().to_string())
     }
 
+    /// One request, answered before `deadline`.
     async fn get_once(
         &self,
         path: &str,
         filters: &[(String, String)],
         what: &str,
+        deadline: std::time::Instant,
     ) -> Result<Value, Failure> {
+        let no_answer = |cause: String| Failure::Transient {
+            text: format!(
+                "{what}: cannot reach the KernelCI API at {}: {cause}",
+                self.host
+            ),
+            after: None,
+        };
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(no_answer(format!(
+                "timed out: no answer within {} (timeouts.kernelci)",
+                crate::support::text::age(self.timeout.as_secs() as i64)
+            )));
+        }
         let url = format!("{}/latest{path}", self.base);
-        let mut req = self.http.get(&url).query(filters);
+        let mut req = self.http.get(&url).query(filters).timeout(left);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
         let resp = match req.send().await {
             Ok(resp) => resp,
             Err(e) => {
-                return Err(Failure::Transient {
-                    text: format!("{what}: {}", crate::support::text::error_chain(&e)),
-                    after: None,
-                });
+                let limit = (self.timeout, "timeouts.kernelci");
+                return Err(no_answer(crate::support::http::no_answer(
+                    &e,
+                    self.connect,
+                    limit,
+                )));
             }
         };
         let status = resp.status();
@@ -119,13 +168,19 @@ impl Api {
                 .await
                 .map_err(|e| Failure::Final(format!("{what}: not JSON: {e}")));
         }
-        if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-            let after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+        let after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(Failure::Busy {
+                text: format!("{what}: {status}"),
+                wait: after.unwrap_or(Duration::from_secs(1)),
+            });
+        }
+        if status.is_server_error() {
             return Err(Failure::Transient {
                 text: format!("{what}: {status}"),
                 after,

@@ -119,9 +119,12 @@ pub fn comment(
         };
         let log = match &config.file.notify.logs_url {
             Some(base) => format!(
-                "[log]({}/{}/{step}.log)",
+                "[log]({}/{}/{}.log)",
                 base.trim_end_matches('/'),
-                results.run_id
+                results.run_id,
+                crate::config::names::file_name(step)
+                    .replace('[', "%5B")
+                    .replace(']', "%5D")
             ),
             None => String::new(),
         };
@@ -146,8 +149,9 @@ fn why_failed(out: &mut String, steps: &[String], results: &RunResults<'_>) {
             let _ = writeln!(
                 out,
                 "\n<details><summary><code>{step}</code> failed</summary>\n\n\
-                 Why is in its log `{step}.log` of run `{run}`, and in \
+                 Why is in its log `{file}.log` of run `{run}`, and in \
                  `kcideploy state history` on the deploy host.\n</details>",
+                file = crate::config::names::file_name(step),
                 run = results.run_id
             );
         }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 use jiff::Timestamp;
-use miette::{Result, WrapErr};
+use miette::{IntoDiagnostic, Result, WrapErr};
 
 use crate::config::Config;
 use crate::forge::ForgeSnapshot;
@@ -137,13 +137,56 @@ impl Workspace {
                 match crate::gitops::remote::branch_head(
                     &url,
                     &repo_cfg.staging_branch,
-                    crate::gitops::remote::FETCH_TIMEOUT,
+                    &self.config.file.timeouts,
                 ) {
                     Ok(head) => snap.remote_staging = head,
                     Err(e) => tracing::warn!("repo `{name}`: cannot read the staging branch: {e}"),
                 }
             }
         }
+    }
+
+    /// Every file of each repo's staging revision (its base when nothing is pending) against
+    /// the plan's components and `ignore:` globs (`coverage`, `validate --strict`).
+    /// `offline`: from the cache as last fetched, without the network.
+    pub fn coverage(
+        &self,
+        offline: bool,
+        now: Timestamp,
+    ) -> Result<Vec<planner::coverage::RepoCoverage>> {
+        let snapshot = if offline {
+            crate::forge::cached_snapshot(&self.config, &self.cache_dir)?
+        } else {
+            self.fetch()?
+        };
+        let staged = self.stage(&snapshot, now)?;
+        let mut out = Vec::new();
+        for (name, repo) in &staged {
+            let Some(snap) = snapshot.repos.get(name) else {
+                continue;
+            };
+            let git = git2::Repository::open_bare(&snap.cache)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("repo `{name}`: cannot open {}", snap.cache.display()))?;
+            let files = crate::gitops::tree_paths(&git, &repo.staging)
+                .into_diagnostic()
+                .wrap_err_with(|| {
+                    format!("repo `{name}`: cannot list the files of {}", repo.staging)
+                })?;
+            let merged = repo
+                .merges
+                .iter()
+                .filter(|(_, m)| matches!(m, crate::gitops::stage::Merge::Merged { .. }))
+                .count();
+            out.push(planner::coverage::repo_coverage(
+                &self.config,
+                name,
+                &repo.staging,
+                merged,
+                &files,
+            ));
+        }
+        Ok(out)
     }
 
     /// `plan --diff`: for each affected component, the diff of every changed file it matched,

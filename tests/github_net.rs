@@ -16,11 +16,12 @@ use kcideploy::forge::github::GitHub;
 use kcideploy::planner::{CycleRequest, ExclusionReason};
 use kcideploy::workspace::{PlanRequest, Workspace};
 
-fn plan_text(api: &str, github_extra: &str) -> String {
+fn plan_text(api: &str, timeouts: &str) -> String {
     format!(
         r#"version: 1
 name: t
-github: {{ api_url: "{api}", token_env: KCI_TEST_TOKEN, max_wait: 30s{github_extra} }}
+github: {{ api_url: "{api}", token_env: KCI_TEST_TOKEN, max_wait: 30s }}
+timeouts: {{ {timeouts} }}
 repos:
   core:
     url: repos/core.git
@@ -238,41 +239,32 @@ fn a_get_answered_502_then_200_succeeds() {
 }
 
 #[test]
-fn a_silent_api_times_out_at_github_timeout_and_the_error_names_host_and_cause() {
+fn a_silent_api_times_out_at_timeouts_github_and_the_error_names_host_and_cause() {
     let fx = Fixture::new();
-    // Accepts connections and never answers.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let host = listener.local_addr().expect("addr").to_string();
-    let _keep = std::thread::spawn(move || {
-        let mut open = Vec::new();
-        for stream in listener.incoming().take(16) {
-            open.push(stream);
-        }
-        std::thread::sleep(Duration::from_secs(120));
-    });
-    let config = fx.config(&plan_text(&format!("http://{host}"), ", timeout: 2s"));
+    let host = silent_listener();
+    let config = fx.config(&plan_text(&format!("http://{host}"), "github: 2s"));
     let gh = GitHub::new(&config, &fx.path().join("cache")).expect("client");
     let started = Instant::now();
     let err = block_on(gh.get_one("/repos/kernelci/core/pulls/1")).expect_err("times out");
     let text = err.to_string();
     assert!(
         started.elapsed() < Duration::from_secs(60),
-        "github.timeout bounds the call, retries included: {:?}",
+        "timeouts.github bounds the call, retries included: {:?}",
         started.elapsed()
     );
     assert!(text.contains(&host), "names the host: {text}");
     assert!(text.contains("GET /repos/kernelci/core/pulls/1"), "{text}");
-    assert!(text.contains("timed out") && text.contains("2s"), "{text}");
+    assert!(
+        text.contains("timed out: no answer within 2s (timeouts.github)"),
+        "{text}"
+    );
     eprintln!("{text}");
 }
 
 #[test]
 fn an_unknown_host_error_says_dns() {
     let fx = Fixture::new();
-    let config = fx.config(&plan_text(
-        "http://kcideploy-test.invalid",
-        ", timeout: 20s",
-    ));
+    let config = fx.config(&plan_text("http://kcideploy-test.invalid", "github: 20s"));
     let gh = GitHub::new(&config, &fx.path().join("cache")).expect("client");
     let err = block_on(gh.get_one("/repos/kernelci/core/pulls/1")).expect_err("no such host");
     let text = err.to_string();

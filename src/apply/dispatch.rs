@@ -188,7 +188,10 @@ impl Running<'_> {
         };
         let i = outcome.index;
         self.status[i] = Status::Done(outcome.result);
-        let log = self.ctx.log_dir.join(format!("{}.log", self.names[i]));
+        let log = self.ctx.log_dir.join(format!(
+            "{}.log",
+            crate::config::names::file_name(&self.names[i])
+        ));
         Some(Finished {
             index: i,
             name: &self.names[i],

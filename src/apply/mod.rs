@@ -200,12 +200,12 @@ impl RunContext {
         Ok(dest)
     }
 
-    /// A shared HTTP client (rustls with ring).
+    /// A shared HTTP client (rustls with ring) that connects within `timeouts.connect`.
     pub fn http_client(&self) -> Result<reqwest::Client, String> {
         if let Some(c) = self.http.get() {
             return Ok(c.clone());
         }
-        let client = crate::support::http::http_client(None)?;
+        let client = crate::support::http::http_client(self.config.file.timeouts.connect.0)?;
         Ok(self.http.get_or_init(|| client).clone())
     }
 }
@@ -265,56 +265,21 @@ pub fn graph_of(
         graph.deps.push(deps);
         graph.approve.push(step.is_some_and(|s| s.approve));
     }
-    publish_before_use(config, &names, &mut graph);
-    (names, graph)
-}
-
-/// A step that uses a repo's staging revision (`with.repo`) runs after the `git_push` steps
-/// of that repo that run too, whatever the plan file says: images clone the pushed revision,
-/// the pipe-cleaner and compose read it. An explicit edge the other way (the push after the
-/// step) wins, so no cycle is made.
-fn publish_before_use(config: &Config, names: &[String], graph: &mut schedule::Graph) {
-    let pushes: Vec<(usize, String)> = names
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| {
-            config
-                .file
-                .steps
-                .get(*n)
-                .is_some_and(|s| s.kind.value == crate::config::StepKind::GitPush)
-        })
-        .filter_map(|(i, n)| config.settings(n).repo().map(|r| (i, r.to_string())))
-        .collect();
-    for (i, name) in names.iter().enumerate() {
-        let Some(repo) = config.settings(name).repo().map(str::to_string) else {
+    // Push before use (`crate::planner::graph::published_by`): ordering the plan file does
+    // not write, between steps that both run.
+    for (user, pushes) in crate::planner::graph::published_by(config) {
+        let Some(i) = names.iter().position(|n| *n == user) else {
             continue;
         };
-        for (p, pushed) in &pushes {
-            let explicit_other_way = depends_on(graph, *p, i);
-            if *p != i && *pushed == repo && !explicit_other_way && !graph.deps[i].contains(p) {
-                graph.deps[i].push(*p);
+        for push in pushes {
+            if let Some(p) = names.iter().position(|n| *n == push.step)
+                && !graph.deps[i].contains(&p)
+            {
+                graph.deps[i].push(p);
             }
         }
     }
-}
-
-/// Whether step `from` runs after step `to`, directly or through others.
-fn depends_on(graph: &schedule::Graph, from: usize, to: usize) -> bool {
-    let mut seen = vec![false; graph.deps.len()];
-    let mut todo = vec![from];
-    while let Some(n) = todo.pop() {
-        for &d in &graph.deps[n] {
-            if d == to {
-                return true;
-            }
-            if !seen[d] {
-                seen[d] = true;
-                todo.push(d);
-            }
-        }
-    }
-    false
+    (names, graph)
 }
 
 /// The resolved settings of each of `names`, as planned.

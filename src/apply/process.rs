@@ -41,6 +41,9 @@ pub enum ProcessError {
     Failed { program: String, status: ExitStatus },
     #[error("cancelled")]
     Cancelled,
+    /// Stopped (its process group signalled) after its own time limit.
+    #[error("`{program}` did not finish within {}", crate::support::text::age(.limit.as_secs() as i64))]
+    TimedOut { program: String, limit: Duration },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -124,28 +127,31 @@ pub struct Finished {
     pub stdout: Vec<u8>,
 }
 
-/// Where a step's process writes, how it is stopped, and where it is recorded.
+/// Where a step's process writes and where it is recorded: stderr (and stdout unless
+/// `capture`) to `log`; its group, before its program runs, in the run's journal (the
+/// journal, the run id and the step; see [`super::lifeline`]).
+#[derive(Clone, Copy)]
 pub struct Io<'a> {
-    /// stderr (and stdout unless `capture`) go there.
     pub log: &'a File,
     pub capture: bool,
-    /// Between SIGTERM and SIGKILL when the process is stopped.
-    pub grace: Duration,
-    pub cancel: &'a mut watch::Receiver<Cancel>,
-    /// The run's journal, the run id and the step: the process records its group there
-    /// before its program runs (see [`super::lifeline`]).
     pub journal: Option<(&'a Journal, &'a str, &'a str)>,
 }
 
-/// Run `cmd` to completion in its own process group, which dies with kcideploy.
-pub async fn run(mut cmd: Command, program: &str, io: Io<'_>) -> Result<Finished, ProcessError> {
-    let Io {
+/// Run `cmd` to completion in its own process group, which dies with kcideploy; stopped as
+/// a cancel would stop it when it runs longer than `limit` (a network operation's own time
+/// limit, shorter than its step's).
+pub async fn run_within(
+    mut cmd: Command,
+    program: &str,
+    Io {
         log,
         capture,
-        grace,
-        cancel,
         journal,
-    } = io;
+    }: Io<'_>,
+    grace: Duration,
+    cancel: &mut watch::Receiver<Cancel>,
+    limit: Option<Duration>,
+) -> Result<Finished, ProcessError> {
     cmd.stdin(Stdio::null())
         .stderr(log.try_clone()?)
         .process_group(0)
@@ -183,12 +189,26 @@ pub async fn run(mut cmd: Command, program: &str, io: Io<'_>) -> Result<Finished
         return Err(ProcessError::Cancelled);
     }
     let mut watcher = cancel.clone();
+    let over = async {
+        match limit {
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending().await,
+        }
+    };
     let status = tokio::select! {
         status = child.wait() => status,
         _ = cancelled(&mut watcher, Cancel::Graceful) => {
             stop(&mut child, grace, cancel).await;
             group.iter_mut().for_each(Group::reaped);
             return Err(ProcessError::Cancelled);
+        }
+        () = over => {
+            stop(&mut child, grace, cancel).await;
+            group.iter_mut().for_each(Group::reaped);
+            return Err(ProcessError::TimedOut {
+                program: program.to_string(),
+                limit: limit.unwrap_or_default(),
+            });
         }
     };
     group.iter_mut().for_each(Group::reaped);
@@ -273,6 +293,18 @@ async fn stop(child: &mut Child, grace: Duration, cancel: &mut watch::Receiver<C
     }
     let _ = killpg(group, Signal::SIGKILL);
     let _ = child.wait().await;
+}
+
+/// What was written to a log file after its first `offset` bytes (at most 64 KiB of it).
+pub fn since(path: &std::path::Path, offset: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut text = Vec::new();
+    if let Ok(mut file) = File::open(path)
+        && file.seek(SeekFrom::Start(offset)).is_ok()
+    {
+        let _ = file.take(64 * 1024).read_to_end(&mut text);
+    }
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 /// The last `n` lines of a log file.

@@ -49,7 +49,7 @@ pub async fn drift_async(
             }
             KindSettings::DockerPush(_) => {
                 let docker = connected(&mut daemon).await.map_err(err)?;
-                super::kinds::docker_push_drift(docker, outputs)
+                super::kinds::docker_push_drift(docker, outputs, &config.file.timeouts)
                     .await
                     .map_err(err)?
             }
@@ -59,7 +59,8 @@ pub async fn drift_async(
                     Some(config.repo_url(repo))
                 });
                 match url {
-                    Some(url) => super::kinds::git_push_drift(&url, outputs).map_err(err)?,
+                    Some(url) => super::kinds::git_push_drift(&url, outputs, &config.file.timeouts)
+                        .map_err(err)?,
                     None => None,
                 }
             }

@@ -67,12 +67,7 @@ fn journal_exit(ctx: &RunContext, name: &str, outcome: &Outcome) {
             attempts: outcome.attempts,
             duration_ms: outcome.duration.as_millis() as u64,
             detail: outcome.detail.clone(),
-            log: Some(
-                ctx.log_dir
-                    .join(format!("{name}.log"))
-                    .display()
-                    .to_string(),
-            ),
+            log: Some(log_path(ctx, name).display().to_string()),
         },
         finished_at: Timestamp::now(),
         outputs: outcome.outputs.clone(),
@@ -84,6 +79,12 @@ fn journal_exit(ctx: &RunContext, name: &str, outcome: &Outcome) {
     }
 }
 
+/// The step's log (as the dispatcher names it too).
+fn log_path(ctx: &RunContext, name: &str) -> std::path::PathBuf {
+    ctx.log_dir
+        .join(format!("{}.log", crate::config::names::file_name(name)))
+}
+
 async fn with_retries(
     ctx: &Arc<RunContext>,
     index: usize,
@@ -92,7 +93,7 @@ async fn with_retries(
     events: mpsc::UnboundedSender<Event>,
 ) -> Outcome {
     let start = Instant::now();
-    let log_path = ctx.log_dir.join(format!("{name}.log"));
+    let log_path = log_path(ctx, name);
     let end = |result, attempts, detail, log_tail, stopped| Outcome {
         index,
         outputs: None,

@@ -16,7 +16,7 @@ pub use search::{Next, Search, Verdict};
 use crate::apply::events::{Event, Reporter};
 use crate::apply::{ApplyOptions, Controls, Round, RunDirs, run_round};
 use crate::config::Config;
-use crate::gitops::remote::{FETCH_TIMEOUT, branch_head};
+use crate::gitops::remote::branch_head;
 use crate::gitops::stage::{Merge, StageRequest, ToMerge, stage};
 use crate::planner::{Action, Plan};
 use crate::state::{BlameRecord, BlameRound, RoundResult, RunResult, StepResult, VerdictKind};
@@ -35,10 +35,11 @@ impl Candidate {
     }
 }
 
-/// The failed step and every step it runs after (through `needs` and `after`) that the plan
-/// runs, or would run but for having finished with the same inputs (a round's inputs differ),
-/// in plan order.
+/// The failed step and every step it runs after (through `needs`, `after`, and the
+/// `git_push` steps publishing a revision it uses) that the plan runs, or would run but for
+/// having finished with the same inputs (a round's inputs differ), in plan order.
 pub fn subgraph(config: &Config, plan: &Plan, failed: &str) -> Vec<String> {
+    let published = crate::planner::graph::published_by(config);
     let mut keep = BTreeSet::new();
     let mut todo = vec![failed.to_string()];
     while let Some(name) = todo.pop() {
@@ -53,6 +54,14 @@ pub fn subgraph(config: &Config, plan: &Plan, failed: &str) -> Vec<String> {
                     .map(|n| n.value.clone()),
             );
         }
+        // A step using a repo's revision reads the pushed one: each round pushes its own.
+        todo.extend(
+            published
+                .get(&name)
+                .into_iter()
+                .flatten()
+                .map(|p| p.step.clone()),
+        );
     }
     plan.steps
         .iter()
@@ -264,7 +273,7 @@ fn with_remote_heads(config: &Config, mut plan: Plan) -> Plan {
             r.remote_staging = branch_head(
                 &config.repo_url(repo_cfg),
                 &repo_cfg.staging_branch,
-                FETCH_TIMEOUT,
+                &config.file.timeouts,
             )
             .ok()
             .flatten();

@@ -20,9 +20,14 @@ pub struct Cli {
 const EXAMPLES_PLAN: &str = "Examples:
   kcideploy plan -f plans/staging.yaml
   kcideploy plan -f plans/staging.yaml --cycle full -out plan.json
-  kcideploy plan -f plans/staging.yaml -detailed-exitcode --json";
+  kcideploy plan -f plans/staging.yaml -detailed-exitcode --json
+  kcideploy plan -f plans/staging.yaml --explain-paths";
 const EXAMPLES_VALIDATE: &str = "Examples:
-  kcideploy validate -f plans/staging.yaml";
+  kcideploy validate -f plans/staging.yaml
+  kcideploy validate -f plans/staging.yaml --strict --offline";
+const EXAMPLES_COVERAGE: &str = "Examples:
+  kcideploy coverage -f plans/staging.yaml
+  kcideploy coverage -f plans/staging.yaml --offline --json";
 const EXAMPLES_GRAPH: &str = "Examples:
   kcideploy graph -f plans/staging.yaml | dot -Tsvg > graph.svg
   kcideploy graph -f plans/staging.yaml --plan plan.json";
@@ -71,7 +76,21 @@ pub enum Command {
         /// The plan file.
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
+        /// Also check coverage (as `coverage` does; fetches): exit 4 when a file of a repo
+        /// is in no component and no `ignore:` glob.
+        #[arg(long)]
+        strict: bool,
+        /// With --strict: the repos as last fetched into the cache, without the network.
+        #[arg(long, requires = "strict")]
+        offline: bool,
+        /// With --strict: where fetched repos are cached (default: beside the state file).
+        #[arg(long, value_name = "DIR", requires = "strict")]
+        cache_dir: Option<PathBuf>,
     },
+    /// Check that every file of each repo's staging revision is in a component or ignored
+    /// with a reason (`repos.<name>.ignore`). Exit 4 when some are not, listed per repo.
+    #[command(after_help = EXAMPLES_COVERAGE)]
+    Coverage(CoverageArgs),
     /// Print the step graph as Graphviz DOT.
     #[command(after_help = EXAMPLES_GRAPH)]
     Graph {
@@ -198,10 +217,34 @@ pub enum Command {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct CoverageArgs {
+    /// The plan file.
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    /// The repos as last fetched into the cache, without the network (git forge: with the
+    /// pending branches fetched then; github: the base revision).
+    #[arg(long)]
+    pub offline: bool,
+    /// Where fetched repos are cached (default: beside the state file).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct PlanArgs {
     /// The plan file.
     #[arg(short = 'f', long = "file")]
     pub file: PathBuf,
+    /// Print what a change to each component triggers (Markdown table; from the plan file
+    /// alone, nothing fetched) instead of planning.
+    #[arg(
+        long = "explain-paths",
+        conflicts_with_all = ["json", "out", "detailed_exitcode", "at", "cache_dir", "refresh", "diff"]
+    )]
+    pub explain_paths: bool,
     /// Print one JSON document instead of text.
     #[arg(long)]
     pub json: bool,
@@ -334,6 +377,9 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
         "cache-dir",
         "grace",
         "no-notify",
+        "strict",
+        "offline",
+        "explain-paths",
         "diff",
         "diff-lines",
     ];

@@ -1,17 +1,19 @@
-//! Verbs that only read: validate, graph, schema, show, completions, man.
+//! Verbs that only read: validate, coverage, graph, schema, show, completions, man.
 
 use std::io::Write;
 use std::path::Path;
 
 use miette::{IntoDiagnostic, Result, WrapErr};
 
-use super::args::Cli;
+use super::args::{Cli, CoverageArgs};
 use super::plan::{read_saved_plan, to_json};
 use crate::config::Config;
 use crate::exit::ExitStatus;
 use crate::planner;
+use crate::workspace::Workspace;
 
-pub fn validate(file: &Path) -> Result<ExitStatus> {
+/// Check a plan file; `strict`: also its coverage (offline or not, and the cache directory).
+pub fn validate(file: &Path, strict: Option<(bool, Option<&Path>)>) -> Result<ExitStatus> {
     let config = Config::load(file)?;
     config
         .warnings()
@@ -26,7 +28,38 @@ pub fn validate(file: &Path) -> Result<ExitStatus> {
         f.components.len(),
         f.steps.len()
     );
-    Ok(ExitStatus::Success)
+    let Some((offline, cache_dir)) = strict else {
+        return Ok(ExitStatus::Success);
+    };
+    let ws = Workspace::load(file, cache_dir)?;
+    let report = ws.coverage(offline, jiff::Timestamp::now())?;
+    print!("{}", planner::coverage::render(&report));
+    Ok(coverage_status(&report))
+}
+
+/// `coverage`: every file of each repo in a component or ignored with a reason.
+pub fn coverage(args: CoverageArgs) -> Result<ExitStatus> {
+    let ws = Workspace::load(&args.file, args.cache_dir.as_deref())?;
+    let report = ws.coverage(args.offline, jiff::Timestamp::now())?;
+    let text = if args.json {
+        format!(
+            "{}\n",
+            serde_json::to_string_pretty(&report).into_diagnostic()?
+        )
+    } else {
+        planner::coverage::render(&report)
+    };
+    // A closed pipe (`| head`) is not an error.
+    let _ = std::io::stdout().write_all(text.as_bytes());
+    Ok(coverage_status(&report))
+}
+
+fn coverage_status(report: &[planner::coverage::RepoCoverage]) -> ExitStatus {
+    if report.iter().all(|r| r.uncovered.is_empty()) {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Uncovered
+    }
 }
 
 pub fn graph(file: &Path, plan: Option<&Path>) -> Result<ExitStatus> {

@@ -13,7 +13,9 @@ use std::io::IsTerminal;
 
 use miette::Result;
 
-pub use args::{ApplyArgs, Cli, Command, ExclusionsAction, PlanArgs, StateCommand, normalize_args};
+pub use args::{
+    ApplyArgs, Cli, Command, CoverageArgs, ExclusionsAction, PlanArgs, StateCommand, normalize_args,
+};
 pub use plan::{parse_now, read_saved_plan};
 
 use crate::exit::ExitStatus;
@@ -28,7 +30,13 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
     let color = use_color(cli.no_color);
     match cli.command {
         Command::Plan(args) => plan::cmd_plan(args, color),
-        Command::Validate { file } => inspect::validate(&file),
+        Command::Validate {
+            file,
+            strict,
+            offline,
+            cache_dir,
+        } => inspect::validate(&file, strict.then_some((offline, cache_dir.as_deref()))),
+        Command::Coverage(args) => inspect::coverage(args),
         Command::Graph { file, plan } => inspect::graph(&file, plan.as_deref()),
         Command::Schema { reference } => inspect::schema(reference),
         Command::Show { planfile, json } => inspect::show(&planfile, json, color),

@@ -43,6 +43,12 @@ pub fn detect_drift(
 }
 
 pub fn cmd_plan(args: PlanArgs, color: bool) -> Result<ExitStatus> {
+    if args.explain_paths {
+        let config = crate::config::Config::load(&args.file)?;
+        // A closed pipe (`| head`) is not an error worth a backtrace.
+        let _ = std::io::stdout().write_all(planner::explain::render(&config).as_bytes());
+        return Ok(ExitStatus::Success);
+    }
     let ws = Workspace::load(&args.file, args.cache_dir.as_deref())?;
     let drift = detect_drift(&ws, args.refresh)?;
     let request = PlanRequest {

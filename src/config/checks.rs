@@ -107,11 +107,12 @@ impl Checker<'_> {
 
     fn repos_and_components(&mut self) {
         let f = &self.config.file;
-        for repo in f.repos.values() {
+        for (name, repo) in &f.repos {
             self.glob(&repo.pending.branches, "pending.branches");
             for skip in &repo.pending.skip {
                 self.glob(skip, "pending.skip");
             }
+            self.ignore_rules(name, &repo.ignore);
         }
         for (name, component) in &f.components {
             let repo = &component.repo;
@@ -145,6 +146,40 @@ impl Checker<'_> {
             }
             for p in component.paths.iter().chain(&component.exclude) {
                 self.glob(p, "component path");
+            }
+        }
+    }
+
+    /// Each `ignore:` group has globs and a reason.
+    fn ignore_rules(&mut self, repo: &str, rules: &[super::IgnoreRule]) {
+        for rule in rules {
+            let reason = &rule.reason;
+            if reason.value.trim().is_empty() {
+                let e = self
+                    .src
+                    .error_at(
+                        &reason.referenced,
+                        1,
+                        format!("repo {}: an `ignore` group without a reason", quote(repo)),
+                        "empty reason",
+                    )
+                    .with_help("say why a change to these files needs no deploy step");
+                self.errors.push(e);
+            }
+            if rule.paths.is_empty() {
+                let e = self
+                    .src
+                    .error_at(
+                        &reason.referenced,
+                        1,
+                        format!("repo {}: an `ignore` group without `paths`", quote(repo)),
+                        "no paths",
+                    )
+                    .with_help("list the glob patterns of the files it leaves out");
+                self.errors.push(e);
+            }
+            for p in &rule.paths {
+                self.glob(p, "ignore paths");
             }
         }
     }

@@ -232,6 +232,37 @@ impl SemanticError {
     }
 }
 
+/// Errors in file order, with repeats folded: one text can make several definitions (a
+/// `for_each` expands into one step per item, a YAML alias repeats a mapping), and an error
+/// in that text is then found once per definition, at the same place. The first is kept,
+/// saying how many more there were.
+pub(crate) fn fold_repeats(mut errors: Vec<SemanticError>) -> Vec<SemanticError> {
+    errors.sort_by_key(|e| (e.line, e.column));
+    let label = |e: &SemanticError| e.labels.first().and_then(|l| l.label().map(String::from));
+    let mut out: Vec<(SemanticError, usize)> = Vec::new();
+    for e in errors {
+        match out.last_mut() {
+            Some((first, n))
+                if e.line > 0
+                    && (first.line, first.column) == (e.line, e.column)
+                    && label(first) == label(&e) =>
+            {
+                *n += 1;
+            }
+            _ => out.push((e, 0)),
+        }
+    }
+    out.into_iter()
+        .map(|(mut e, n)| {
+            if n > 0 {
+                e.message
+                    .push_str(&format!(" (and {n} more from the same text)"));
+            }
+            e
+        })
+        .collect()
+}
+
 /// The error's message without serde-saphyr's own location suffix and snippet.
 pub(crate) fn yaml_message(err: &serde_saphyr::Error) -> String {
     use serde_saphyr::MessageFormatter;

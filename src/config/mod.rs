@@ -3,6 +3,8 @@
 mod checks;
 mod duration;
 mod errors;
+mod expand;
+pub mod for_each;
 mod input;
 pub mod kinds;
 mod maintainer;
@@ -121,6 +123,18 @@ impl Config {
             errors.sort_by_key(|e| (e.line, e.column));
             return Err(syntax(errors));
         }
+        let mut file = file;
+        let expansion = expand::expand(&mut file, &src);
+        if !expansion.is_empty() {
+            let mut errors = expansion;
+            errors.append(&mut names);
+            errors.sort_by_key(|e| (e.line, e.column));
+            return Err(ConfigError::Invalid(PlanFileErrors {
+                path: path.to_path_buf(),
+                errors,
+                syntax: false,
+            }));
+        }
         let dir = path
             .parent()
             .map(|p| {
@@ -140,7 +154,7 @@ impl Config {
         };
         let mut errors = config.semantic_errors();
         errors.append(&mut names);
-        errors.sort_by_key(|e| (e.line, e.column));
+        let errors = errors::fold_repeats(errors);
         if errors.is_empty() {
             Ok(config)
         } else {

@@ -11,6 +11,15 @@ pub const NAME_MAX: usize = 100;
 pub const NAME_RULE: &str =
     "letters, digits, `.`, `_` and `-`, starting with a letter or a digit, without `..`";
 
+/// The file name part for a step name. A step expanded by `for_each` is named
+/// `<name>[<key>]`, and a key of several values has `/` between them (`build[gcc-14/arm64]`):
+/// in a file name the `/` becomes `,` (`build[gcc-14,arm64].log`). Every other character of
+/// a step name is already safe (plain names by [`unsafe_name`], keys part by part), and
+/// neither plain names nor keys hold `,`, so two steps never share a file.
+pub fn file_name(step: &str) -> String {
+    step.replace('/', ",")
+}
+
 /// Why `name` cannot name a file, if it cannot.
 pub fn unsafe_name(name: &str) -> Option<&'static str> {
     let mut chars = name.chars();

@@ -64,7 +64,9 @@ fn type_of(root: &serde_json::Value, node: &serde_json::Value) -> String {
             .iter()
             .filter(|v| v.get("type").and_then(|t| t.as_str()) != Some("null"))
             .map(|v| {
-                if let Some(c) = v.get("const").and_then(|c| c.as_str()) {
+                if let Some(t) = v.get("title").and_then(|t| t.as_str()) {
+                    t.to_string()
+                } else if let Some(c) = v.get("const").and_then(|c| c.as_str()) {
                     format!("`{c}`")
                 } else if let Some(e) = v.get("enum").and_then(|e| e.as_array()) {
                     e.iter()

@@ -80,13 +80,10 @@ pub struct GithubConfig {
     /// Name of the environment variable holding the token (never the token itself).
     #[serde(default = "GithubConfig::default_token_env")]
     pub token_env: String,
-    /// Longest wait for a rate limit to reset before failing.
+    /// Longest wait for a rate limit to reset before failing (one call's time limit is
+    /// `timeouts.github`).
     #[serde(default = "GithubConfig::default_max_wait")]
     pub max_wait: HumanDuration,
-    /// Longest time one API call may take, its retries included (rate-limit waits are
-    /// bounded by `max_wait` instead).
-    #[serde(default = "GithubConfig::default_timeout")]
-    pub timeout: HumanDuration,
 }
 
 impl GithubConfig {
@@ -99,9 +96,6 @@ impl GithubConfig {
     fn default_max_wait() -> HumanDuration {
         HumanDuration::from_secs(300)
     }
-    fn default_timeout() -> HumanDuration {
-        HumanDuration::from_secs(30)
-    }
 }
 
 impl Default for GithubConfig {
@@ -110,9 +104,96 @@ impl Default for GithubConfig {
             api_url: Self::default_api_url(),
             token_env: Self::default_token_env(),
             max_wait: Self::default_max_wait(),
-            timeout: Self::default_timeout(),
         }
     }
+}
+
+/// How long each operation on another host may take: every call kcideploy makes over the
+/// network has one of these limits (or, inside a step, the step's `timeout`), and past it
+/// fails with an error naming the operation, the host and the cause.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// Connecting to an HTTP(S) host, DNS and TLS included: the GitHub API, the KernelCI
+    /// API, `http_wait` URLs.
+    #[serde(default = "Timeouts::default_connect", deserialize_with = "positive")]
+    pub connect: HumanDuration,
+    /// One `git fetch`: a repo's branches and pending changes (plan, apply, serve), the
+    /// pipe-cleaner's kernel tree.
+    #[serde(default = "Timeouts::default_git_fetch", deserialize_with = "positive")]
+    pub git_fetch: HumanDuration,
+    /// One `git ls-remote`: where a staging branch is now (before pushes, in blame rounds,
+    /// `-refresh`), the dated tags of `git_push` and `pipe_cleaner`.
+    #[serde(
+        default = "Timeouts::default_git_ls_remote",
+        deserialize_with = "positive"
+    )]
+    pub git_ls_remote: HumanDuration,
+    /// One `git push`: `git_push` steps, the pipe-cleaner's test kernel.
+    #[serde(default = "Timeouts::default_git_push", deserialize_with = "positive")]
+    pub git_push: HumanDuration,
+    /// One GitHub API call, its retries included (a rate-limit wait is bounded by
+    /// `github.max_wait` instead): reading PRs, comments, commit statuses, the bot's replies.
+    #[serde(default = "Timeouts::default_github", deserialize_with = "positive")]
+    pub github: HumanDuration,
+    /// One KernelCI API call, its retries included (a `Retry-After` wait of a 429 is not
+    /// counted): `kernelci_drain` and `pipe_cleaner`.
+    #[serde(default = "Timeouts::default_kernelci", deserialize_with = "positive")]
+    pub kernelci: HumanDuration,
+    /// One look-up of an image in its registry through the Docker daemon (`docker_build`
+    /// with `check_registry`, `-refresh` of `docker_push`), and a Docker credential helper's
+    /// answer. Pushes and base-image pulls are bounded by their step's `timeout`.
+    #[serde(default = "Timeouts::default_registry", deserialize_with = "positive")]
+    pub registry: HumanDuration,
+}
+
+impl Timeouts {
+    fn default_connect() -> HumanDuration {
+        HumanDuration::from_secs(10)
+    }
+    fn default_git_fetch() -> HumanDuration {
+        HumanDuration::from_secs(600)
+    }
+    fn default_git_ls_remote() -> HumanDuration {
+        HumanDuration::from_secs(60)
+    }
+    fn default_git_push() -> HumanDuration {
+        HumanDuration::from_secs(600)
+    }
+    fn default_github() -> HumanDuration {
+        HumanDuration::from_secs(30)
+    }
+    fn default_kernelci() -> HumanDuration {
+        HumanDuration::from_secs(60)
+    }
+    fn default_registry() -> HumanDuration {
+        HumanDuration::from_secs(60)
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Self::default_connect(),
+            git_fetch: Self::default_git_fetch(),
+            git_ls_remote: Self::default_git_ls_remote(),
+            git_push: Self::default_git_push(),
+            github: Self::default_github(),
+            kernelci: Self::default_kernelci(),
+            registry: Self::default_registry(),
+        }
+    }
+}
+
+/// A duration above zero (a time limit of nothing fails every call).
+fn positive<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HumanDuration, D::Error> {
+    let duration = HumanDuration::deserialize(d)?;
+    if duration.0.is_zero() {
+        return Err(serde::de::Error::custom(
+            "a time limit of 0 fails every call: write a duration above zero, such as 30s",
+        ));
+    }
+    Ok(duration)
 }
 
 /// Where the KernelCI API is.

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 use super::duration::HumanDuration;
+use super::for_each::{ForEach, ForEachSchema};
 pub use super::services::*;
 
 /// A string that remembers where it stood in the plan file.
@@ -46,6 +47,9 @@ pub struct PlanFile {
     /// The KernelCI API, for `kernelci_drain` and `pipe_cleaner` steps.
     #[serde(default)]
     pub kernelci: KernelciConfig,
+    /// How long each network operation may take (git, GitHub, KernelCI, registries).
+    #[serde(default)]
+    pub timeouts: Timeouts,
     /// PR comments and commit statuses; `false` for dry runs.
     #[serde(default, deserialize_with = "NotifyConfig::flag_or_map")]
     #[schemars(with = "NotifySchema")]
@@ -182,6 +186,22 @@ pub struct RepoConfig {
     /// github forge: `owner/name` (default: taken from a github.com `url`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub github_repo: Option<String>,
+    /// Files that no component needs to cover, each group with why: `kcideploy coverage`
+    /// and `validate --strict` fail on a file matched by neither a component nor these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<IgnoreRule>,
+}
+
+/// Files of a repo that no deploy step needs, and why.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IgnoreRule {
+    /// Glob patterns, as in a component's `paths` (`tests/**`, `*.md`).
+    #[schemars(with = "Vec<String>")]
+    pub paths: Vec<SpannedString>,
+    /// Why a change to these files needs no deploy step, for people (not empty).
+    #[schemars(with = "String")]
+    pub reason: SpannedString,
 }
 
 impl RepoConfig {
@@ -342,6 +362,14 @@ pub struct Component {
     /// What this component is, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// One component per item, named `<name>[<key>]`: a list of items (strings, or mappings
+    /// keyed by their `key` field, else by their string values joined with `/`), or a
+    /// matrix (a mapping of lists: every combination; `exclude:` lists those left out).
+    /// `${each.key}`, `${each.value}` and `${each.value.<field>}` are replaced in `repo`,
+    /// `paths`, `exclude` and `description`. Steps name all of them by `<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<ForEachSchema>")]
+    pub for_each: Option<Spanned<ForEach>>,
 }
 
 /// Which cycle a step belongs to.
@@ -460,6 +488,13 @@ pub struct StepConfig {
     /// Wait before the first retry; doubles for each further one (default 2s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_delay: Option<HumanDuration>,
+    /// One step per item, named `<name>[<key>]` (`build[gcc-14/arm64]`), as for components:
+    /// a list of items or a matrix. `${each.key}`, `${each.value}` and
+    /// `${each.value.<field>}` are replaced in `on`, `needs`, `after`, `description` and
+    /// `with`. Other steps name all of them by `<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<ForEachSchema>")]
+    pub for_each: Option<Spanned<ForEach>>,
     /// Settings of the step's kind.
     #[serde(default = "StepConfig::empty_with", rename = "with")]
     #[schemars(with = "IndexMap<String, serde_json::Value>")]

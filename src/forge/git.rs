@@ -7,49 +7,56 @@ use std::path::Path;
 use jiff::Timestamp;
 
 use super::{ForgeError, PendingChange, RepoSnapshot};
-use crate::config::RepoConfig;
+use crate::config::{Config, RepoConfig};
 
 pub use crate::gitops::remote::{REMOTE_NAMESPACE, redact_url};
 
-/// Fetch `url` into the cache repo of `name` and list pending branches.
+/// Fetch the repo `name` into its cache repo (within `timeouts.git_fetch`) and list pending
+/// branches.
 pub fn snapshot(
+    config: &Config,
     name: &str,
     repo: &RepoConfig,
-    url: &str,
     cache_dir: &Path,
 ) -> Result<RepoSnapshot, ForgeError> {
+    let url = &config.repo_url(repo);
     let cache = cache_dir.join(format!("{name}.git"));
-    let cache_err = |source| ForgeError::Cache {
-        repo: name.to_string(),
-        path: cache.clone(),
-        source,
-    };
     let (git_repo, _guard) = crate::gitops::open_cache(&cache).map_err(|e| ForgeError::Cache {
         repo: name.to_string(),
         path: cache.clone(),
         source: git2::Error::from_str(&e),
     })?;
     let refspec = format!("+refs/heads/*:{REMOTE_NAMESPACE}*");
-    crate::gitops::remote::fetch(
-        &cache,
-        url,
-        &[refspec],
-        true,
-        crate::gitops::remote::FETCH_TIMEOUT,
-    )
-    .map_err(|e| ForgeError::Fetch {
-        repo: name.to_string(),
-        url: redact_url(url),
-        message: e.message,
-    })?;
+    crate::gitops::remote::fetch(&cache, url, &[refspec], true, &config.file.timeouts).map_err(
+        |error| ForgeError::Fetch {
+            repo: name.to_string(),
+            error,
+        },
+    )?;
+    read(name, repo, url, &git_repo, &cache)
+}
 
+/// The base, the staging branch and the pending branches as the cache holds them (after a
+/// fetch, or as last fetched).
+pub(crate) fn read(
+    name: &str,
+    repo: &RepoConfig,
+    url: &str,
+    git_repo: &git2::Repository,
+    cache: &Path,
+) -> Result<RepoSnapshot, ForgeError> {
+    let cache_err = |source| ForgeError::Cache {
+        repo: name.to_string(),
+        path: cache.to_path_buf(),
+        source,
+    };
     let base_ref = format!("{REMOTE_NAMESPACE}{}", repo.base);
     let base = git_repo
         .refname_to_id(&base_ref)
         .map_err(|_| ForgeError::NoBase {
             repo: name.to_string(),
             branch: repo.base.clone(),
-            url: url.to_string(),
+            url: redact_url(url),
         })?
         .to_string();
     let remote_staging = git_repo
@@ -99,7 +106,7 @@ pub fn snapshot(
         base,
         remote_staging,
         changes,
-        cache,
+        cache: cache.to_path_buf(),
         trusted: repo.pending.trusted.clone(),
     })
 }

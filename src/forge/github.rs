@@ -29,8 +29,10 @@ pub struct GitHub {
     token: String,
     cache_dir: PathBuf,
     max_wait: Duration,
-    /// The longest one call may take, retries included (`github.timeout`).
+    /// The longest one call may take, retries included (`timeouts.github`).
     timeout: Duration,
+    /// The longest connecting may take (`timeouts.connect`).
+    connect: Duration,
     /// Requests answered with a body (what costs rate limit); 304s are not counted.
     pub charged: std::sync::atomic::AtomicU64,
 }
@@ -157,8 +159,10 @@ impl GitHub {
             .ok_or_else(|| GitHubError::NoToken {
                 env: gh.token_env.clone(),
             })?;
-        // Each request gets the time left of its call's `github.timeout`.
-        let http = crate::support::http::http_client(None).map_err(GitHubError::Setup)?;
+        // Each request gets the time left of its call's `timeouts.github`.
+        let timeouts = &config.file.timeouts;
+        let http =
+            crate::support::http::http_client(timeouts.connect.0).map_err(GitHubError::Setup)?;
         let api = gh.api_url.trim_end_matches('/').to_string();
         let origin = send::Origin::of(&api).ok_or_else(|| {
             GitHubError::Setup(format!("github.api_url `{api}` is not an http(s) URL"))
@@ -170,7 +174,8 @@ impl GitHub {
             token,
             cache_dir: cache_dir.join("github-http"),
             max_wait: gh.max_wait.0,
-            timeout: gh.timeout.0,
+            timeout: timeouts.github.0,
+            connect: timeouts.connect.0,
             charged: Default::default(),
         })
     }

@@ -69,14 +69,15 @@ pub struct ForgeSnapshot {
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum ForgeError {
-    #[error("cannot fetch repo `{repo}` from {url}: {message}")]
+    /// `git fetch` failed or ran out of time; the error names the remote and the cause.
+    #[error("cannot fetch repo `{repo}`: {error}")]
     #[diagnostic(help(
-        "check the repo's `url` in the plan file and that `git fetch` works from this machine"
+        "check the repo's `url` in the plan file, that `git fetch` works from this machine, \
+         and `timeouts.git_fetch` for a slow remote"
     ))]
     Fetch {
         repo: String,
-        url: String,
-        message: String,
+        error: crate::gitops::remote::RemoteError,
     },
     #[error("repo `{repo}`: base branch `{branch}` does not exist at {url}")]
     NoBase {
@@ -92,6 +93,14 @@ pub enum ForgeError {
         repo: String,
         error: Box<github::GitHubError>,
     },
+    #[error(
+        "repo `{repo}` was never fetched: no cache repository at {}",
+        path.display()
+    )]
+    #[diagnostic(help(
+        "fetch once with network (`kcideploy plan`), or pass the `--cache-dir` it used"
+    ))]
+    NotCached { repo: String, path: PathBuf },
     #[error("repo `{repo}`: cache repository {}: {source}", path.display())]
     Cache {
         repo: String,
@@ -108,9 +117,41 @@ pub fn snapshot(config: &Config, cache_dir: &Path) -> Result<ForgeSnapshot, Forg
     };
     for (name, repo) in &config.file.repos {
         let repo_snap = match repo.forge {
-            ForgeKind::Git => git::snapshot(name, repo, &config.repo_url(repo), cache_dir)?,
+            ForgeKind::Git => git::snapshot(config, name, repo, cache_dir)?,
             ForgeKind::Github => github::snapshot(config, name, repo, cache_dir)?,
         };
+        snap.repos.insert(name.clone(), repo_snap);
+    }
+    Ok(snap)
+}
+
+/// What the last fetch left in the cache, without the network: each repo's base and staging
+/// branches as last fetched and, for the git forge, its pending branches as last fetched. A
+/// github repo's pull requests come from the API, so it has none: its base revision.
+pub fn cached_snapshot(config: &Config, cache_dir: &Path) -> Result<ForgeSnapshot, ForgeError> {
+    let mut snap = ForgeSnapshot {
+        cache_dir: cache_dir.to_path_buf(),
+        ..ForgeSnapshot::default()
+    };
+    for (name, repo) in &config.file.repos {
+        let cache = cache_dir.join(format!("{name}.git"));
+        if !cache.is_dir() {
+            return Err(ForgeError::NotCached {
+                repo: name.clone(),
+                path: cache,
+            });
+        }
+        let (git_repo, _guard) =
+            crate::gitops::open_cache(&cache).map_err(|e| ForgeError::Cache {
+                repo: name.clone(),
+                path: cache.clone(),
+                source: git2::Error::from_str(&e),
+            })?;
+        let url = config.repo_url(repo);
+        let mut repo_snap = git::read(name, repo, &url, &git_repo, &cache)?;
+        if repo.forge == ForgeKind::Github {
+            repo_snap.changes.clear();
+        }
         snap.repos.insert(name.clone(), repo_snap);
     }
     Ok(snap)

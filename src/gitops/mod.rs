@@ -97,6 +97,23 @@ pub fn change_paths(
     diff_paths(repo, fork, head)
 }
 
+/// Every path of a commit's tree (files, symlinks and submodules), sorted.
+pub fn tree_paths(repo: &Repository, sha: &str) -> Result<Vec<String>, git2::Error> {
+    let commit = repo.find_commit(Oid::from_str(sha)?)?;
+    let mut paths = Vec::new();
+    commit
+        .tree()?
+        .walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+            if entry.kind() != Some(git2::ObjectType::Tree) {
+                let name = String::from_utf8_lossy(entry.name_bytes());
+                paths.push(format!("{dir}{name}"));
+            }
+            git2::TreeWalkResult::Ok
+        })?;
+    paths.sort();
+    Ok(paths)
+}
+
 /// Whether the object database has this commit.
 pub fn has_commit(repo: &Repository, sha: &str) -> bool {
     Oid::from_str(sha).is_ok_and(|oid| repo.find_commit(oid).is_ok())

@@ -1,30 +1,135 @@
 //! Remote operations through the `git` CLI (credential helpers, ssh, https work as for a
-//! person), each with a timeout and an error that names the remote (credentials hidden).
+//! person), each within its `timeouts:` setting, with an error that names the operation, the
+//! remote (credentials hidden) and the cause.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::config::Timeouts;
+
 /// Where fetched branches land in a cache repository.
 pub const REMOTE_NAMESPACE: &str = "refs/kcideploy/remote/";
 
-/// No fetch of one repo takes longer than this.
-pub const FETCH_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// A failed remote operation: what the remote (credentials hidden) or `git` said.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct RemoteError {
-    pub message: String,
+/// A network operation of the `git` CLI; each has its time limit in the plan file's
+/// `timeouts:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GitOp {
+    Fetch,
+    LsRemote,
+    Push,
 }
 
-/// `git fetch` `refspecs` of `url` into the bare repository `git_dir`, within `timeout`.
+impl GitOp {
+    /// `git fetch`, as people type it.
+    pub fn command(self) -> &'static str {
+        match self {
+            GitOp::Fetch => "git fetch",
+            GitOp::LsRemote => "git ls-remote",
+            GitOp::Push => "git push",
+        }
+    }
+
+    /// The plan file setting of its time limit.
+    pub fn setting(self) -> &'static str {
+        match self {
+            GitOp::Fetch => "timeouts.git_fetch",
+            GitOp::LsRemote => "timeouts.git_ls_remote",
+            GitOp::Push => "timeouts.git_push",
+        }
+    }
+
+    /// Its time limit.
+    pub fn limit(self, timeouts: &Timeouts) -> Duration {
+        match self {
+            GitOp::Fetch => timeouts.git_fetch.0,
+            GitOp::LsRemote => timeouts.git_ls_remote.0,
+            GitOp::Push => timeouts.git_push.0,
+        }
+    }
+
+    fn preposition(self) -> &'static str {
+        match self {
+            GitOp::Push => "to",
+            GitOp::Fetch | GitOp::LsRemote => "from",
+        }
+    }
+
+    /// Why it did not finish within `limit`.
+    pub fn timed_out(self, limit: Duration) -> String {
+        format!(
+            "timed out: not finished within {} ({})",
+            crate::support::text::age(limit.as_secs() as i64),
+            self.setting()
+        )
+    }
+}
+
+/// A failed remote operation: which, with which remote (credentials hidden), and why (what
+/// `git` said, or the time limit that ran out).
+#[derive(Debug, thiserror::Error)]
+#[error("{} {} {remote}: {cause}", op.command(), op.preposition())]
+pub struct RemoteError {
+    pub op: GitOp,
+    /// The remote's URL, credentials hidden: it names the host.
+    pub remote: String,
+    pub cause: String,
+    /// Whether its time limit ran out (else `git` failed).
+    pub timed_out: bool,
+}
+
+impl RemoteError {
+    pub fn new(op: GitOp, url: &str, cause: &str) -> RemoteError {
+        RemoteError {
+            op,
+            remote: redact_url(url),
+            cause: redact_url(cause),
+            timed_out: false,
+        }
+    }
+
+    /// `op` with `url` did not finish within `limit`.
+    pub fn timeout(op: GitOp, url: &str, limit: Duration) -> RemoteError {
+        RemoteError {
+            timed_out: true,
+            ..RemoteError::new(op, url, &op.timed_out(limit))
+        }
+    }
+}
+
+/// What `git` said on stderr, on one line: its `fatal:`, `error:`, `ssh:` and rejection
+/// lines when there are any (`fatal: unable to access '…': Could not resolve host: …`), else
+/// all it said. Credentials in URLs hidden.
+pub fn cause_of(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let key: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| {
+            ["fatal:", "error:", "ssh:", "! ["]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .collect();
+    let shown = if key.is_empty() { lines } else { key };
+    if shown.is_empty() {
+        return "`git` failed and said nothing".into();
+    }
+    redact_url(&crate::support::text::clip(&shown.join("; "), 1000))
+}
+
+/// `git fetch` `refspecs` of `url` into the bare repository `git_dir`, within
+/// `timeouts.git_fetch`.
 pub fn fetch(
     git_dir: &Path,
     url: &str,
     refspecs: &[String],
     prune: bool,
-    timeout: Duration,
+    timeouts: &Timeouts,
 ) -> Result<(), RemoteError> {
     let mut cmd = Command::new("git");
     cmd.arg("--git-dir").arg(git_dir).arg("fetch");
@@ -34,23 +139,25 @@ pub fn fetch(
     cmd.args(["--no-tags", "--quiet", "--no-write-fetch-head"])
         .arg(url)
         .args(refspecs);
-    run(cmd, timeout)
+    run(cmd, GitOp::Fetch, url, GitOp::Fetch.limit(timeouts)).map(|_| ())
 }
 
-/// The SHA the branch has on the remote now (`None`: no such branch), by `git ls-remote`.
+/// The SHA the branch has on the remote now (`None`: no such branch), by `git ls-remote`
+/// within `timeouts.git_ls_remote`.
 pub fn branch_head(
     url: &str,
     branch: &str,
-    timeout: Duration,
+    timeouts: &Timeouts,
 ) -> Result<Option<String>, RemoteError> {
-    ref_head(url, &format!("refs/heads/{branch}"), timeout)
+    ref_head(url, &format!("refs/heads/{branch}"), timeouts)
 }
 
-/// What the full ref name (`refs/tags/x`) points at on the remote now (`None`: no such ref).
-pub fn ref_head(url: &str, name: &str, timeout: Duration) -> Result<Option<String>, RemoteError> {
+/// What the full ref name (`refs/tags/x`) points at on the remote now (`None`: no such ref),
+/// by `git ls-remote` within `timeouts.git_ls_remote`.
+pub fn ref_head(url: &str, name: &str, timeouts: &Timeouts) -> Result<Option<String>, RemoteError> {
     let mut cmd = Command::new("git");
     cmd.args(["ls-remote", url, name]);
-    let out = run_capturing(cmd, timeout)?;
+    let out = run(cmd, GitOp::LsRemote, url, GitOp::LsRemote.limit(timeouts))?;
     Ok(out
         .lines()
         .filter_map(|line| line.split_once('\t'))
@@ -58,46 +165,37 @@ pub fn ref_head(url: &str, name: &str, timeout: Duration) -> Result<Option<Strin
         .map(|(sha, _)| sha.to_string()))
 }
 
-/// Run a `git` command without a terminal prompt; kill it after `timeout`.
-fn run(cmd: Command, timeout: Duration) -> Result<(), RemoteError> {
-    run_capturing(cmd, timeout).map(|_| ())
-}
-
-/// [`run`], returning what the command printed on stdout.
-fn run_capturing(mut cmd: Command, timeout: Duration) -> Result<String, RemoteError> {
-    let err = |message: String| RemoteError {
-        message: redact_url(&message),
+/// Run `git` (`op` with `url`) without a terminal prompt; after `limit`, kill it with its
+/// process group (the `git-remote-https` or `ssh` it started). What it printed on stdout.
+fn run(mut cmd: Command, op: GitOp, url: &str, limit: Duration) -> Result<String, RemoteError> {
+    use std::os::unix::process::CommandExt;
+    let err = |cause: String| RemoteError::new(op, url, &cause);
+    let temp = || {
+        tempfile::tempfile()
+            .and_then(|f| Ok((f.try_clone()?, f)))
+            .map_err(|e| err(format!("cannot make a temp file: {e}")))
     };
-    let temp = || tempfile::tempfile().map_err(|e| err(format!("cannot make a temp file: {e}")));
-    let stderr = temp()?;
-    let stdout = temp()?;
+    let (stderr, stderr_w) = temp()?;
+    let (stdout, stdout_w) = temp()?;
     let mut child = cmd
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_ASKPASS", "true")
         .stdin(Stdio::null())
-        .stdout(Stdio::from(
-            stdout
-                .try_clone()
-                .map_err(|e| err(format!("cannot make a temp file: {e}")))?,
-        ))
-        .stderr(Stdio::from(
-            stderr
-                .try_clone()
-                .map_err(|e| err(format!("cannot make a temp file: {e}")))?,
-        ))
+        .stdout(Stdio::from(stdout_w))
+        .stderr(Stdio::from(stderr_w))
+        .process_group(0)
         .spawn()
         .map_err(|e| err(format!("cannot run `git`: {e}")))?;
     let started = Instant::now();
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() >= timeout => {
+            Ok(None) if started.elapsed() >= limit => {
+                let group = nix::unistd::Pid::from_raw(child.id() as i32);
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(err(format!(
-                    "`git` did not finish within {}",
-                    crate::support::text::age(timeout.as_secs() as i64)
-                )));
+                return Err(RemoteError::timeout(op, url, limit));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => return Err(err(format!("cannot wait for `git`: {e}"))),
@@ -113,7 +211,7 @@ fn run_capturing(mut cmd: Command, timeout: Duration) -> Result<String, RemoteEr
     if status.success() {
         return Ok(read(stdout));
     }
-    Err(err(read(stderr).trim().to_string()))
+    Err(err(cause_of(&read(stderr))))
 }
 
 /// Hide credentials embedded in URLs (`https://user:token@host`).
@@ -145,6 +243,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_cause_is_what_git_said_that_matters() {
+        let ssh = "ssh: Could not resolve hostname h.invalid: Name or service not known\nfatal: Could not read from remote repository.\n\nPlease make sure you have the correct access rights\nand the repository exists.\n";
+        assert_eq!(
+            cause_of(ssh),
+            "ssh: Could not resolve hostname h.invalid: Name or service not known; fatal: Could not read from remote repository."
+        );
+        assert_eq!(cause_of("odd\n"), "odd");
+        assert_eq!(cause_of(""), "`git` failed and said nothing");
+    }
+
+    #[test]
     fn redacts_credentials() {
         assert_eq!(
             redact_url("fatal: https://x-access-token:ghp_secret@github.com/k/r.git not found"),
@@ -155,24 +264,43 @@ mod tests {
     }
 
     #[test]
-    fn a_fetch_that_hangs_is_killed_at_the_timeout() {
+    fn a_fetch_that_hangs_is_killed_at_the_timeout_with_what_it_started() {
         let dir = tempfile::tempdir().expect("tmp");
         let git_dir = dir.path().join("c.git");
         git2::Repository::init_bare(&git_dir).expect("init");
-        // `ext::` runs a command as the transport: one that never answers.
+        // `ext::` runs a command as the transport (`% ` is a space): a shell, git's child,
+        // that says its pid and never answers.
+        let pid_file = dir.path().join("transport.pid");
+        let url = format!(
+            "ext::sh -c echo% $$% >% {};% exec% sleep% 120",
+            pid_file.display()
+        );
         let mut cmd = Command::new("git");
-        cmd.arg("--git-dir").arg(&git_dir).args([
-            "-c",
-            "protocol.ext.allow=always",
-            "fetch",
-            "ext::sleep 120",
-        ]);
+        cmd.arg("--git-dir")
+            .arg(&git_dir)
+            .args(["-c", "protocol.ext.allow=always", "fetch", &url]);
         let started = Instant::now();
-        let e = run(cmd, Duration::from_millis(500)).expect_err("times out");
-        assert!(e.message.contains("did not finish within"), "{e}");
+        let e = run(cmd, GitOp::Fetch, &url, Duration::from_secs(1)).expect_err("times out");
+        assert!(e.timed_out, "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!("git fetch from {url}: timed out: not finished within 1s (timeouts.git_fetch)")
+        );
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "killed, not waited for"
         );
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .expect("the transport started")
+            .trim()
+            .parse()
+            .expect("pid");
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            // Gone, or a zombie nobody waits for (its parent, git, is dead).
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_or(true, |stat| stat.contains(") Z "))
+        });
+        assert!(gone, "the transport git started ({pid}) was killed too");
     }
 }

@@ -7,7 +7,9 @@ use globset::GlobSetBuilder;
 use indexmap::IndexMap;
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use super::types::{Action, ComponentPlan, DiffBasis, PathReason, RepoPlan, StepPlan, StepReason};
+use super::types::{
+    Action, ComponentPlan, DiffBasis, PathReason, PublishedBy, RepoPlan, StepPlan, StepReason,
+};
 use crate::config::{Config, Cycle, glob};
 
 /// Match every component's globs against its repo's changed paths.
@@ -64,7 +66,7 @@ pub fn component_matches(config: &Config, name: &str, path: &str) -> bool {
         .is_some_and(|c| globset(&c.paths).is_match(path) && !globset(&c.exclude).is_match(path))
 }
 
-fn globset(patterns: &[crate::config::SpannedString]) -> globset::GlobSet {
+pub(crate) fn globset(patterns: &[crate::config::SpannedString]) -> globset::GlobSet {
     let mut builder = GlobSetBuilder::new();
     for p in patterns {
         // Patterns were validated with the plan file.
@@ -77,8 +79,22 @@ fn globset(patterns: &[crate::config::SpannedString]) -> globset::GlobSet {
         .unwrap_or_else(|_| globset::GlobSet::empty())
 }
 
-/// The step graph: an edge from each step in `needs` or `after` to the step naming it.
+/// The step graph: an edge from each step in `needs` or `after` to the step naming it, and
+/// from each `git_push` to the steps that use the revision it publishes ([`published_by`]).
 pub fn step_graph(config: &Config) -> (DiGraph<String, ()>, HashMap<String, NodeIndex>) {
+    let (mut graph, index) = written_graph(config);
+    for (name, pushes) in published_by(config) {
+        for push in pushes {
+            if let (Some(&from), Some(&to)) = (index.get(&push.step), index.get(&name)) {
+                graph.update_edge(from, to, ());
+            }
+        }
+    }
+    (graph, index)
+}
+
+/// The edges the plan file writes: `needs` and `after`.
+fn written_graph(config: &Config) -> (DiGraph<String, ()>, HashMap<String, NodeIndex>) {
     let mut graph = DiGraph::new();
     let mut index = HashMap::new();
     for name in config.file.steps.keys() {
@@ -92,6 +108,47 @@ pub fn step_graph(config: &Config) -> (DiGraph<String, ()>, HashMap<String, Node
         }
     }
     (graph, index)
+}
+
+/// Push before use: each step that uses a repo's staging revision (`with.repo`: a clone of
+/// it in a Dockerfile, a compose checkout, the pipe-cleaner's patches) runs after the
+/// `git_push` steps of that repo, whatever the plan file says, when both run. The plan file
+/// wins where it orders the push after the step (directly or through other steps): no cycle
+/// is made. By step, in plan file order; steps with none are left out.
+pub fn published_by(config: &Config) -> IndexMap<String, Vec<PublishedBy>> {
+    let pushes: Vec<(&String, String)> = config
+        .file
+        .steps
+        .iter()
+        .filter(|(_, s)| s.kind.value == crate::config::StepKind::GitPush)
+        .filter_map(|(n, _)| config.settings(n).repo().map(|r| (n, r.to_string())))
+        .collect();
+    let (mut graph, index) = written_graph(config);
+    let mut out = IndexMap::new();
+    for name in config.file.steps.keys() {
+        let Some(repo) = config.settings(name).repo().map(str::to_string) else {
+            continue;
+        };
+        let mut by = Vec::new();
+        for (push, pushed) in &pushes {
+            let (from, to) = (index[*push], index[name]);
+            if *push == name
+                || *pushed != repo
+                || petgraph::algo::has_path_connecting(&graph, to, from, None)
+            {
+                continue;
+            }
+            graph.update_edge(from, to, ());
+            by.push(PublishedBy {
+                step: push.to_string(),
+                repo: repo.clone(),
+            });
+        }
+        if !by.is_empty() {
+            out.insert(name.clone(), by);
+        }
+    }
+    out
 }
 
 /// Steps in dependency order; among steps free to go, plan file order first.
@@ -142,6 +199,7 @@ pub fn plan_steps(
     drift: &std::collections::BTreeMap<String, String>,
 ) -> Vec<StepPlan> {
     let mut triggered: HashMap<String, bool> = HashMap::new();
+    let mut published = published_by(config);
     let mut out = Vec::new();
     for name in step_order(config) {
         let step = &config.file.steps[&name];
@@ -197,6 +255,7 @@ pub fn plan_steps(
             action,
             needs: step.needs.iter().map(|n| n.value.clone()).collect(),
             after: step.after.iter().map(|n| n.value.clone()).collect(),
+            after_push: published.shift_remove(&name).unwrap_or_default(),
             because,
             params: Default::default(),
             compared_with: None,

@@ -3,7 +3,9 @@
 //! (screening here decides what it merges: [`screen_repo`]), then asks for the plan.
 
 pub mod changes;
+pub mod coverage;
 pub mod digest;
+pub mod explain;
 pub mod graph;
 pub mod params;
 mod paramtext;

@@ -161,6 +161,22 @@ fn steps_section(out: &mut String, plan: &Plan, st: &Styles) {
                 format!("(+{} more)", step.because.len() - shown.len()).style(st.dim)
             );
         }
+        for push in step
+            .after_push
+            .iter()
+            .filter(|p| runs.iter().any(|s| s.name == p.step))
+        {
+            let _ = writeln!(
+                out,
+                "      {}",
+                format!(
+                    "after {} ({})",
+                    clean(&push.step),
+                    published_text(&push.repo)
+                )
+                .style(st.dim)
+            );
+        }
         for (line, tag) in super::paramtext::lines(step) {
             let style = match tag {
                 Some(true) => st.add,
@@ -199,6 +215,11 @@ fn done_before(plan: &Plan, name: &str) -> bool {
     plan.steps
         .iter()
         .any(|s| s.name == name && s.is_done_before())
+}
+
+/// Why a step waits for a `git_push`, as the plan text and the graph say it.
+fn published_text(repo: &str) -> String {
+    format!("publishes the staging revision of {}", clean(repo))
 }
 
 /// Triggered steps that wait for a full cycle.
@@ -347,8 +368,9 @@ pub fn reason_text(reason: &StepReason, step: &str) -> String {
     }
 }
 
-/// The step graph in Graphviz DOT. With a plan, steps that run are filled and steps held for
-/// a full cycle are dashed.
+/// The step graph in Graphviz DOT: `needs` edges solid, `after` dotted, push before use
+/// (a `git_push` before the steps using the revision it publishes) dashed and labelled.
+/// With a plan, steps that run are filled and steps held for a full cycle are dashed.
 pub fn dot(config: &Config, plan: Option<&Plan>) -> String {
     let mut out = String::from("digraph kcideploy {\n  rankdir=LR;\n  node [shape=box];\n");
     for (name, step) in &config.file.steps {
@@ -387,6 +409,18 @@ pub fn dot(config: &Config, plan: Option<&Plan>) -> String {
                 "  \"{}\" -> \"{}\" [style=dotted];",
                 escape(&after.value),
                 escape(name)
+            );
+        }
+    }
+    // Push before use: not written in the plan file, so shown with why.
+    for (name, pushes) in super::graph::published_by(config) {
+        for push in pushes {
+            let _ = writeln!(
+                out,
+                "  \"{}\" -> \"{}\" [style=dashed, label=\"{}\"];",
+                escape(&push.step),
+                escape(&name),
+                escape(&published_text(&push.repo))
             );
         }
     }

@@ -187,6 +187,10 @@ pub struct StepPlan {
     /// Ordering only: runs after these when they run too.
     #[serde(default)]
     pub after: Vec<String>,
+    /// Ordering the plan file does not write: the step uses a repo's staging revision, so it
+    /// runs after the `git_push` steps that publish it, when they run too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after_push: Vec<PublishedBy>,
     pub because: Vec<StepReason>,
     /// What the step will do: its settings resolved, secrets masked.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -205,6 +209,15 @@ impl StepPlan {
     pub fn is_done_before(&self) -> bool {
         matches!(self.because.first(), Some(StepReason::DoneBefore { .. }))
     }
+}
+
+/// A `git_push` step that publishes the staging revision of a repo a step uses.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PublishedBy {
+    /// The `git_push` step.
+    pub step: String,
+    /// The repo it publishes.
+    pub repo: String,
 }
 
 /// Every input the plan was computed from; `apply` refuses a plan whose inputs moved.

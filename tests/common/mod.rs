@@ -313,3 +313,17 @@ components:
 steps:
   restart: { kind: command, on: [config], with: { run: ["true"] } }
 "#;
+
+/// A TCP server on 127.0.0.1 that accepts every connection and never answers (a remote that
+/// hangs); `host:port`. Connections stay open until the test process ends.
+pub fn silent_listener() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let host = listener.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in listener.incoming() {
+            open.push(stream);
+        }
+    });
+    host
+}

@@ -63,7 +63,7 @@ pub(super) async fn next_or_cancel<S: futures_util::Stream + Unpin>(
 }
 
 /// The registry host of an image reference (`127.0.0.1:5000/x/y` → `127.0.0.1:5000`).
-fn registry_of(image: &str) -> Option<&str> {
+pub(super) fn registry_of(image: &str) -> Option<&str> {
     let (first, _) = image.split_once('/')?;
     (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
 }
@@ -103,6 +103,24 @@ pub fn credentials(image: &str) -> Option<DockerCredentials> {
         // (the registry's refusal names the cause). The error text is not logged: a helper
         // may echo what it read.
         Err(_) => None,
+    }
+}
+
+/// [`credentials`], given up after `limit` (`timeouts.registry`): a credential helper may ask
+/// a cloud service, and one that hangs does not hold the step.
+pub async fn credentials_within(
+    image: &str,
+    limit: Duration,
+) -> Result<Option<DockerCredentials>, String> {
+    let owned = image.to_string();
+    let look_up = tokio::task::spawn_blocking(move || credentials(&owned));
+    match tokio::time::timeout(limit, look_up).await {
+        Ok(found) => Ok(found.unwrap_or(None)),
+        Err(_) => Err(format!(
+            "the Docker credentials of {}: timed out: no answer within {} (timeouts.registry)",
+            registry_of(image).unwrap_or("docker.io"),
+            crate::support::text::age(limit.as_secs() as i64)
+        )),
     }
 }
 

@@ -11,8 +11,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::docker::{
-    LABEL, LABEL_CONTENT, LABEL_IMAGE, connect, credentials, failed, next_or_cancel, substitute,
-    within_limit,
+    LABEL, LABEL_CONTENT, LABEL_IMAGE, connect, credentials_within, failed, next_or_cancel,
+    substitute, within_limit,
 };
 use super::{Attempt, Kind, StepCtx, StepError};
 use crate::config::kinds::DockerBuildWith;
@@ -130,12 +130,7 @@ pub async fn build(
             let _ = writeln!(log, "{content_ref} exists ({id}): nothing to build");
             id
         }
-        None if with.check_registry
-            && docker
-                .inspect_registry_image(&content_ref, credentials(&with.image))
-                .await
-                .is_ok() =>
-        {
+        None if with.check_registry && in_registry(&docker, ctx, &content_ref).await => {
             let _ = writeln!(
                 log,
                 "{content_ref} exists in the registry: nothing to build"
@@ -148,6 +143,34 @@ pub async fn build(
     };
     move_tags(&docker, ctx, with, &content_ref).await?;
     Ok(json!({ "image": with.image, "content_tag": content_tag, "id": id, "tags": with.tags }))
+}
+
+/// Whether the registry has `content_ref`, asked through the daemon within
+/// `timeouts.registry`. No answer counts as no (the image is built), said in the log.
+async fn in_registry(docker: &Docker, ctx: &StepCtx<'_>, content_ref: &str) -> bool {
+    let limit = ctx.run.config.file.timeouts.registry.0;
+    let registry = super::docker::registry_of(content_ref).unwrap_or("docker.io");
+    let why = match credentials_within(content_ref, limit).await {
+        Err(e) => e,
+        Ok(auth) => {
+            let ask = docker.inspect_registry_image(content_ref, auth);
+            match tokio::time::timeout(limit, ask).await {
+                Ok(Ok(_)) => return true,
+                Ok(Err(e)) => crate::support::text::error_chain(&e),
+                Err(_) => format!(
+                    "timed out: no answer within {} (timeouts.registry)",
+                    crate::support::text::age(limit.as_secs() as i64)
+                ),
+            }
+        }
+    };
+    let mut log = ctx.log;
+    let _ = writeln!(
+        log,
+        "registry look-up of {content_ref} on {registry} through the Docker daemon at {}: {why}; building",
+        super::docker::daemon_address()
+    );
+    false
 }
 
 /// Build `content_ref` from `inputs`, labelled as kcideploy's; its image id.

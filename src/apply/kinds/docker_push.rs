@@ -8,7 +8,8 @@ use bollard::query_parameters::PushImageOptions;
 use serde_json::json;
 
 use super::docker::{
-    PUSH_TIMEOUT, connect, credentials, failed, next_or_cancel, short_id, substitute, within_limit,
+    PUSH_TIMEOUT, connect, credentials_within, failed, next_or_cancel, short_id, substitute,
+    within_limit,
 };
 use super::{Attempt, Kind, StepCtx, StepError};
 use crate::config::kinds::DockerPushWith;
@@ -21,6 +22,10 @@ pub async fn push(
 ) -> Result<serde_json::Value, StepError> {
     let docker = connect().await.map_err(StepError::Failed)?;
     let mut log = ctx.log;
+    let limit = ctx.run.config.file.timeouts.registry.0;
+    let auth = credentials_within(&with.image, limit)
+        .await
+        .map_err(StepError::Failed)?;
     let mut pushed = Vec::new();
     for tag in &with.tags {
         let tag = substitute(tag, ctx).map_err(StepError::Failed)?;
@@ -31,7 +36,7 @@ pub async fn push(
                 tag: Some(tag.clone()),
                 ..Default::default()
             }),
-            credentials(&with.image),
+            auth.clone(),
         );
         let mut digest = None;
         loop {
@@ -72,24 +77,36 @@ fn digest_of(status: &str) -> Option<String> {
 pub async fn drift(
     docker: &bollard::Docker,
     outputs: &serde_json::Value,
+    timeouts: &crate::config::Timeouts,
 ) -> Result<Option<String>, String> {
     let Some(image) = outputs["image"].as_str() else {
         return Ok(None);
     };
+    let limit = timeouts.registry.0;
+    let auth = credentials_within(image, limit).await?;
     for pushed in outputs["pushed"].as_array().into_iter().flatten() {
         let Some(tag) = pushed["tag"].as_str() else {
             continue;
         };
         let reference = format!("{image}:{tag}");
-        let found = match docker
-            .inspect_registry_image(&reference, credentials(image))
-            .await
-        {
-            Ok(found) => found,
-            Err(e) if missing_manifest(&e) => {
+        let ask = docker.inspect_registry_image(&reference, auth.clone());
+        let found = match tokio::time::timeout(limit, ask).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) if missing_manifest(&e) => {
                 return Ok(Some(format!("{reference} is no longer in the registry")));
             }
-            Err(e) => return Err(format!("cannot look up {reference} in its registry: {e}")),
+            Ok(Err(e)) => {
+                return Err(format!(
+                    "cannot look up {reference} in its registry: {}",
+                    crate::support::text::error_chain(&e)
+                ));
+            }
+            Err(_) => {
+                return Err(format!(
+                    "cannot look up {reference} in its registry: timed out: no answer within {} (timeouts.registry)",
+                    crate::support::text::age(limit.as_secs() as i64)
+                ));
+            }
         };
         if let Some(recorded) = pushed["digest"].as_str()
             && found.descriptor.digest.as_deref() != Some(recorded)

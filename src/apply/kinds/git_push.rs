@@ -7,9 +7,36 @@ use std::path::PathBuf;
 use tokio::process::Command;
 
 use super::{Attempt, Kind, StepCtx, StepError};
-use crate::apply::{RunContext, process};
+use crate::apply::RunContext;
+use crate::apply::process::{self, ProcessError};
 use crate::config::kinds::GitPushWith;
 use crate::forge::git::redact_url;
+use crate::gitops::remote::{GitOp, RemoteError, cause_of};
+
+/// Run `cmd`, the git operation `op` with the remote `url`, within its `timeouts:` setting
+/// (and the step's limit). stderr goes to the step log, stdout too unless `capture` (then it
+/// is returned). A failure names the operation, the remote and what git said.
+pub(super) async fn remote_git(
+    ctx: &mut StepCtx<'_>,
+    cmd: Command,
+    op: GitOp,
+    url: &str,
+    capture: bool,
+) -> Result<Vec<u8>, StepError> {
+    let limit = op.limit(&ctx.run.config.file.timeouts);
+    let before = ctx.log.metadata().map(|m| m.len()).unwrap_or(0);
+    let done = ctx.process_within(cmd, op.command(), capture, Some(limit));
+    let error = match done.await {
+        Ok(finished) => return Ok(finished.stdout),
+        Err(ProcessError::Cancelled) => return Err(StepError::Cancelled),
+        Err(ProcessError::TimedOut { .. }) => RemoteError::timeout(op, url, limit),
+        Err(ProcessError::Failed { .. }) => {
+            RemoteError::new(op, url, &cause_of(&process::since(ctx.log_path, before)))
+        }
+        Err(other) => RemoteError::new(op, url, &other.to_string()),
+    };
+    Err(StepError::Failed(error.to_string()))
+}
 
 /// What a `git_push` pushes, and where.
 struct Target<'a> {
@@ -76,9 +103,13 @@ pub async fn run(
 }
 
 /// Drift of a push recorded as `outputs`: the branch (or the tag) on the remote at `url` no
-/// longer points at the pushed revision.
-pub fn drift(url: &str, outputs: &serde_json::Value) -> Result<Option<String>, String> {
-    use crate::gitops::remote::{FETCH_TIMEOUT, ref_head};
+/// longer points at the pushed revision. Each look-up within `timeouts.git_ls_remote`.
+pub fn drift(
+    url: &str,
+    outputs: &serde_json::Value,
+    timeouts: &crate::config::Timeouts,
+) -> Result<Option<String>, String> {
+    use crate::gitops::remote::ref_head;
     let (Some(branch), Some(sha)) = (outputs["branch"].as_str(), outputs["sha"].as_str()) else {
         return Ok(None);
     };
@@ -88,8 +119,7 @@ pub fn drift(url: &str, outputs: &serde_json::Value) -> Result<Option<String>, S
         refs.push((format!("refs/tags/{tag}"), format!("tag {tag}")));
     }
     for (name, what) in refs {
-        let found = ref_head(url, &name, FETCH_TIMEOUT)
-            .map_err(|e| format!("git ls-remote {remote}: {e}"))?;
+        let found = ref_head(url, &name, timeouts).map_err(|e| e.to_string())?;
         match found {
             None => return Ok(Some(format!("{what} no longer exists on {remote}"))),
             Some(found) if found != sha => {
@@ -140,7 +170,7 @@ async fn push_branch(
         url.clone(),
         format!("{sha}:refs/heads/{branch}"),
     ]);
-    if let Err(e) = ctx.process(cmd, "git push", false).await {
+    if let Err(e) = remote_git(ctx, cmd, GitOp::Push, url, false).await {
         let tail = process::tail(ctx.log_path, 20);
         if tail.contains("stale info") || tail.contains("[rejected]") {
             return Err(StepError::Failed(format!(
@@ -148,7 +178,7 @@ async fn push_branch(
                 remote.unwrap_or("no branch")
             )));
         }
-        return Err(e.into());
+        return Err(e);
     }
     Ok(())
 }
@@ -168,8 +198,8 @@ async fn push_tag(
         url.clone(),
         format!("refs/tags/{prefix}*"),
     ]);
-    let listing = ctx.process(ls_remote, "git ls-remote", true).await?;
-    let tags = parse_tags(&String::from_utf8_lossy(&listing.stdout), prefix);
+    let listing = remote_git(ctx, ls_remote, GitOp::LsRemote, url, true).await?;
+    let tags = parse_tags(&String::from_utf8_lossy(&listing), prefix);
     let today = ctx.run.now.strftime("%Y%m%d").to_string();
     let mut log = ctx.log;
     let mut refspecs = Vec::new();
@@ -201,8 +231,7 @@ async fn push_tag(
     }
     let mut args = vec!["push".to_string(), "--porcelain".into(), url.clone()];
     args.extend(refspecs);
-    ctx.process(target.git(args), "git push (tags)", false)
-        .await?;
+    remote_git(ctx, target.git(args), GitOp::Push, url, false).await?;
     Ok(tag_name)
 }
 

@@ -46,7 +46,17 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &HttpWaitWith) -> Result<(), StepE
                 }
             }
             Err(e) if e.is_timeout() && last != "no answer" => last.clone(),
-            Err(e) => format!("no answer: {}", crate::support::text::error_chain(&e)),
+            Err(e) => {
+                let connect = ctx.run.config.file.timeouts.connect.0;
+                let limit = (
+                    per_request,
+                    "a request of http_wait, within the step's timeout",
+                );
+                format!(
+                    "no answer: {}",
+                    crate::support::http::no_answer(&e, connect, limit)
+                )
+            }
         };
         last = answer;
         let _ = writeln!(log, "{}: {last}", with.url);

@@ -11,6 +11,7 @@ use super::git_push::parse_tags;
 use super::{Attempt, Kind, StepCtx, StepError};
 use crate::apply::process::{self, Cancel, cancelled};
 use crate::config::kinds::{KernelciDrainWith, PipeCleanerWith, Thresholds, UpstreamTree};
+use crate::gitops::remote::GitOp;
 use crate::kernelci::{Api, node_id};
 
 fn failed(e: impl std::fmt::Display) -> StepError {
@@ -64,6 +65,25 @@ pub async fn drain(ctx: &mut StepCtx<'_>, with: &KernelciDrainWith) -> Result<()
 
 /// Run git; stdout when `capture`.
 async fn git(ctx: &mut StepCtx<'_>, args: &[&str], capture: bool) -> Result<String, StepError> {
+    let cmd = git_command(args);
+    let shown = format!("git {}", args.first().copied().unwrap_or(""));
+    let out = ctx.process(cmd, &shown, capture).await?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Run git's `op` with the remote `url` within its `timeouts:` setting; stdout when `capture`.
+async fn git_remote(
+    ctx: &mut StepCtx<'_>,
+    args: &[&str],
+    (op, url): (GitOp, &str),
+    capture: bool,
+) -> Result<String, StepError> {
+    let out = super::git_push::remote_git(ctx, git_command(args), op, url, capture).await?;
+    Ok(String::from_utf8_lossy(&out).trim().to_string())
+}
+
+/// git with kcideploy's identity, no terminal prompt, from a clean environment.
+fn git_command(args: &[&str]) -> Command {
     let mut cmd = Command::new("git");
     process::clean_env(&mut cmd, process::Inherit::Git, &[]);
     cmd.args([
@@ -74,9 +94,7 @@ async fn git(ctx: &mut StepCtx<'_>, args: &[&str], capture: bool) -> Result<Stri
     ])
     .args(args)
     .env("GIT_TERMINAL_PROMPT", "0");
-    let shown = format!("git {}", args.first().copied().unwrap_or(""));
-    let out = ctx.process(cmd, &shown, capture).await?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    cmd
 }
 
 /// Counts of one kind of node by result.
@@ -227,12 +245,15 @@ async fn push_test_kernel(
     let branch = format!("staging-{}", tree.name);
     let push_url = ctx.run.config.resolve_url(&with.push_url);
     let upstream_url = ctx.run.config.resolve_url(&tree.url);
-    let cache = ctx.run.cache_dir.join(format!("kernel-{}.git", ctx.name));
+    let cache = ctx.run.cache_dir.join(format!(
+        "kernel-{}.git",
+        crate::config::names::file_name(ctx.name)
+    ));
     let (_repo, _guard) = crate::gitops::open_cache(&cache).map_err(failed)?;
     let cache_s = cache.display().to_string();
     let upstream_ref = format!("refs/kcideploy/upstream/{}", tree.name);
     ctx.progress(format!("fetching {} {}", tree.name, tree.branch));
-    git(
+    git_remote(
         ctx,
         &[
             "--git-dir",
@@ -243,6 +264,7 @@ async fn push_test_kernel(
             &upstream_url,
             &format!("+refs/heads/{}:{upstream_ref}", tree.branch),
         ],
+        (GitOp::Fetch, &upstream_url),
         false,
     )
     .await?;
@@ -457,7 +479,7 @@ async fn build_revision(
         }
     }
     let prefix = format!("staging-{tree}-");
-    let listing = git(
+    let listing = git_remote(
         ctx,
         &[
             "ls-remote",
@@ -465,6 +487,7 @@ async fn build_revision(
             push_url,
             &format!("refs/tags/{prefix}*"),
         ],
+        (GitOp::LsRemote, push_url),
         true,
     )
     .await?;
@@ -507,7 +530,7 @@ async fn build_revision(
     );
     let mut args = vec!["-C", wt, "push", "--quiet", "--force", push_url];
     args.extend(refspecs.iter().map(String::as_str));
-    git(ctx, &args, false).await?;
+    git_remote(ctx, &args, (GitOp::Push, push_url), false).await?;
     Ok((sha, tag))
 }
 

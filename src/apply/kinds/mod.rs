@@ -87,12 +87,23 @@ impl StepCtx<'_> {
     }
 
     /// Run one process of the step: its log, the run's grace between SIGTERM and SIGKILL,
-    /// the attempt's cancellation, and the run's journal (see [`process::run`]).
+    /// the attempt's cancellation, and the run's journal (see [`process::run_within`]).
     pub async fn process(
         &mut self,
         cmd: tokio::process::Command,
         program: &str,
         capture: bool,
+    ) -> Result<process::Finished, ProcessError> {
+        self.process_within(cmd, program, capture, None).await
+    }
+
+    /// [`StepCtx::process`], stopped when it runs longer than `limit`.
+    pub async fn process_within(
+        &mut self,
+        cmd: tokio::process::Command,
+        program: &str,
+        capture: bool,
+        limit: Option<Duration>,
     ) -> Result<process::Finished, ProcessError> {
         let journal = self
             .run
@@ -102,11 +113,9 @@ impl StepCtx<'_> {
         let io = process::Io {
             log: self.log,
             capture,
-            grace: self.run.grace,
-            cancel: &mut self.cancel,
             journal,
         };
-        process::run(cmd, program, io).await
+        process::run_within(cmd, program, io, self.run.grace, &mut self.cancel, limit).await
     }
 
     /// Say how the step is getting on (a spinner message on a terminal, a line otherwise).

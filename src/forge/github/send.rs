@@ -1,6 +1,6 @@
 //! Sending one API request, the one retry policy of the GitHub client: credentials go only to
 //! the API's own origin; failed attempts are retried with exponential backoff and jitter
-//! ([`backon`]) within `github.timeout` in all; `Retry-After` and the rate-limit reset are
+//! ([`backon`]) within `timeouts.github` in all; `Retry-After` and the rate-limit reset are
 //! waited out up to `github.max_wait` in all; and a request is repeated after an answer it
 //! may have had an effect on (a send error, a 5xx) only if repeating it is harmless.
 
@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::{GitHub, GitHubError, rate_limit_wait};
 use crate::config::HumanDuration;
-use crate::support::text::error_chain as chain;
+use crate::support::http::no_answer;
 
 /// The first retry comes after about this long; each next one waits twice as long, plus
 /// jitter, at most [`MAX_DELAY`].
@@ -181,12 +181,8 @@ impl GitHub {
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
-                let cause = if e.is_timeout() {
-                    self.timed_out()
-                } else {
-                    chain(&e)
-                };
-                let error = network(cause);
+                let limit = (self.timeout, "timeouts.github");
+                let error = network(no_answer(&e, self.connect, limit));
                 // A request that did not connect never reached GitHub.
                 return Err(if e.is_connect() || idempotent(method) {
                     Failure::Transient { error, after: None }
@@ -237,7 +233,7 @@ impl GitHub {
 
     fn timed_out(&self) -> String {
         format!(
-            "timed out: no answer within {} (github.timeout)",
+            "timed out: no answer within {} (timeouts.github)",
             HumanDuration(self.timeout)
         )
     }

@@ -10,7 +10,7 @@ use super::{GitHub, GitHubError, slug};
 use crate::config::{Config, RepoConfig};
 use crate::forge::git::{REMOTE_NAMESPACE, redact_url};
 use crate::forge::{ForgeError, PendingChange, RepoSnapshot};
-use crate::gitops::remote::{FETCH_TIMEOUT, fetch};
+use crate::gitops::remote::fetch;
 
 /// The PRs of one repo, their files, and their heads fetched into the cache.
 pub fn snapshot(
@@ -168,7 +168,15 @@ fn fetch_heads(
         let n = c.id.trim_start_matches('#');
         refspecs.push(format!("+refs/pull/{n}/head:refs/kcideploy/pull/{n}"));
     }
-    fetch_refs(name, &url, &cache, &refspecs, &repo.staging_branch)?;
+    let timeouts = &config.file.timeouts;
+    fetch_refs(
+        name,
+        &url,
+        &cache,
+        &refspecs,
+        &repo.staging_branch,
+        timeouts,
+    )?;
     let base = git_repo
         .refname_to_id(&remote_ref(&repo.base))
         .map_err(|_| ForgeError::NoBase {
@@ -193,22 +201,24 @@ fn fetch_heads(
     Ok((cache, base, remote_staging))
 }
 
-/// Fetch refspecs within [`FETCH_TIMEOUT`]; a missing staging branch is not an error (it is
-/// made by the first push).
+/// Fetch refspecs within `timeouts.git_fetch`; a missing staging branch is not an error (it
+/// is made by the first push). A remote that did not answer is not asked twice.
 fn fetch_refs(
     name: &str,
     url: &str,
     cache: &Path,
     refspecs: &[String],
     staging: &str,
+    timeouts: &crate::config::Timeouts,
 ) -> Result<(), ForgeError> {
-    let fail = |e: crate::gitops::remote::RemoteError| ForgeError::Fetch {
+    let fail = |error| ForgeError::Fetch {
         repo: name.to_string(),
-        url: redact_url(url),
-        message: e.message,
+        error,
     };
-    if fetch(cache, url, refspecs, false, FETCH_TIMEOUT).is_ok() {
-        return Ok(());
+    match fetch(cache, url, refspecs, false, timeouts) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.timed_out => return Err(fail(e)),
+        Err(_) => {}
     }
     // Again without the staging branch, which may not exist yet.
     let without: Vec<String> = refspecs
@@ -216,5 +226,5 @@ fn fetch_refs(
         .filter(|s| !s.starts_with(&format!("+refs/heads/{staging}:")))
         .cloned()
         .collect();
-    fetch(cache, url, &without, false, FETCH_TIMEOUT).map_err(fail)
+    fetch(cache, url, &without, false, timeouts).map_err(fail)
 }
