@@ -141,16 +141,12 @@ fn pipe_cleaner_rotates_trees_and_catches_a_regression_but_not_a_pass() {
     // state): each expectation follows the date of its run, so midnight UTC may fall anywhere.
     let mut tags = Tags::default();
 
-    // 1: next, with the staging patch and a marker commit; tagged; results recorded.
+    // 1: next, with the staging patch and the marker commit; tagged; results recorded.
     let (code, out, err) = apply(&path);
     assert_eq!(code, 0, "{out}{err}");
     let tag = tags.next(&s.fx, "next");
-    let head = linux
-        .find_reference("refs/heads/staging-next")
-        .expect("pushed")
-        .peel_to_commit()
-        .expect("commit");
-    assert!(String::from_utf8_lossy(head.message_bytes()).starts_with(&tag));
+    assert!(tag.ends_with(".0"), "the day's first tag is .0: {tag}");
+    let head = marker_commit(&linux, "staging-next", &tag);
     let patched = head.parent(0).expect("patch commit");
     assert_eq!(
         String::from_utf8_lossy(patched.message_bytes())
@@ -163,12 +159,6 @@ fn pipe_cleaner_rotates_trees_and_catches_a_regression_but_not_a_pass() {
             .expect("tree")
             .get_path(std::path::Path::new("kernelci-staging"))
             .is_ok()
-    );
-    assert_eq!(
-        linux
-            .refname_to_id(&format!("refs/tags/{tag}"))
-            .expect("tag"),
-        head.id()
     );
     let state = kcideploy::state::LocalState::new(s.fx.path().join(".kcideploy/t.state.json"))
         .read()
@@ -227,7 +217,7 @@ fn pipe_cleaner_rotates_trees_and_catches_a_regression_but_not_a_pass() {
 }
 
 /// The pipe-cleaner's tags so far: `staging-<tree>-<day>.<n>`, n counting that tree's runs
-/// on that day.
+/// on that day before this one.
 #[derive(Default)]
 struct Tags {
     runs: Vec<(String, String)>,
@@ -250,10 +240,64 @@ impl Tags {
             .strftime("%Y%m%d")
             .to_string();
         let run = (tree.to_string(), day.clone());
-        let n = self.runs.iter().filter(|r| **r == run).count() + 1;
+        // As kernel.py counts them: the day's first tag is `.0`.
+        let n = self.runs.iter().filter(|r| **r == run).count();
         self.runs.push(run);
         format!("staging-{tree}-{day}.{n}")
     }
+}
+
+/// The head of `branch`: the marker commit kernel.py makes (one file named after the branch
+/// holding the tag, by the bot, the tag as subject), with the annotated `tag` on it.
+fn marker_commit<'r>(linux: &'r git2::Repository, branch: &str, tag: &str) -> git2::Commit<'r> {
+    let head = linux
+        .find_reference(&format!("refs/heads/{branch}"))
+        .expect("pushed")
+        .peel_to_commit()
+        .expect("commit");
+    assert_eq!(
+        String::from_utf8_lossy(head.message_bytes()).lines().next(),
+        Some(tag)
+    );
+    assert_eq!(head.author().name_bytes(), b"kernelci.org bot");
+    assert_eq!(head.author().email_bytes(), b"bot@kernelci.org");
+    let tree = head.tree().expect("tree");
+    let marker = tree
+        .get_path(std::path::Path::new(branch))
+        .expect("the marker file is named after the branch");
+    let blob = marker
+        .to_object(linux)
+        .expect("blob")
+        .peel_to_blob()
+        .expect("blob");
+    assert_eq!(
+        blob.content(),
+        tag.as_bytes(),
+        "the marker file holds the tag"
+    );
+    let diff = linux
+        .diff_tree_to_tree(
+            Some(&head.parent(0).expect("parent").tree().expect("tree")),
+            Some(&tree),
+            None,
+        )
+        .expect("diff");
+    assert_eq!(diff.deltas().len(), 1, "the marker commit changes one file");
+    let annotated = linux
+        .find_reference(&format!("refs/tags/{tag}"))
+        .expect("tag pushed")
+        .peel_to_tag()
+        .expect("an annotated tag");
+    assert_eq!(annotated.target_id(), head.id());
+    assert_eq!(
+        String::from_utf8_lossy(annotated.message_bytes().unwrap_or_default()).trim(),
+        tag
+    );
+    assert_eq!(
+        annotated.tagger().map(|t| t.name_bytes().to_vec()),
+        Some(b"kernelci.org bot".to_vec())
+    );
+    head
 }
 
 #[test]
@@ -457,4 +501,249 @@ fn a_regression_is_not_forgotten_after_the_cycle_it_failed() {
         outputs["summaries"]["next"]["test"]["pass"], 37,
         "{outputs}"
     );
+}
+
+/// The real cycle's order (issue #16): push the kernel, restart the pipeline (its trigger
+/// polls the watched branches once, at start-up), then check the results.
+const SPLIT: &str = r#"  push-kernel:
+    kind: pipe_cleaner
+    cycle: full
+    always: true
+    timeout: 30s
+    with:
+      phase: push
+      push_url: repos/linux.git
+      trees:
+        - { name: next, url: repos/up-next.git, branch: master }
+        - { name: mainline, url: repos/up-mainline.git, branch: master }
+      patches: { repo: core, dir: patches }
+  pipeline-up:
+    kind: command
+    cycle: full
+    always: true
+    after: [push-kernel]
+    with:
+      shell: >-
+        date -u +%Y-%m-%dT%H:%M:%S.%NZ > restart-times && sleep 0.3 &&
+        git --git-dir=repos/linux.git for-each-ref --format='%(objectname)' refs/heads/ > trigger-saw &&
+        date -u +%Y-%m-%dT%H:%M:%S.%NZ >> restart-times
+  check-kernel:
+    kind: pipe_cleaner
+    cycle: full
+    always: true
+    needs: [push-kernel]
+    after: [pipeline-up]
+    timeout: 30s
+    with: { phase: check, push_step: push-kernel, checkout_timeout: 5s, interval: 50ms }
+"#;
+
+/// The first line of a step's log in the last run: `--- <step>: attempt 1 of 1, <time> ---`.
+fn started_at(fx: &Fixture, run: &str, step: &str) -> jiff::Timestamp {
+    let log = std::fs::read_to_string(
+        fx.path()
+            .join(format!(".kcideploy/runs/t/{run}/{step}.log")),
+    )
+    .expect("step log");
+    let first = log.lines().next().unwrap_or_default();
+    first
+        .rsplit(", ")
+        .next()
+        .and_then(|t| t.strip_suffix(" ---"))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no start time in {first:?}"))
+}
+
+#[test]
+fn the_kernel_is_pushed_before_the_restart_and_checked_after_it() {
+    let s = setup();
+    s.kci.lock().expect("k").trigger_saw = Some(s.fx.path().join("trigger-saw"));
+    let path = s.fx.plan_file(&plan(&s.api, SPLIT));
+    let linux = git2::Repository::open_bare(s.fx.path().join("repos/linux.git")).expect("linux");
+    let mut tags = Tags::default();
+    for (cycle, tree) in [(1, "next"), (2, "mainline"), (3, "next")] {
+        let (code, out, err) = apply(&path);
+        assert_eq!(code, 0, "cycle {cycle}: {out}{err}");
+        let tag = tags.next(&s.fx, tree);
+        let branch = format!("staging-{tree}");
+        let head = marker_commit(&linux, &branch, &tag);
+        let state = kcideploy::state::LocalState::new(s.fx.path().join(".kcideploy/t.state.json"))
+            .read()
+            .expect("state parses")
+            .expect("state exists");
+        let run = state.history.last().expect("a run").id.clone();
+        let pushed = state.steps["push-kernel"]
+            .outputs
+            .clone()
+            .expect("push outputs");
+        let checked = state.steps["check-kernel"]
+            .outputs
+            .clone()
+            .expect("check outputs");
+        // The push rotates and records the kernel; the check took that very kernel.
+        assert_eq!(pushed["tree"], tree, "cycle {cycle}: {pushed}");
+        let next_index = (cycle - 1) % 2 + 1;
+        assert_eq!(pushed["next_index"], next_index, "cycle {cycle}: {pushed}");
+        assert_eq!(pushed["commit"], head.id().to_string(), "cycle {cycle}");
+        assert_eq!(pushed["tag"], tag.as_str(), "cycle {cycle}");
+        assert_eq!(
+            checked["commit"], pushed["commit"],
+            "cycle {cycle}: {checked}"
+        );
+        assert_eq!(checked["tree"], tree, "cycle {cycle}: {checked}");
+        assert_eq!(
+            checked["summaries"][tree]["kbuild"]["pass"], 10,
+            "{checked}"
+        );
+        // Push, then the restart (which saw the pushed commit), then the check.
+        let saw = std::fs::read_to_string(s.fx.path().join("trigger-saw")).expect("restarted");
+        assert!(saw.contains(&head.id().to_string()), "cycle {cycle}: {saw}");
+        let times = std::fs::read_to_string(s.fx.path().join("restart-times")).expect("times");
+        let times: Vec<jiff::Timestamp> =
+            times.lines().map(|t| t.parse().expect("a time")).collect();
+        let pushed_at = state.steps["push-kernel"].finished_at.expect("finished");
+        assert!(
+            pushed_at <= times[0],
+            "cycle {cycle}: push {pushed_at}, restart {times:?}"
+        );
+        let check_start = started_at(&s.fx, &run, "check-kernel");
+        assert!(
+            times[1] <= check_start,
+            "cycle {cycle}: restart {times:?}, check {check_start}"
+        );
+        assert_eq!(
+            s.kci.lock().expect("k").unseen_queries,
+            0,
+            "cycle {cycle}: the check asked for the checkout before the restart"
+        );
+        if cycle == 3 {
+            let log = std::fs::read_to_string(
+                s.fx.path()
+                    .join(format!(".kcideploy/runs/t/{run}/check-kernel.log")),
+            )
+            .expect("log");
+            assert!(
+                log.contains("no regression against the previous staging-next"),
+                "{log}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_check_step_must_need_a_push_step() {
+    let s = setup();
+    let cases = [
+        (
+            SPLIT.replace("    needs: [push-kernel]\n", ""),
+            "with.push_step `push-kernel` must also be in `needs`",
+        ),
+        (
+            SPLIT.replace("push_step: push-kernel", "push_step: pipeline-up"),
+            "with.push_step `pipeline-up` is not a pipe_cleaner step with phase: push",
+        ),
+        (
+            SPLIT.replace("push_step: push-kernel, ", ""),
+            "needs with.push_step",
+        ),
+        (
+            SPLIT.replace(
+                "push_step: push-kernel, ",
+                "push_url: repos/linux.git, push_step: push-kernel, ",
+            ),
+            "with.push_url: belongs to the push step",
+        ),
+    ];
+    for (text, want) in cases {
+        let path = s.fx.plan_file(&plan(&s.api, &text));
+        let (code, out, err) = output(kcideploy().args(["validate", "-f"]).arg(&path));
+        assert_ne!(code, 0, "{out}{err}");
+        assert!(
+            err.contains(want) || out.contains(want),
+            "want {want:?}:\n{out}{err}"
+        );
+    }
+}
+
+/// The staging trigger watches only the branches of `config/trees/kernelci.yaml` (the real
+/// file, from the snapshot): a tree whose branch is not listed is refused before any push.
+#[test]
+fn watched_by_refuses_a_branch_the_trigger_does_not_watch() {
+    let s = setup();
+    let trees = std::fs::read_to_string(format!(
+        "{}/tests/fixtures/kernelci-snapshot/kernelci-pipeline/tree/config/trees/kernelci.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("snapshot");
+    s.fx.repo(
+        "kernelci-pipeline",
+        &[("config/trees/kernelci.yaml", Some(trees.as_str()))],
+    );
+    let text = |tree: &str| {
+        plan(&s.api, &PIPE_CLEANER.replace("name: next", &format!("name: {tree}")).replace(
+            "      patches: { repo: core, dir: patches }\n",
+            "      patches: { repo: core, dir: patches }\n      watched_by: { repo: kernelci-pipeline, file: config/trees/kernelci.yaml }\n",
+        ))
+        .replace(
+            "repos:\n",
+            "repos:\n  kernelci-pipeline: { url: repos/kernelci-pipeline.git }\n",
+        )
+    };
+    let linux = git2::Repository::open_bare(s.fx.path().join("repos/linux.git")).expect("linux");
+
+    let (code, out, _) = apply(&s.fx.plan_file(&text("fixes")));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("the pipeline's trigger does not watch staging-fixes")
+            && out.contains("kernelci-pipeline:config/trees/kernelci.yaml")
+            && out.contains("list staging-mainline, staging-next, staging-stable"),
+        "{out}"
+    );
+    assert!(
+        linux.find_reference("refs/heads/staging-fixes").is_err(),
+        "nothing pushed"
+    );
+
+    let (code, out, err) = apply(&s.fx.plan_file(&text("next")));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(linux.find_reference("refs/heads/staging-next").is_ok());
+}
+
+/// A resumed run does not push again: its check takes the kernel that the run's push step
+/// pushed before the run was interrupted.
+#[test]
+fn a_resumed_run_checks_the_kernel_its_earlier_part_pushed() {
+    let s = setup();
+    s.kci.lock().expect("k").ignore_new = true;
+    let path = s.fx.plan_file(&plan(
+        &s.api,
+        &SPLIT.replace("checkout_timeout: 5s", "checkout_timeout: 1s"),
+    ));
+    let linux = git2::Repository::open_bare(s.fx.path().join("repos/linux.git")).expect("linux");
+    let (code, out, _) = apply(&path);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no checkout node for staging-next"), "{out}");
+    let pushed = linux
+        .refname_to_id("refs/heads/staging-next")
+        .expect("pushed");
+
+    s.kci.lock().expect("k").ignore_new = false;
+    let (code, out, err) = apply(&path);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Resuming run"), "{out}");
+    assert_eq!(
+        linux
+            .refname_to_id("refs/heads/staging-next")
+            .expect("pushed"),
+        pushed,
+        "not pushed again"
+    );
+    let state = kcideploy::state::LocalState::new(s.fx.path().join(".kcideploy/t.state.json"))
+        .read()
+        .expect("state parses")
+        .expect("state exists");
+    let checked = state.steps["check-kernel"]
+        .outputs
+        .clone()
+        .expect("outputs");
+    assert_eq!(checked["commit"], pushed.to_string(), "{checked}");
 }

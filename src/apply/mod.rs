@@ -24,7 +24,7 @@ pub mod stale;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -115,6 +115,10 @@ pub struct RunContext {
     http: OnceLock<reqwest::Client>,
     /// What each step recorded the last time it succeeded (pipe-cleaner rotation, summaries).
     pub previous_outputs: BTreeMap<String, serde_json::Value>,
+    /// What each step that succeeded in this run returned, for the steps after it (the
+    /// pipe-cleaner's check reads the kernel its push step pushed): filled by the runner as
+    /// steps succeed, and for a resumed run with what succeeded in its earlier part.
+    this_run: Mutex<BTreeMap<String, serde_json::Value>>,
     /// Where an apply's steps record their processes and exits at once (not a blame round's).
     pub journal: Option<RunJournal>,
 }
@@ -160,7 +164,21 @@ impl RunContext {
             http: OnceLock::new(),
             previous_outputs,
             journal: None,
+            this_run: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// Keep what `step` returned when it succeeded in this run.
+    pub fn keep_outputs(&self, step: &str, outputs: &serde_json::Value) {
+        let mut this_run = self.this_run.lock().unwrap_or_else(|e| e.into_inner());
+        this_run.insert(step.to_string(), outputs.clone());
+    }
+
+    /// What `step` returned when it succeeded in this run (`None`: it has not, or returned
+    /// nothing).
+    pub fn outputs_in_this_run(&self, step: &str) -> Option<serde_json::Value> {
+        let this_run = self.this_run.lock().unwrap_or_else(|e| e.into_inner());
+        this_run.get(step).cloned()
     }
 
     /// The staging revision of `repo` exported to a directory (made once per revision).
@@ -326,6 +344,14 @@ pub async fn apply(
     let dirs = RunDirs::beside(backend, &plan.name, &run_id);
     let mut ctx = RunContext::new(config, plan, run_id.clone(), dirs, opts.grace, previous)
         .map_err(ApplyError::Setup)?;
+    // A resumed run: what its steps returned before it was interrupted.
+    for (name, record) in &state.steps {
+        if record.params_run.as_deref() == Some(run_id.as_str())
+            && let Some(outputs) = &record.outputs
+        {
+            ctx.keep_outputs(name, outputs);
+        }
+    }
     let (names, graph) = graph_of(&ctx.config, &ctx.plan, None);
     let digests: Vec<String> = names
         .iter()

@@ -139,6 +139,9 @@ async fn with_retries(
         let ended = run_attempt(kind.as_ref(), &mut step_ctx, &tx, ctx.grace, &mut stop).await;
         match ended {
             Ended::Finished(Ok(outputs)) => {
+                if let Some(o) = &outputs {
+                    ctx.keep_outputs(&name, o);
+                }
                 return Outcome {
                     outputs,
                     ..end(StepResult::Success, attempt, None, None, None)

@@ -251,6 +251,9 @@ impl Checker<'_> {
                 self.errors.push(e);
             }
             Ok(settings) => {
+                if let kinds::KindSettings::PipeCleaner(p) = &settings {
+                    self.pipe_cleaner(name, step, p);
+                }
                 if let Some(repo) = settings.repo()
                     && !f.repos.contains_key(repo)
                 {
@@ -270,6 +273,48 @@ impl Checker<'_> {
                     self.errors.push(e);
                 }
             }
+        }
+    }
+
+    /// A check step names a push step it `needs`; `watched_by` names a known repo.
+    fn pipe_cleaner(&mut self, name: &str, step: &super::StepConfig, p: &kinds::PipeCleanerWith) {
+        let f = &self.config.file;
+        let mut problems = Vec::new();
+        if let Some(w) = &p.watched_by
+            && !f.repos.contains_key(&w.repo)
+        {
+            problems.push(format!(
+                "with.watched_by.repo names unknown repo {}",
+                quote(&w.repo)
+            ));
+        }
+        if let Some(push) = &p.push_step {
+            let settings = f
+                .steps
+                .get(push)
+                .and_then(|s| kinds::parse_with(s.kind.value, &s.with.value).ok());
+            let pushes = matches!(settings, Some(kinds::KindSettings::PipeCleaner(q))
+                if q.phase == kinds::PipeCleanerPhase::Push);
+            if !pushes {
+                problems.push(format!(
+                    "with.push_step {} is not a pipe_cleaner step with phase: push",
+                    quote(push)
+                ));
+            } else if !step.needs.iter().any(|n| n.value == *push) {
+                problems.push(format!(
+                    "with.push_step {} must also be in `needs` (the check reads what it pushed in the same run)",
+                    quote(push)
+                ));
+            }
+        }
+        for message in problems {
+            let e = self.src.error_at(
+                &step.with.referenced,
+                1,
+                format!("step {}: {message}", quote(name)),
+                "invalid settings",
+            );
+            self.errors.push(e);
         }
     }
 

@@ -11,6 +11,10 @@
 //! is spliced into it (`run: [kci, "${each.value.fragments}"]`). `$${each.` is a literal
 //! `${each.`.
 //!
+//! In `paths`, `exclude`, `on`, `needs` and `after`, a string that holds a reference to a
+//! list becomes one string per element: `"config/docker/${each.value.templates}.jinja2"`
+//! with `templates: [gcc-14-x86, base/debian]` gives two paths.
+//!
 //! In `on`, `needs` and `after`, the name of a definition with `for_each` (`build`) stands for
 //! all its expanded definitions (`build[arm64]`, `build[x86]`), in order.
 
@@ -207,8 +211,39 @@ impl Expander<'_> {
         }
     }
 
+    /// A list of strings (`paths`, `exclude`, `on`, `needs`, `after`) with `item`
+    /// substituted. A string holding a reference to a list becomes one string per element
+    /// (`"config/docker/${each.value.templates}.jinja2"` → one path per template).
     fn strings(&mut self, list: &[SpannedString], item: Option<&Item>) -> Vec<SpannedString> {
-        list.iter().map(|s| self.string(s, item)).collect()
+        let mut out = Vec::new();
+        for s in list {
+            let Some((range, values)) = list_reference(&s.value, item) else {
+                out.push(self.string(s, item));
+                continue;
+            };
+            for value in values {
+                let Some(piece) = scalar_text(&value) else {
+                    self.error(
+                        &s.referenced,
+                        s.value.len(),
+                        format!(
+                            "{} lists a {}: only strings, numbers or booleans can become names and globs",
+                            quote(&s.value[range.clone()]),
+                            kind_of(&value)
+                        ),
+                        None,
+                    );
+                    continue;
+                };
+                let text = format!(
+                    "{}{piece}{}",
+                    &s.value[..range.start],
+                    &s.value[range.end..]
+                );
+                out.push(self.string(&Spanned::new(text, s.referenced, s.defined), item));
+            }
+        }
+        out
     }
 
     fn text(&mut self, text: Option<&str>, item: Option<&Item>, at: &Location) -> Option<String> {
@@ -312,6 +347,20 @@ pub(crate) fn substitute(text: &str, item: Option<&Item>) -> Result<String, Prob
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The first reference in `text` whose value is a list, by its byte range, with the list.
+fn list_reference(text: &str, item: Option<&Item>) -> Option<(std::ops::Range<usize>, Vec<Value>)> {
+    let mut from = 0;
+    while let Some(i) = text[from..].find(REFERENCE).map(|i| i + from) {
+        let end = text[i..].find('}').map(|e| i + e + 1)?;
+        let escaped = text[..i].ends_with('$');
+        if !escaped && let Ok(Value::Array(values)) = lookup(&text[i + 2..end - 1], item) {
+            return Some((i..end, values));
+        }
+        from = end;
+    }
+    None
 }
 
 /// `each.value.arch` when `text` is exactly `${each.value.arch}`.

@@ -5,6 +5,11 @@ use serde::Deserialize;
 
 use super::{HumanDuration, StepKind};
 
+mod pipe_cleaner;
+pub use pipe_cleaner::{
+    PatchesDir, PipeCleanerPhase, PipeCleanerWith, Thresholds, UpstreamTree, WatchedBy,
+};
+
 /// `command`: run a program.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -296,101 +301,8 @@ pub struct KernelciDrainWith {
     pub interval: HumanDuration,
 }
 
-fn default_poll() -> HumanDuration {
+pub(super) fn default_poll() -> HumanDuration {
     HumanDuration::from_secs(30)
-}
-
-/// An upstream tree the pipe-cleaner kernel is made from.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamTree {
-    /// `next`, `mainline`, `stable`: the pushed branch is `staging-<name>`.
-    pub name: String,
-    /// Clone URL, or a path relative to the plan file.
-    pub url: String,
-    pub branch: String,
-}
-
-/// Staging-only patches applied on top of the upstream tip (`git am`, in name order).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PatchesDir {
-    /// The repo holding them (its staging revision).
-    pub repo: String,
-    /// Directory of `*.patch` / `*.mbox` files in that repo.
-    pub dir: String,
-}
-
-/// Limits of the result comparison with the previous pipe-cleaner run of the same tree.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Thresholds {
-    /// The number of builds may not drop by more than this percentage.
-    #[serde(default = "Thresholds::default_build_drop")]
-    pub build_drop_percent: f64,
-    /// The test pass rate may not drop by more than this many percentage points.
-    #[serde(default = "Thresholds::default_pass_rate_drop")]
-    pub pass_rate_drop_points: f64,
-    /// The build pass rate may not drop by more than this many percentage points.
-    #[serde(default = "Thresholds::default_pass_rate_drop")]
-    pub build_pass_rate_drop_points: f64,
-}
-
-impl Thresholds {
-    fn default_build_drop() -> f64 {
-        10.0
-    }
-    fn default_pass_rate_drop() -> f64 {
-        5.0
-    }
-}
-
-impl Default for Thresholds {
-    fn default() -> Self {
-        Thresholds {
-            build_drop_percent: Self::default_build_drop(),
-            pass_rate_drop_points: Self::default_pass_rate_drop(),
-            build_pass_rate_drop_points: Self::default_pass_rate_drop(),
-        }
-    }
-}
-
-/// `pipe_cleaner`: push a test kernel, find its checkout, wait for its results, compare.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PipeCleanerWith {
-    /// Where the test kernel is pushed (the kernelci/linux tree), URL or path.
-    pub push_url: String,
-    /// Upstream trees, used in turn (next → mainline → stable).
-    pub trees: Vec<UpstreamTree>,
-    #[serde(default)]
-    pub patches: Option<PatchesDir>,
-    /// `data.kernel_revision.tree` of the checkout node.
-    #[serde(default = "PipeCleanerWith::default_api_tree")]
-    pub api_tree: String,
-    /// How many `staging-<tree>-YYYYMMDD.N` tags to keep per tree.
-    #[serde(default = "PipeCleanerWith::default_tag_keep")]
-    pub tag_keep: usize,
-    /// How long the pipeline may take to pick up the commit (its checkout node).
-    #[serde(default = "PipeCleanerWith::default_checkout_timeout")]
-    pub checkout_timeout: HumanDuration,
-    /// Time between two polls.
-    #[serde(default = "default_poll")]
-    pub interval: HumanDuration,
-    #[serde(default)]
-    pub thresholds: Thresholds,
-}
-
-impl PipeCleanerWith {
-    fn default_api_tree() -> String {
-        "kernelci".into()
-    }
-    fn default_tag_keep() -> usize {
-        20
-    }
-    fn default_checkout_timeout() -> HumanDuration {
-        HumanDuration::from_secs(3600)
-    }
 }
 
 /// A step's settings, by kind.
@@ -430,7 +342,11 @@ impl KindSettings {
             KindSettings::DockerBuild(b) => b.repo.as_deref(),
             KindSettings::Compose(c) => c.repo.as_deref(),
             KindSettings::GithubWorkflow(g) => g.repo.as_deref(),
-            KindSettings::PipeCleaner(p) => p.patches.as_ref().map(|d| d.repo.as_str()),
+            KindSettings::PipeCleaner(p) => p
+                .patches
+                .as_ref()
+                .map(|d| d.repo.as_str())
+                .or(p.watched_by.as_ref().map(|w| w.repo.as_str())),
             _ => None,
         }
     }
@@ -525,9 +441,7 @@ pub fn parse_with(
         StepKind::KernelciDrain => KindSettings::KernelciDrain(typed(value)?),
         StepKind::PipeCleaner => {
             let p: PipeCleanerWith = typed(value)?;
-            if p.trees.is_empty() {
-                return Err("a pipe_cleaner step needs at least one tree in with.trees".into());
-            }
+            p.check_phase()?;
             KindSettings::PipeCleaner(p)
         }
     })

@@ -55,6 +55,28 @@ impl Vars<'_> {
         Ok(out)
     }
 
+    /// [`Vars::substitute`] for text that may hold other `${...}` too (a shell script's
+    /// `${HOME}`): only kcideploy's variables are replaced, the rest is left as written.
+    pub fn substitute_known(&self, text: &str) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let Some(end) = after.find('}') else {
+                out.push_str(&rest[start..]);
+                return out;
+            };
+            match self.value(&after[..end]) {
+                Ok(value) => out.push_str(&value),
+                Err(_) => out.push_str(&rest[start..start + 2 + end + 1]),
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+
     fn value(&self, key: &str) -> Result<String, String> {
         Ok(match key.split('.').collect::<Vec<_>>().as_slice() {
             ["cycle"] => self.cycle.as_str().to_string(),
@@ -166,7 +188,7 @@ fn flatten(vars: &Vars<'_>, prefix: &str, value: &Value, out: &mut Params) {
 
 fn scalar(vars: &Vars<'_>, value: &Value) -> String {
     match value {
-        Value::String(s) => vars.substitute(s).unwrap_or_else(|_| s.clone()),
+        Value::String(s) => vars.substitute_known(s),
         other => other.to_string(),
     }
 }

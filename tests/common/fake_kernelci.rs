@@ -62,6 +62,12 @@ pub struct FakeKci {
     pub max_page: Option<usize>,
     /// `/latest/nodes` pages answered.
     pub pages: u64,
+    /// Like the real trigger, which polls the watched branches once at start-up: when set,
+    /// only the commits this file lists (written by the test's pipeline "restart") are
+    /// picked up.
+    pub trigger_saw: Option<PathBuf>,
+    /// Checkout queries for a commit the trigger had not seen (asked before the restart).
+    pub unseen_queries: u64,
     /// Answer the next N requests `429 Too Many Requests` with `Retry-After: 1`, as the
     /// API's rate limiter does.
     pub too_many_next: u32,
@@ -83,6 +89,8 @@ impl Default for FakeKci {
             hold: false,
             max_page: None,
             pages: 0,
+            trigger_saw: None,
+            unseen_queries: 0,
             too_many_next: 0,
             too_many: 0,
             next_id: 0,
@@ -155,6 +163,12 @@ impl FakeKci {
                 .iter()
                 .any(|n| n.value["data"]["kernel_revision"]["commit"] == commit)
         {
+            return;
+        }
+        if let Some(saw) = &self.trigger_saw
+            && !std::fs::read_to_string(saw).is_ok_and(|s| s.contains(commit))
+        {
+            self.unseen_queries += 1;
             return;
         }
         let Some(kernel) = &self.kernel else { return };

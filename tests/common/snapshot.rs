@@ -57,8 +57,8 @@ pub fn repo(fx: &Fixture, repo: &str) -> Remote {
         .iter()
         .map(|(p, c)| (p.as_str(), Some(c.as_slice())))
         .collect();
-    let main = scratch::commit(&git, None, &edits, ALICE, NOW - 10 * DAY, "snapshot")
-        .expect("commit");
+    let main =
+        scratch::commit(&git, None, &edits, ALICE, NOW - 10 * DAY, "snapshot").expect("commit");
     scratch::set_branch(&git, "main", main).expect("branch");
     Remote {
         repo: git,
@@ -93,11 +93,22 @@ pub struct Image {
 impl Image {
     /// `image:tag` (`kernelci` for the untagged `latest`), as the images' own names say.
     pub fn name(&self) -> String {
-        if self.tag.starts_with('(') {
+        if self.untagged() {
             self.image.clone()
         } else {
             format!("{}:{}", self.image, self.tag)
         }
+    }
+
+    /// Built without a tag: Docker calls it `latest`.
+    pub fn untagged(&self) -> bool {
+        self.tag.is_empty() || self.tag.starts_with('(')
+    }
+
+    /// `image/tag` (`latest` when untagged): the key of the plan's build step for it.
+    pub fn key(&self) -> String {
+        let tag = if self.untagged() { "latest" } else { &self.tag };
+        format!("{}/{tag}", self.image)
     }
 }
 

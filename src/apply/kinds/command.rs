@@ -8,9 +8,17 @@ use crate::apply::process::{self, Inherit};
 use crate::config::kinds::CommandWith;
 
 pub async fn run(ctx: &mut StepCtx<'_>, with: &CommandWith) -> Result<(), StepError> {
+    let plan = &ctx.run.plan;
+    let vars = crate::planner::params::Vars {
+        repos: &plan.repos,
+        cycle: plan.cycle,
+        plan: &plan.name,
+    };
+    // `${repos.<name>.sha}`, `${cycle}`, `${plan}` as the plan shows them; other `${...}`
+    // (a shell's own) are left alone.
     let argv: Vec<String> = match (&with.run, &with.shell) {
-        (Some(run), _) => run.clone(),
-        (None, Some(shell)) => vec!["sh".into(), "-c".into(), shell.clone()],
+        (Some(run), _) => run.iter().map(|a| vars.substitute_known(a)).collect(),
+        (None, Some(shell)) => vec!["sh".into(), "-c".into(), vars.substitute_known(shell)],
         (None, None) => return Err(StepError::Failed("no with.run or with.shell".into())),
     };
     let Some((program, args)) = argv.split_first() else {
@@ -19,7 +27,12 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &CommandWith) -> Result<(), StepEr
     let (cwd, env) = ctx.workdir(with.repo.as_deref(), with.cwd.as_deref())?;
     let mut cmd = Command::new(program);
     process::clean_env(&mut cmd, Inherit::Step, &with.pass_env);
-    cmd.args(args).current_dir(&cwd).envs(env).envs(&with.env);
+    let step_env: Vec<(String, String)> = with
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), vars.substitute_known(v)))
+        .collect();
+    cmd.args(args).current_dir(&cwd).envs(env).envs(step_env);
     ctx.process(cmd, program, false).await?;
     Ok(())
 }

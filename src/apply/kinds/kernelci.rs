@@ -1,20 +1,19 @@
-//! KernelCI steps: drain the queue, and the pipe-cleaner (push a test kernel, find its checkout,
-//! wait for its results, compare them with the previous run of the same tree).
+//! KernelCI steps: drain the queue; the pipe-cleaner's check (find the test kernel's
+//! checkout, wait for its results, compare them with the previous run of the same tree). The
+//! pipe-cleaner's push and phases are in `pipe_cleaner.rs`.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::process::Command;
 
-use super::git_push::parse_tags;
+use super::pipe_cleaner::TestKernel;
 use super::{Attempt, Kind, StepCtx, StepError};
-use crate::apply::process::{self, Cancel, cancelled};
-use crate::config::kinds::{KernelciDrainWith, PipeCleanerWith, Thresholds, UpstreamTree};
-use crate::gitops::remote::GitOp;
+use crate::apply::process::{Cancel, cancelled};
+use crate::config::kinds::{KernelciDrainWith, PipeCleanerWith, Thresholds};
 use crate::kernelci::{Api, node_id};
 
-fn failed(e: impl std::fmt::Display) -> StepError {
+pub(super) fn failed(e: impl std::fmt::Display) -> StepError {
     StepError::Failed(e.to_string())
 }
 
@@ -61,40 +60,6 @@ pub async fn drain(ctx: &mut StepCtx<'_>, with: &KernelciDrainWith) -> Result<()
         }
         pause(ctx, with.interval.0, deadline).await?;
     }
-}
-
-/// Run git; stdout when `capture`.
-async fn git(ctx: &mut StepCtx<'_>, args: &[&str], capture: bool) -> Result<String, StepError> {
-    let cmd = git_command(args);
-    let shown = format!("git {}", args.first().copied().unwrap_or(""));
-    let out = ctx.process(cmd, &shown, capture).await?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// Run git's `op` with the remote `url` within its `timeouts:` setting; stdout when `capture`.
-async fn git_remote(
-    ctx: &mut StepCtx<'_>,
-    args: &[&str],
-    (op, url): (GitOp, &str),
-    capture: bool,
-) -> Result<String, StepError> {
-    let out = super::git_push::remote_git(ctx, git_command(args), op, url, capture).await?;
-    Ok(String::from_utf8_lossy(&out).trim().to_string())
-}
-
-/// git with kcideploy's identity, no terminal prompt, from a clean environment.
-fn git_command(args: &[&str]) -> Command {
-    let mut cmd = Command::new("git");
-    process::clean_env(&mut cmd, process::Inherit::Git, &[]);
-    cmd.args([
-        "-c",
-        "user.name=kcideploy",
-        "-c",
-        "user.email=kcideploy@kernelci.org",
-    ])
-    .args(args)
-    .env("GIT_TERMINAL_PROMPT", "0");
-    cmd
 }
 
 /// Counts of one kind of node by result.
@@ -183,36 +148,22 @@ pub fn compare(previous: &Value, now: &Value, t: &Thresholds) -> Result<String, 
     if regressed { Err(report) } else { Ok(report) }
 }
 
-/// The test kernel a run pushed: its branch, marker commit and dated tag.
-struct TestKernel {
-    branch: String,
-    sha: String,
-    tag: String,
-}
-
-impl TestKernel {
-    fn short(&self) -> &str {
-        crate::support::text::short(&self.sha)
-    }
-}
-
-/// Push the next tree's test kernel, check its results, compare with that tree's last ones.
-pub async fn pipe_cleaner(
+/// Wait for the results of `kernel` and compare them with the previous ones of its tree:
+/// `treeid`, `summary` and `summaries` (every tree's last good one).
+pub(super) async fn check(
     ctx: &mut StepCtx<'_>,
     with: &PipeCleanerWith,
+    kernel: &TestKernel,
+    deadline: Instant,
 ) -> Result<Value, StepError> {
     let api = Api::new(&ctx.run.config).map_err(failed)?;
-    let deadline = Instant::now() + ctx.limit;
     let previous = ctx
         .run
         .previous_outputs
         .get(ctx.name)
         .cloned()
         .unwrap_or(Value::Null);
-    let index = previous["next_index"].as_u64().unwrap_or(0) as usize % with.trees.len();
-    let tree = &with.trees[index];
-    let kernel = push_test_kernel(ctx, with, tree).await?;
-    let checkout = find_checkout(ctx, &api, with, &kernel, deadline).await?;
+    let checkout = find_checkout(ctx, &api, with, kernel, deadline).await?;
     let checkout_id = node_id(&checkout).unwrap_or_default().to_string();
     let treeid = checkout["treeid"]
         .as_str()
@@ -220,94 +171,11 @@ pub async fn pipe_cleaner(
         .to_string();
     let tree_filter = vec![("treeid".to_string(), treeid.clone())];
     let checkout_result =
-        wait_for_tree(ctx, &api, with, &kernel, &checkout_id, &treeid, deadline).await?;
+        wait_for_tree(ctx, &api, with, kernel, &checkout_id, &treeid, deadline).await?;
     let nodes = api.nodes(&tree_filter).await.map_err(failed)?;
     let summary = summarise(&nodes, &checkout_result);
-    let summaries = compare_with_last(ctx, with, &previous, &tree.name, &kernel, &summary)?;
-    Ok(json!({
-        "tree": tree.name,
-        "next_index": index + 1,
-        "commit": kernel.sha,
-        "tag": kernel.tag,
-        "treeid": treeid,
-        "summary": summary,
-        "summaries": summaries,
-    }))
-}
-
-/// The test kernel revision (upstream tip + staging patches + a marker commit), made in a
-/// worktree of the kernel cache and pushed with its dated tag.
-async fn push_test_kernel(
-    ctx: &mut StepCtx<'_>,
-    with: &PipeCleanerWith,
-    tree: &UpstreamTree,
-) -> Result<TestKernel, StepError> {
-    let branch = format!("staging-{}", tree.name);
-    let push_url = ctx.run.config.resolve_url(&with.push_url);
-    let upstream_url = ctx.run.config.resolve_url(&tree.url);
-    let cache = ctx.run.cache_dir.join(format!(
-        "kernel-{}.git",
-        crate::config::names::file_name(ctx.name)
-    ));
-    let (_repo, _guard) = crate::gitops::open_cache(&cache).map_err(failed)?;
-    let cache_s = cache.display().to_string();
-    let upstream_ref = format!("refs/kcideploy/upstream/{}", tree.name);
-    ctx.progress(format!("fetching {} {}", tree.name, tree.branch));
-    git_remote(
-        ctx,
-        &[
-            "--git-dir",
-            &cache_s,
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            &upstream_url,
-            &format!("+refs/heads/{}:{upstream_ref}", tree.branch),
-        ],
-        (GitOp::Fetch, &upstream_url),
-        false,
-    )
-    .await?;
-    let work = tempfile::Builder::new()
-        .prefix(".pipe-cleaner-")
-        .tempdir_in(&ctx.run.cache_dir)
-        .map_err(failed)?;
-    let wt = work.path().join("linux");
-    let wt_s = wt.display().to_string();
-    // A killed run may have left a worktree entry behind.
-    git(ctx, &["--git-dir", &cache_s, "worktree", "prune"], false).await?;
-    git(
-        ctx,
-        &[
-            "--git-dir",
-            &cache_s,
-            "worktree",
-            "add",
-            "--quiet",
-            "--detach",
-            "--force",
-            &wt_s,
-            &upstream_ref,
-        ],
-        false,
-    )
-    .await?;
-    let result = build_revision(ctx, with, &tree.name, &wt_s, &push_url, &branch).await;
-    let _ = git(
-        ctx,
-        &[
-            "--git-dir",
-            &cache_s,
-            "worktree",
-            "remove",
-            "--force",
-            &wt_s,
-        ],
-        false,
-    )
-    .await;
-    let (sha, tag) = result?;
-    Ok(TestKernel { branch, sha, tag })
+    let summaries = compare_with_last(ctx, with, &previous, kernel, &summary)?;
+    Ok(json!({"treeid": treeid, "summary": summary, "summaries": summaries}))
 }
 
 /// The checkout node the pipeline made for the test kernel's commit.
@@ -410,11 +278,12 @@ fn compare_with_last(
     ctx: &StepCtx<'_>,
     with: &PipeCleanerWith,
     previous: &Value,
-    tree: &str,
     kernel: &TestKernel,
     summary: &Value,
 ) -> Result<Value, StepError> {
-    let TestKernel { branch, tag, .. } = kernel;
+    let TestKernel {
+        tree, branch, tag, ..
+    } = kernel;
     let mut summaries = previous["summaries"].clone();
     if !summaries.is_object() {
         summaries = json!({});
@@ -424,7 +293,7 @@ fn compare_with_last(
         &mut log,
         format_args!("summary of {branch} {tag}: {summary}\n"),
     );
-    if let Some(before) = summaries.get(tree).filter(|v| v.is_object()) {
+    if let Some(before) = summaries.get(tree.as_str()).filter(|v| v.is_object()) {
         match compare(before, summary, &with.thresholds) {
             Ok(report) => {
                 let _ = std::io::Write::write_fmt(
@@ -439,99 +308,8 @@ fn compare_with_last(
             }
         }
     }
-    summaries[tree] = summary.clone();
+    summaries[tree.as_str()] = summary.clone();
     Ok(summaries)
-}
-
-/// Patches, marker commit, dated tag, push; returns (commit, tag).
-async fn build_revision(
-    ctx: &mut StepCtx<'_>,
-    with: &PipeCleanerWith,
-    tree: &str,
-    wt: &str,
-    push_url: &str,
-    branch: &str,
-) -> Result<(String, String), StepError> {
-    if let Some(p) = &with.patches {
-        let dir = ctx.run.checkout(&p.repo).map_err(failed)?.join(&p.dir);
-        let mut files: Vec<String> = std::fs::read_dir(&dir)
-            .map_err(|e| failed(format!("cannot read the patches directory {}: {e}", p.dir)))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.extension()
-                    .is_some_and(|x| x == "patch" || x == "mbox" || x == "diff")
-            })
-            .map(|p| p.display().to_string())
-            .collect();
-        files.sort();
-        if !files.is_empty() {
-            ctx.progress(format!("applying {} staging patch(es)", files.len()));
-            let mut args = vec!["-C", wt, "am", "--3way", "--quiet"];
-            args.extend(files.iter().map(String::as_str));
-            if let Err(e) = git(ctx, &args, false).await {
-                let _ = git(ctx, &["-C", wt, "am", "--abort"], false).await;
-                return Err(failed(format!(
-                    "the staging patches in {} do not apply: {e}",
-                    p.dir
-                )));
-            }
-        }
-    }
-    let prefix = format!("staging-{tree}-");
-    let listing = git_remote(
-        ctx,
-        &[
-            "ls-remote",
-            "--tags",
-            push_url,
-            &format!("refs/tags/{prefix}*"),
-        ],
-        (GitOp::LsRemote, push_url),
-        true,
-    )
-    .await?;
-    let tags = parse_tags(&listing, &prefix);
-    let today = ctx.run.now.strftime("%Y%m%d").to_string();
-    let n = super::git_push::next_number(&tags, &today);
-    let tag = format!("{prefix}{today}.{n}");
-    let message = format!("{tag}\n\nkcideploy pipe-cleaner, run {}", ctx.run.run_id);
-    git(
-        ctx,
-        &[
-            "-C",
-            wt,
-            "commit",
-            "--quiet",
-            "--allow-empty",
-            "-m",
-            &message,
-        ],
-        false,
-    )
-    .await?;
-    let sha = git(ctx, &["-C", wt, "rev-parse", "HEAD"], true).await?;
-    ctx.progress(format!("pushing {branch} and {tag}"));
-    let mut refspecs = vec![
-        format!("HEAD:refs/heads/{branch}"),
-        format!("HEAD:refs/tags/{tag}"),
-    ];
-    let mut all = tags.clone();
-    all.push(super::git_push::DatedTag {
-        name: tag.clone(),
-        date: today,
-        n,
-        sha: sha.clone(),
-    });
-    refspecs.extend(
-        super::git_push::beyond(&mut all, with.tag_keep)
-            .iter()
-            .map(|t| format!(":refs/tags/{}", t.name)),
-    );
-    let mut args = vec!["-C", wt, "push", "--quiet", "--force", push_url];
-    args.extend(refspecs.iter().map(String::as_str));
-    git_remote(ctx, &args, (GitOp::Push, push_url), false).await?;
-    Ok((sha, tag))
 }
 
 /// `kernelci_drain`.
@@ -540,19 +318,6 @@ pub struct Drain(pub KernelciDrainWith);
 impl Kind for Drain {
     fn run<'a>(&'a self, ctx: &'a mut StepCtx<'_>) -> Attempt<'a> {
         Box::pin(async move { drain(ctx, &self.0).await.map(|()| None) })
-    }
-
-    fn watches_limit(&self) -> bool {
-        true
-    }
-}
-
-/// `pipe_cleaner`.
-pub struct PipeCleaner(pub PipeCleanerWith);
-
-impl Kind for PipeCleaner {
-    fn run<'a>(&'a self, ctx: &'a mut StepCtx<'_>) -> Attempt<'a> {
-        Box::pin(async move { pipe_cleaner(ctx, &self.0).await.map(Some) })
     }
 
     fn watches_limit(&self) -> bool {

@@ -16,6 +16,7 @@ mod git_push;
 mod github_workflow;
 mod http_wait;
 mod kernelci;
+mod pipe_cleaner;
 
 use std::fs::File;
 use std::future::Future;
@@ -207,7 +208,7 @@ pub fn kind_of(settings: KindSettings, kind: StepKind) -> Box<dyn Kind> {
         KindSettings::Compose(with) => Box::new(compose::Compose(with)),
         KindSettings::GithubWorkflow(with) => Box::new(github_workflow::Workflow(with)),
         KindSettings::KernelciDrain(with) => Box::new(kernelci::Drain(with)),
-        KindSettings::PipeCleaner(with) => Box::new(kernelci::PipeCleaner(with)),
+        KindSettings::PipeCleaner(with) => Box::new(pipe_cleaner::PipeCleaner(with)),
         KindSettings::Unchecked => Box::new(Unchecked(kind)),
     }
 }
