@@ -140,7 +140,7 @@ async fn with_retries(
         match ended {
             Ended::Finished(Ok(outputs)) => {
                 if let Some(o) = &outputs {
-                    ctx.keep_outputs(&name, o);
+                    ctx.keep_outputs(name, o);
                 }
                 return Outcome {
                     outputs,
