@@ -11,6 +11,8 @@ pub mod cancel;
 pub mod dispatch;
 pub mod events;
 pub mod kinds;
+pub mod leftovers;
+pub mod lifeline;
 pub mod process;
 pub mod record;
 pub mod refresh;
@@ -31,6 +33,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 pub use crate::planner::digest::{self, inputs_digest, step_digest, step_repos};
 use crate::planner::{Action, Plan};
+use crate::state::journal::Journal;
 use crate::state::{LocalState, StateError, StateLock};
 pub use approve::Approver;
 pub use cancel::{CancelReason, Listener, StopSignal};
@@ -116,6 +119,25 @@ pub struct RunContext {
     /// pipe-cleaner's check reads the kernel its push step pushed): filled by the runner as
     /// steps succeed, and for a resumed run with what succeeded in its earlier part.
     this_run: Mutex<BTreeMap<String, serde_json::Value>>,
+    /// Where an apply's steps record their processes and exits at once (not a blame round's).
+    pub journal: Option<RunJournal>,
+}
+
+/// The journal of an apply, and each step's input digest and resolved settings (what its
+/// exit records).
+pub struct RunJournal {
+    pub journal: Journal,
+    pub steps: BTreeMap<String, (String, crate::planner::params::Params)>,
+}
+
+impl RunJournal {
+    /// Empty the journal once state holds all of it (a failure only costs a replay).
+    fn clear(&self) {
+        if let Err(e) = self.journal.clear() {
+            let path = self.journal.path().display();
+            tracing::warn!("cannot empty the journal {path}: {e}");
+        }
+    }
 }
 
 impl RunContext {
@@ -141,6 +163,7 @@ impl RunContext {
             now: Timestamp::now(),
             http: OnceLock::new(),
             previous_outputs,
+            journal: None,
             this_run: Mutex::new(BTreeMap::new()),
         })
     }
@@ -277,6 +300,20 @@ pub fn graph_of(
     (names, graph)
 }
 
+/// The resolved settings of each of `names`, as planned.
+fn params_of(plan: &Plan, names: &[String]) -> Vec<crate::planner::params::Params> {
+    names
+        .iter()
+        .map(|n| {
+            plan.steps
+                .iter()
+                .find(|s| s.name == *n)
+                .map(|s| s.params.clone())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 /// Apply `plan`. The caller holds the state lock (`_lock` is the proof).
 pub async fn apply(
     config: Config,
@@ -289,19 +326,23 @@ pub async fn apply(
 ) -> Result<ApplyReport, ApplyError> {
     let started = Instant::now();
     let mut state = backend.read()?.unwrap_or_default();
+    // What an interrupted run left running is stopped before anything starts.
+    let entries = leftovers::after_interruption(backend, opts.grace).await?;
     if plan.is_deployed() {
         // No step to run and no deployed revision to move: nothing for state to remember.
         return Ok(record::nothing_to_do(&state));
     }
+    record::replay(&mut state, &entries);
     let (run_id, resumed) = record::begin_run(&mut state, &plan, Timestamp::now());
     backend.write(&mut state)?;
+    let journal = leftovers::fresh_journal(backend)?;
     let previous = state
         .steps
         .iter()
         .filter_map(|(k, r)| r.outputs.clone().map(|o| (k.clone(), o)))
         .collect();
     let dirs = RunDirs::beside(backend, &plan.name, &run_id);
-    let ctx = RunContext::new(config, plan, run_id.clone(), dirs, opts.grace, previous)
+    let mut ctx = RunContext::new(config, plan, run_id.clone(), dirs, opts.grace, previous)
         .map_err(ApplyError::Setup)?;
     // A resumed run: what its steps returned before it was interrupted.
     for (name, record) in &state.steps {
@@ -311,12 +352,22 @@ pub async fn apply(
             ctx.keep_outputs(name, outputs);
         }
     }
-    let ctx = Arc::new(ctx);
     let (names, graph) = graph_of(&ctx.config, &ctx.plan, None);
     let digests: Vec<String> = names
         .iter()
         .map(|n| step_digest(&ctx.config, &ctx.plan.repos, n, &run_id))
         .collect();
+    let params = params_of(&ctx.plan, &names);
+    ctx.journal = Some(RunJournal {
+        journal,
+        steps: names
+            .iter()
+            .zip(&digests)
+            .zip(&params)
+            .map(|((n, d), p)| (n.clone(), (d.clone(), p.clone())))
+            .collect(),
+    });
+    let ctx = Arc::new(ctx);
     reporter.event(&Event::RunStarted {
         run_id: run_id.clone(),
         plan: ctx.plan.name.clone(),
@@ -326,17 +377,6 @@ pub async fn apply(
         at: ctx.now,
     });
     let initial = record::done_before(&mut state, &ctx, &names, &digests, reporter);
-    let params: Vec<crate::planner::params::Params> = names
-        .iter()
-        .map(|n| {
-            ctx.plan
-                .steps
-                .iter()
-                .find(|s| s.name == *n)
-                .map(|s| s.params.clone())
-                .unwrap_or_default()
-        })
-        .collect();
     let mut recorder = record::Recorder {
         state: &mut state,
         backend,
@@ -361,6 +401,9 @@ pub async fn apply(
     let result = report::run_result(&counts, done.stopped.is_some(), write_error.is_some());
     record::end_run(&mut state, &ctx, &names, &done.results, result);
     backend.write(&mut state)?;
+    if let Some(j) = &ctx.journal {
+        j.clear();
+    }
     if let Some(e) = write_error {
         return Err(e.into());
     }

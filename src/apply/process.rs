@@ -16,6 +16,9 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
+use super::lifeline;
+use crate::state::journal::{Entry, Journal, SpawnedLine};
+
 /// How far a run is being stopped. Only escalates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Cancel {
@@ -124,32 +127,27 @@ pub struct Finished {
     pub stdout: Vec<u8>,
 }
 
-/// Run `cmd` to completion. stderr (and stdout unless `capture`) go to `log`.
-pub async fn run(
-    cmd: Command,
-    program: &str,
-    log: &File,
-    capture: bool,
-    grace: Duration,
-    cancel: &mut watch::Receiver<Cancel>,
-) -> Result<Finished, ProcessError> {
-    let io = Io { log, capture };
-    run_within(cmd, program, io, grace, cancel, None).await
-}
-
-/// Where a process's output goes: stderr (and stdout unless `capture`) to `log`.
+/// Where a step's process writes and where it is recorded: stderr (and stdout unless
+/// `capture`) to `log`; its group, before its program runs, in the run's journal (the
+/// journal, the run id and the step; see [`super::lifeline`]).
 #[derive(Clone, Copy)]
 pub struct Io<'a> {
     pub log: &'a File,
     pub capture: bool,
+    pub journal: Option<(&'a Journal, &'a str, &'a str)>,
 }
 
-/// [`run`], stopped as a cancel would stop it when it runs longer than `limit` (a network
-/// operation's own time limit, shorter than its step's).
+/// Run `cmd` to completion in its own process group, which dies with kcideploy; stopped as
+/// a cancel would stop it when it runs longer than `limit` (a network operation's own time
+/// limit, shorter than its step's).
 pub async fn run_within(
     mut cmd: Command,
     program: &str,
-    Io { log, capture }: Io<'_>,
+    Io {
+        log,
+        capture,
+        journal,
+    }: Io<'_>,
     grace: Duration,
     cancel: &mut watch::Receiver<Cancel>,
     limit: Option<Duration>,
@@ -163,10 +161,19 @@ pub async fn run_within(
     } else {
         cmd.stdout(log.try_clone()?);
     }
+    let record = journal.map(|(journal, run, step)| {
+        cmd.env("KCIDEPLOY_RUN_ID", run);
+        lifeline::Record {
+            fd: journal.fd(),
+            line: SpawnedLine::new(run, step, lifeline::this_process()),
+        }
+    });
+    lifeline::arm(&mut cmd, grace, record);
     let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
         program: program.to_string(),
         source,
     })?;
+    let mut group = child.id().map(|pid| Group::new(pid as i32, journal));
     let mut stdout_pipe = child.stdout.take();
     let reader = tokio::spawn(async move {
         let mut buf = Vec::new();
@@ -178,6 +185,7 @@ pub async fn run_within(
     });
     if *cancel.borrow() >= Cancel::Graceful {
         stop(&mut child, grace, cancel).await;
+        group.iter_mut().for_each(Group::reaped);
         return Err(ProcessError::Cancelled);
     }
     let mut watcher = cancel.clone();
@@ -188,19 +196,23 @@ pub async fn run_within(
         }
     };
     let status = tokio::select! {
-        status = child.wait() => status?,
+        status = child.wait() => status,
         _ = cancelled(&mut watcher, Cancel::Graceful) => {
             stop(&mut child, grace, cancel).await;
+            group.iter_mut().for_each(Group::reaped);
             return Err(ProcessError::Cancelled);
         }
         () = over => {
             stop(&mut child, grace, cancel).await;
+            group.iter_mut().for_each(Group::reaped);
             return Err(ProcessError::TimedOut {
                 program: program.to_string(),
                 limit: limit.unwrap_or_default(),
             });
         }
     };
+    group.iter_mut().for_each(Group::reaped);
+    let status = status?;
     let stdout = reader.await.unwrap_or_default();
     if status.success() {
         Ok(Finished { stdout })
@@ -209,6 +221,63 @@ pub async fn run_within(
             program: program.to_string(),
             status,
         })
+    }
+}
+
+/// A step process's group while its leader runs. Once the leader is reaped (or, when the
+/// attempt is dropped before that, once the group is killed), the guard forgets it and the
+/// journal says so.
+struct Group<'a> {
+    pgid: i32,
+    start_time: u64,
+    journal: Option<(&'a Journal, &'a str, &'a str)>,
+    over: bool,
+}
+
+impl<'a> Group<'a> {
+    fn new(pgid: i32, journal: Option<(&'a Journal, &'a str, &'a str)>) -> Group<'a> {
+        // The leader is not reaped yet: its stat is there even if it already exited.
+        let start_time = std::fs::read(format!("/proc/{pgid}/stat"))
+            .ok()
+            .and_then(|s| lifeline::parse_stat(&s))
+            .map_or(0, |s| s.start_time);
+        Group {
+            pgid,
+            start_time,
+            journal,
+            over: false,
+        }
+    }
+
+    fn reaped(&mut self) {
+        if std::mem::replace(&mut self.over, true) {
+            return;
+        }
+        lifeline::forget(self.pgid);
+        if let Some((journal, run, step)) = self.journal {
+            let entry = Entry::Reaped {
+                run: run.to_string(),
+                step: step.to_string(),
+                pgid: self.pgid,
+                start_time: self.start_time,
+            };
+            // Not synced: after a crash of the machine no process of the group is left.
+            if let Err(e) = journal.note(&entry) {
+                tracing::warn!("cannot write the journal {}: {e}", journal.path().display());
+            }
+        }
+    }
+}
+
+impl Drop for Group<'_> {
+    /// The attempt was dropped while its process ran (the runner's backstop): kill the whole
+    /// group, not only the leader (`kill_on_drop`). The leader is not reaped yet, so the
+    /// group id is still its own.
+    fn drop(&mut self) {
+        if !self.over {
+            let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
+            self.reaped();
+        }
     }
 }
 

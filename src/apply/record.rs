@@ -8,7 +8,9 @@ use super::events::{Event, Reporter, StepResult};
 use super::report::{ApplyReport, finished_event};
 use super::schedule::Status;
 use super::{RunContext, digest};
+use crate::planner::params::Params;
 use crate::planner::{Plan, StepReason};
+use crate::state::journal::Entry;
 use crate::state::{
     ChangeRef, HISTORY_KEEP, LocalState, RepoState, RunRecord, RunResult, RunStep, State,
     StateError, StepRecord,
@@ -132,7 +134,7 @@ pub struct Recorder<'a> {
     pub run_id: &'a str,
     pub digests: &'a [String],
     /// Each step's resolved settings, as planned (kept in state on success).
-    pub params: &'a [crate::planner::params::Params],
+    pub params: &'a [Params],
     pub reporter: &'a mut dyn Reporter,
     pub write_error: Option<StateError>,
 }
@@ -146,31 +148,17 @@ impl Observer for Recorder<'_> {
     }
 
     fn finished(&mut self, step: Finished<'_>) -> Result<(), String> {
-        let ms = step.duration.as_millis() as u64;
-        if matches!(step.result, StepResult::Success | StepResult::Failed) {
-            let last = self.state.steps.get(step.name);
-            let record = StepRecord {
-                digest: self.digests[step.index].clone(),
-                result: step.result,
-                run_id: self.run_id.to_string(),
-                finished_at: Some(Timestamp::now()),
-                duration_ms: ms,
-                outputs: last_good_outputs(step.result, step.outputs.as_ref(), last),
-                params: if step.result == StepResult::Success {
-                    self.params.get(step.index).cloned()
-                } else {
-                    last.and_then(|r| r.params.clone())
-                },
-                params_run: if step.result == StepResult::Success {
-                    Some(self.run_id.to_string())
-                } else {
-                    last.and_then(|r| r.params_run.clone())
-                },
-            };
-            self.state.steps.insert(step.name.to_string(), record);
-        }
         let event = finished_event(&step);
-        record_step(self.state, run_step(step));
+        let digest = self.digests[step.index].clone();
+        let outputs = step.outputs.clone();
+        let ended = Ended {
+            digest: &digest,
+            run_id: self.run_id,
+            finished_at: Timestamp::now(),
+            outputs: outputs.as_ref(),
+            params: self.params.get(step.index),
+        };
+        record_outcome(self.state, ended, run_step(step));
         self.reporter.event(&event);
         // Durable before any dependent starts: a crash loses at most running steps.
         match self.backend.write(self.state) {
@@ -186,6 +174,76 @@ impl Observer for Recorder<'_> {
     fn event(&mut self, event: &Event) {
         self.reporter.event(event);
     }
+}
+
+/// How a step that ran ended, besides its run record.
+struct Ended<'a> {
+    digest: &'a str,
+    run_id: &'a str,
+    finished_at: Timestamp,
+    outputs: Option<&'a serde_json::Value>,
+    /// The step's resolved settings (kept with a success).
+    params: Option<&'a Params>,
+}
+
+/// A step that ran, in state: its record (a success or a failure) and its run's record.
+fn record_outcome(state: &mut State, ended: Ended<'_>, step: RunStep) {
+    if matches!(step.result, StepResult::Success | StepResult::Failed) {
+        let last = state.steps.get(&step.name);
+        let record = StepRecord {
+            digest: ended.digest.to_string(),
+            result: step.result,
+            run_id: ended.run_id.to_string(),
+            finished_at: Some(ended.finished_at),
+            duration_ms: step.duration_ms,
+            outputs: last_good_outputs(step.result, ended.outputs, last),
+            params: if step.result == StepResult::Success {
+                ended.params.cloned()
+            } else {
+                last.and_then(|r| r.params.clone())
+            },
+            params_run: if step.result == StepResult::Success {
+                Some(ended.run_id.to_string())
+            } else {
+                last.and_then(|r| r.params_run.clone())
+            },
+        };
+        state.steps.insert(step.name.clone(), record);
+    }
+    record_step(state, step);
+}
+
+/// Replay the journal's step exits of the unfinished run into state, in their order: what
+/// state would have learnt at its next write had the apply not been killed. A step that
+/// exited 0 is then done and does not run again. Returns how many were replayed.
+pub fn replay(state: &mut State, entries: &[Entry]) -> usize {
+    let Some(run_id) = state.current_run.as_ref().map(|r| r.id.clone()) else {
+        return 0;
+    };
+    let mut replayed = 0;
+    for entry in entries {
+        if let Entry::Exited {
+            run,
+            digest,
+            step,
+            finished_at,
+            outputs,
+            params,
+        } = entry
+            && *run == run_id
+        {
+            let ended = Ended {
+                digest,
+                run_id: &run_id,
+                finished_at: *finished_at,
+                outputs: outputs.as_ref(),
+                params: params.as_ref(),
+            };
+            record_outcome(state, ended, step.clone());
+            replayed += 1;
+        }
+    }
+    replayed
 }
 
 /// What a step's record keeps as its outputs: a success's own; after a failure, those of the

@@ -15,6 +15,8 @@ use super::cancel::{CancelReason, StopSignal};
 use super::events::{Event, StepResult};
 use super::kinds::{self, Kind, Outputs, StepCtx, StepError};
 use super::process::{self, Cancel};
+use crate::state::RunStep;
+use crate::state::journal::Entry;
 
 /// After its limit, a kind that watches the limit itself gets this long to say why.
 const OWN_WORDS: Duration = Duration::from_secs(5);
@@ -36,18 +38,62 @@ pub struct Outcome {
     pub stopped: Option<CancelReason>,
 }
 
-/// Run `name` with its retries; never panics on step errors.
+/// Run `name` with its retries; never panics on step errors. How it ended goes to the
+/// run's journal at once, before the dispatcher hears of it.
 pub async fn run_step(
     ctx: Arc<RunContext>,
     index: usize,
     name: String,
+    stop: StopSignal,
+    events: mpsc::UnboundedSender<Event>,
+) -> Outcome {
+    let outcome = with_retries(&ctx, index, &name, stop, events).await;
+    journal_exit(&ctx, &name, &outcome);
+    outcome
+}
+
+/// Write a step's end to the run's journal (apply's, not a blame round's).
+fn journal_exit(ctx: &RunContext, name: &str, outcome: &Outcome) {
+    let Some(run_journal) = &ctx.journal else {
+        return;
+    };
+    let (digest, params) = run_journal.steps.get(name).cloned().unwrap_or_default();
+    let entry = Entry::Exited {
+        run: ctx.run_id.clone(),
+        digest,
+        step: RunStep {
+            name: name.to_string(),
+            result: outcome.result,
+            attempts: outcome.attempts,
+            duration_ms: outcome.duration.as_millis() as u64,
+            detail: outcome.detail.clone(),
+            log: Some(log_path(ctx, name).display().to_string()),
+        },
+        finished_at: Timestamp::now(),
+        outputs: outcome.outputs.clone(),
+        params: Some(params),
+    };
+    if let Err(e) = run_journal.journal.append(&entry) {
+        let path = run_journal.journal.path().display();
+        tracing::warn!("cannot write the journal {path}: {e}");
+    }
+}
+
+/// The step's log (as the dispatcher names it too).
+fn log_path(ctx: &RunContext, name: &str) -> std::path::PathBuf {
+    ctx.log_dir
+        .join(format!("{}.log", crate::config::names::file_name(name)))
+}
+
+async fn with_retries(
+    ctx: &Arc<RunContext>,
+    index: usize,
+    name: &str,
     mut stop: StopSignal,
     events: mpsc::UnboundedSender<Event>,
 ) -> Outcome {
     let start = Instant::now();
-    let log_path = ctx
-        .log_dir
-        .join(format!("{}.log", crate::config::names::file_name(&name)));
+    let log_path = log_path(ctx, name);
     let end = |result, attempts, detail, log_tail, stopped| Outcome {
         index,
         outputs: None,
@@ -58,7 +104,7 @@ pub async fn run_step(
         log_tail,
         stopped,
     };
-    let Some(step) = ctx.config.file.steps.get(&name) else {
+    let Some(step) = ctx.config.file.steps.get(name) else {
         let detail = format!("step `{name}` is not in the plan file");
         return end(StepResult::Failed, 0, Some(detail), None, None);
     };
@@ -69,7 +115,7 @@ pub async fn run_step(
             return end(StepResult::Failed, 0, Some(detail), None, None);
         }
     };
-    let kind = kinds::kind_of(ctx.config.settings(&name), step.kind.value);
+    let kind = kinds::kind_of(ctx.config.settings(name), step.kind.value);
     let limit = step
         .timeout
         .map(|d| d.0)
@@ -77,11 +123,11 @@ pub async fn run_step(
     let attempts = step.retries.saturating_add(1);
     let mut attempt = 1;
     loop {
-        header(&log, &name, attempt, attempts);
+        header(&log, name, attempt, attempts);
         let (tx, rx) = watch::channel(Cancel::None);
         let mut step_ctx = StepCtx {
-            run: &ctx,
-            name: &name,
+            run: ctx,
+            name,
             step,
             attempt,
             log: &log,
@@ -94,7 +140,7 @@ pub async fn run_step(
         match ended {
             Ended::Finished(Ok(outputs)) => {
                 if let Some(o) = &outputs {
-                    ctx.keep_outputs(&name, o);
+                    ctx.keep_outputs(name, o);
                 }
                 return Outcome {
                     outputs,
@@ -108,7 +154,7 @@ pub async fn run_step(
             Ended::Finished(Err(e)) if attempt < attempts => {
                 let delay = step.retry_delay(attempt);
                 let _ = events.send(Event::StepRetrying {
-                    step: name.clone(),
+                    step: name.to_string(),
                     attempt,
                     error: e.to_string(),
                     delay_ms: delay.as_millis() as u64,

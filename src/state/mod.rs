@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Cycle;
 
+pub mod journal;
 pub mod lock;
 pub mod render;
 mod results;
@@ -306,6 +307,13 @@ impl LocalState {
             }
         };
         parse_state(&self.path, &text).map(Some)
+    }
+
+    /// The run journal beside the state file (see [`journal`]).
+    pub fn journal_path(&self) -> PathBuf {
+        let mut name = self.path.clone().into_os_string();
+        name.push(".journal");
+        PathBuf::from(name)
     }
 
     /// Where the state before the last write is kept.

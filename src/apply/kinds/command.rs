@@ -33,7 +33,7 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &CommandWith) -> Result<(), StepEr
         .map(|(k, v)| (k.clone(), vars.substitute_known(v)))
         .collect();
     cmd.args(args).current_dir(&cwd).envs(env).envs(step_env);
-    process::run(cmd, program, ctx.log, false, ctx.run.grace, &mut ctx.cancel).await?;
+    ctx.process(cmd, program, false).await?;
     Ok(())
 }
 

@@ -82,7 +82,7 @@ impl Project<'_> {
         let shown = argv.join(" ");
         ctx.progress(shown.clone());
         let cmd = self.command(&argv);
-        process::run(cmd, &shown, ctx.log, false, ctx.run.grace, &mut ctx.cancel).await?;
+        ctx.process(cmd, &shown, false).await?;
         Ok(())
     }
 
@@ -119,9 +119,7 @@ impl Project<'_> {
             "{first}; recovering with `{shown}`, then down once more"
         ));
         let cmd = self.command(hook);
-        if let Err(e) =
-            process::run(cmd, &shown, ctx.log, false, ctx.run.grace, &mut ctx.cancel).await
-        {
+        if let Err(e) = ctx.process(cmd, &shown, false).await {
             return Err(match e {
                 process::ProcessError::Cancelled => StepError::Cancelled,
                 e => StepError::Failed(format!("{first}; the recovery command failed too: {e}")),

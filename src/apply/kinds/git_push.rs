@@ -24,13 +24,8 @@ pub(super) async fn remote_git(
     capture: bool,
 ) -> Result<Vec<u8>, StepError> {
     let limit = op.limit(&ctx.run.config.file.timeouts);
-    let io = process::Io {
-        log: ctx.log,
-        capture,
-    };
     let before = ctx.log.metadata().map(|m| m.len()).unwrap_or(0);
-    let grace = ctx.run.grace;
-    let done = process::run_within(cmd, op.command(), io, grace, &mut ctx.cancel, Some(limit));
+    let done = ctx.process_within(cmd, op.command(), capture, Some(limit));
     let error = match done.await {
         Ok(finished) => return Ok(finished.stdout),
         Err(ProcessError::Cancelled) => return Err(StepError::Cancelled),

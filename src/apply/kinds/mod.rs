@@ -31,7 +31,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::RunContext;
-use super::process::{Cancel, ProcessError};
+use super::process::{self, Cancel, ProcessError};
 use crate::config::kinds::KindSettings;
 use crate::config::{StepConfig, StepKind};
 
@@ -89,6 +89,38 @@ impl StepCtx<'_> {
             None => self.run.config.dir.clone(),
         };
         Ok((cwd.map(|c| base.join(c)).unwrap_or(base), env))
+    }
+
+    /// Run one process of the step: its log, the run's grace between SIGTERM and SIGKILL,
+    /// the attempt's cancellation, and the run's journal (see [`process::run_within`]).
+    pub async fn process(
+        &mut self,
+        cmd: tokio::process::Command,
+        program: &str,
+        capture: bool,
+    ) -> Result<process::Finished, ProcessError> {
+        self.process_within(cmd, program, capture, None).await
+    }
+
+    /// [`StepCtx::process`], stopped when it runs longer than `limit`.
+    pub async fn process_within(
+        &mut self,
+        cmd: tokio::process::Command,
+        program: &str,
+        capture: bool,
+        limit: Option<Duration>,
+    ) -> Result<process::Finished, ProcessError> {
+        let journal = self
+            .run
+            .journal
+            .as_ref()
+            .map(|j| (&j.journal, self.run.run_id.as_str(), self.name));
+        let io = process::Io {
+            log: self.log,
+            capture,
+            journal,
+        };
+        process::run_within(cmd, program, io, self.run.grace, &mut self.cancel, limit).await
     }
 
     /// Say how the step is getting on (a spinner message on a terminal, a line otherwise).

@@ -193,8 +193,7 @@ pub fn watched_branches(text: &str, tree: &str) -> Result<Vec<String>, String> {
 async fn git(ctx: &mut StepCtx<'_>, args: &[&str], capture: bool) -> Result<String, StepError> {
     let cmd = git_command(args);
     let shown = format!("git {}", args.first().copied().unwrap_or(""));
-    let grace = ctx.run.grace;
-    let out = process::run(cmd, &shown, ctx.log, capture, grace, &mut ctx.cancel).await?;
+    let out = ctx.process(cmd, &shown, capture).await?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 

@@ -29,7 +29,7 @@ fn git(dir: &Path, args: &[&str]) -> Command {
 }
 
 async fn run(ctx: &mut StepCtx<'_>, cmd: Command, shown: &str) -> Result<Vec<u8>, StepError> {
-    let done = process::run(cmd, shown, ctx.log, true, ctx.run.grace, &mut ctx.cancel).await?;
+    let done = ctx.process(cmd, shown, true).await?;
     Ok(done.stdout)
 }
 
