@@ -52,9 +52,24 @@ pub struct GitPushWith {
     /// Also push a tag `<tag_prefix>YYYYMMDD.N` (N counts that day's tags).
     #[serde(default)]
     pub tag_prefix: Option<String>,
-    /// How many tags with that prefix to keep (the newest).
+    /// How many tags with that prefix to keep (the newest); `dated` tags only.
     #[serde(default = "GitPushWith::default_tag_keep")]
     pub tag_keep: usize,
+    /// What follows `tag_prefix`: `dated` (`YYYYMMDD.N`, kept `tag_keep`) or `timestamp`
+    /// (`YYYYmmddHHMMSS` of the run's clock, never pruned: KernelCI's production tags).
+    #[serde(default)]
+    pub tag_format: TagFormat,
+}
+
+/// The name of a `git_push` tag after its prefix.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TagFormat {
+    /// `YYYYMMDD.N`, N counting that day's tags; the newest `tag_keep` are kept.
+    #[default]
+    Dated,
+    /// `YYYYmmddHHMMSS` (UTC) of the run's one clock reading; no tag is deleted.
+    Timestamp,
 }
 
 impl GitPushWith {

@@ -139,3 +139,13 @@ pub fn staging_plan_text() -> String {
         .replace("https://github.com/kernelci/", "repos/")
         .replace(&trusted, &format!("{indent}trusted: [alice@example.org]"))
 }
+
+/// plans/production.yaml pointed at a fixture's repos (`repos/<name>.git`).
+pub fn production_plan_text() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/plans/production.yaml"
+    ))
+    .expect("plans/production.yaml")
+    .replace("https://github.com/kernelci/", "repos/")
+}

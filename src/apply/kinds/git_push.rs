@@ -9,7 +9,7 @@ use tokio::process::Command;
 use super::{Attempt, Kind, StepCtx, StepError};
 use crate::apply::RunContext;
 use crate::apply::process::{self, ProcessError};
-use crate::config::kinds::GitPushWith;
+use crate::config::kinds::{GitPushWith, TagFormat};
 use crate::forge::git::redact_url;
 use crate::gitops::remote::{GitOp, RemoteError, cause_of};
 
@@ -95,9 +95,14 @@ pub async fn run(
 ) -> Result<serde_json::Value, StepError> {
     let target = target(ctx.run, with)?;
     push_branch(ctx, &target, with.force).await?;
-    let tag = match &with.tag_prefix {
-        Some(prefix) => Some(push_tag(ctx, &target, prefix, with.tag_keep).await?),
-        None => None,
+    let tag = match (&with.tag_prefix, with.tag_format) {
+        (Some(prefix), TagFormat::Dated) => {
+            Some(push_tag(ctx, &target, prefix, with.tag_keep).await?)
+        }
+        (Some(prefix), TagFormat::Timestamp) => {
+            Some(push_timestamp_tag(ctx, &target, prefix).await?)
+        }
+        (None, _) => None,
     };
     Ok(serde_json::json!({ "branch": target.branch, "sha": target.sha, "tag": tag }))
 }
@@ -233,6 +238,33 @@ async fn push_tag(
     args.extend(refspecs);
     remote_git(ctx, target.git(args), GitOp::Push, url, false).await?;
     Ok(tag_name)
+}
+
+/// Tag the staging revision `<prefix>YYYYmmddHHMMSS` from the run's one clock reading (UTC),
+/// as KernelCI's production workflow tags `main`; no tag is deleted. A resumed run (same
+/// clock reading) pushes the same name again, which git takes as up to date.
+async fn push_timestamp_tag(
+    ctx: &mut StepCtx<'_>,
+    target: &Target<'_>,
+    prefix: &str,
+) -> Result<String, StepError> {
+    let Target { url, sha, .. } = target;
+    let name = format!("{prefix}{}", timestamp(ctx.run.now));
+    let mut log = ctx.log;
+    let _ = writeln!(log, "tag {name}");
+    let args = vec![
+        "push".to_string(),
+        "--porcelain".into(),
+        url.clone(),
+        format!("{sha}:refs/tags/{name}"),
+    ];
+    remote_git(ctx, target.git(args), GitOp::Push, url, false).await?;
+    Ok(name)
+}
+
+/// `YYYYmmddHHMMSS` of `now` in UTC.
+pub(crate) fn timestamp(now: jiff::Timestamp) -> String {
+    now.strftime("%Y%m%d%H%M%S").to_string()
 }
 
 /// The next `N` of `<prefix>YYYYMMDD.N` for `today`.
