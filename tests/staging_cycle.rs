@@ -7,6 +7,8 @@
 //! the sub-commands in the real script's order.
 
 mod common;
+#[path = "common/fake_kernelci.rs"]
+mod fake_kernelci;
 #[path = "common/snapshot.rs"]
 mod snapshot;
 
@@ -30,6 +32,19 @@ fi
 [ "$1" = "./kci" ] || fail "expected ./kci, got $1"
 [ -f kernelci/cli/docker.py ] || fail "not in a kernelci-core checkout: $(pwd)"
 shift
+if [ "$1 $2" = "rootfs build" ]; then
+  # kci rootfs build NAME (--arch A ... | --all-arches): kernelci/cli/rootfs.py:130-196
+  name="$3"; shift 3
+  grep -q "^  $name:\$" config/core/rootfs-configs.yaml || fail "no rootfs config $name"
+  all=; arch=
+  for a in "$@"; do
+    case "$a" in --all-arches) all=1 ;; --arch) arch=1 ;; -*) fail "rootfs option $a" ;; esac
+  done
+  [ -n "$all$arch" ] || fail "rootfs build $name without --arch or --all-arches"
+  [ "$all$arch" != 11 ] || fail "rootfs build $name with both --arch and --all-arches"
+  echo "ROOTFS $name" >> "$log"
+  exit 0
+fi
 [ "$1 $2" = "docker build" ] || fail "expected docker build, got $1 $2"
 shift 2
 image=; arch=; prefix=; frags=
@@ -87,14 +102,22 @@ case "$project" in
   *) fail "project $project" ;;
 esac
 for f in $files; do [ -f "$f" ] || fail "no $f in $(pwd)"; done
+if [ "$project $1" = "kernelci-pipeline up" ] && [ -n "__KERNEL__" ]; then
+  # The trigger polls once at start-up: the pipe-cleaner branch must be there already.
+  git --git-dir "__KERNEL__" rev-parse --verify -q refs/heads/staging-next >/dev/null \
+    || fail "pipeline up before the kernel was pushed"
+  echo "KERNEL-PUSHED-BEFORE-UP" >> "$log"
+fi
 echo "COMPOSE $project $*" >> "$log"
 "#;
 
 /// A stub on PATH; it logs to `log` (steps start from a clean environment, so the path is
-/// written into the stub).
-fn stub(dir: &std::path::Path, name: &str, text: &str, log: &std::path::Path) {
+/// written into the stub), and knows the kernel repo the pipe-cleaner pushes to, if any.
+fn stub(dir: &std::path::Path, name: &str, text: &str, log: &std::path::Path, kernel: &str) {
     let path = dir.join(name);
-    let text = text.replace("\"$STUB_LOG\"", &format!("'{}'", log.display()));
+    let text = text
+        .replace("\"$STUB_LOG\"", &format!("'{}'", log.display()))
+        .replace("__KERNEL__", kernel);
     std::fs::write(&path, text).expect("write stub");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
@@ -127,9 +150,9 @@ fn a_cycle_runs_the_real_tools_with_the_arguments_they_accept() {
     let stubs = fx.path().join("stubs");
     std::fs::create_dir_all(&stubs).expect("stubs");
     let log = fx.path().join("calls.log");
-    stub(&stubs, "python3", PYTHON3, &log);
-    stub(&stubs, "docker", DOCKER, &log);
-    stub(&stubs, "docker-compose", COMPOSE, &log);
+    stub(&stubs, "python3", PYTHON3, &log, "");
+    stub(&stubs, "docker", DOCKER, &log, "");
+    stub(&stubs, "docker-compose", COMPOSE, &log, "");
     let path = format!(
         "{}:{}",
         stubs.display(),
@@ -221,4 +244,138 @@ fn a_cycle_runs_the_real_tools_with_the_arguments_they_accept() {
         compose.contains(&"kernelci-api up -d api db redis"),
         "{calls}"
     );
+}
+
+#[test]
+fn a_full_cycle_builds_rootfs_pushes_the_kernel_before_the_restart_and_checks_it() {
+    use std::sync::{Arc, Mutex};
+    let fx = Fixture::new();
+    let remotes = snapshot::repos(&fx, &[CORE, API, PIPELINE]);
+    // The upstream trees and the kernelci/linux repo, local.
+    for (tree, branch) in [
+        ("next", "master"),
+        ("mainline", "master"),
+        ("stable", "linux-6.13.y"),
+    ] {
+        let repo = git2::Repository::init_bare(fx.path().join(format!("repos/up-{tree}.git")))
+            .expect("init");
+        let tip = kcideploy::gitops::scratch::commit(
+            &repo,
+            None,
+            &[("Makefile", Some(format!("# {tree}\n").as_str()))],
+            ALICE,
+            NOW - DAY,
+            tree,
+        )
+        .expect("commit");
+        kcideploy::gitops::scratch::set_branch(&repo, branch, tip).expect("branch");
+    }
+    let linux = fx.path().join("repos/linux.git");
+    git2::Repository::init_bare(&linux).expect("linux");
+    let kci: fake_kernelci::SharedKci = Arc::new(Mutex::new(fake_kernelci::FakeKci::default()));
+    kci.lock().expect("kci").kernel = Some(linux.clone());
+    let api = fake_kernelci::start(kci.clone());
+    let checkouts = fx.path().join("checkout");
+    let text = snapshot::staging_plan_text()
+        .replace("https://staging.kernelci.org:9000", &api)
+        .replace("git@github.com:kernelci/linux.git", "repos/linux.git")
+        .replace(
+            "https://git.kernel.org/pub/scm/linux/kernel/git/next/linux-next.git",
+            "repos/up-next.git",
+        )
+        .replace(
+            "https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git",
+            "repos/up-mainline.git",
+        )
+        .replace(
+            "https://git.kernel.org/pub/scm/linux/kernel/git/stable/linux-stable.git",
+            "repos/up-stable.git",
+        )
+        .replace("interval: 1m", "interval: 1s")
+        .replace(
+            "/home/kernelci/checkout/",
+            &format!("{}/", checkouts.display()),
+        );
+    let config = fx.config(&text);
+    fx.deploy(
+        &config,
+        &[
+            (CORE, remotes[CORE].main),
+            (API, remotes[API].main),
+            (PIPELINE, remotes[PIPELINE].main),
+        ],
+        Some(NOW - 7 * DAY),
+    );
+    // A change to the rootfs configs: every rootfs, and the images that copy config/.
+    let mut rootfs = snapshot::content(CORE, "config/core/rootfs-configs.yaml");
+    rootfs.extend_from_slice(b"\n# changed\n");
+    let rootfs = String::from_utf8(rootfs).expect("utf-8");
+    remotes[CORE].branch(
+        "pr/1",
+        ALICE,
+        &[("config/core/rootfs-configs.yaml", Some(&rootfs))],
+    );
+    let stubs = fx.path().join("stubs");
+    std::fs::create_dir_all(&stubs).expect("stubs");
+    let log = fx.path().join("calls.log");
+    let kernel = linux.display().to_string();
+    stub(&stubs, "python3", PYTHON3, &log, &kernel);
+    stub(&stubs, "docker", DOCKER, &log, &kernel);
+    stub(&stubs, "docker-compose", COMPOSE, &log, &kernel);
+    let path = format!(
+        "{}:{}",
+        stubs.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let (code, out, err) = output(
+        kcideploy()
+            .env("PATH", &path)
+            .args([
+                "apply",
+                "-auto-approve",
+                "--cycle",
+                "full",
+                "--no-notify",
+                "--at",
+                &at(),
+                "-f",
+            ])
+            .arg(&config.path),
+    );
+    let calls = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(code, 0, "{out}{err}\n{calls}");
+    assert!(!calls.contains("BAD "), "{calls}");
+    // A valid `kci rootfs build` for every config of the snapshot.
+    let configs = String::from_utf8(snapshot::content(CORE, "config/core/rootfs-configs.yaml"))
+        .expect("utf-8");
+    let doc: serde_json::Value = serde_saphyr::from_str(&configs).expect("yaml");
+    let names: Vec<&String> = doc["rootfs_configs"]
+        .as_object()
+        .expect("configs")
+        .keys()
+        .collect();
+    for name in &names {
+        assert!(
+            calls.contains(&format!("ROOTFS {name}\n")),
+            "{name}\n{calls}"
+        );
+    }
+    // The kernel branch was there when the pipeline came up, and the check took that kernel.
+    assert!(calls.contains("KERNEL-PUSHED-BEFORE-UP"), "{calls}");
+    let state = kcideploy::state::LocalState::new(config.state_path())
+        .read()
+        .expect("state parses")
+        .expect("state");
+    let pushed = state.steps["push-kernel"].outputs.clone().expect("pushed");
+    let checked = state.steps["check-kernel"]
+        .outputs
+        .clone()
+        .expect("checked");
+    assert_eq!(pushed["tree"], "next");
+    assert_eq!(checked["commit"], pushed["commit"]);
+    let head = git2::Repository::open_bare(&linux)
+        .expect("linux")
+        .refname_to_id("refs/heads/staging-next")
+        .expect("pushed");
+    assert_eq!(pushed["commit"], head.to_string().as_str());
 }
