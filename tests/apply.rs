@@ -8,19 +8,12 @@ use std::process::{Command as StdCommand, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use kcideploy::state::{LocalState, State};
+use kcideploy::state::LocalState;
 
 fn bin() -> StdCommand {
     let mut cmd = StdCommand::new(assert_cmd::cargo::cargo_bin("kcideploy"));
     cmd.env("NO_COLOR", "1");
     cmd
-}
-
-fn state_of(fx: &Fixture, name: &str) -> State {
-    LocalState::new(fx.path().join(format!(".kcideploy/{name}.state.json")))
-        .read()
-        .expect("state parses")
-        .expect("state exists")
 }
 
 /// Whether a process runs (a zombie nobody reaped yet counts as gone).
@@ -44,19 +37,6 @@ fn wait_for_file(path: &Path) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn plan_with_steps(steps: &str) -> String {
-    format!(
-        r#"version: 1
-name: t
-repos:
-  pipe: {{ url: repos/pipe.git, pending: {{ branches: "pr/*" }} }}
-components:
-  config: {{ repo: pipe, paths: ["config/**"] }}
-steps:
-{steps}"#
-    )
 }
 
 fn fixture(steps: &str) -> (Fixture, std::path::PathBuf) {

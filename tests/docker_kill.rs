@@ -50,22 +50,12 @@ fn the_daemon_cancels_the_build_of_a_killed_apply() {
     if !docker_ready() {
         return;
     }
-    let path = std::env::var("KCIDEPLOY_TEST_BUSYBOX").unwrap_or_else(|_| "/bin/busybox".into());
-    let bb = std::fs::read(&path).unwrap_or_else(|e| panic!("a static busybox at {path}: {e}"));
     // A sleep no other test runs, to find the build's container by.
     let marker = "sleep 347";
     let dockerfile =
         "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sleep\", \"347\"]\n";
     let fx = Fixture::new();
-    let repo = git2::Repository::init_bare(fx.path().join("repos/pipe.git")).expect("init");
-    let files: Vec<(&str, Option<&[u8]>)> = vec![
-        ("docker/Dockerfile", Some(dockerfile.as_bytes())),
-        ("docker/busybox", Some(&bb)),
-    ];
-    let main =
-        kcideploy::gitops::scratch::commit(&repo, None, &files, ALICE, NOW - 10 * DAY, "initial")
-            .expect("commit");
-    kcideploy::gitops::scratch::set_branch(&repo, "main", main).expect("branch");
+    busybox_context(&fx, dockerfile);
     let image = format!("kcdtest/killed-{}", &kcideploy::support::random_id()[..8]);
     let plan = fx.plan_file(&format!(
         "version: 1\nname: t\nrepos:\n  pipe: {{ url: repos/pipe.git }}\nsteps:\n  build:\n    kind: docker_build\n    always: true\n    with: {{ image: {image}, repo: pipe, context: docker, tags: [latest] }}\n"

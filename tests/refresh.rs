@@ -5,27 +5,6 @@
 mod common;
 
 use common::*;
-use kcideploy::state::{LocalState, State};
-
-fn state_of(fx: &Fixture) -> State {
-    LocalState::new(fx.path().join(".kcideploy/t.state.json"))
-        .read()
-        .expect("state parses")
-        .expect("state exists")
-}
-
-fn plan_with_steps(steps: &str) -> String {
-    format!(
-        r#"version: 1
-name: t
-repos:
-  pipe: {{ url: repos/pipe.git, pending: {{ branches: "pr/*" }} }}
-components:
-  config: {{ repo: pipe, paths: ["config/**"] }}
-steps:
-{steps}"#
-    )
-}
 
 #[test]
 fn a_moved_staging_branch_or_a_deleted_tag_is_drift_and_apply_refresh_repairs_it() {
@@ -45,7 +24,7 @@ fn a_moved_staging_branch_or_a_deleted_tag_is_drift_and_apply_refresh_repairs_it
         .repo
         .refname_to_id("refs/heads/staging.kernelci.org")
         .expect("pushed");
-    let outputs = state_of(&fx).steps["push"]
+    let outputs = state_of(&fx, "t").steps["push"]
         .outputs
         .clone()
         .expect("a push records what it pushed");

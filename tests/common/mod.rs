@@ -224,6 +224,48 @@ pub fn with_local_state(text: &str) -> String {
     }
 }
 
+/// The state of plan `name` whose file says `state: { path: .kcideploy/<name>.state.json }`
+/// (as [`Fixture::plan_file`] writes it).
+pub fn state_of(fx: &Fixture, name: &str) -> State {
+    LocalState::new(fx.path().join(format!(".kcideploy/{name}.state.json")))
+        .read()
+        .expect("state parses")
+        .expect("state exists")
+}
+
+/// Plan `t` with repo `pipe` (pending `pr/*`), component `config` (`config/**`) and `steps`.
+pub fn plan_with_steps(steps: &str) -> String {
+    format!(
+        r#"version: 1
+name: t
+repos:
+  pipe: {{ url: repos/pipe.git, pending: {{ branches: "pr/*" }} }}
+components:
+  config: {{ repo: pipe, paths: ["config/**"] }}
+steps:
+{steps}"#
+    )
+}
+
+/// A bare repo `repos/pipe.git` whose `main` holds `docker/Dockerfile` (`dockerfile`) and
+/// `docker/busybox` (the static busybox of `KCIDEPLOY_TEST_BUSYBOX`, or /bin/busybox): a
+/// build context for images made `FROM scratch`.
+pub fn busybox_context(fx: &Fixture, dockerfile: &str) -> Remote {
+    let bb_path = std::env::var("KCIDEPLOY_TEST_BUSYBOX").unwrap_or_else(|_| "/bin/busybox".into());
+    let bb =
+        std::fs::read(&bb_path).unwrap_or_else(|e| panic!("a static busybox at {bb_path}: {e}"));
+    let path = fx.path().join("repos/pipe.git");
+    let repo = Repository::init_bare(&path).expect("init");
+    let files: Vec<(&str, Option<&[u8]>)> = vec![
+        ("docker/Dockerfile", Some(dockerfile.as_bytes())),
+        ("docker/busybox", Some(&bb)),
+    ];
+    let main =
+        scratch::commit(&repo, None, &files, ALICE, NOW - 10 * DAY, "initial").expect("commit");
+    scratch::set_branch(&repo, "main", main).expect("branch");
+    Remote { repo, path, main }
+}
+
 /// `kcideploy plan -refresh -detailed-exitcode --cycle partial -f PLAN`: exit code, stdout,
 /// stderr.
 pub fn refreshed_plan(plan: &Path) -> (i32, String, String) {
