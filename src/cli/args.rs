@@ -57,6 +57,8 @@ const EXAMPLES_BLAME: &str = "Examples:
 const EXAMPLES_EXCLUSIONS: &str = "Examples:
   kcideploy exclusions -f plans/staging.yaml
   kcideploy exclusions -f plans/staging.yaml clear 1a2b3c4d";
+const EXAMPLES_RESUME: &str = "Examples:
+  kcideploy resume -f plans/production.yaml";
 const EXAMPLES_COMPLETIONS: &str = "Examples:
   kcideploy completions bash > /etc/bash_completion.d/kcideploy";
 const EXAMPLES_MAN: &str = "Examples:
@@ -200,6 +202,12 @@ pub enum Command {
         action: Option<ExclusionsAction>,
         #[arg(long)]
         json: bool,
+    },
+    /// Give back what a stop-the-line step paused (Deployments scaled by `with.scale`).
+    #[command(after_help = EXAMPLES_RESUME)]
+    Resume {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
     },
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     #[command(after_help = EXAMPLES_COMPLETIONS)]

@@ -69,6 +69,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         Command::ForceUnlock { id, file, force } => state::force_unlock(&file, &id, force),
         Command::Blame { file, json, .. } => state::blame(&file, json),
         Command::Exclusions { file, action, json } => state::exclusions(&file, action, json),
+        Command::Resume { file } => state::resume(&file),
         Command::Completions { shell } => inspect::completions(shell),
         Command::Man { dir } => inspect::man(dir.as_deref()),
         Command::Demo { dir } => demo::run(dir.as_deref(), color),

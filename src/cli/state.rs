@@ -106,3 +106,32 @@ pub fn exclusions(file: &Path, action: Option<ExclusionsAction>, json: bool) -> 
     }
     Ok(ExitStatus::Success)
 }
+
+/// `kcideploy resume`: scale back what a stop-the-line step paused, under the state lock.
+pub fn resume(file: &Path) -> Result<ExitStatus> {
+    let config = Config::load(file)?;
+    let backend = LocalState::new(config.state_path());
+    let lock = crate::state::StateLock::acquire(
+        &backend.path,
+        "resume",
+        std::time::Duration::from_secs(10),
+    )
+    .map_err(|e| e.for_plan(file))?;
+    let Some(mut state) = backend.read()? else {
+        println!("Nothing is paused: no state yet.");
+        return Ok(ExitStatus::Success);
+    };
+    let lines =
+        crate::apply::resume::resume(&config, &mut state).map_err(|e| miette::miette!(e))?;
+    if lines.is_empty() {
+        println!("Nothing is paused.");
+        return Ok(ExitStatus::Success);
+    }
+    backend.write(&mut state)?;
+    drop(lock);
+    for line in &lines {
+        println!("{line}");
+    }
+    println!("Resumed: the line runs again.");
+    Ok(ExitStatus::Success)
+}

@@ -52,6 +52,8 @@ string_enum! {
         DoneBefore => "done_before",
         /// Stopped, or never started, because the run was cancelled (or not approved).
         Cancelled => "cancelled",
+        /// Not run: it runs only when a step of its `when_failed` fails, and none did.
+        NotNeeded => "not_needed",
     }
 }
 

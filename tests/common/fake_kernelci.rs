@@ -141,6 +141,50 @@ impl FakeKci {
         id
     }
 
+    /// A finished-looking checkout of `tree`/`branch` with 10 passing builds and `tests`
+    /// (passed, failed) tests, as the production pipeline makes; the checkout's id.
+    pub fn tree(
+        &mut self,
+        tree: &str,
+        branch: &str,
+        commit: &str,
+        tests: (usize, usize),
+    ) -> String {
+        let revision = json!({"tree": tree, "branch": branch, "commit": commit, "url": "https://git.kernel.org/x.git", "describe": format!("v6.13-{}", &commit[..4])});
+        let treeid = format!("tree-{commit}");
+        let id = self.add(
+            "checkout",
+            "production",
+            &treeid,
+            revision.clone(),
+            Some("pass"),
+            false,
+        );
+        for _ in 0..10 {
+            self.add(
+                "kbuild",
+                "production",
+                &treeid,
+                revision.clone(),
+                Some("pass"),
+                false,
+            );
+        }
+        for (n, result) in [(tests.0, "pass"), (tests.1, "fail")] {
+            for _ in 0..n {
+                self.add(
+                    "test",
+                    "production",
+                    &treeid,
+                    revision.clone(),
+                    Some(result),
+                    false,
+                );
+            }
+        }
+        id
+    }
+
     /// Set a node's `created` (the API's format), as if made earlier.
     pub fn backdate(&mut self, id: &str, created: jiff::Timestamp) {
         if let Some(n) = self.nodes.iter_mut().find(|n| n.value["id"] == id) {

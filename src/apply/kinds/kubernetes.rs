@@ -12,6 +12,7 @@ mod drift;
 mod kubeconfig;
 mod manifest;
 mod rollout;
+pub mod scale;
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -27,6 +28,7 @@ use manifest::Object;
 use rollout::{Rollout, Watched};
 
 pub use drift::drift;
+pub use scale::give_back;
 
 /// An attempt's limit when the step sets no `timeout`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -295,6 +297,12 @@ async fn wait_rollouts(
 }
 
 async fn run(ctx: &mut StepCtx<'_>, with: &KubernetesWith) -> Result<Value, StepError> {
+    if let Some(to) = &with.scale {
+        let api = connect(with, with.context.as_deref(), &ctx.run.config)
+            .await
+            .map_err(failed)?;
+        return scale::run(ctx, &api, with, to).await;
+    }
     let start = Instant::now();
     let (base, _) = ctx.workdir(with.repo.as_deref(), None)?;
     let mut warnings = Vec::new();

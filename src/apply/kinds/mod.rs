@@ -22,6 +22,7 @@ mod pipe_watch;
 pub mod registry;
 
 pub use kubernetes::drift as kubernetes_drift;
+pub use kubernetes::give_back as kubernetes_give_back;
 
 use std::fs::File;
 use std::future::Future;
