@@ -20,6 +20,7 @@ mod kubernetes;
 mod pipe_cleaner;
 pub mod registry;
 
+pub use kubernetes::adopt as kubernetes_adopt;
 pub use kubernetes::drift as kubernetes_drift;
 
 use std::fs::File;
