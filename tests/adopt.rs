@@ -209,3 +209,49 @@ fn what_cannot_be_read_back_is_unknown_and_plan_lists_it() {
     assert!(out.contains(&format!("  push-api: {why}")), "{out}");
     assert!(out.contains("-replace STEP"), "{out}");
 }
+
+#[test]
+fn the_pipe_cleaner_rotation_goes_on_after_its_last_tag() {
+    let fx = Fixture::new();
+    let pipe = fx.repo("pipe", &[("config/a.yaml", Some("a: 1\n"))]);
+    scratch::set_branch(&pipe.repo, "staging.kernelci.org", pipe.main).expect("staging");
+    let linux = fx.repo("linux", &[("Makefile", Some("all:\n"))]);
+    let next = linux.branch("staging-next", BOB, &[("staging-next", Some("t\n"))]);
+    for (tag, at) in [
+        ("staging-mainline-20261120.0", linux.main),
+        ("staging-next-20261121.0", linux.main),
+        ("staging-next-20261121.1", next),
+        ("staging-stable-20261119.3", linux.main),
+        ("staging-other-20261129.0", linux.main),
+    ] {
+        linux
+            .repo
+            .reference(&format!("refs/tags/{tag}"), at, false, "tag")
+            .expect("tag");
+    }
+    let plan = fx.plan_file(&plan_with_steps(
+        r#"  push-kernel:
+    kind: pipe_cleaner
+    cycle: full
+    always: true
+    with:
+      phase: push
+      push_url: repos/linux.git
+      trees:
+        - { name: next, url: "https://example.org/next.git", branch: master }
+        - { name: mainline, url: "https://example.org/mainline.git", branch: master }
+        - { name: stable, url: "https://example.org/stable.git", branch: linux-6.13.y }
+"#,
+    ));
+    let (code, out, err) = adopt(&plan, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let outputs = state_of(&fx, "t").steps["push-kernel"]
+        .outputs
+        .clone()
+        .expect("outputs");
+    assert_eq!(outputs["tag"], "staging-next-20261121.1", "{outputs}");
+    assert_eq!(outputs["tree"], "next");
+    assert_eq!(outputs["next_index"], 1, "mainline is next in the rotation");
+    assert_eq!(outputs["branch"], "staging-next");
+    assert_eq!(outputs["commit"], next.to_string().as_str());
+}
