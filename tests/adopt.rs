@@ -208,6 +208,13 @@ fn what_cannot_be_read_back_is_unknown_and_plan_lists_it() {
     );
     assert!(out.contains(&format!("  push-api: {why}")), "{out}");
     assert!(out.contains("-replace STEP"), "{out}");
+
+    // A plan that runs the step anyway does not list it: the run records what it makes.
+    api.branch("pr/3", BOB, &[("api/main.py", Some("v3\n"))]);
+    let (code, out, err) = output(kcideploy().args(["plan", "-f"]).arg(&plan));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("+ push-api"), "{out}");
+    assert!(!out.contains("outcome is unknown"), "{out}");
 }
 
 #[test]

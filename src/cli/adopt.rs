@@ -24,7 +24,8 @@ pub fn cmd_adopt(args: &AdoptArgs) -> Result<ExitStatus> {
     let ws = Workspace::load(&args.file, args.cache_dir.as_deref())?;
     refuse_existing(&ws, args.replace_state)?;
     let snapshot = ws.fetch()?;
-    let adoption = adopt::adopt(&ws.config, &snapshot, &given, Timestamp::now())?;
+    let now = Timestamp::from_second(Timestamp::now().as_second()).into_diagnostic()?;
+    let adoption = adopt::adopt(&ws.config, &snapshot, &given, now)?;
     print!("{}", adopt::render(&adoption));
     if !args.auto_approve {
         confirm()?;
@@ -73,14 +74,22 @@ fn confirm() -> Result<()> {
     Ok(())
 }
 
-/// For the text plan: the adopted steps whose outcome is unknown, with the way to make it
-/// known; empty when there are none.
-pub fn unknown_note(ws: &Workspace) -> String {
+/// For the text plan: the adopted steps whose outcome is unknown and that the plan does not
+/// run (a run records what they make), with the way to make it known; empty when none.
+pub fn unknown_note(ws: &Workspace, plan: &crate::planner::Plan) -> String {
     use std::fmt::Write;
     let Some(state) = &ws.state else {
         return String::new();
     };
-    let steps = adopt::unknown_steps(&ws.config, state);
+    let runs = |name: &str| {
+        plan.steps
+            .iter()
+            .any(|s| s.name == name && s.action == crate::planner::Action::Run)
+    };
+    let steps: Vec<_> = adopt::unknown_steps(&ws.config, state)
+        .into_iter()
+        .filter(|(name, _)| !runs(name))
+        .collect();
     if steps.is_empty() {
         return String::new();
     }
