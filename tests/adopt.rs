@@ -161,6 +161,12 @@ fn adoption_asks_refuses_existing_state_and_needs_a_revision_without_staging_bra
     let (code, _, err) = adopt(&plan, &["-rev", "nope=main"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("the plan file has no repo `nope`"), "{err}");
+    let (code, _, err) = adopt(&plan, &["-rev", "api=main", "-rev", "api=pr/9"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("-rev names repo `api` twice"), "{err}");
+    let (code, _, err) = adopt(&plan, &["-rev", "api"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("expected REPO=REVISION"), "{err}");
 
     // A branch as the revision: api's base runs.
     let (code, out, err) = adopt(&plan, &["-rev", "api=main"]);

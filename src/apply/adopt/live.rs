@@ -361,12 +361,15 @@ fn parse_refs(listing: &str) -> Vec<(String, String)> {
 
 /// The pipe-cleaner's push phase: its last `staging-<tree>-YYYYMMDD.N` tag on `push_url`
 /// (the newest of all trees), hence the tree pushed last and the next in the rotation. The
-/// check phase records the results of one run: nothing to read back.
+/// check and watch phases record the results of one run: nothing to read back.
 fn pipe_cleaner(config: &Config, with: &PipeCleanerWith) -> ReadBack {
-    if with.phase == PipeCleanerPhase::Check {
-        return ReadBack::nothing(
-            "nothing to read back (the next check has no previous results to compare with)",
-        );
+    match with.phase {
+        PipeCleanerPhase::Push | PipeCleanerPhase::Both => {}
+        PipeCleanerPhase::Check | PipeCleanerPhase::Watch => {
+            return ReadBack::nothing(
+                "nothing to read back (the next check has no previous results to compare with)",
+            );
+        }
     }
     let Some(push_url) = &with.push_url else {
         return ReadBack::unknown("no with.push_url".into());

@@ -30,6 +30,12 @@ pub const UNKNOWN: &str = "unknown";
 pub enum AdoptError {
     #[error("-rev `{0}`: expected REPO=REVISION (a commit SHA or a branch of the repo)")]
     BadRev(String),
+    #[error("-rev names repo `{repo}` twice: {first} and {second}")]
+    TwiceRev {
+        repo: String,
+        first: String,
+        second: String,
+    },
     #[error("-rev {given}: the plan file has no repo `{repo}`")]
     UnknownRepo { given: String, repo: String },
     #[error(
@@ -106,17 +112,24 @@ impl Adoption {
     }
 }
 
-/// `-rev REPO=REVISION` options, by repo.
+/// `-rev REPO=REVISION` options, by repo (one per repo).
 pub fn parse_revs(given: &[String]) -> Result<BTreeMap<String, String>, AdoptError> {
-    given
-        .iter()
-        .map(|g| match g.split_once('=') {
+    let mut out = BTreeMap::new();
+    for g in given {
+        match g.split_once('=') {
             Some((repo, rev)) if !repo.is_empty() && !rev.is_empty() => {
-                Ok((repo.to_string(), rev.to_string()))
+                if let Some(first) = out.insert(repo.to_string(), rev.to_string()) {
+                    return Err(AdoptError::TwiceRev {
+                        repo: repo.to_string(),
+                        first,
+                        second: rev.to_string(),
+                    });
+                }
             }
-            _ => Err(AdoptError::BadRev(g.clone())),
-        })
-        .collect()
+            _ => return Err(AdoptError::BadRev(g.clone())),
+        }
+    }
+    Ok(out)
 }
 
 /// The revision each repo is adopted at: given, else its staging branch on the remote.
