@@ -124,6 +124,21 @@ fn after_adoption_nothing_to_do_and_one_file_triggers_only_its_steps() {
     assert_eq!(code, 0, "nothing to do after adoption\n{out}{err}");
     assert!(!out.contains("unknown"), "{out}");
     assert!(plan_runs(&plan).is_empty());
+    // `always` steps still run in their cycle: adoption is not a run of them.
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["plan", "--json", "--cycle", "full", "-f"])
+            .arg(&plan),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).expect("plan JSON");
+    let cleaner = json["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["name"] == "pipe-cleaner")
+        .expect("the step");
+    assert_eq!(cleaner["action"], "run", "{cleaner}");
 
     // One file in pipe's src/: its push and build, and what needs the build.
     pipe.branch("pr/2", BOB, &[("src/main.py", Some("v2\n"))]);
@@ -267,4 +282,17 @@ fn the_pipe_cleaner_rotation_goes_on_after_its_last_tag() {
     assert_eq!(outputs["next_index"], 1, "mainline is next in the rotation");
     assert_eq!(outputs["branch"], "staging-next");
     assert_eq!(outputs["commit"], next.to_string().as_str());
+}
+
+#[test]
+fn always_steps_still_run_after_adoption() {
+    let fx = Fixture::new();
+    let pipe = fx.repo("pipe", &[("config/a.yaml", Some("a: 1\n"))]);
+    scratch::set_branch(&pipe.repo, "staging.kernelci.org", pipe.main).expect("staging");
+    let plan = fx.plan_file(&plan_with_steps(
+        "  deploy: { kind: command, on: [config], with: { run: [\"true\"] } }\n  check: { kind: command, always: true, needs: [deploy], with: { run: [\"true\"] } }\n",
+    ));
+    let (code, out, err) = adopt(&plan, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(plan_runs(&plan), ["check"], "adoption is no run of `check`");
 }

@@ -263,6 +263,11 @@ pub async fn read_back(
         cycle: Cycle::Full,
         plan: &config.file.name,
     };
+    let id = format!(
+        "adopt-{}-{}",
+        at.strftime("%Y%m%dT%H%M%SZ"),
+        &crate::support::random_id()[..6]
+    );
     let mut reader = live::Reader::new(config, vars(), &snapshot.cache_dir);
     let mut steps = Vec::new();
     for name in crate::planner::graph::step_order(config) {
@@ -271,7 +276,8 @@ pub async fn read_back(
         };
         let read = reader.step(&name).await;
         steps.push(AdoptedStep {
-            digest: digest::step_digest(config, &plans, &name, ""),
+            // `always` steps: the adoption's digest is its own, as a run's is (it ran none).
+            digest: digest::step_digest(config, &plans, &name, &id),
             params: params::of_step(config, &vars(), &name),
             kind: step.kind.value,
             name,
@@ -279,11 +285,7 @@ pub async fn read_back(
         });
     }
     Adoption {
-        id: format!(
-            "adopt-{}-{}",
-            at.strftime("%Y%m%dT%H%M%SZ"),
-            &crate::support::random_id()[..6]
-        ),
+        id,
         at,
         repos,
         steps,
