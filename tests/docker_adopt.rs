@@ -201,7 +201,8 @@ fn services_run_by_hand_are_adopted_with_the_images_they_run() {
         "v2"
     );
 
-    // What is not there is unknown, and plan says so.
+    // What is not there is unknown, and plan says so (of the steps it does not run).
+    kcideploy::gitops::scratch::delete_branch(&remote.repo, "pr/2").expect("drop");
     docker(&["rm", "-f", &name]);
     let (code, out, err) = adopt(&plan, &["-replace-state"]);
     assert_eq!(code, 0, "{out}{err}");
