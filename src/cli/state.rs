@@ -1,4 +1,5 @@
-//! Verbs on the state: `state show|history` (`state adopt`: adopt.rs), `force-unlock`, `blame`, `exclusions`.
+//! Verbs on the state: `state show|history`, `force-unlock`, `blame`, `exclusions`; `state
+//! adopt` is in adopt.rs.
 
 use std::path::Path;
 
