@@ -171,7 +171,7 @@ fn a_name_defined_twice_is_refused() {
     assert_eq!(
         errs,
         [
-            "plan.yaml:3:11: component `image` is defined here and in the included `shared/kernelci.yaml`"
+            "plan.yaml:3:11: component `image` is defined in `shared/kernelci.yaml` and again in the plan file"
         ]
     );
 }

@@ -146,71 +146,74 @@ fn merge_parts(
     files: Vec<(IncludedFile, Location, PathBuf)>,
     main_src: &Source,
 ) -> Vec<SemanticError> {
-    let mut errors = Vec::new();
-    let mut components = indexmap::IndexMap::new();
-    let mut lists = indexmap::IndexMap::new();
-    let mut origin: std::collections::HashMap<String, String> = Default::default();
-    for (included, at, shown) in files {
-        let from = shown.display().to_string();
-        let mut twice = |kind: &str, name: &str, first: Option<&String>| {
-            let first = first.map(String::as_str).unwrap_or("the plan file");
-            let message = format!(
-                "{kind} {} is defined in {} and again in {}",
-                quote(name),
-                quote(first),
-                quote(&from)
-            );
-            errors.push(
-                main_src
-                    .error_at(&at, 1, message, "included here")
-                    .with_help("define each component and list once: rename or remove one"),
-            );
-        };
-        for (name, c) in included.components {
-            if components.contains_key(&name) {
-                twice("component", &name, origin.get(&format!("c:{name}")));
-                continue;
-            }
-            origin.insert(format!("c:{name}"), from.clone());
-            components.insert(name, c);
-        }
-        for (name, l) in included.lists {
-            if lists.contains_key(&name) {
-                twice("list", &name, origin.get(&format!("l:{name}")));
-                continue;
-            }
-            origin.insert(format!("l:{name}"), from.clone());
-            lists.insert(name, l);
-        }
-    }
     let own_at = file.include.first().map(|e| e.referenced);
-    for (name, c) in std::mem::take(&mut file.components) {
-        if let Some(first) = origin.get(&format!("c:{name}")) {
-            let message = format!(
-                "component {} is defined here and in the included {}",
-                quote(&name),
-                quote(first)
-            );
-            let at = own_at.unwrap_or(Location::UNKNOWN);
-            errors.push(main_src.error_at(&at, 1, message, "included here"));
-            continue;
-        }
-        components.insert(name, c);
+    let mut components = Section::new("component");
+    let mut lists = Section::new("list");
+    for (included, at, shown) in files {
+        let from = Some(shown.display().to_string());
+        components.add(included.components, &from, at);
+        lists.add(included.lists, &from, at);
     }
-    for (name, l) in std::mem::take(&mut file.lists) {
-        if let Some(first) = origin.get(&format!("l:{name}")) {
-            let message = format!(
-                "list {} is defined here and in the included {}",
-                quote(&name),
-                quote(first)
-            );
-            let at = own_at.unwrap_or(Location::UNKNOWN);
-            errors.push(main_src.error_at(&at, 1, message, "included here"));
-            continue;
-        }
-        lists.insert(name, l);
-    }
-    file.components = components;
-    file.lists = lists;
+    let at = own_at.unwrap_or(Location::UNKNOWN);
+    components.add(std::mem::take(&mut file.components), &None, at);
+    lists.add(std::mem::take(&mut file.lists), &None, at);
+    let mut errors = components.errors(main_src);
+    errors.append(&mut lists.errors(main_src));
+    file.components = components.merged;
+    file.lists = lists.merged;
     errors
+}
+
+/// One section (`components` or `lists`) merged from several files.
+struct Section<T> {
+    kind: &'static str,
+    merged: indexmap::IndexMap<String, T>,
+    /// The included file each name came from (`None`: the plan file).
+    origin: std::collections::HashMap<String, Option<String>>,
+    /// Name, first file, second file, where to report it.
+    twice: Vec<(String, Option<String>, Option<String>, Location)>,
+}
+
+impl<T> Section<T> {
+    fn new(kind: &'static str) -> Section<T> {
+        Section {
+            kind,
+            merged: indexmap::IndexMap::new(),
+            origin: Default::default(),
+            twice: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, items: indexmap::IndexMap<String, T>, from: &Option<String>, at: Location) {
+        for (name, item) in items {
+            if let Some(first) = self.origin.get(&name) {
+                self.twice.push((name, first.clone(), from.clone(), at));
+                continue;
+            }
+            self.origin.insert(name.clone(), from.clone());
+            self.merged.insert(name, item);
+        }
+    }
+
+    fn errors(&self, main_src: &Source) -> Vec<SemanticError> {
+        let file = |f: &Option<String>| match f {
+            Some(f) => quote(f),
+            None => "the plan file".to_string(),
+        };
+        self.twice
+            .iter()
+            .map(|(name, first, second, at)| {
+                let message = format!(
+                    "{} {} is defined in {} and again in {}",
+                    self.kind,
+                    quote(name),
+                    file(first),
+                    file(second)
+                );
+                main_src
+                    .error_at(at, 1, message, "included here")
+                    .with_help("define each component and list once: rename or remove one")
+            })
+            .collect()
+    }
 }
