@@ -6,6 +6,7 @@
 //! (who confirms `approve: true` steps), [`kinds`] (what a step does), [`digest`] (from the planner), [`record`]
 //! (state) and [`report`]. Blame runs its rounds through [`run_round`]: the same executor.
 
+pub mod adopt;
 pub mod approve;
 pub mod cancel;
 pub mod dispatch;

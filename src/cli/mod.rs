@@ -1,6 +1,7 @@
 //! The command line: one file per verb, each thin: parse (clap, [`args`]), call the library,
 //! render, map errors to exit codes.
 
+mod adopt;
 mod apply;
 pub mod args;
 mod demo;

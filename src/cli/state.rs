@@ -1,4 +1,5 @@
-//! Verbs on the state: `state show|history`, `force-unlock`, `blame`, `exclusions`.
+//! Verbs on the state: `state show|history`, `force-unlock`, `blame`, `exclusions`; `state
+//! adopt` is in adopt.rs.
 
 use std::path::Path;
 
@@ -14,6 +15,7 @@ pub fn cmd_state(cmd: StateCommand) -> Result<ExitStatus> {
         StateCommand::Show { file, json } | StateCommand::History { file, json, .. } => {
             (file, *json)
         }
+        StateCommand::Adopt(args) => return super::adopt::cmd_adopt(args),
     };
     let config = Config::load(file)?;
     let path = config.state_path();
@@ -32,6 +34,7 @@ pub fn cmd_state(cmd: StateCommand) -> Result<ExitStatus> {
             serde_json::to_string_pretty(&state).into_diagnostic()?
         ),
         StateCommand::Show { .. } => print!("{}", crate::state::render::show(&state, &path)),
+        StateCommand::Adopt(_) => {}
         StateCommand::History { count, .. } => {
             let runs: Vec<_> = state.history.iter().rev().take(count).collect();
             if json {

@@ -66,6 +66,8 @@ string_enum! {
         Cancelled => "cancelled",
         /// Left unfinished and replaced by a run with other inputs.
         Abandoned => "abandoned",
+        /// Not a run: `state adopt` recorded what already ran, running no step.
+        Adopted => "adopted",
     }
 }
 

@@ -6,6 +6,7 @@
 //! the order given, then wait until every applied Deployment has rolled out. A rollout that
 //! fails or does not finish in time fails the step, so the steps that need it do not run.
 
+mod adopt;
 mod api;
 mod configmap;
 mod drift;
@@ -27,6 +28,7 @@ use api::Api;
 use manifest::Object;
 use rollout::{Rollout, Watched};
 
+pub use adopt::adopt;
 pub use drift::drift;
 pub use scale::give_back;
 
