@@ -62,7 +62,7 @@ fn setup() -> (Setup, String) {
 fn apply_while(s: &Setup, make: impl FnOnce(&SharedKci) + Send + 'static) -> (i32, String) {
     let kci = s.kci.clone();
     let maker = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(700));
+        fake_kernelci::wait_for_watch(&kci, Duration::from_secs(30));
         make(&kci);
     });
     let (code, out, err) = output(

@@ -117,7 +117,7 @@ fn replicas(s: &Setup) -> i64 {
 fn apply_with_results(s: &Setup, tests: (usize, usize)) -> (i32, String) {
     let kci = s.kci.clone();
     let maker = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(700));
+        fake_kernelci::wait_for_watch(&kci, Duration::from_secs(30));
         kci.lock()
             .expect("kci")
             .tree("mainline", "master", "bbbb0000", tests);

@@ -73,6 +73,8 @@ pub struct FakeKci {
     pub too_many_next: u32,
     /// 429 answers given.
     pub too_many: u64,
+    /// Queries for checkouts made after a time (a `phase: watch` step polling).
+    pub watching: u64,
     next_id: u64,
 }
 
@@ -93,12 +95,22 @@ impl Default for FakeKci {
             unseen_queries: 0,
             too_many_next: 0,
             too_many: 0,
+            watching: 0,
             next_id: 0,
         }
     }
 }
 
 pub type SharedKci = Arc<Mutex<FakeKci>>;
+
+/// Wait until a `phase: watch` step polls for new checkouts (so what is made next is new
+/// to it), at most `limit`.
+pub fn wait_for_watch(shared: &SharedKci, limit: Duration) {
+    let start = Instant::now();
+    while shared.lock().expect("fake").watching == 0 && start.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 fn template() -> Value {
     let path = format!(
@@ -322,6 +334,9 @@ async fn handle(State(shared): State<SharedKci>, uri: Uri) -> Response {
             .into_response();
     }
     let q = query(&uri);
+    if q.contains_key("created__gt") && q.get("state").is_none() {
+        fake.watching += 1;
+    }
     if q.get("kind").map(String::as_str) == Some("checkout")
         && let (Some(branch), Some(commit)) = (
             q.get("data.kernel_revision.branch"),
