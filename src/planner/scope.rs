@@ -121,7 +121,7 @@ pub fn screen<'a>(
         return screen_repo(name, repo_cfg, snap, state, now);
     }
     let detail = format!(
-        "rollback to run {}: only the revision it deployed",
+        "the rollback deploys the revision run {} deployed",
         rollback_of.unwrap_or("?")
     );
     snap.changes
