@@ -210,3 +210,114 @@ pub fn rollback_run<'a>(state: &'a State, id: Option<&str>) -> Result<&'a RunRec
     }
     Ok(run)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Cycle, StepKind};
+    use crate::planner::types::PublishedBy;
+
+    fn step(name: &str, needs: &[&str], pushes: &[&str]) -> StepPlan {
+        StepPlan {
+            name: name.into(),
+            kind: StepKind::Command,
+            cycle: Cycle::Partial,
+            action: Action::Run,
+            needs: needs.iter().map(|n| n.to_string()).collect(),
+            after: Vec::new(),
+            after_push: pushes
+                .iter()
+                .map(|p| PublishedBy {
+                    step: p.to_string(),
+                    repo: "r".into(),
+                })
+                .collect(),
+            because: vec![StepReason::NotTriggered],
+            params: Default::default(),
+            compared_with: None,
+            changes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn target_keeps_what_it_needs_and_the_pushes_it_uses() {
+        let mut steps = vec![
+            step("push", &[], &[]),
+            step("base", &[], &[]),
+            step("build", &["base"], &["push"]),
+            step("test", &["build"], &[]),
+            step("other", &[], &[]),
+        ];
+        restrict(&mut steps, &["test".to_string()]);
+        let left: Vec<&str> = steps
+            .iter()
+            .filter(|s| s.is_untargeted())
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(left, ["other"]);
+        assert_eq!(steps[4].action, Action::Skip);
+        restrict(&mut steps, &[]);
+        assert_eq!(steps[0].action, Action::Run, "no target: nothing changes");
+    }
+
+    fn run(id: &str, result: RunResult, staging: &str) -> RunRecord {
+        RunRecord {
+            id: id.into(),
+            plan_digest: String::new(),
+            inputs_digest: String::new(),
+            cycle: Cycle::Partial,
+            start_serial: 0,
+            started_at: Timestamp::UNIX_EPOCH,
+            finished_at: None,
+            result,
+            steps: Vec::new(),
+            scope: RunScope::default(),
+            revisions: [(
+                "r".to_string(),
+                RunRevision {
+                    staging: staging.into(),
+                    base: staging.into(),
+                    included: Vec::new(),
+                },
+            )]
+            .into(),
+            images: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn the_default_is_the_last_good_run_before_the_newest_that_deployed_other_revisions() {
+        let mut state = State::new();
+        state.history = vec![
+            run("1-a", RunResult::Success, "aaa"),
+            run("2-b", RunResult::Success, "bbb"),
+            run("3-b", RunResult::Success, "bbb"),
+            run("4-c", RunResult::Failed, "ccc"),
+            run("5-d", RunResult::Success, "ddd"),
+        ];
+        state.repos.insert(
+            "r".into(),
+            crate::state::RepoState {
+                deployed: "ddd".into(),
+                base: None,
+                included: Vec::new(),
+                deployed_at: None,
+            },
+        );
+        assert_eq!(rollback_run(&state, None).map(|r| r.id.as_str()), Ok("3-b"));
+        // Runs that deployed what runs now are passed over.
+        state.repos.get_mut("r").expect("r").deployed = "bbb".into();
+        assert_eq!(rollback_run(&state, None).map(|r| r.id.as_str()), Ok("1-a"));
+        assert_eq!(
+            rollback_run(&state, Some("2")).map(|r| r.id.as_str()),
+            Ok("2-b")
+        );
+        let failed = rollback_run(&state, Some("4-c")).expect_err("failed run");
+        assert!(failed.contains("ended failed"), "{failed}");
+        let unknown = rollback_run(&state, Some("9")).expect_err("unknown");
+        assert!(
+            unknown.contains("newest first: 5-d, 3-b, 2-b, 1-a"),
+            "{unknown}"
+        );
+    }
+}
