@@ -86,7 +86,11 @@ pub fn warnings(scope: &RunScope) -> Vec<String> {
         ));
     }
     if !scope.replace.is_empty() {
-        let verb = if scope.replace.len() == 1 { "runs" } else { "run" };
+        let verb = if scope.replace.len() == 1 {
+            "runs"
+        } else {
+            "run"
+        };
         out.push(format!(
             "-replace in effect: {} {verb} although nothing changed",
             names(&scope.replace)
