@@ -253,3 +253,39 @@ fn a_saved_plan_keeps_its_target() {
     let state = state_of(&fx, "t");
     assert_eq!(state.history.last().expect("run").scope.targets, ["build"]);
 }
+
+#[test]
+fn the_pr_comment_of_a_targeted_run_shows_the_steps_left_out() {
+    let (fx, plan_path, _) = fixture();
+    let config = kcideploy::config::Config::load(&plan_path).expect("config");
+    let ws = kcideploy::workspace::Workspace::load(&plan_path, Some(&fx.path().join("cache")))
+        .expect("load");
+    let request = kcideploy::workspace::PlanRequest {
+        cycle: kcideploy::planner::CycleRequest::Partial,
+        now: Some(now()),
+        scope: kcideploy::state::RunScope {
+            targets: vec!["test".into()],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (_, plan) = ws.fetch_and_plan(&request).expect("plan");
+    use kcideploy::apply::events::StepResult;
+    let results = kcideploy::notify::RunResults {
+        run_id: "r1",
+        steps: [
+            ("build".to_string(), (StepResult::Success, 1000)),
+            ("test".to_string(), (StepResult::Success, 1000)),
+        ]
+        .into(),
+        details: Default::default(),
+    };
+    let body =
+        kcideploy::notify::comment(&config, &plan, "pipe", "pr/1", &results).expect("a comment");
+    assert!(body.contains("| `build` | ✅ success |"), "{body}");
+    assert!(
+        body.contains("| `restart` | ⏭️ left out by -target |")
+            && body.contains("| `notify` | ⏭️ left out by -target |"),
+        "{body}"
+    );
+}
