@@ -375,7 +375,8 @@ pub struct ApplyArgs {
 #[derive(Debug, clap::Args)]
 pub struct RollbackArgs {
     /// The run whose revisions to deploy (`state history` lists them; default: the last
-    /// successful run before the newest that deployed other revisions than those deployed).
+    /// successful run, not a `-target` one, before the newest that deployed other revisions
+    /// than those deployed).
     pub run_id: Option<String>,
     /// The plan file.
     #[arg(short = 'f', long = "file")]

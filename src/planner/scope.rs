@@ -152,16 +152,18 @@ pub fn pin_repo(repo: &mut RepoPlan, pin: &RunRevision) {
 }
 
 /// The run a rollback deploys again: `id` (a run id, or a prefix naming one run), else the
-/// newest successful run before the newest run whose revisions are not those deployed now.
-/// It must have succeeded and recorded its revisions.
+/// newest successful run (not a `-target` one) before the newest run whose revisions are not
+/// those deployed now. It must have succeeded and recorded its revisions.
 pub fn rollback_run<'a>(state: &'a State, id: Option<&str>) -> Result<&'a RunRecord, String> {
     let good = |r: &&RunRecord| r.result == RunResult::Success && !r.revisions.is_empty();
     let Some(id) = id else {
         let before_newest = state.history.len().saturating_sub(1);
+        // A `-target` run deployed only part of what it recorded: not a default.
         return state.history[..before_newest]
             .iter()
             .rev()
             .filter(good)
+            .filter(|r| r.scope.targets.is_empty())
             .find(|r| {
                 r.revisions
                     .iter()
@@ -310,6 +312,12 @@ mod tests {
             },
         );
         assert_eq!(rollback_run(&state, None).map(|r| r.id.as_str()), Ok("3-b"));
+        state.history[2].scope.targets = vec!["x".into()];
+        assert_eq!(
+            rollback_run(&state, None).map(|r| r.id.as_str()),
+            Ok("2-b"),
+            "a -target run is passed over"
+        );
         // Runs that deployed what runs now are passed over.
         state.repos.get_mut("r").expect("r").deployed = "bbb".into();
         assert_eq!(rollback_run(&state, None).map(|r| r.id.as_str()), Ok("1-a"));
