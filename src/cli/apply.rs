@@ -67,7 +67,8 @@ pub fn cmd_apply(args: ApplyArgs, color: bool) -> Result<ExitStatus> {
                 scope,
                 ..Default::default()
             };
-            let (snapshot, plan) = ws.fetch_and_plan(&request)?;
+            let (snapshot, mut plan) = ws.fetch_and_plan(&request)?;
+            super::plan::pin_digests(&ws, &mut plan);
             if !args.json {
                 print!("{}", planner::render::text(&plan, color));
             }

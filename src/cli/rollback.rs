@@ -25,7 +25,8 @@ pub fn cmd_rollback(args: RollbackArgs, color: bool) -> Result<ExitStatus> {
     };
     ws.reload_state()?;
     let (request, run) = ws.rollback_request(args.run_id.as_deref(), args.cycle)?;
-    let (snapshot, plan) = ws.fetch_and_plan(&request)?;
+    let (snapshot, mut plan) = ws.fetch_and_plan(&request)?;
+    super::plan::pin_digests(&ws, &mut plan);
     if args.plan_only && args.json {
         let _ = writeln!(std::io::stdout(), "{}", super::plan::to_json(&plan)?);
         return Ok(ExitStatus::Success);

@@ -14,6 +14,8 @@ use crate::forge::github::{GitHub, GitHubError, slug};
 use crate::planner::{Plan, StepReason};
 use crate::support::text::short;
 
+pub mod chat;
+
 /// What a run did, for the comments.
 pub struct RunResults<'a> {
     pub run_id: &'a str,
@@ -224,8 +226,12 @@ fn partly(config: &Config, plan: &Plan, repo: &str, change: &str) -> bool {
         .any(|n| plan.steps.iter().any(|s| s.name == *n && s.is_untargeted()))
 }
 
-/// Whether any repo of the plan file takes notifications.
+/// Whether any repo of the plan file takes notifications, or a chat does.
 pub fn wanted(config: &Config) -> bool {
+    config.file.notify.enabled && (github_wanted(config) || !config.file.notify.webhooks.is_empty())
+}
+
+fn github_wanted(config: &Config) -> bool {
     config.file.notify.enabled
         && config
             .file
@@ -360,7 +366,7 @@ where
     F: Fn(Arc<GitHub>, String, &'a str) -> Fut,
     Fut: std::future::Future<Output = Vec<GitHubError>>,
 {
-    if !wanted(config) {
+    if !github_wanted(config) {
         return Vec::new();
     }
     let client = match GitHub::new(config, std::path::Path::new(&plan.cache_dir)) {
