@@ -7,6 +7,7 @@ pub mod args;
 mod demo;
 mod inspect;
 mod plan;
+mod rollback;
 mod run;
 mod state;
 
@@ -15,7 +16,8 @@ use std::io::IsTerminal;
 use miette::Result;
 
 pub use args::{
-    ApplyArgs, Cli, Command, CoverageArgs, ExclusionsAction, PlanArgs, StateCommand, normalize_args,
+    ApplyArgs, Cli, Command, CoverageArgs, ExclusionsAction, PlanArgs, RollbackArgs, ScopeArgs,
+    StateCommand, normalize_args,
 };
 pub use plan::{parse_now, read_saved_plan};
 
@@ -50,7 +52,9 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
             at,
             no_notify,
             lock_timeout,
-        } => run::cmd_run(file, at, no_notify, lock_timeout, color),
+            scope,
+        } => run::cmd_run(file, at, no_notify, lock_timeout, scope.to_scope(), color),
+        Command::Rollback(args) => rollback::cmd_rollback(args, color),
         Command::Serve {
             file,
             listen,

@@ -190,13 +190,15 @@ pub fn step_order(config: &Config) -> Vec<String> {
     order
 }
 
-/// Decide every step: triggered by components, by `needs`, or `always`; full-only steps wait
-/// for a full cycle. Triggering propagates through `needs` whatever the cycle.
+/// Decide every step: triggered by components, by `needs`, `always`, drift or `-replace`;
+/// full-only steps wait for a full cycle (unless `-replace` names them). Triggering
+/// propagates through `needs` whatever the cycle.
 pub fn plan_steps(
     config: &Config,
     components: &IndexMap<String, ComponentPlan>,
     cycle: Cycle,
     drift: &std::collections::BTreeMap<String, String>,
+    replace: &[String],
 ) -> Vec<StepPlan> {
     let mut triggered: HashMap<String, bool> = HashMap::new();
     let mut published = published_by(config);
@@ -244,12 +246,16 @@ pub fn plan_steps(
         if step.always && (step.cycle == Cycle::Partial || cycle == Cycle::Full) {
             because.push(StepReason::Always { cycle: step.cycle });
         }
+        let replaced = replace.contains(&name);
+        if replaced {
+            because.insert(0, StepReason::Replace);
+        }
         let is_triggered = !because.is_empty();
         triggered.insert(name.clone(), is_triggered);
         let action = if !is_triggered {
             because.push(StepReason::NotTriggered);
             Action::Skip
-        } else if step.cycle == Cycle::Full && cycle == Cycle::Partial {
+        } else if step.cycle == Cycle::Full && cycle == Cycle::Partial && !replaced {
             because.insert(0, StepReason::FullCycleOnly);
             Action::Skip
         } else {

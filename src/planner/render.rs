@@ -51,9 +51,13 @@ pub fn text(plan: &Plan, color: bool) -> String {
         plan.cycle_decision.requested,
         plan.cycle_decision.reason
     );
+    for warning in &plan.warnings {
+        let _ = writeln!(out, "{} {}", "Warning:".style(st.remove), clean(warning));
+    }
     repos_section(&mut out, plan, &st);
     steps_section(&mut out, plan, &st);
     held_section(&mut out, plan, &st);
+    untargeted_section(&mut out, plan, &st);
     done_before_section(&mut out, plan, &st);
     diffs_section(&mut out, plan, &st);
     left_out_section(&mut out, plan, &st);
@@ -61,10 +65,11 @@ pub fn text(plan: &Plan, color: bool) -> String {
     let s = &plan.summary;
     let _ = writeln!(
         out,
-        "{} {} to run, {} unchanged{}{}; {} change(s) included, {} left out.",
+        "{} {} to run, {} unchanged{}{}{}; {} change(s) included, {} left out.",
         "Plan:".style(st.bold),
         count(s.run, "step"),
-        s.skip.saturating_sub(s.held_for_full + s.done_before),
+        s.skip
+            .saturating_sub(s.held_for_full + s.done_before + s.untargeted),
         if s.held_for_full > 0 {
             format!(", {} held for a full cycle", s.held_for_full)
         } else {
@@ -72,6 +77,11 @@ pub fn text(plan: &Plan, color: bool) -> String {
         },
         if s.done_before > 0 {
             format!(", {} finished before", s.done_before)
+        } else {
+            String::new()
+        },
+        if s.untargeted > 0 {
+            format!(", {} left out by -target", s.untargeted)
         } else {
             String::new()
         },
@@ -283,6 +293,23 @@ fn diffs_section(out: &mut String, plan: &Plan, st: &Styles) {
     }
 }
 
+/// Triggered steps that `-target` leaves out.
+fn untargeted_section(out: &mut String, plan: &Plan, st: &Styles) {
+    let left: Vec<_> = plan.steps.iter().filter(|s| s.is_untargeted()).collect();
+    if left.is_empty() {
+        return;
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "{}",
+        "Triggered, left out by -target (their repos keep the deployed revision):".style(st.bold)
+    );
+    for step in left {
+        let _ = writeln!(out, "  ~ {} ({})", step.name, step.kind);
+    }
+}
+
 /// Triggered steps not repeated: they finished with the same inputs before.
 fn done_before_section(out: &mut String, plan: &Plan, st: &Styles) {
     let done: Vec<_> = plan
@@ -368,6 +395,8 @@ pub fn reason_text(reason: &StepReason, step: &str) -> String {
         StepReason::DoneBefore { run_id } => {
             format!("finished with the same inputs in run {run_id}")
         }
+        StepReason::Replace => "-replace: runs although nothing changed".to_string(),
+        StepReason::Untargeted => "left out by -target".to_string(),
     }
 }
 

@@ -32,6 +32,8 @@ pub enum ExclusionReason {
     Blamed,
     /// Asks to be merged into another branch (and lacks the `staging:<branch>` label).
     OtherBase,
+    /// `rollback`: the repo deploys the revision an earlier run recorded.
+    Rollback,
 }
 
 impl ExclusionReason {
@@ -46,6 +48,7 @@ impl ExclusionReason {
             ExclusionReason::Empty => "empty",
             ExclusionReason::Blamed => "blamed",
             ExclusionReason::OtherBase => "other_base",
+            ExclusionReason::Rollback => "rollback",
         }
     }
 }
@@ -92,7 +95,8 @@ pub enum DiffBasis {
 pub struct ChangedPath {
     pub path: String,
     /// Ids of included changes touching it; `base` when the base branch moved;
-    /// `removed` when a change deployed before is no longer included.
+    /// `removed` when a change deployed before is no longer included; `rollback` in a
+    /// rollback.
     pub changes: Vec<String>,
 }
 
@@ -172,6 +176,11 @@ pub enum StepReason {
     /// Skipped: triggered, but it finished with the same inputs in that run (an interrupted
     /// or partly failed run, resumed), and nothing it made drifted.
     DoneBefore { run_id: String },
+    /// `-replace`: runs although nothing it depends on changed.
+    Replace,
+    /// Skipped: triggered, but `-target` leaves it out (it is not a target, nor needed by
+    /// one). The deployed revisions of its repos stay where they are.
+    Untargeted,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -214,6 +223,19 @@ impl StepPlan {
     pub fn is_done_before(&self) -> bool {
         matches!(self.because.first(), Some(StepReason::DoneBefore { .. }))
     }
+
+    /// Runs even when it finished before with the same inputs: what it made drifted, or
+    /// `-replace` names it.
+    pub fn is_forced(&self) -> bool {
+        self.because
+            .iter()
+            .any(|r| matches!(r, StepReason::Drift { .. } | StepReason::Replace))
+    }
+
+    /// Triggered, but left out by `-target`.
+    pub fn is_untargeted(&self) -> bool {
+        self.because.first() == Some(&StepReason::Untargeted)
+    }
 }
 
 /// A `git_push` step that publishes the staging revision of a repo a step uses.
@@ -255,6 +277,9 @@ pub struct Summary {
     /// Triggered steps that finished before with the same inputs: not repeated.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub done_before: usize,
+    /// Triggered steps that `-target` leaves out.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub untargeted: usize,
     pub included: usize,
     pub excluded: usize,
 }
@@ -286,6 +311,13 @@ pub struct Plan {
     /// Steps state has records of that the plan file no longer has.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed_steps: Vec<String>,
+    /// `-target`, `-replace` and rollback, as asked (recorded with the run).
+    #[serde(flatten)]
+    pub scope: crate::state::RunScope,
+    /// What the plan asks to be read before applying it (`-target in effect: this plan is
+    /// partial`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub fingerprint: Fingerprint,
     /// A saved plan's seal: SHA-256 over the canonical JSON of everything above, so an
     /// edited saved plan (a step switched to run, a partial cycle made full) is refused.

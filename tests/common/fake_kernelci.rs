@@ -334,7 +334,7 @@ async fn handle(State(shared): State<SharedKci>, uri: Uri) -> Response {
             .into_response();
     }
     let q = query(&uri);
-    if q.contains_key("created__gt") && q.get("state").is_none() {
+    if q.contains_key("created__gt") && !q.contains_key("state") {
         fake.watching += 1;
     }
     if q.get("kind").map(String::as_str) == Some("checkout")

@@ -366,6 +366,21 @@ pub fn record(state: &mut State, adoption: &Adoption) {
                 log: None,
             })
             .collect(),
+        scope: Default::default(),
+        // What was adopted, as a run records what it deployed.
+        revisions: adoption
+            .repos
+            .iter()
+            .map(|(n, r)| {
+                let revision = crate::state::RunRevision {
+                    staging: r.revision.clone(),
+                    base: r.base.clone().unwrap_or_default(),
+                    included: r.included.clone(),
+                };
+                (n.clone(), revision)
+            })
+            .collect(),
+        images: Default::default(),
     };
     crate::apply::record::push_history(state, run);
 }
