@@ -269,6 +269,14 @@ pub struct PlanArgs {
         conflicts_with_all = ["json", "out", "detailed_exitcode", "at", "cache_dir", "refresh", "diff", "target", "replace"]
     )]
     pub explain_paths: bool,
+    /// Preview one pending change (`REPO#N`, or `REPO#BRANCH` for a git forge): what it alone
+    /// would trigger and whether it merges with the others, as its PR comment says.
+    #[arg(
+        long = "pr",
+        value_name = "REPO#N",
+        conflicts_with_all = ["json", "out", "detailed_exitcode", "refresh", "diff", "target", "replace", "explain_paths"]
+    )]
+    pub pr: Option<String>,
     /// Print one JSON document instead of text.
     #[arg(long)]
     pub json: bool,

@@ -15,6 +15,7 @@ use crate::planner::{Plan, StepReason};
 use crate::support::text::short;
 
 pub mod chat;
+pub mod preview;
 
 /// What a run did, for the comments.
 pub struct RunResults<'a> {

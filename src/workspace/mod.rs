@@ -13,6 +13,10 @@ use indexmap::IndexMap;
 use jiff::Timestamp;
 use miette::{IntoDiagnostic, Result, WrapErr};
 
+mod preview;
+
+pub use preview::Preview;
+
 use crate::config::Config;
 use crate::forge::ForgeSnapshot;
 use crate::gitops::stage::{StageRequest, StagedRepo};
