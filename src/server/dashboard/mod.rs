@@ -188,3 +188,6 @@ async fn events(State(hub): State<Arc<Hub>>, headers: HeaderMap, uri: Uri) -> Re
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
 }
+
+#[cfg(test)]
+mod tests;
