@@ -144,11 +144,13 @@ fn included_changes_say_whether_they_are_deployed() {
         detail: None,
         paths: vec![],
     };
-    let mut s = Status::default();
-    s.changes = vec![
-        change("old", ChangeState::Included),
-        change("new", ChangeState::Included),
-    ];
+    let mut s = Status {
+        changes: vec![
+            change("old", ChangeState::Included),
+            change("new", ChangeState::Included),
+        ],
+        ..Default::default()
+    };
     let deployed = Deployed::from([("core".into(), "old".into(), "old-head".into())]);
     let text = page(&s, &deployed);
     assert!(
