@@ -51,9 +51,25 @@ fn the_production_plan_validates() {
     assert_eq!(code, 0, "{out}{err}");
     let text = snapshot::production_plan_text();
     assert!(
-        !text.contains("production-mainline") && !text.contains("pipe_cleaner"),
+        !text.contains("production-mainline") && !text.contains("push_url"),
         "the production trigger runs with --trees=!kernelci: no pipe-cleaner branch"
     );
+    // The result check watches trees that trigger polls: not `kernelci`, after the trigger.
+    let fx = Fixture::new();
+    snapshot::write_included(&fx);
+    let config = fx.config(&text);
+    let check = &config.file.steps["check-results"];
+    assert!(
+        check.needs.iter().any(|n| n.value == "trigger"),
+        "the check waits for the trigger"
+    );
+    let watch = check.with.value["watch"].as_array().expect("with.watch");
+    assert!(!watch.is_empty());
+    assert!(
+        watch.iter().all(|w| w["tree"] != "kernelci"),
+        "production's trigger never builds the kernelci tree: {watch:?}"
+    );
+    assert_eq!(check.with.value["phase"], "watch");
     assert!(!text.contains("--arch all"), "not a kci rootfs command");
 }
 

@@ -33,7 +33,8 @@ const EXAMPLES_GRAPH: &str = "Examples:
   kcideploy graph -f plans/staging.yaml --plan plan.json";
 const EXAMPLES_SCHEMA: &str = "Examples:
   kcideploy schema > plan.schema.json
-  kcideploy schema --reference";
+  kcideploy schema --reference
+  kcideploy schema --included > include.schema.json";
 const EXAMPLES_SHOW: &str = "Examples:
   kcideploy show plan.json
   kcideploy show --json plan.json";
@@ -105,8 +106,11 @@ pub enum Command {
     #[command(after_help = EXAMPLES_SCHEMA)]
     Schema {
         /// Print the plan file reference (Markdown) instead, as in the README.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "included")]
         reference: bool,
+        /// Print the schema of files that plan files include (`include:`) instead.
+        #[arg(long)]
+        included: bool,
     },
     /// Show a plan saved with `plan -out`.
     #[command(after_help = EXAMPLES_SHOW)]
