@@ -335,11 +335,12 @@ impl Worker {
             (Some(request), _) => request,
             (None, Some(last)) if n > 1 => format!("{n} events, the last: {last}"),
             (None, Some(last)) => last,
-            (None, None) if restart => self.trigger.clone(),
+            // A restart for a request or an event names it; else it keeps its reason.
+            (None, None) if restart => return self.trigger.clone(),
             (None, None) if cycle == Cycle::Full => {
                 "a full cycle is due (policy.full_cycle_interval)".into()
             }
-            (None, None) => "events from before a restart of serve".into(),
+            (None, None) => "events queued before serve started".into(),
         };
         if restart {
             format!("restarted for {why}")
@@ -399,6 +400,12 @@ impl Worker {
         if failed {
             // Planning or fetching failed: keep the events and try again after the cooldown.
             self.sched.on_event(Instant::now());
+            if self.events.1.is_none() {
+                self.events.1 = Some(format!(
+                    "a retry of a deploy that failed ({})",
+                    self.trigger
+                ));
+            }
         } else {
             for delivery in std::mem::take(&mut self.covered) {
                 self.ack(&delivery);
