@@ -346,6 +346,16 @@ fn sigterm_stops_a_running_deploy_cleanly_and_the_next_start_resumes_it() {
         s["running"]["steps"]["restart"]["state"] == "running"
     });
     let run_id = s["running"]["run_id"].clone();
+    // `running` is shown when the step is started, maybe before its shell has written.
+    let begun = Instant::now();
+    while runs_log(&fx) != "start\n" {
+        assert!(
+            begun.elapsed() < PATIENCE,
+            "the step never began: {:?}",
+            runs_log(&fx)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let started = Instant::now();
     assert_eq!(server.terminate(), 0);
     assert!(
