@@ -1,5 +1,6 @@
 //! Plan file: loading, YAML errors with locations, semantic validation.
 
+mod chat;
 mod checks;
 mod duration;
 mod errors;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use globset::{Glob, GlobBuilder};
 use serde_saphyr::{Location, Spanned};
 
+pub use chat::{ChatKind, ChatWebhook};
 pub use duration::HumanDuration;
 pub use errors::{ConfigError, PlanFileErrors, QUOTE_MAX, SemanticError, clip, quote};
 pub use input::MAX_PLAN_FILE_BYTES;
