@@ -289,8 +289,14 @@ fn an_event_restarts_a_partial_deploy_once_then_waits_for_the_cooldown() {
     });
     // During the partial deploy: restart it from the beginning.
     server.post("pull_request", "r-2", &fixture("pull_request.synchronize"));
+    // The stopped deploy has ended and the new one runs its step (until then the stopping
+    // one still shows its step running, and a later event would be taken by the new one).
     server.wait_for("the restart", PATIENCE, |s| {
-        s["running"]["restarts"] == 1 && s["running"]["steps"]["restart"]["state"] == "running"
+        s["running"]["restarts"] == 1
+            && s["running"]["trigger"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("restarted for"))
+            && s["running"]["steps"]["restart"]["state"] == "running"
     });
     // Again: the budget is spent, the event waits for the next deploy.
     server.post("pull_request", "r-3", &fixture("pull_request.reopened"));
