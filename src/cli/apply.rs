@@ -188,7 +188,10 @@ pub fn execute(
         json: how.json,
         color: how.color,
     };
-    let crate::deploy::Deployed { report, .. } = crate::deploy::apply_with_blame(
+    let crate::deploy::Deployed {
+        report,
+        plan: deployed_plan,
+    } = crate::deploy::apply_with_blame(
         &ws.config,
         plan,
         &ws.backend,
@@ -201,6 +204,14 @@ pub fn execute(
         reporter.as_mut(),
         &mut narrator,
     )?;
+    let steps = report
+        .steps
+        .iter()
+        .map(|(n, r)| (n.clone(), (*r, 0)))
+        .collect();
+    if let Some(stop) = crate::notify::chat::stopped_line(&deployed_plan, &steps) {
+        eprintln!("\n{stop}");
+    }
     Ok(if report.succeeded() {
         ExitStatus::Success
     } else {

@@ -48,7 +48,9 @@ const EXAMPLES_SERVE: &str = "Examples:
   curl http://127.0.0.1:8080/status";
 const EXAMPLES_STATE: &str = "Examples:
   kcideploy state show -f plans/staging.yaml
-  kcideploy state history -f plans/staging.yaml --json";
+  kcideploy state history -f plans/staging.yaml --json
+  kcideploy state adopt -f plans/staging.yaml
+  kcideploy state adopt -f plans/staging.yaml -rev kernelci-api=1f2e3d4c... -auto-approve";
 const EXAMPLES_FORCE_UNLOCK: &str = "Examples:
   kcideploy force-unlock 3f2a9c1d0b7e4a65 -f plans/staging.yaml";
 const EXAMPLES_BLAME: &str = "Examples:
@@ -57,6 +59,8 @@ const EXAMPLES_BLAME: &str = "Examples:
 const EXAMPLES_EXCLUSIONS: &str = "Examples:
   kcideploy exclusions -f plans/staging.yaml
   kcideploy exclusions -f plans/staging.yaml clear 1a2b3c4d";
+const EXAMPLES_RESUME: &str = "Examples:
+  kcideploy resume -f plans/production.yaml";
 const EXAMPLES_COMPLETIONS: &str = "Examples:
   kcideploy completions bash > /etc/bash_completion.d/kcideploy";
 const EXAMPLES_MAN: &str = "Examples:
@@ -200,6 +204,12 @@ pub enum Command {
         action: Option<ExclusionsAction>,
         #[arg(long)]
         json: bool,
+    },
+    /// Give back what a stop-the-line step paused (Deployments scaled by `with.scale`).
+    #[command(after_help = EXAMPLES_RESUME)]
+    Resume {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
     },
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     #[command(after_help = EXAMPLES_COMPLETIONS)]
@@ -347,6 +357,33 @@ pub enum StateCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Record what already runs as deployed, running no step (Terraform's import).
+    Adopt(AdoptArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AdoptArgs {
+    /// The plan file.
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    /// Adopt REPO at REVISION (a commit SHA or a branch of the repo) instead of its staging
+    /// branch's revision; once per repo.
+    #[arg(long = "rev", value_name = "REPO=REVISION")]
+    pub rev: Vec<String>,
+    /// Do not ask for confirmation.
+    #[arg(long = "auto-approve")]
+    pub auto_approve: bool,
+    /// Adopt although state exists: its deployed revisions, step records and current run
+    /// are replaced (its history, exclusions and approvals are kept; the state before is
+    /// kept in `<state>.backup`).
+    #[arg(long = "replace-state")]
+    pub replace_state: bool,
+    /// Where fetched repos are cached (default: beside the state file).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Wait this long for the state lock (e.g. 30s, 5m).
+    #[arg(long = "lock-timeout", default_value = "0s", value_parser = parse_duration)]
+    pub lock_timeout: crate::config::HumanDuration,
 }
 
 /// A count that must be at least 1 (`-parallelism`).
@@ -386,6 +423,8 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
         "explain-paths",
         "diff",
         "diff-lines",
+        "rev",
+        "replace-state",
     ];
     args.into_iter()
         .map(|arg| {

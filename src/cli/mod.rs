@@ -1,6 +1,7 @@
 //! The command line: one file per verb, each thin: parse (clap, [`args`]), call the library,
 //! render, map errors to exit codes.
 
+mod adopt;
 mod apply;
 pub mod args;
 mod demo;
@@ -69,6 +70,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         Command::ForceUnlock { id, file, force } => state::force_unlock(&file, &id, force),
         Command::Blame { file, json, .. } => state::blame(&file, json),
         Command::Exclusions { file, action, json } => state::exclusions(&file, action, json),
+        Command::Resume { file } => state::resume(&file),
         Command::Completions { shell } => inspect::completions(shell),
         Command::Man { dir } => inspect::man(dir.as_deref()),
         Command::Demo { dir } => demo::run(dir.as_deref(), color),

@@ -74,6 +74,7 @@ pub fn cmd_plan(args: PlanArgs, color: bool) -> Result<ExitStatus> {
         format!("{}\n", to_json(&plan)?)
     } else {
         let mut text = planner::render::text(&plan, color);
+        text.push_str(&super::adopt::unknown_note(&ws, &plan));
         if let Some(out) = &args.out {
             text.push_str(&format!("\nSaved the plan to {}.\n", out.display()));
         }

@@ -101,7 +101,7 @@ fn written_graph(config: &Config) -> (DiGraph<String, ()>, HashMap<String, NodeI
         index.insert(name.clone(), graph.add_node(name.clone()));
     }
     for (name, step) in &config.file.steps {
-        for need in step.needs.iter().chain(&step.after) {
+        for (_, need) in step.order_deps() {
             if let (Some(&from), Some(&to)) = (index.get(&need.value), index.get(name)) {
                 graph.add_edge(from, to, ());
             }
@@ -229,6 +229,13 @@ pub fn plan_steps(
                 });
             }
         }
+        for watched in &step.when_failed {
+            if triggered.get(&watched.value).copied().unwrap_or(false) {
+                because.push(StepReason::WhenFailed {
+                    step: watched.value.clone(),
+                });
+            }
+        }
         if let Some(detail) = drift.get(&name) {
             because.push(StepReason::Drift {
                 detail: detail.clone(),
@@ -255,6 +262,7 @@ pub fn plan_steps(
             action,
             needs: step.needs.iter().map(|n| n.value.clone()).collect(),
             after: step.after.iter().map(|n| n.value.clone()).collect(),
+            when_failed: step.when_failed.iter().map(|n| n.value.clone()).collect(),
             after_push: published.shift_remove(&name).unwrap_or_default(),
             because,
             params: Default::default(),

@@ -358,6 +358,9 @@ pub fn reason_text(reason: &StepReason, step: &str) -> String {
             format!("nothing deployed yet → {component} → {step}")
         }
         StepReason::Needs { step: need } => format!("needs {need}, which runs"),
+        StepReason::WhenFailed { step: watched } => {
+            format!("runs only if {watched} fails (otherwise not needed)")
+        }
         StepReason::Always { cycle } => format!("always runs in a {} cycle", cycle.as_str()),
         StepReason::Drift { detail } => format!("drift: {detail}"),
         StepReason::NotTriggered => "nothing it depends on changed".to_string(),
@@ -368,7 +371,8 @@ pub fn reason_text(reason: &StepReason, step: &str) -> String {
     }
 }
 
-/// The step graph in Graphviz DOT: `needs` edges solid, `after` dotted, push before use
+/// The step graph in Graphviz DOT: `needs` edges solid, `after` dotted, `when_failed` red,
+/// push before use
 /// (a `git_push` before the steps using the revision it publishes) dashed and labelled.
 /// With a plan, steps that run are filled and steps held for a full cycle are dashed.
 pub fn dot(config: &Config, plan: Option<&Plan>) -> String {
@@ -408,6 +412,14 @@ pub fn dot(config: &Config, plan: Option<&Plan>) -> String {
                 out,
                 "  \"{}\" -> \"{}\" [style=dotted];",
                 escape(&after.value),
+                escape(name)
+            );
+        }
+        for watched in &step.when_failed {
+            let _ = writeln!(
+                out,
+                "  \"{}\" -> \"{}\" [color=red, label=\"if it fails\"];",
+                escape(&watched.value),
                 escape(name)
             );
         }

@@ -159,6 +159,8 @@ pub enum StepReason {
     Initial { component: String },
     /// A step in `needs` is triggered.
     Needs { step: String },
+    /// A step of `when_failed` runs: this one runs if it fails.
+    WhenFailed { step: String },
     /// `always: true`: runs in every cycle it belongs to.
     Always { cycle: Cycle },
     /// What the step made is no longer as recorded (`plan -refresh`).
@@ -187,6 +189,9 @@ pub struct StepPlan {
     /// Ordering only: runs after these when they run too.
     #[serde(default)]
     pub after: Vec<String>,
+    /// Runs only if one of these failed in the run (`when_failed`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub when_failed: Vec<String>,
     /// Ordering the plan file does not write: the step uses a repo's staging revision, so it
     /// runs after the `git_push` steps that publish it, when they run too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
