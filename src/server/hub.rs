@@ -9,6 +9,7 @@ use super::endpoint::Queue;
 use super::metrics::Metrics;
 use super::serve::ServeOptions;
 use super::status::Status;
+use super::triggers::Triggers;
 use super::webhook::Event;
 use crate::config::ForgeKind;
 use crate::config::{Config, RepoConfig};
@@ -33,11 +34,22 @@ pub(super) struct Hub {
     pub(super) metrics: Arc<Metrics>,
     pub(super) status: Mutex<Status>,
     pub(super) approvals: Approvals,
+    pub(super) triggers: Triggers,
+    /// The status pages' token (`server.status_token_env`), if any.
+    pub(super) status_token: Option<String>,
 }
 
 impl Hub {
     pub(super) fn new(config: Config, opts: ServeOptions, queue: Queue) -> Hub {
         let approvals = Approvals::open(queue.dir().join("approvals.json"));
+        let triggers = Triggers::open(queue.dir().join("triggers.json"));
+        let status_token = config
+            .file
+            .server
+            .status_token_env
+            .as_ref()
+            .and_then(|name| std::env::var(name).ok())
+            .filter(|t| !t.trim().is_empty());
         Hub {
             config,
             opts,
@@ -45,7 +57,20 @@ impl Hub {
             metrics: Arc::new(Metrics::default()),
             status: Mutex::new(Status::default()),
             approvals,
+            triggers,
+            status_token,
         }
+    }
+
+    /// Where this plan's run logs are: `runs/<name>/` beside the state file.
+    pub(super) fn runs_dir(&self) -> std::path::PathBuf {
+        let state = self.config.state_path();
+        state
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default()
+            .join("runs")
+            .join(&self.config.file.name)
     }
 
     pub(super) fn status(&self) -> MutexGuard<'_, Status> {

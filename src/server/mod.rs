@@ -7,6 +7,7 @@
 mod approvals;
 pub mod bot;
 mod clock;
+pub mod dashboard;
 pub mod endpoint;
 mod hub;
 mod listener;
@@ -16,5 +17,6 @@ mod routes;
 mod run_deploy;
 pub mod serve;
 pub mod status;
+mod triggers;
 pub mod webhook;
 mod worker;
