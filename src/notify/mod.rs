@@ -325,7 +325,8 @@ pub async fn after_apply(
     .await
 }
 
-async fn upsert_comment(
+/// Post `body` on PR `number`, or edit the comment that carries `marker` (one per PR).
+pub async fn upsert_comment(
     gh: &GitHub,
     slug: &str,
     number: &str,

@@ -37,6 +37,11 @@ pub(super) struct Hub {
     pub(super) triggers: Triggers,
     /// The status pages' token (`server.status_token_env`), if any.
     pub(super) status_token: Option<String>,
+    /// Held while the forges are fetched (a deploy, a PR preview): one fetch at a time into
+    /// the cache.
+    pub(super) fetching: Mutex<()>,
+    /// PR previews run one at a time.
+    pub(super) previews: tokio::sync::Mutex<()>,
 }
 
 impl Hub {
@@ -59,6 +64,8 @@ impl Hub {
             approvals,
             triggers,
             status_token,
+            fetching: Mutex::new(()),
+            previews: tokio::sync::Mutex::new(()),
         }
     }
 

@@ -12,6 +12,7 @@ pub mod endpoint;
 mod hub;
 mod listener;
 pub mod metrics;
+mod preview;
 pub mod queue;
 mod routes;
 mod run_deploy;

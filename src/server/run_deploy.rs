@@ -66,7 +66,10 @@ fn deploy_inner(
             ..Default::default()
         },
     };
-    let (snapshot, plan) = ws.fetch_and_plan(&request)?;
+    let (snapshot, plan) = {
+        let _fetching = hub.fetching.lock().unwrap_or_else(|e| e.into_inner());
+        ws.fetch_and_plan(&request)?
+    };
     let (config, backend) = (&ws.config, &ws.backend);
     if plan.is_deployed() {
         return Ok((changes(config, &plan), None));

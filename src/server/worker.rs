@@ -266,7 +266,10 @@ impl Worker {
                 action,
                 ..
             } => match self.hub.repo_for(&repo) {
-                Some(_) => self.event(&format!("{repo}#{number} {action}")),
+                Some((name, _)) => {
+                    self.preview(name, &repo, number, &action);
+                    self.event(&format!("{repo}#{number} {action}"))
+                }
                 None => self.unknown_repo(&repo),
             },
             Event::Push { repo, branch, .. } => match self.hub.repo_for(&repo) {
@@ -298,6 +301,22 @@ impl Worker {
         };
         if let Handled::Ack = handled {
             self.ack(&entry.delivery);
+        }
+    }
+
+    /// Post the PR's plan preview (in the background), when PR comments are wanted.
+    fn preview(&self, name: String, slug: &str, number: u64, action: &str) {
+        let wanted = super::preview::wanted(action)
+            && self.hub.opts.notify
+            && self.hub.config.file.notify.enabled;
+        if let (true, Some(github)) = (wanted, &self.github) {
+            super::preview::spawn(
+                self.hub.clone(),
+                github.clone(),
+                name,
+                slug.to_string(),
+                number,
+            );
         }
     }
 

@@ -26,6 +26,8 @@ pub struct Fake {
     pub next_comment_id: u64,
     /// (sha, state) in the order they were set.
     pub statuses: Vec<(String, String)>,
+    /// (sha, the request's body) in the order they were set.
+    pub status_bodies: Vec<(String, Value)>,
     pub team: Vec<String>,
     /// Answers with a body (what GitHub counts against the rate limit).
     pub charged: u64,
@@ -544,6 +546,8 @@ async fn handle(
             fake.charged += 1;
             let state = json_body["state"].as_str().unwrap_or("").to_string();
             fake.statuses.push((sha.to_string(), state));
+            fake.status_bodies
+                .push((sha.to_string(), json_body.clone()));
             let mut status = fixture("github-rest/create-status.json")[0]["response"].clone();
             status["state"] = json_body["state"].clone();
             status["context"] = json_body["context"].clone();
