@@ -86,11 +86,11 @@ impl Workspace {
         now: Timestamp,
     ) -> Result<IndexMap<String, StagedRepo>> {
         let mut staged = IndexMap::new();
-        for (name, repo_cfg) in &self.config.file.repos {
+        for name in self.config.file.repos.keys() {
             let Some(snap) = snapshot.repos.get(name) else {
                 continue;
             };
-            let screened = planner::screen_repo(name, repo_cfg, snap, self.state.as_ref(), now);
+            let screened = planner::screen_repo(&self.config, name, snap, self.state.as_ref(), now);
             let deployed = self
                 .state
                 .as_ref()

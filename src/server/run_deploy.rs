@@ -63,6 +63,12 @@ fn deploy_inner(
     let (snapshot, plan) = ws.fetch_and_plan(&request)?;
     let (config, backend) = (&ws.config, &ws.backend);
     if plan.is_deployed() {
+        if hub.opts.notify && crate::notify::wanted(config) {
+            let warnings = crate::support::rt::block_on(crate::notify::covered(config, &plan));
+            for w in warnings {
+                tracing::warn!("notification: {w}");
+            }
+        }
         return Ok((plan, None));
     }
     let opts = crate::apply::ApplyOptions {
