@@ -263,13 +263,12 @@ fn a_green_check_run_webhook_brings_a_red_pr_in_within_one_settle() {
     );
 
     let server = Server::start(&plan);
-    // The red check's own webhook: nothing to deploy, the PR is left out naming it.
-    assert_eq!(
-        server
-            .post("check_run", "c-1", &check_run_event("e2e", &red, "failure"))
-            .0,
-        202
-    );
+    // The PR opens: nothing to deploy, the PR is left out naming its red check.
+    let mut opened = server::fixture("pull_request.opened");
+    opened["repository"]["full_name"] = json!("kernelci/core");
+    opened["pull_request"]["number"] = json!(1);
+    opened["pull_request"]["head"]["sha"] = json!(red);
+    assert_eq!(server.post("pull_request", "p-1", &opened).0, 202);
     let s = server.wait_for("the first deploy", PATIENCE, |s| {
         s["last"]["result"] == "nothing"
     });
