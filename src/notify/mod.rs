@@ -296,8 +296,8 @@ pub async fn after_apply(
                 let Some(body) = comment(config, plan, repo, &id, results) else {
                     continue;
                 };
-                if let Err(e) =
-                    upsert_comment(&gh, &slug, number, &marker(&plan.name, repo), &body).await
+                let ours = marker(&plan.name, repo);
+                if let Err(e) = upsert_comment(&gh, &slug, number, (&ours, &body), true).await
                 {
                     warnings.push(e);
                 }
@@ -350,8 +350,8 @@ pub async fn covered(config: &Config, plan: &Plan) -> Vec<GitHubError> {
                 let mut body = marker(&plan.name, repo);
                 let _ = writeln!(body, "\n### kcideploy · `{}`\n", plan.name);
                 let _ = writeln!(body, "{}", ci_sentence(repo, e).unwrap_or_default());
-                match upsert_comment(&gh, &slug, number, &marker(&plan.name, repo), &body).await
-                {
+                let ours = marker(&plan.name, repo);
+                match upsert_comment(&gh, &slug, number, (&ours, &body), false).await {
                     Ok(false) => continue,
                     Ok(true) => {}
                     Err(err) => warnings.push(err),
@@ -371,13 +371,14 @@ pub async fn covered(config: &Config, plan: &Plan) -> Vec<GitHubError> {
     .await
 }
 
-/// Post or edit this plan's comment on a PR; `false` when it already says `body`.
+/// Post or edit this plan's comment on a PR; `false` when it already says `body` and
+/// `again` does not ask to edit it anyway (after an apply it is, as it always was).
 async fn upsert_comment(
     gh: &GitHub,
     slug: &str,
     number: &str,
-    marker: &str,
-    body: &str,
+    (marker, body): (&str, &str),
+    again: bool,
 ) -> Result<bool, GitHubError> {
     let comments = gh
         .get_all(&format!(
@@ -387,7 +388,7 @@ async fn upsert_comment(
     let ours = comments
         .iter()
         .find(|c| c["body"].as_str().is_some_and(|b| b.contains(marker)));
-    if ours.is_some_and(|c| c["body"].as_str() == Some(body)) {
+    if !again && ours.is_some_and(|c| c["body"].as_str() == Some(body)) {
         return Ok(false);
     }
     match ours.and_then(|c| c["id"].as_u64()) {
