@@ -347,3 +347,45 @@ fn a_green_check_run_webhook_brings_a_red_pr_in_within_one_settle() {
     );
     assert!(!server.log().contains("panicked"), "{}", server.log());
 }
+
+#[test]
+fn kcideploy_run_with_nothing_to_deploy_tells_the_covered_pr() {
+    let (fx, remote, fake, api) = setup();
+    let covered = add_pr(
+        &fake,
+        &remote,
+        pr(1, "alice"),
+        &[("api/main.py", Some("v2\n"))],
+    );
+    set_check_run(&fake, &covered, "build", GREEN);
+    set_status(&fake, &covered, "e2e", "success");
+    let log = fx.path().join("runs.log");
+    let plan = fx.plan_file(&plan_text(&api, "cooldown: 0s", &log.display().to_string()));
+    let config = kcideploy::config::Config::load(&plan).expect("config");
+    fx.deploy(&config, &[("core", remote.main)], Some(NOW));
+    for _ in 0..2 {
+        let (code, out, err) = output(
+            kcideploy()
+                .args(["run", "-f"])
+                .arg(&plan)
+                .args(["--at", at().as_str()]),
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("Nothing to do"), "{out}");
+    }
+    assert!(!log.exists(), "nothing deployed");
+    let told = comments(&fake, 1);
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(
+        told[0].contains("**Covered by CI, not deployed.**"),
+        "{}",
+        told[0]
+    );
+    let f = fake.lock().expect("fake");
+    assert_eq!(
+        f.statuses,
+        [(covered.clone(), "success".to_string())],
+        "told once: the second run found the comment unchanged"
+    );
+    assert_eq!(f.patched, 0);
+}
