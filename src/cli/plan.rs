@@ -50,11 +50,18 @@ pub fn cmd_plan(args: PlanArgs, color: bool) -> Result<ExitStatus> {
         return Ok(ExitStatus::Success);
     }
     let ws = Workspace::load(&args.file, args.cache_dir.as_deref())?;
+    let scope = args.scope.to_scope();
+    if let Some(usage) = unknown_steps(&ws, &scope) {
+        eprintln!("error: {usage}");
+        return Ok(ExitStatus::Usage);
+    }
     let drift = detect_drift(&ws, args.refresh)?;
     let request = PlanRequest {
         cycle: args.cycle,
         now: Some(parse_now(args.at.as_deref())?),
         drift,
+        scope,
+        ..Default::default()
     };
     let (snapshot, mut plan) = ws.fetch_and_plan(&request)?;
     if args.diff {
@@ -74,6 +81,7 @@ pub fn cmd_plan(args: PlanArgs, color: bool) -> Result<ExitStatus> {
         format!("{}\n", to_json(&plan)?)
     } else {
         let mut text = planner::render::text(&plan, color);
+        text.push_str(&super::adopt::unknown_note(&ws, &plan));
         if let Some(out) = &args.out {
             text.push_str(&format!("\nSaved the plan to {}.\n", out.display()));
         }
@@ -86,6 +94,18 @@ pub fn cmd_plan(args: PlanArgs, color: bool) -> Result<ExitStatus> {
     } else {
         ExitStatus::Success
     })
+}
+
+/// `-target` and `-replace` names that are not steps of the plan file, as a usage error.
+pub fn unknown_steps(ws: &Workspace, scope: &crate::state::RunScope) -> Option<String> {
+    let check = |flag, names| planner::scope::unknown_steps(&ws.config, flag, names);
+    match (
+        check("-target", &scope.targets),
+        check("-replace", &scope.replace),
+    ) {
+        (Some(a), Some(b)) => Some(format!("{a}\nerror: {b}")),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Resolve the image digests the plan's `kubernetes` steps will pin (shown, and kept in a

@@ -508,6 +508,12 @@ pub struct StepConfig {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub after: Vec<SpannedString>,
+    /// Run only when one of these steps failed in the same run, once they finished: to stop
+    /// the line (pause a trigger) when a check finds a regression. Planned whenever one of
+    /// them runs; when none failed it ends as `not_needed` without running.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<String>")]
+    pub when_failed: Vec<SpannedString>,
     /// `partial` (default): every cycle; `full`: only full cycles.
     #[serde(default)]
     pub cycle: Cycle,
@@ -546,6 +552,15 @@ pub struct StepConfig {
 impl StepConfig {
     fn empty_with() -> Spanned<IndexMap<String, serde_json::Value>> {
         super::unspanned(IndexMap::new())
+    }
+
+    /// Every step this one runs after, with the field that says so: `needs`, `after` and
+    /// `when_failed`.
+    pub fn order_deps(&self) -> impl Iterator<Item = (&'static str, &SpannedString)> {
+        let needs = self.needs.iter().map(|n| ("needs", n));
+        let after = self.after.iter().map(|n| ("runs after", n));
+        let failed = self.when_failed.iter().map(|n| ("runs when it fails:", n));
+        needs.chain(after).chain(failed)
     }
 
     /// One attempt's time limit.

@@ -60,7 +60,9 @@ fn steps_of(config: &Config, plan: &Plan, repo: &str, change: &str) -> Vec<Strin
             .because
             .iter()
             .any(|r| matches!(r, StepReason::Needs { step } if picked.contains(step)));
-        if s.action == crate::planner::Action::Run && (direct || through) {
+        // Steps `-target` left out are the change's too: not deployed yet.
+        let planned = s.action == crate::planner::Action::Run || s.is_untargeted();
+        if planned && (direct || through) {
             picked.push(s.name.clone());
         }
     }
@@ -137,11 +139,19 @@ pub fn comment(
             .get(step)
             .copied()
             .unwrap_or((StepResult::Cancelled, 0));
+        let untargeted = plan
+            .steps
+            .iter()
+            .any(|s| s.name == *step && s.is_untargeted());
         let mark = match result {
             StepResult::Success | StepResult::DoneBefore => "✅",
             StepResult::Failed => "❌",
             _ => "⏭️",
         };
+        if untargeted {
+            let _ = writeln!(out, "| `{step}` | ⏭️ left out by -target | | |");
+            continue;
+        }
         let log = match &config.file.notify.logs_url {
             Some(base) => format!(
                 "[log]({}/{}/{}.log)",
@@ -232,6 +242,13 @@ fn pr_succeeded(
     })
 }
 
+/// Whether `-target` left out some of the change's steps.
+fn partly(config: &Config, plan: &Plan, repo: &str, change: &str) -> bool {
+    steps_of(config, plan, repo, change)
+        .iter()
+        .any(|n| plan.steps.iter().any(|s| s.name == *n && s.is_untargeted()))
+}
+
 /// Whether any repo of the plan file takes notifications, or a chat does.
 pub fn wanted(config: &Config) -> bool {
     config.file.notify.enabled && (github_wanted(config) || !config.file.notify.webhooks.is_empty())
@@ -308,6 +325,8 @@ pub async fn after_apply(
                     }
                     Some(e) if e.reason == ExclusionReason::CoveredByCi => Some(COVERED),
                     Some(_) => None,
+                    // Partly deployed (`-target`): no verdict until the rest runs.
+                    None if partly(config, plan, repo, &id) => None,
                     None if pr_succeeded(config, plan, repo, &id, results) => {
                         Some(("success", "deployed"))
                     }

@@ -11,6 +11,7 @@ pub mod params;
 mod paramtext;
 
 pub mod render;
+pub mod scope;
 pub mod types;
 
 #[cfg(test)]
@@ -28,7 +29,7 @@ pub use types::*;
 use crate::config::{Config, RepoConfig};
 use crate::forge::{ForgeSnapshot, PendingChange, RepoSnapshot};
 use crate::gitops::stage::{DeployedDiff, Merge, StagedRepo, ToMerge};
-use crate::state::{RepoState, State};
+use crate::state::{RepoState, RunRevision, RunScope, State};
 
 /// Everything a plan is made from.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +46,10 @@ pub struct PlanInputs<'a> {
     pub now: Timestamp,
     /// The plan file as the saved plan names it (absolute).
     pub plan_file: &'a str,
+    /// `-target`, `-replace`, rollback ([`scope`]).
+    pub scope: &'a RunScope,
+    /// Rollback: per repo, the revision to deploy instead of staging pending changes.
+    pub pins: &'a BTreeMap<String, RunRevision>,
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -174,7 +179,7 @@ pub fn to_merge(screened: &[Screened<'_>]) -> Vec<ToMerge> {
         .collect()
 }
 
-fn left_out(
+pub(crate) fn left_out(
     change: &PendingChange,
     reason: ExclusionReason,
     detail: String,
@@ -201,6 +206,8 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
         cycle,
         now,
         plan_file,
+        scope: run_scope,
+        pins,
     } = *inputs;
     let times = state.map(|s| s.cycles.clone()).unwrap_or_default();
     let decision = crate::policy::decide(cycle, &config.file.policy, &times, now);
@@ -213,13 +220,23 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
         let staged_repo = staged
             .get(name)
             .ok_or_else(|| PlanError::Unstaged { repo: name.clone() })?;
-        let screened = screen_repo(config, name, snap, state, now);
+        let rollback_of = run_scope.rollback_of.as_deref();
+        let screened = scope::screen(config, name, snap, state, now, pins, rollback_of);
         let deployed = state.and_then(|s| s.repos.get(name));
-        let repo_plan = plan_repo(name, snap, &screened, staged_repo, deployed)?;
+        let mut repo_plan = plan_repo(name, snap, &screened, staged_repo, deployed)?;
+        if let Some(pin) = pins.get(name) {
+            scope::pin_repo(&mut repo_plan, pin);
+        }
         repos.insert(name.clone(), repo_plan);
     }
     let components = graph::affected_components(config, &repos);
-    let mut steps = graph::plan_steps(config, &components, decision.cycle, drift);
+    let mut steps = graph::plan_steps(
+        config,
+        &components,
+        decision.cycle,
+        drift,
+        &run_scope.replace,
+    );
     let fingerprint = fingerprint(config, snapshot, state, &repos);
     if let Some(state) = state {
         skip_done_before(
@@ -231,6 +248,7 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
             &mut steps,
         );
     }
+    scope::restrict(&mut steps, &run_scope.targets);
     let vars = params::Vars {
         repos: &repos,
         cycle: decision.cycle,
@@ -254,6 +272,7 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
             .filter(|s| s.because.first() == Some(&StepReason::FullCycleOnly))
             .count(),
         done_before: steps.iter().filter(|s| s.is_done_before()).count(),
+        untargeted: steps.iter().filter(|s| s.is_untargeted()).count(),
         included: repos.values().map(|r| r.included.len()).sum(),
         excluded: repos.values().map(|r| r.excluded.len()).sum(),
     };
@@ -271,6 +290,8 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
         summary,
         file_diffs: Vec::new(),
         removed_steps,
+        scope: run_scope.clone(),
+        warnings: scope::warnings(run_scope),
         fingerprint,
         content_digest: None,
     })
@@ -317,11 +338,7 @@ fn skip_done_before(
         .map(|r| r.id.as_str())
         .unwrap_or("");
     for step in steps.iter_mut().filter(|s| s.action == Action::Run) {
-        if step
-            .because
-            .iter()
-            .any(|r| matches!(r, StepReason::Drift { .. }))
-        {
+        if step.is_forced() {
             continue;
         }
         let Some(record) = state.steps.get(&step.name) else {

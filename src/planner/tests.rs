@@ -135,6 +135,8 @@ fn plan_of(
         cycle: CycleRequest::Partial,
         now: now(),
         plan_file: "/plans/t.yaml",
+        scope: &Default::default(),
+        pins: &BTreeMap::new(),
     })
 }
 

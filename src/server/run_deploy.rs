@@ -19,18 +19,20 @@ use crate::workspace::{PlanRequest, Workspace};
 pub(super) fn deploy(
     hub: &Hub,
     cycle: Cycle,
+    rollback: Option<String>,
     cancel: watch::Receiver<Cancel>,
     started_at: Timestamp,
 ) -> Outcome {
     let mut outcome = Outcome {
         cycle,
+        rollback: rollback.clone(),
         started_at,
         result: DeployResult::Error,
         run_id: None,
         plan: None,
         error: None,
     };
-    match deploy_inner(hub, cycle, cancel) {
+    match deploy_inner(hub, cycle, rollback.as_deref(), cancel) {
         Ok((plan, report)) => {
             match report {
                 Some(r) => {
@@ -49,6 +51,7 @@ pub(super) fn deploy(
 fn deploy_inner(
     hub: &Hub,
     cycle: Cycle,
+    rollback: Option<&str>,
     cancel: watch::Receiver<Cancel>,
 ) -> Result<(Plan, Option<crate::apply::ApplyReport>)> {
     // The plan file as it is now: an edited plan takes effect at the next deploy.
@@ -56,9 +59,12 @@ fn deploy_inner(
     let lock = StateLock::acquire(&ws.backend.path, "serve", hub.opts.lock_timeout)?;
     hub.record_approvals(&ws.backend)?;
     ws.reload_state()?;
-    let request = PlanRequest {
-        cycle: CycleRequest::from(cycle),
-        ..Default::default()
+    let request = match rollback {
+        Some(run) => ws.rollback_request(Some(run), CycleRequest::from(cycle))?.0,
+        None => PlanRequest {
+            cycle: CycleRequest::from(cycle),
+            ..Default::default()
+        },
     };
     let (snapshot, plan) = ws.fetch_and_plan(&request)?;
     let (config, backend) = (&ws.config, &ws.backend);

@@ -30,6 +30,8 @@ use crate::support::cron::Cron;
 /// The result of one deploy thread.
 pub(super) struct Outcome {
     pub(super) cycle: Cycle,
+    /// The deploy was a rollback to this run.
+    pub(super) rollback: Option<String>,
     pub(super) started_at: Timestamp,
     pub(super) result: DeployResult,
     pub(super) run_id: Option<String>,
@@ -39,6 +41,8 @@ pub(super) struct Outcome {
 
 struct Running {
     cycle: Cycle,
+    /// A rollback to this run (started again as one when restarted).
+    rollback: Option<String>,
     cancel: watch::Sender<Cancel>,
     /// Start again from the beginning when it has stopped.
     restart: bool,
@@ -68,6 +72,8 @@ pub(super) struct Worker {
     cron: Option<Cron>,
     cron_next: Option<Instant>,
     pub(super) github: Option<Arc<GitHub>>,
+    /// `@kcibot rollback`: the next deploy deploys again what this run deployed.
+    pub(super) rollback: Option<String>,
 }
 
 impl Worker {
@@ -114,6 +120,7 @@ impl Worker {
             cron,
             cron_next: None,
             github,
+            rollback: None,
         };
         w.next_cron();
         Ok(w)
@@ -332,16 +339,22 @@ impl Worker {
         let hub = self.hub.clone();
         let done = self.done_tx.clone();
         let started_at = Timestamp::now();
-        tracing::info!("starting a {} cycle", cycle.as_str());
+        let rollback = self.rollback.take();
+        match &rollback {
+            Some(run) => tracing::info!("starting a rollback to run {run}"),
+            None => tracing::info!("starting a {} cycle", cycle.as_str()),
+        }
         // Planning and the deploy loop are synchronous: a blocking thread of the runtime.
+        let to = rollback.clone();
         tokio::task::spawn_blocking(move || {
-            let outcome = deploy(&hub, cycle, cancel_rx, started_at);
+            let outcome = deploy(&hub, cycle, to, cancel_rx, started_at);
             let _ = done.send(outcome);
         });
         self.covered = self.handled.iter().cloned().collect();
         self.asked.append(&mut self.requested);
         self.running = Some(Running {
             cycle,
+            rollback,
             cancel,
             restart: false,
         });
@@ -367,6 +380,10 @@ impl Worker {
             self.hub
                 .metrics
                 .deploy(outcome.cycle.as_str(), outcome.result.as_str());
+            // A rollback stopped by an event is started again as a rollback.
+            if self.rollback.is_none() {
+                self.rollback = run.rollback;
+            }
             self.launch(run.cycle);
             return;
         }
@@ -404,9 +421,14 @@ impl Worker {
         match &outcome.error {
             Some(e) => tracing::warn!("deploy {}: {e}", outcome.result),
             None => tracing::info!(
-                "deploy finished: {} ({} cycle)",
+                "deploy finished: {} ({} cycle{})",
                 outcome.result,
-                outcome.cycle.as_str()
+                outcome.cycle.as_str(),
+                outcome
+                    .rollback
+                    .as_deref()
+                    .map(|r| format!(", rollback to run {r}"))
+                    .unwrap_or_default()
             ),
         }
         let mut status = self.hub.status();
