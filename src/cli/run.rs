@@ -38,6 +38,12 @@ pub fn cmd_run(
     };
     let (snapshot, plan) = ws.fetch_and_plan(&request)?;
     if plan.is_deployed() {
+        if !no_notify && crate::notify::wanted(&ws.config) {
+            let warnings = crate::support::rt::block_on(crate::notify::covered(&ws.config, &plan));
+            for w in warnings {
+                tracing::warn!("notification: {w}");
+            }
+        }
         println!(
             "Nothing to do: {} is deployed as planned ({} cycle).",
             plan.name,

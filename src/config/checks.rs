@@ -147,6 +147,26 @@ impl Checker<'_> {
             for p in component.paths.iter().chain(&component.exclude) {
                 self.glob(p, "component path");
             }
+            let gated = f
+                .repos
+                .get(&repo.value)
+                .is_some_and(|r| r.pending.require_checks.is_some());
+            if component.ci_covers && !gated {
+                let e = self
+                    .src
+                    .error_at(
+                        &repo.referenced,
+                        repo.value.len(),
+                        format!(
+                            "component {} is `ci_covers` but repo {} has no `pending.require_checks`",
+                            quote(name),
+                            quote(&repo.value)
+                        ),
+                        "its CI is not checked",
+                    )
+                    .with_help("name the checks that cover it in the repo's `pending.require_checks`");
+                self.errors.push(e);
+            }
         }
     }
 

@@ -114,6 +114,7 @@ impl Definition for Component {
             exclude: x.strings(&self.exclude, item),
             description: x.text(self.description.as_deref(), item, at),
             for_each: None,
+            ci_covers: self.ci_covers,
         }
     }
 }

@@ -275,6 +275,12 @@ pub struct PendingRules {
     /// Changes whose head commit is older than this are left out as stale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<HumanDuration>,
+    /// github: check runs (by name) and commit statuses (by context) that must pass on a
+    /// PR's head, or `all`. A failing or missing one leaves the PR out (`checks`); while one
+    /// runs it waits (`waiting_for_checks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<super::required::RequireChecksSchema>")]
+    pub require_checks: Option<super::RequireChecks>,
 }
 
 impl PendingRules {
@@ -296,6 +302,7 @@ impl Default for PendingRules {
             skip: Vec::new(),
             skip_label: Self::default_skip_label(),
             max_age: None,
+            require_checks: None,
         }
     }
 }
@@ -398,6 +405,10 @@ pub struct Component {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<ForEachSchema>")]
     pub for_each: Option<Spanned<ForEach>>,
+    /// The repo's own CI (`pending.require_checks`) covers this component: a change touching
+    /// only such components is not deployed to staging once its checks pass; its PR is told.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ci_covers: bool,
 }
 
 /// Which cycle a step belongs to.

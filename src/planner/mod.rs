@@ -68,47 +68,99 @@ pub enum Screened<'a> {
 }
 
 /// Screen a repo's pending changes, in forge order: trust (a maintainer's approval at the
-/// head overrides `untrusted`), skip list and label, draft, base, age, and blamed heads.
+/// head overrides `untrusted`), skip list and label, draft, base, age, blamed heads, and the
+/// PR's own CI (`pending.require_checks`, then `ci_covers`).
 pub fn screen_repo<'a>(
+    config: &Config,
+    name: &str,
+    snap: &'a RepoSnapshot,
+    state: Option<&State>,
+    now: Timestamp,
+) -> Vec<Screened<'a>> {
+    let Some(repo_cfg) = config.file.repos.get(name) else {
+        return Vec::new();
+    };
+    snap.changes
+        .iter()
+        .map(
+            |change| match screen_one(name, repo_cfg, snap, state, now, change) {
+                Screened::Merge(change) => ci_gate(config, name, repo_cfg, change),
+                out => out,
+            },
+        )
+        .collect()
+}
+
+/// A change that passed the other rules, through `pending.require_checks` and `ci_covers`.
+fn ci_gate<'a>(
+    config: &Config,
+    name: &str,
+    repo_cfg: &RepoConfig,
+    change: &'a PendingChange,
+) -> Screened<'a> {
+    let Some(required) = &repo_cfg.pending.require_checks else {
+        return Screened::Merge(change);
+    };
+    if let Some((reason, detail)) = changes::gate(required, change.checks.as_deref()) {
+        return Screened::Out(left_out(change, reason, detail, Vec::new()));
+    }
+    match changes::covered_by_ci(config, name, change) {
+        Some(components) => Screened::Out(left_out(
+            change,
+            ExclusionReason::CoveredByCi,
+            format!(
+                "covered by CI, not deployed: its checks passed and it touches only `ci_covers` \
+                 components ({})",
+                components.join(", ")
+            ),
+            Vec::new(),
+        )),
+        None => Screened::Merge(change),
+    }
+}
+
+fn screen_one<'a>(
     name: &str,
     repo_cfg: &RepoConfig,
     snap: &'a RepoSnapshot,
     state: Option<&State>,
     now: Timestamp,
-) -> Vec<Screened<'a>> {
+    change: &'a PendingChange,
+) -> Screened<'a> {
     let targets = (repo_cfg.base.as_str(), repo_cfg.staging_branch.as_str());
-    snap.changes
-        .iter()
-        .map(|change| {
-            let out = |reason, detail: String| Screened::Out(left_out(change, reason, detail, Vec::new()));
-            let approved = state.is_some_and(|s| {
-                s.approvals
-                    .iter()
-                    .any(|a| a.repo == name && a.change == change.id && a.head == change.head)
-            });
-            match changes::screen(&repo_cfg.pending, snap.trusted.as_deref(), targets, change, now) {
-                Some((ExclusionReason::Untrusted, _)) if approved => {}
-                Some((reason, detail)) => return out(reason, detail),
-                None => {}
-            }
-            // Blamed at this head: left out until a new push (a new head re-admits it).
-            let blamed = state.and_then(|s| {
-                s.exclusions
-                    .iter()
-                    .find(|e| e.repo == name && e.change == change.id && e.head == change.head)
-            });
-            match blamed {
-                Some(e) => out(
-                    ExclusionReason::Blamed,
-                    format!(
-                        "broke step `{}` in run {} (exclusion {}; a new push or `kcideploy exclusions clear {}` re-admits it)",
-                        e.step, e.run_id, e.id, e.id
-                    ),
-                ),
-                None => Screened::Merge(change),
-            }
-        })
-        .collect()
+    let out = |reason, detail: String| Screened::Out(left_out(change, reason, detail, Vec::new()));
+    let approved = state.is_some_and(|s| {
+        s.approvals
+            .iter()
+            .any(|a| a.repo == name && a.change == change.id && a.head == change.head)
+    });
+    match changes::screen(
+        &repo_cfg.pending,
+        snap.trusted.as_deref(),
+        targets,
+        change,
+        now,
+    ) {
+        Some((ExclusionReason::Untrusted, _)) if approved => {}
+        Some((reason, detail)) => return out(reason, detail),
+        None => {}
+    }
+    // Blamed at this head: left out until a new push (a new head re-admits it).
+    let blamed = state.and_then(|s| {
+        s.exclusions
+            .iter()
+            .find(|e| e.repo == name && e.change == change.id && e.head == change.head)
+    });
+    match blamed {
+        Some(e) => out(
+            ExclusionReason::Blamed,
+            format!(
+                "broke step `{}` in run {} (exclusion {}; a new push or `kcideploy exclusions clear {}` re-admits it)",
+                e.step, e.run_id, e.id, e.id
+            ),
+        ),
+        None => Screened::Merge(change),
+    }
 }
 
 /// What the workspace merges for a repo: the changes screening lets through, in order.
@@ -160,7 +212,7 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
     let times = state.map(|s| s.cycles.clone()).unwrap_or_default();
     let decision = crate::policy::decide(cycle, &config.file.policy, &times, now);
     let mut repos = IndexMap::new();
-    for (name, repo_cfg) in &config.file.repos {
+    for name in config.file.repos.keys() {
         let snap = snapshot
             .repos
             .get(name)
@@ -169,7 +221,7 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
             .get(name)
             .ok_or_else(|| PlanError::Unstaged { repo: name.clone() })?;
         let rollback_of = run_scope.rollback_of.as_deref();
-        let screened = scope::screen(name, repo_cfg, snap, state, now, pins, rollback_of);
+        let screened = scope::screen(config, name, snap, state, now, pins, rollback_of);
         let deployed = state.and_then(|s| s.repos.get(name));
         let mut repo_plan = plan_repo(name, snap, &screened, staged_repo, deployed)?;
         if let Some(pin) = pins.get(name) {

@@ -357,7 +357,7 @@ fn left_out_section(out: &mut String, plan: &Plan, st: &Styles) {
                 "-".style(st.remove),
                 clean(&e.id).style(st.remove),
                 short(&e.head),
-                e.reason.as_str(),
+                e.reason.label(),
                 clean(&e.detail)
             );
         }

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 
 use super::types::{Action, ExclusionReason, RepoPlan, StepPlan, StepReason};
 use super::{Screened, left_out, screen_repo};
-use crate::config::{Config, RepoConfig};
+use crate::config::Config;
 use crate::forge::RepoSnapshot;
 use crate::state::{RunRecord, RunResult, RunRevision, RunScope, State};
 
@@ -114,8 +114,8 @@ fn names(list: &[String]) -> String {
 /// Screening with rollback pins: a pinned repo merges none of its pending changes (its
 /// staging revision is the pinned one); the others are screened as usual.
 pub fn screen<'a>(
+    config: &Config,
     name: &str,
-    repo_cfg: &RepoConfig,
     snap: &'a RepoSnapshot,
     state: Option<&State>,
     now: Timestamp,
@@ -123,7 +123,7 @@ pub fn screen<'a>(
     rollback_of: Option<&str>,
 ) -> Vec<Screened<'a>> {
     if !pins.contains_key(name) {
-        return screen_repo(name, repo_cfg, snap, state, now);
+        return screen_repo(config, name, snap, state, now);
     }
     let detail = format!(
         "the rollback deploys the revision run {} deployed",

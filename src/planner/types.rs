@@ -32,6 +32,13 @@ pub enum ExclusionReason {
     Blamed,
     /// Asks to be merged into another branch (and lacks the `staging:<branch>` label).
     OtherBase,
+    /// A check of `pending.require_checks` failed or is missing on the head.
+    Checks,
+    /// A check of `pending.require_checks` still runs on the head: left out for now, planned
+    /// again when it finishes.
+    WaitingForChecks,
+    /// Touches only `ci_covers` components and its checks passed: not deployed to staging.
+    CoveredByCi,
     /// `rollback`: the repo deploys the revision an earlier run recorded.
     Rollback,
 }
@@ -48,7 +55,18 @@ impl ExclusionReason {
             ExclusionReason::Empty => "empty",
             ExclusionReason::Blamed => "blamed",
             ExclusionReason::OtherBase => "other_base",
+            ExclusionReason::Checks => "checks",
+            ExclusionReason::WaitingForChecks => "waiting_for_checks",
+            ExclusionReason::CoveredByCi => "covered_by_ci",
             ExclusionReason::Rollback => "rollback",
+        }
+    }
+
+    /// How the plan shows it: `as_str`, but waiting in words (it is not a verdict).
+    pub fn label(self) -> &'static str {
+        match self {
+            ExclusionReason::WaitingForChecks => "waiting for checks",
+            other => other.as_str(),
         }
     }
 }

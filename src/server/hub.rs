@@ -98,6 +98,11 @@ impl Hub {
             Event::Push { repo, branch, .. } => self
                 .repo_for(repo)
                 .is_some_and(|(_, cfg)| push_matters(cfg, branch)),
+            // A check of a repo gated on its checks; kcideploy's own status says what it
+            // did, not what CI found.
+            Event::Checks { repo, name, .. } => self.repo_for(repo).is_some_and(|(_, cfg)| {
+                cfg.pending.require_checks.is_some() && *name != self.config.file.notify.context
+            }),
             Event::PrComment {
                 repo, author, body, ..
             } => {

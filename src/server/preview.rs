@@ -48,7 +48,8 @@ pub(super) fn spawn(hub: Arc<Hub>, github: Arc<GitHub>, name: String, slug: Stri
             let marker = crate::notify::preview::marker(&hub.config.file.name, &name);
             let number = number.to_string();
             if let Err(e) =
-                crate::notify::upsert_comment(&github, &slug, &number, &marker, &body).await
+                crate::notify::upsert_comment(&github, &slug, &number, (&marker, &body), false)
+                    .await
             {
                 tracing::warn!("preview comment on {slug}#{number}: {e}");
             }

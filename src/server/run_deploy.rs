@@ -72,6 +72,12 @@ fn deploy_inner(
     };
     let (config, backend) = (&ws.config, &ws.backend);
     if plan.is_deployed() {
+        if hub.opts.notify && crate::notify::wanted(config) {
+            let warnings = crate::support::rt::block_on(crate::notify::covered(config, &plan));
+            for w in warnings {
+                tracing::warn!("notification: {w}");
+            }
+        }
         return Ok((changes(config, &plan), None));
     }
     publish_plan(hub, config, &plan);

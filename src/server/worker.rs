@@ -279,6 +279,19 @@ impl Worker {
                 Some(_) => Handled::Ack,
                 None => self.unknown_repo(&repo),
             },
+            Event::Checks {
+                repo,
+                head,
+                event,
+                name,
+                conclusion,
+            } => match self.hub.repo_for(&repo) {
+                Some(_) => self.event(&format!(
+                    "{event} `{name}` {conclusion} on {repo}@{}",
+                    crate::support::text::short(&head)
+                )),
+                None => self.unknown_repo(&repo),
+            },
             Event::PrComment {
                 repo,
                 number,

@@ -96,13 +96,13 @@ impl Workspace {
         plan: &PlanRequest,
     ) -> Result<IndexMap<String, StagedRepo>> {
         let mut staged = IndexMap::new();
-        for (name, repo_cfg) in &self.config.file.repos {
+        for name in self.config.file.repos.keys() {
             let Some(snap) = snapshot.repos.get(name) else {
                 continue;
             };
             let screened = planner::scope::screen(
+                &self.config,
                 name,
-                repo_cfg,
                 snap,
                 self.state.as_ref(),
                 now,

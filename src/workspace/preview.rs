@@ -2,8 +2,8 @@
 //! of what is deployed, and whether it merges with the other pending changes. Computed from
 //! the forge's data and git merges only, so an untrusted author's change is previewed the
 //! same way: no code of the change runs. For the preview the change is let in whatever the
-//! screening would say (trust, draft, skip label, age); a change blamed at this head stays
-//! out, with its reason.
+//! screening would say (trust, draft, skip label, age, its own CI); a change blamed at this
+//! head stays out, with its reason.
 
 use miette::Result;
 
@@ -90,12 +90,13 @@ impl Workspace {
         let now = request.now.unwrap_or_else(jiff::Timestamp::now);
         let repo_cfg = &self.config.file.repos[repo];
         let skip_label = &repo_cfg.pending.skip_label;
-        let left_out = crate::planner::screen_repo(repo, repo_cfg, snap, self.state.as_ref(), now)
-            .into_iter()
-            .find_map(|s| match s {
-                Screened::Out(e) if e.id == id => Some(e),
-                _ => None,
-            });
+        let left_out =
+            crate::planner::screen_repo(&self.config, repo, snap, self.state.as_ref(), now)
+                .into_iter()
+                .find_map(|s| match s {
+                    Screened::Out(e) if e.id == id => Some(e),
+                    _ => None,
+                });
         let deployed = self
             .state
             .as_ref()
@@ -107,11 +108,23 @@ impl Workspace {
             });
         let alone = with_change(snapshot, repo, id, skip_label, false, now);
         let together = with_change(snapshot, repo, id, skip_label, true, now);
+        // Its own CI gates it (`require_checks`) as its author does: the preview lets it in.
+        let mut config = self.config.clone();
+        if let Some(r) = config.file.repos.get_mut(repo) {
+            r.pending.require_checks = None;
+        }
+        let ws = Workspace {
+            config,
+            backend: self.backend.clone(),
+            state: self.state.clone(),
+            cache_dir: self.cache_dir.clone(),
+            plan_file: self.plan_file.clone(),
+        };
         Ok(Preview {
             repo: repo.to_string(),
             change,
-            alone: self.plan(&alone, request)?,
-            together: self.plan(&together, request)?,
+            alone: ws.plan(&alone, request)?,
+            together: ws.plan(&together, request)?,
             left_out,
             deployed,
         })
