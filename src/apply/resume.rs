@@ -15,7 +15,7 @@ pub fn resume(config: &Config, state: &mut State) -> Result<Vec<String>, String>
     crate::support::rt::block_on(resume_async(config, state))
 }
 
-async fn resume_async(config: &Config, state: &mut State) -> Result<Vec<String>, String> {
+pub async fn resume_async(config: &Config, state: &mut State) -> Result<Vec<String>, String> {
     let mut lines = Vec::new();
     let now = jiff::Timestamp::now().to_string();
     for (name, record) in state.steps.iter_mut() {

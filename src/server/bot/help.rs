@@ -18,6 +18,8 @@ pub(super) fn text(bot: &str) -> String {
          - `@{bot} rollback [RUN_ID]`: deploy again what an earlier successful run deployed \
          (by default the last good one before the newest run; `kcideploy state history` lists \
          them), pending changes left out; only the steps whose inputs differ run.\n\
+         - `@{bot} resume`: give back what a stop-the-line step paused (the trigger's \
+         replicas), as `kcideploy resume` does.\n\
          - `@{bot} status`: where this PR stands and when the next deploy is.\n\
          - `@{bot} help`: this text."
     )

@@ -8,6 +8,7 @@ mod help;
 pub mod parser;
 mod permission;
 mod reply;
+mod resume;
 mod rollback;
 mod status;
 
@@ -136,6 +137,10 @@ impl Worker {
                 run,
                 ..
             }) => return self.rollback(run.as_deref(), lines),
+            Ok(Parsed {
+                command: BotCommand::Resume,
+                ..
+            }) => lines.push(self.resume().await),
         }
         false
     }

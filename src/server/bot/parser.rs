@@ -15,15 +15,18 @@ pub enum BotCommand {
     Help,
     /// Deploy again what an earlier successful run deployed (`rollback [RUN_ID]`).
     Rollback,
+    /// Give back what a stop-the-line step paused (`kcideploy resume`).
+    Resume,
 }
 
 impl BotCommand {
-    pub const ALL: [(&'static str, BotCommand); 5] = [
+    pub const ALL: [(&'static str, BotCommand); 6] = [
         ("deploy", BotCommand::Deploy),
         ("trigger", BotCommand::Trigger),
         ("status", BotCommand::Status),
         ("help", BotCommand::Help),
         ("rollback", BotCommand::Rollback),
+        ("resume", BotCommand::Resume),
     ];
 }
 
@@ -203,6 +206,8 @@ mod tests {
                 "Rollback(20261124T080000Z-1a2b3c)",
             ),
             ("@kcibot rollback please", "Rollback"),
+            ("@kcibot resume", "Resume"),
+            ("@kcibot resume 20261124T080000Z-1a2b3c", "Resume"),
             ("@kcibot deploy 20261124T080000Z-1a2b3c", "Deploy"),
             ("thanks!", ""),
             ("ping @kcibot2 deploy", ""),
@@ -212,7 +217,7 @@ mod tests {
             ("run `@kcibot deploy` to deploy", ""),
             (
                 "@kcibot",
-                "Err(no command after the mention; commands: `deploy`, `trigger`, `status`, `help`, `rollback`)",
+                "Err(no command after the mention; commands: `deploy`, `trigger`, `status`, `help`, `rollback`, `resume`)",
             ),
             (
                 "@kcibot depoly",
@@ -220,7 +225,7 @@ mod tests {
             ),
             (
                 "@kcibot merge",
-                "Err(unknown command `merge`; commands: `deploy`, `trigger`, `status`, `help`, `rollback`)",
+                "Err(unknown command `merge`; commands: `deploy`, `trigger`, `status`, `help`, `rollback`, `resume`)",
             ),
         ];
         for (body, expected) in cases {
