@@ -30,6 +30,8 @@ pub struct Finished<'a> {
     pub log: Option<String>,
     pub log_tail: Option<String>,
     pub outputs: Outputs,
+    /// Its end could not be written to the run's journal (the run stops).
+    pub unrecorded: Option<std::io::Error>,
 }
 
 /// Who is told what happens: apply records it in state, a blame round in its record.
@@ -184,6 +186,7 @@ impl Running<'_> {
                 detail: Some(format!("the step's task failed: {e}")),
                 log_tail: None,
                 stopped: None,
+                unrecorded: None,
             },
         };
         let i = outcome.index;
@@ -202,6 +205,7 @@ impl Running<'_> {
             log: Some(log.display().to_string()),
             log_tail: outcome.log_tail,
             outputs: outcome.outputs,
+            unrecorded: outcome.unrecorded,
         })
     }
 
@@ -231,5 +235,6 @@ fn not_run(index: usize, name: &str, result: StepResult, detail: String) -> Fini
         log: None,
         log_tail: None,
         outputs: None,
+        unrecorded: None,
     }
 }
