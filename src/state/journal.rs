@@ -1,5 +1,6 @@
 //! The run journal, `<state>.journal` beside the state file: what happens to a run's steps,
-//! written the moment it happens, where state learns it only at its next write. A step's
+//! written the moment it happens, where the state file learns it only when the run ends
+//! (readers fold the step ends in: [`fold`], in `LocalState::read`). A step's
 //! process group (leader pid and start time), written by the process itself before its
 //! program runs; that leader reaped; a step's exit with its result. One JSON object per line,
 //! each written with one `write` to the file opened for appending, which a kill of kcideploy
@@ -8,8 +9,9 @@
 //! A line torn by a kill is cut off when the journal is next opened.
 //!
 //! The next apply, under the lock, reads it: it stops the groups of steps that were still
-//! running (their leader never reaped) and replays the exits into the run record, so a step
-//! that exited 0 is not run again. Once state holds all of it, the journal is emptied.
+//! running (their leader never reaped), and the exits are in the state it reads, so a step
+//! that exited 0 is not run again. Once the state file holds all of it, the journal is
+//! emptied. Syncs are shared: lines of steps that end together need one ([`Journal::append`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
