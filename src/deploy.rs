@@ -162,6 +162,9 @@ async fn notify_after(config: &Config, plan: &Plan, report: &ApplyReport) {
     for w in crate::notify::after_apply(config, plan, &results).await {
         tracing::warn!("notification: {w}");
     }
+    for w in crate::notify::chat::post_all(config, plan, &results).await {
+        tracing::warn!("chat notification: {w}");
+    }
 }
 
 /// [`apply_with_blame_async`] from synchronous code (on the process's runtime), with the

@@ -91,7 +91,7 @@ impl Api {
     /// exponential backoff, all within `timeouts.kernelci`; a 429 is waited out as its
     /// `Retry-After` asks (up to [`MAX_RETRY_AFTER`]), a wait not counted in that limit.
     async fn get(&self, path: &str, filters: &[(String, String)]) -> Result<Value, String> {
-        use backon::{ExponentialBuilder, Retryable};
+        use backon::Retryable;
         use std::sync::Mutex;
         use std::time::Instant;
         let what = format!("GET /latest{path}");
@@ -99,13 +99,8 @@ impl Api {
         let waited = Mutex::new(Duration::ZERO);
         let deadline =
             || started + self.timeout + *waited.lock().unwrap_or_else(|e| e.into_inner());
-        let backoff = ExponentialBuilder::default()
-            .with_jitter()
-            .with_min_delay(Duration::from_millis(250))
-            .with_max_delay(Duration::from_secs(10))
-            .with_max_times(4);
         (|| self.get_once(path, filters, &what, deadline()))
-            .retry(backoff)
+            .retry(crate::support::retry::backoff())
             .sleep(tokio::time::sleep)
             .when(|f| !matches!(f, Failure::Final(_)))
             .adjust(|f, backoff| match f {

@@ -251,6 +251,15 @@ fn committed_schema_is_fresh() {
         committed == generated,
         "schemas/plan.schema.json is stale: run `cargo run -- schema > schemas/plan.schema.json`"
     );
+    let included = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/include.schema.json"
+    ))
+    .expect("schemas/include.schema.json");
+    assert!(
+        included == format!("{}\n", kcideploy::config::schema::include_schema_json()),
+        "schemas/include.schema.json is stale: run `cargo run -- schema --included > schemas/include.schema.json`"
+    );
     let schema: serde_json::Value = serde_json::from_str(&generated).expect("json");
     assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#");
     assert_eq!(

@@ -500,3 +500,20 @@ fn an_unsafe_name_behind_an_alias_is_still_refused() {
         ]
     );
 }
+
+#[test]
+fn a_value_that_looks_like_a_location_is_quoted_whole() {
+    // serde-saphyr's message quotes the value; a value containing " at line " must not be
+    // mistaken for the crate's own location suffix (the message is taken from the structured
+    // error, not cut out of its Display text).
+    let text = GOOD.replace(
+        "name: t\n",
+        "name: t\ntimeouts: {connect: \"5 at line 3\"}\n",
+    );
+    let msg = one_error(&text);
+    assert!(msg.starts_with("plans/bad.yaml:3:"), "{msg}");
+    assert!(
+        msg.contains("invalid duration `5 at line 3`") && msg.contains("such as 30s"),
+        "{msg}"
+    );
+}

@@ -1,6 +1,7 @@
 //! The dependency policy (issue #25): every declared crate is used, no OpenSSL, and every
 //! crate present in two versions is an accepted, documented duplicate (deny.toml, in
-//! cargo-deny's format). Read from Cargo.toml, Cargo.lock and the sources: no tool needed.
+//! cargo-deny's format), and every crate's licence is one deny.toml allows. Read from
+//! Cargo.toml, Cargo.lock, the sources and `cargo metadata --offline`: no tool to install.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -149,5 +150,126 @@ fn no_openssl_and_only_documented_duplicates() {
     assert!(
         stale.is_empty(),
         "deny.toml skips versions no longer locked: {stale:?}"
+    );
+}
+
+/// The quoted strings of deny.toml's `[licenses] allow` list.
+fn allowed_licences() -> BTreeSet<String> {
+    let deny = read("deny.toml");
+    let start = deny
+        .find("\nallow = [")
+        .expect("deny.toml has [licenses] allow");
+    let end = start + deny[start..].find("\n]").expect("list end");
+    deny[start..end]
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('"')?.split('"').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether an SPDX expression (`A OR (B AND C)`, `A WITH E`, old-style `A/B`) is satisfied
+/// by the allowed licences: `OR` needs one side, `AND` both.
+fn licence_ok(expr: &str, allowed: &BTreeSet<String>) -> bool {
+    let spaced = expr
+        .replace('(', " ( ")
+        .replace(')', " ) ")
+        .replace('/', " OR ");
+    let tokens: Vec<&str> = spaced.split_whitespace().collect();
+    let mut pos = 0;
+    let ok = or_expr(&tokens, &mut pos, allowed);
+    ok && pos == tokens.len()
+}
+
+fn or_expr(t: &[&str], pos: &mut usize, allowed: &BTreeSet<String>) -> bool {
+    let mut ok = and_expr(t, pos, allowed);
+    while t.get(*pos) == Some(&"OR") {
+        *pos += 1;
+        ok |= and_expr(t, pos, allowed);
+    }
+    ok
+}
+
+fn and_expr(t: &[&str], pos: &mut usize, allowed: &BTreeSet<String>) -> bool {
+    let mut ok = licence(t, pos, allowed);
+    while t.get(*pos) == Some(&"AND") {
+        *pos += 1;
+        ok &= licence(t, pos, allowed);
+    }
+    ok
+}
+
+fn licence(t: &[&str], pos: &mut usize, allowed: &BTreeSet<String>) -> bool {
+    let Some(first) = t.get(*pos) else {
+        return false;
+    };
+    *pos += 1;
+    if *first == "(" {
+        let ok = or_expr(t, pos, allowed);
+        *pos += usize::from(t.get(*pos) == Some(&")"));
+        return ok;
+    }
+    let mut id = first.to_string();
+    if t.get(*pos) == Some(&"WITH") {
+        id = format!("{id} WITH {}", t.get(*pos + 1).unwrap_or(&""));
+        *pos += 2;
+    }
+    allowed.contains(&id)
+}
+
+#[test]
+fn the_licence_rule_reads_spdx_expressions() {
+    let allowed: BTreeSet<String> = ["MIT", "Apache-2.0", "Apache-2.0 WITH LLVM-exception"]
+        .map(String::from)
+        .into();
+    for good in [
+        "MIT",
+        "MIT/Apache-2.0",
+        "GPL-3.0 OR MIT",
+        "(GPL-3.0 OR MIT) AND Apache-2.0",
+        "Apache-2.0 WITH LLVM-exception OR GPL-2.0",
+    ] {
+        assert!(licence_ok(good, &allowed), "{good}");
+    }
+    for bad in [
+        "GPL-3.0",
+        "MIT AND GPL-3.0",
+        "(MIT OR Apache-2.0) AND LGPL-2.1",
+        "MIT (",
+    ] {
+        assert!(!licence_ok(bad, &allowed), "{bad}");
+    }
+}
+
+#[test]
+fn every_locked_crate_has_an_allowed_licence() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run cargo metadata");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata JSON");
+    let allowed = allowed_licences();
+    let mut refused = Vec::new();
+    let mut checked = 0;
+    for p in meta["packages"].as_array().expect("packages") {
+        if p["source"].is_null() {
+            continue; // this crate
+        }
+        checked += 1;
+        let licence = p["license"].as_str().unwrap_or("");
+        if !licence_ok(licence, &allowed) {
+            refused.push(format!("{} {}: {licence:?}", p["name"], p["version"]));
+        }
+    }
+    assert!(checked > 100, "read the dependency graph");
+    assert!(
+        refused.is_empty(),
+        "crates whose licence deny.toml does not allow: {refused:?}"
     );
 }

@@ -313,7 +313,7 @@ fn a_bad_for_each_is_an_error_at_its_position() {
         ),
         (
             "  b:\n    kind: command\n    for_each: \"oops\"\n    with: { run: [x] }\n",
-            "plans/bad.yaml:8:5: invalid type: string \"oops\", expected a list of items or a matrix",
+            "plans/bad.yaml:8:15: `for_each` is a list, a matrix or `${lists.<name>}`, not `oops`",
         ),
     ] {
         let all = errors(&format!("{HEAD}{steps}"));

@@ -880,3 +880,58 @@ fn a_registry_or_api_server_that_does_not_answer_fails_within_its_timeout() {
     );
     drop(silent);
 }
+
+#[test]
+fn a_saved_plan_deploys_the_digests_it_showed_even_when_the_tag_moved_since() {
+    let s = setup("", &[]);
+    let saved = s.fx.path().join("saved.json");
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["plan", "--cycle", "full", "-out"])
+            .arg(&saved)
+            .arg("-f")
+            .arg(&s.plan),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let planned = &s.digests["api"];
+    assert!(
+        out.contains(&format!("pin_images.first_container.digest: {planned}")),
+        "{out}"
+    );
+    // The tag moves after the review (a rebuild pushed a new image).
+    s.registry.push("kernelci/kernelci", "api-next", false);
+    let moved = s.registry.retag("kernelci/kernelci", "api-next", "api");
+    assert_ne!(&moved, planned);
+    let (code, out, err) = output(kcideploy().args(["apply"]).arg(&saved));
+    assert_eq!(code, 0, "{out}{err}");
+    let image = |kube: &Shared| {
+        kube.lock().expect("kube").objects[&deployment_path(API_NS, "api")]["spec"]["template"]
+            ["spec"]["containers"][0]["image"]
+            .clone()
+    };
+    assert_eq!(
+        image(&s.kube),
+        format!("{}/kernelci/kernelci:api@{planned}", s.registry.host),
+        "what the plan showed is what deploys"
+    );
+    // A fresh plan-and-apply sees the moved tag, and shows it as the change it is; the
+    // other steps' digests did not move and are no change.
+    let (code, out) = apply(&s.plan);
+    assert_eq!(code, 0, "{out}");
+    let plan_text = out.split("Plan:").next().expect("the plan");
+    assert!(
+        plan_text.contains("~ with.pin_images.first_container.digest:")
+            && plan_text.contains(moved.as_str())
+            && plan_text.contains(planned.as_str()),
+        "{out}"
+    );
+    assert_eq!(
+        plan_text.matches("pin_images").count(),
+        1,
+        "only the api's pin changed: {plan_text}"
+    );
+    assert_eq!(
+        image(&s.kube),
+        format!("{}/kernelci/kernelci:api@{moved}", s.registry.host)
+    );
+}

@@ -5,6 +5,8 @@
 //! makes the real production tag format.
 
 mod common;
+#[path = "common/registry.rs"]
+mod registry;
 #[path = "common/snapshot.rs"]
 mod snapshot;
 
@@ -51,9 +53,25 @@ fn the_production_plan_validates() {
     assert_eq!(code, 0, "{out}{err}");
     let text = snapshot::production_plan_text();
     assert!(
-        !text.contains("production-mainline") && !text.contains("pipe_cleaner"),
+        !text.contains("production-mainline") && !text.contains("push_url"),
         "the production trigger runs with --trees=!kernelci: no pipe-cleaner branch"
     );
+    // The result check watches trees that trigger polls: not `kernelci`, after the trigger.
+    let fx = Fixture::new();
+    snapshot::write_included(&fx);
+    let config = fx.config(&text);
+    let check = &config.file.steps["check-results"];
+    assert!(
+        check.needs.iter().any(|n| n.value == "trigger"),
+        "the check waits for the trigger"
+    );
+    let watch = check.with.value["watch"].as_array().expect("with.watch");
+    assert!(!watch.is_empty());
+    assert!(
+        watch.iter().all(|w| w["tree"] != "kernelci"),
+        "production's trigger never builds the kernelci tree: {watch:?}"
+    );
+    assert_eq!(check.with.value["phase"], "watch");
     assert!(!text.contains("--arch all"), "not a kci rootfs command");
 }
 
@@ -80,8 +98,25 @@ fn coverage_of_the_snapshot_is_complete() {
 /// `plan --json` of the production plan after `edit` lands on the pipeline's main.
 fn plan_after_pipeline_change(path: &str) -> serde_json::Value {
     let fx = Fixture::new();
-    let mut remotes = snapshot::repos(&fx, &[CORE, API, PIPELINE]);
-    let config = fx.config(&snapshot::production_plan_text());
+    plan_in(
+        &fx,
+        &snapshot::production_plan_text(),
+        (PIPELINE, path),
+        &["--json"],
+    )
+    .0
+}
+
+/// `plan` of `text` in `fx` after a file changed on a repo's main: the JSON (with `--json`
+/// in `args`, else null) and the whole output.
+fn plan_in(
+    fx: &Fixture,
+    text: &str,
+    (repo, path): (&str, &str),
+    args: &[&str],
+) -> (serde_json::Value, String) {
+    let mut remotes = snapshot::repos(fx, &[CORE, API, PIPELINE]);
+    let config = fx.config(text);
     fx.deploy(
         &config,
         &[
@@ -91,20 +126,111 @@ fn plan_after_pipeline_change(path: &str) -> serde_json::Value {
         ],
         Some(NOW - 3600),
     );
-    let mut content = snapshot::content(PIPELINE, path);
+    let mut content = snapshot::content(repo, path);
     content.extend_from_slice(b"\n# changed\n");
     let content = String::from_utf8(content).expect("utf-8");
     remotes
-        .get_mut(PIPELINE)
-        .expect("pipeline")
+        .get_mut(repo)
+        .expect("repo")
         .advance_main(&[(path, Some(&content))]);
     let (code, out, err) = output(
         kcideploy()
-            .args(["plan", "--json", "--cycle", "partial", "--at", &at(), "-f"])
+            .args(["plan", "--cycle", "partial", "--at", &at()])
+            .args(args)
+            .arg("-f")
             .arg(&config.path),
     );
     assert_eq!(code, 0, "{err}");
-    serde_json::from_str(&out).expect("json")
+    let json = match args.contains(&"--json") {
+        true => serde_json::from_str(&out).expect("json"),
+        false => serde_json::Value::Null,
+    };
+    (json, format!("{out}{err}"))
+}
+
+/// A change to core's package: every image, so every Deployment.
+const CHANGE: (&str, &str) = (CORE, "kernelci/__init__.py");
+
+#[test]
+fn every_deployment_shows_its_tag_and_the_digest_the_registry_reports() {
+    let fx = Fixture::new();
+    let reg = registry::Registry::start(fx.path());
+    let digest = |tag: &str| reg.push("kernelci/kernelci", tag, tag == "pipeline");
+    let digests = [
+        ("api", digest("api")),
+        ("pipeline", digest("pipeline")),
+        ("lava-callback", digest("lava-callback")),
+    ];
+    let text = snapshot::production_plan_text().replace(
+        "\"kernelci/kernelci:",
+        &format!("\"{}/kernelci/kernelci:", reg.host),
+    );
+    let (doc, _) = plan_in(&fx, &text, CHANGE, &["--json"]);
+    let steps = doc["steps"].as_array().expect("steps");
+    let step = |n: &str| {
+        steps
+            .iter()
+            .find(|s| s["name"] == n)
+            .unwrap_or_else(|| panic!("{n}"))
+    };
+    let digest_of = |tag: &str| {
+        digests
+            .iter()
+            .find(|(t, _)| *t == tag)
+            .expect("tag")
+            .1
+            .clone()
+    };
+    for (name, key, tag) in [
+        ("api", "first_container", "api"),
+        ("pipeline", "first_container", "pipeline"),
+        ("pipeline", "lava-callback", "lava-callback"),
+        ("trigger", "first_container", "pipeline"),
+    ] {
+        let s = step(name);
+        assert_eq!(s["action"], "run", "{name}");
+        let p = &s["params"];
+        assert_eq!(
+            p[format!("pin_images.{key}")],
+            format!("{}/kernelci/kernelci:{tag}", reg.host),
+            "{name}"
+        );
+        assert_eq!(
+            p[format!("pin_images.{key}.digest")],
+            digest_of(tag),
+            "{name}"
+        );
+        assert!(
+            !s["because"].as_array().expect("because").is_empty(),
+            "{name}: the reason chain"
+        );
+    }
+    // The text plan shows them under each step, and a saved plan keeps them.
+    let (_, out) = plan_in(&Fixture::new(), &text, CHANGE, &[]);
+    assert!(
+        out.contains(&format!(
+            "pin_images.first_container.digest: {}",
+            digest_of("api")
+        )),
+        "{out}"
+    );
+    // A registry that does not answer is a warning, not a failed plan: apply resolves it.
+    let offline = snapshot::production_plan_text()
+        .replace("\"kernelci/kernelci:", "\"127.0.0.1:9/kernelci/kernelci:");
+    let (doc, out) = plan_in(&Fixture::new(), &offline, CHANGE, &["--json"]);
+    assert!(
+        out.contains("warning: api: pin_images.first_container: cannot resolve kernelci/kernelci:api in registry 127.0.0.1:9"),
+        "{out}"
+    );
+    let api = doc["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "api"))
+        .expect("api");
+    assert!(
+        api["params"]
+            .get("pin_images.first_container.digest")
+            .is_none()
+    );
 }
 
 /// A flattened `params` list (`[a, b]`) as its items.

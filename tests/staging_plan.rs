@@ -461,7 +461,9 @@ fn the_readme_table_is_what_explain_paths_prints() {
 fn rootfs_builds_are_valid_kci_rootfs_commands_one_per_real_config() {
     // `kci rootfs build NAME` needs `--arch A` (repeatable, each in the config's arch_list)
     // or `--all-arches`, never both (kernelci/cli/rootfs.py:130-196, IMAGES.md).
-    let config = Fixture::new().config(&staging_text());
+    let fx = Fixture::new();
+    snapshot::write_included(&fx);
+    let config = fx.config(&staging_text());
     let configs = rootfs_configs();
     let text = String::from_utf8(snapshot::content(CORE, "config/core/rootfs-configs.yaml"))
         .expect("utf-8");

@@ -13,6 +13,7 @@ pub mod events;
 pub mod kinds;
 pub mod leftovers;
 pub mod lifeline;
+pub mod pins;
 pub mod process;
 pub mod record;
 pub mod refresh;

@@ -56,7 +56,8 @@ pub fn cmd_apply(args: ApplyArgs, color: bool) -> Result<ExitStatus> {
                 now: Some(parse_now(args.at.as_deref())?),
                 drift: super::plan::detect_drift(&ws, args.refresh)?,
             };
-            let (snapshot, plan) = ws.fetch_and_plan(&request)?;
+            let (snapshot, mut plan) = ws.fetch_and_plan(&request)?;
+            super::plan::pin_digests(&ws, &mut plan);
             if !args.json {
                 print!("{}", planner::render::text(&plan, color));
             }

@@ -33,7 +33,8 @@ const EXAMPLES_GRAPH: &str = "Examples:
   kcideploy graph -f plans/staging.yaml --plan plan.json";
 const EXAMPLES_SCHEMA: &str = "Examples:
   kcideploy schema > plan.schema.json
-  kcideploy schema --reference";
+  kcideploy schema --reference
+  kcideploy schema --included > include.schema.json";
 const EXAMPLES_SHOW: &str = "Examples:
   kcideploy show plan.json
   kcideploy show --json plan.json";
@@ -105,8 +106,11 @@ pub enum Command {
     #[command(after_help = EXAMPLES_SCHEMA)]
     Schema {
         /// Print the plan file reference (Markdown) instead, as in the README.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "included")]
         reference: bool,
+        /// Print the schema of files that plan files include (`include:`) instead.
+        #[arg(long)]
+        included: bool,
     },
     /// Show a plan saved with `plan -out`.
     #[command(after_help = EXAMPLES_SHOW)]
@@ -130,7 +134,7 @@ pub enum Command {
         /// Decide the policy as if it were this time (RFC 3339).
         #[arg(long, value_name = "RFC3339")]
         at: Option<String>,
-        /// Post no PR comment and no commit status.
+        /// Post no PR comment, commit status or chat message.
         #[arg(long = "no-notify")]
         no_notify: bool,
         /// Wait this long for the state lock.
@@ -147,7 +151,7 @@ pub enum Command {
         /// Address to listen on (port 0: any free port, printed at start).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
-        /// Post no PR comment and no commit status after deploys (the bot still replies).
+        /// Post no PR comment, commit status or chat message after deploys (the bot still replies).
         #[arg(long = "no-notify")]
         no_notify: bool,
         /// Steps running at once.
@@ -308,7 +312,7 @@ pub struct ApplyArgs {
     /// With -f: plan as if it were this time (RFC 3339), for the policy and `max_age`.
     #[arg(long, value_name = "RFC3339", requires = "file")]
     pub at: Option<String>,
-    /// Post no PR comment and no commit status (also `notify: { enabled: false }`).
+    /// Post no PR comment, commit status or chat message (also `notify: { enabled: false }`).
     #[arg(long = "no-notify")]
     pub no_notify: bool,
     /// With -f: plan with `-refresh` (steps whose outcome drifted run again). A saved plan

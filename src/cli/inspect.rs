@@ -69,9 +69,11 @@ pub fn graph(file: &Path, plan: Option<&Path>) -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-pub fn schema(reference: bool) -> Result<ExitStatus> {
+pub fn schema(reference: bool, included: bool) -> Result<ExitStatus> {
     if reference {
         print!("{}", crate::config::schema::reference_markdown());
+    } else if included {
+        println!("{}", crate::config::schema::include_schema_json());
     } else {
         println!("{}", crate::config::schema::plan_schema_json());
     }

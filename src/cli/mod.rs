@@ -38,7 +38,10 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         } => inspect::validate(&file, strict.then_some((offline, cache_dir.as_deref()))),
         Command::Coverage(args) => inspect::coverage(args),
         Command::Graph { file, plan } => inspect::graph(&file, plan.as_deref()),
-        Command::Schema { reference } => inspect::schema(reference),
+        Command::Schema {
+            reference,
+            included,
+        } => inspect::schema(reference, included),
         Command::Show { planfile, json } => inspect::show(&planfile, json, color),
         Command::Apply(args) => apply::cmd_apply(args, color),
         Command::Run {

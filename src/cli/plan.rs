@@ -60,6 +60,7 @@ pub fn cmd_plan(args: PlanArgs, color: bool) -> Result<ExitStatus> {
     if args.diff {
         ws.file_diffs(&snapshot, &mut plan, args.diff_lines);
     }
+    pin_digests(&ws, &mut plan);
     if let Some(out) = &args.out {
         plan.seal();
         let mut json = to_json(&plan)?.into_bytes();
@@ -85,6 +86,14 @@ pub fn cmd_plan(args: PlanArgs, color: bool) -> Result<ExitStatus> {
     } else {
         ExitStatus::Success
     })
+}
+
+/// Resolve the image digests the plan's `kubernetes` steps will pin (shown, and kept in a
+/// saved plan); a registry that does not answer is a warning: apply resolves those.
+pub fn pin_digests(ws: &Workspace, plan: &mut Plan) {
+    for warning in crate::apply::pins::resolve_plan_pins(&ws.config, ws.state.as_ref(), plan) {
+        eprintln!("warning: {warning}");
+    }
 }
 
 pub fn to_json(plan: &Plan) -> Result<String> {

@@ -21,7 +21,7 @@ impl Config {
     pub fn semantic_errors(&self) -> Vec<SemanticError> {
         let mut c = Checker {
             config: self,
-            src: Source::new(&self.path, self.source.clone()),
+            src: Source::combined(self.source.clone(), self.segments.clone()),
             errors: Vec::new(),
         };
         c.version_and_policy();

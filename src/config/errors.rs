@@ -47,33 +47,68 @@ fn clip_long(text: &str) -> String {
     crate::support::text::clip(text, 4 * QUOTE_MAX)
 }
 
-/// The plan file text and name, for messages and snippets.
+/// One file of a plan at its place in the combined text: the plan file first, then each file
+/// it includes (`include:`), so that every location of the plan is one (line, column) of the
+/// combined text and names its own file in messages.
 #[derive(Debug, Clone)]
-pub(crate) struct Source {
-    path: PathBuf,
-    text: Arc<String>,
+pub(crate) struct Segment {
+    pub(crate) path: PathBuf,
+    /// Byte offset of the file's first byte in the combined text.
+    pub(crate) start: usize,
+    /// Line of the combined text that is the file's line 1.
+    pub(crate) first_line: u64,
+    pub(crate) text: Arc<String>,
     /// No line is too long to show.
     showable: bool,
 }
 
-impl Source {
-    pub(crate) fn new(path: &Path, text: Arc<String>) -> Source {
+impl Segment {
+    pub(crate) fn new(path: &Path, start: usize, first_line: u64, text: Arc<String>) -> Segment {
         let showable = text.lines().all(|l| l.len() <= SNIPPET_LINE_MAX);
-        Source {
+        Segment {
             path: path.to_path_buf(),
+            start,
+            first_line,
             text,
             showable,
         }
     }
+}
+
+/// The plan's text and files, for messages and snippets.
+#[derive(Debug, Clone)]
+pub(crate) struct Source {
+    text: Arc<String>,
+    segments: Arc<Vec<Segment>>,
+}
+
+impl Source {
+    /// A plan file without includes.
+    pub(crate) fn new(path: &Path, text: Arc<String>) -> Source {
+        let whole = Segment::new(path, 0, 1, text.clone());
+        Source {
+            text,
+            segments: Arc::new(vec![whole]),
+        }
+    }
+
+    /// The combined text of a plan file and the files it includes.
+    pub(crate) fn combined(text: Arc<String>, segments: Arc<Vec<Segment>>) -> Source {
+        Source { text, segments }
+    }
+
+    /// The file that holds a line of the combined text (the plan file for line 0).
+    fn segment(&self, line: u64) -> &Segment {
+        self.segments
+            .iter()
+            .rev()
+            .find(|s| s.first_line <= line)
+            .or(self.segments.first())
+            .expect("a source has at least the plan file")
+    }
 
     pub(crate) fn text(&self) -> &str {
         &self.text
-    }
-
-    /// The source for a snippet, unless a line is too long to print.
-    fn snippet(&self) -> Option<NamedSource<Arc<String>>> {
-        self.showable
-            .then(|| NamedSource::new(self.path.display().to_string(), self.text.clone()))
     }
 
     /// An error at `loc`, underlining `len` bytes.
@@ -116,16 +151,32 @@ impl Source {
         message: String,
         labels: Vec<LabeledSpan>,
     ) -> SemanticError {
+        let file = self.segment(line);
+        let path = file.path.display();
         let message = if line > 0 {
-            format!("{}:{line}:{column}: {message}", self.path.display())
+            let local = line - file.first_line + 1;
+            format!("{path}:{local}:{column}: {message}")
         } else {
-            format!("{}: {message}", self.path.display())
+            format!("{path}: {message}")
         };
+        // Labels are offsets in the combined text; the snippet shows the file alone.
+        let labels = labels
+            .into_iter()
+            .map(|l| {
+                let offset = l.offset().saturating_sub(file.start);
+                LabeledSpan::new_with_span(
+                    l.label().map(String::from),
+                    SourceSpan::new(offset.into(), l.len()),
+                )
+            })
+            .collect();
         SemanticError {
             message,
             line,
             column,
-            src: self.snippet(),
+            src: file
+                .showable
+                .then(|| NamedSource::new(path.to_string(), file.text.clone())),
             labels,
             help: None,
         }

@@ -37,6 +37,7 @@ pub(crate) fn expand(file: &mut PlanFile, src: &Source) -> Vec<SemanticError> {
         src,
         errors: Vec::new(),
     };
+    resolve_lists(file);
     let (mut components, component_groups) =
         x.definitions(std::mem::take(&mut file.components), "component");
     let (mut steps, step_groups) = x.definitions(std::mem::take(&mut file.steps), "step");
@@ -54,6 +55,26 @@ pub(crate) fn expand(file: &mut PlanFile, src: &Source) -> Vec<SemanticError> {
     errors.sort_by_key(|e| (e.line, e.column));
     errors.dedup_by(|a, b| a.message == b.message);
     errors
+}
+
+/// Every `for_each: ${lists.<name>}` replaced by the list's items (an unknown name is left
+/// for [`ForEach::items`] to report).
+fn resolve_lists(file: &mut PlanFile) {
+    let lists = &file.lists;
+    let resolve = |for_each: &mut Option<Spanned<ForEach>>| {
+        if let Some(f) = for_each
+            && let ForEach::Named(list) = &f.value
+            && let Some(items) = lists.get(list)
+        {
+            f.value = ForEach::List(items.clone());
+        }
+    };
+    file.components
+        .values_mut()
+        .for_each(|c| resolve(&mut c.for_each));
+    file.steps
+        .values_mut()
+        .for_each(|s| resolve(&mut s.for_each));
 }
 
 /// References to a `for_each` definition's name replaced by all its expansions.

@@ -34,6 +34,16 @@ pub enum ForEach {
     /// Axes (name → list of values) whose every combination is an item; `exclude:` lists
     /// combinations (some axes each) left out.
     Matrix(IndexMap<String, Spanned<Value>>),
+    /// `${lists.<name>}`: the items of a named list of the plan (`lists:`), replaced by
+    /// them before expansion.
+    Named(String),
+}
+
+/// The name in a `${lists.<name>}` reference.
+pub fn list_reference(text: &str) -> Option<&str> {
+    text.strip_prefix("${lists.")?
+        .strip_suffix('}')
+        .filter(|n| !n.is_empty())
 }
 
 /// One item of a `for_each`, with its key.
@@ -86,6 +96,12 @@ impl ForEach {
         let items = match self {
             ForEach::List(list) => list.iter().map(list_item).collect::<Result<Vec<_>, _>>()?,
             ForEach::Matrix(axes) => matrix_items(axes, at)?,
+            ForEach::Named(name) => {
+                return Err(
+                    ItemError::new(at, format!("`for_each` names no list `{name}`"))
+                        .help("define it under `lists:` in the plan file or in an included file"),
+                );
+            }
         };
         if items.is_empty() {
             return Err(ItemError::new(at, "`for_each` gives no items")
@@ -262,7 +278,16 @@ impl<'de> Deserialize<'de> for ForEach {
         impl<'de> Visitor<'de> for ForEachVisitor {
             type Value = ForEach;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a list of items or a matrix (a mapping of lists)")
+                f.write_str("a list of items, a matrix (a mapping of lists) or `${lists.<name>}`")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<ForEach, E> {
+                match list_reference(text) {
+                    Some(name) => Ok(ForEach::Named(name.to_string())),
+                    None => Err(E::custom(format!(
+                        "`for_each` is a list, a matrix or `${{lists.<name>}}`, not `{}`",
+                        super::clip(text)
+                    ))),
+                }
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ForEach, A::Error> {
                 let mut items = Vec::new();
@@ -291,6 +316,7 @@ impl Serialize for ForEach {
         match self {
             ForEach::List(items) => items.serialize(serializer),
             ForEach::Matrix(axes) => axes.serialize(serializer),
+            ForEach::Named(name) => format!("${{lists.{name}}}").serialize(serializer),
         }
     }
 }
@@ -307,6 +333,10 @@ pub(crate) enum ForEachSchema {
     /// A matrix: axis name → list of values; `exclude:` lists combinations left out.
     #[schemars(title = "matrix")]
     Matrix(IndexMap<String, Vec<ForEachItemSchema>>),
+    /// `${lists.<name>}`: the items of a list of `lists:` (of this plan file or an
+    /// included one).
+    #[schemars(title = "named list")]
+    Named(String),
 }
 
 /// A string, or a mapping of fields.

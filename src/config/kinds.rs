@@ -8,7 +8,7 @@ use super::{HumanDuration, StepKind};
 
 mod pipe_cleaner;
 pub use pipe_cleaner::{
-    PatchesDir, PipeCleanerPhase, PipeCleanerWith, Thresholds, UpstreamTree, WatchedBy,
+    PatchesDir, PipeCleanerPhase, PipeCleanerWith, Thresholds, UpstreamTree, WatchedBy, WatchedTree,
 };
 
 /// `command`: run a program.

@@ -1,10 +1,12 @@
 //! Plan file: loading, YAML errors with locations, semantic validation.
 
+mod chat;
 mod checks;
 mod duration;
 mod errors;
 mod expand;
 pub mod for_each;
+mod include;
 mod input;
 pub mod kinds;
 pub mod kubernetes;
@@ -21,6 +23,7 @@ use std::sync::Arc;
 use globset::{Glob, GlobBuilder};
 use serde_saphyr::{Location, Spanned};
 
+pub use chat::{ChatKind, ChatWebhook};
 pub use duration::HumanDuration;
 pub use errors::{ConfigError, PlanFileErrors, QUOTE_MAX, SemanticError, clip, quote};
 pub use input::MAX_PLAN_FILE_BYTES;
@@ -61,8 +64,10 @@ pub struct Config {
     pub path: PathBuf,
     /// Directory that relative paths in the plan file are resolved against.
     pub dir: PathBuf,
-    /// The plan file's text.
+    /// The plan file's text, followed by the text of each file it includes.
     pub source: Arc<String>,
+    /// Where each file's text starts in `source` (the plan file, then the included ones).
+    pub(crate) segments: Arc<Vec<errors::Segment>>,
     pub file: PlanFile,
 }
 
@@ -125,6 +130,25 @@ impl Config {
             return Err(syntax(errors));
         }
         let mut file = file;
+        let dir = plan_dir(path);
+        let included = include::merge(path, &dir, &source, &mut file);
+        if !included.errors.is_empty() {
+            let mut errors = included.errors;
+            errors.append(&mut names);
+            errors.sort_by_key(|e| (e.line, e.column));
+            let list = PlanFileErrors {
+                path: path.to_path_buf(),
+                errors,
+                syntax: included.syntax,
+            };
+            return Err(if included.syntax {
+                ConfigError::Syntax(list)
+            } else {
+                ConfigError::Invalid(list)
+            });
+        }
+        let (source, segments) = (included.text, included.segments);
+        let src = errors::Source::combined(source.clone(), segments.clone());
         let expansion = expand::expand(&mut file, &src);
         if !expansion.is_empty() {
             let mut errors = expansion;
@@ -136,21 +160,11 @@ impl Config {
                 syntax: false,
             }));
         }
-        let dir = path
-            .parent()
-            .map(|p| {
-                if p.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    p
-                }
-            })
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
         let config = Config {
             path: path.to_path_buf(),
             dir,
             source,
+            segments,
             file,
         };
         let mut errors = config.semantic_errors();
@@ -196,6 +210,14 @@ impl Config {
         } else {
             self.dir.join(url).to_string_lossy().into_owned()
         }
+    }
+}
+
+/// The directory relative paths of a plan file are resolved against.
+fn plan_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
     }
 }
 
@@ -249,7 +271,7 @@ fn suggest<'a>(wrong: &str, known: impl Iterator<Item = &'a String>, what: &str)
 }
 
 /// A YAML or schema error (syntax, unknown field, duplicate key, wrong type, bad duration).
-fn yaml_error(src: &errors::Source, err: &serde_saphyr::Error) -> SemanticError {
+pub(crate) fn yaml_error(src: &errors::Source, err: &serde_saphyr::Error) -> SemanticError {
     let detail = errors::yaml_message(err);
     match err.location() {
         Some(loc) => src.error_at(&loc, 1, detail, "here"),

@@ -62,11 +62,23 @@ pub(crate) enum Finding {
 
 /// The errors of the first pass; empty when the YAML does not parse (serde reports that).
 pub(crate) fn unknown_and_missing_fields(src: &Source) -> Vec<(Finding, SemanticError)> {
+    unknown_and_missing_fields_of(src, plan_schema())
+}
+
+/// The same for a file a plan file includes (`include:`), which holds only shared parts.
+pub(crate) fn unknown_and_missing_fields_in_include(src: &Source) -> Vec<(Finding, SemanticError)> {
+    static SCHEMA: OnceLock<Value> = OnceLock::new();
+    let schema = SCHEMA.get_or_init(|| {
+        serde_json::from_str(&super::schema::include_schema_json()).unwrap_or(Value::Null)
+    });
+    unknown_and_missing_fields_of(src, schema)
+}
+
+fn unknown_and_missing_fields_of(src: &Source, schema: &Value) -> Vec<(Finding, SemanticError)> {
     let mut parser = Parser::new_from_str(src.text());
     let Some(tree) = parse_document(&mut parser) else {
         return Vec::new();
     };
-    let schema = plan_schema();
     let mut walk = Walk {
         src,
         root: schema,

@@ -11,6 +11,13 @@ pub fn plan_schema_json() -> String {
     serde_json::to_string_pretty(&schema).unwrap_or_default()
 }
 
+/// The schema of a file that plan files include (`include:`): shared components and lists.
+pub fn include_schema_json() -> String {
+    let generator = SchemaSettings::draft07().into_generator();
+    let schema = generator.into_root_schema_for::<crate::config::IncludedFile>();
+    serde_json::to_string_pretty(&schema).unwrap_or_default()
+}
+
 /// The plan file reference as a Markdown table, generated from the schema: every field with
 /// its type, default and description. The README embeds it between markers; a test fails when
 /// it is stale (`kcideploy schema --reference` prints it).

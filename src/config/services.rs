@@ -154,6 +154,10 @@ pub struct Timeouts {
         deserialize_with = "positive"
     )]
     pub kubernetes: HumanDuration,
+    /// Posting one cycle's result to one chat webhook (`notify.webhooks`), its retries
+    /// included (a 429's `Retry-After` wait too).
+    #[serde(default = "Timeouts::default_chat", deserialize_with = "positive")]
+    pub chat: HumanDuration,
 }
 
 impl Timeouts {
@@ -181,6 +185,9 @@ impl Timeouts {
     fn default_kubernetes() -> HumanDuration {
         HumanDuration::from_secs(30)
     }
+    fn default_chat() -> HumanDuration {
+        HumanDuration::from_secs(30)
+    }
 }
 
 impl Default for Timeouts {
@@ -194,6 +201,7 @@ impl Default for Timeouts {
             kernelci: Self::default_kernelci(),
             registry: Self::default_registry(),
             kubernetes: Self::default_kubernetes(),
+            chat: Self::default_chat(),
         }
     }
 }
@@ -258,29 +266,40 @@ pub struct NotifyConfig {
     /// Commit status context.
     #[serde(default = "NotifyConfig::default_context")]
     pub context: String,
+    /// Chat rooms told each cycle's result (Discord, Slack, Matrix), secrets from the
+    /// environment only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<super::chat::ChatWebhook>,
 }
 
 impl NotifyConfig {
-    /// `notify: false` / `notify: true`, or the full mapping.
+    /// `notify: false` / `notify: true`, or the full mapping (whose errors keep their
+    /// place in the plan file).
     pub(super) fn flag_or_map<'de, D: serde::Deserializer<'de>>(
         d: D,
     ) -> Result<NotifyConfig, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Setting {
-            Flag(bool),
-            Full(NotifyConfig),
+        struct FlagOrMap;
+        impl<'de> serde::de::Visitor<'de> for FlagOrMap {
+            type Value = NotifyConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "`false`, `true`, or a mapping with enabled, logs_url, context, webhooks",
+                )
+            }
+            fn visit_bool<E: serde::de::Error>(self, enabled: bool) -> Result<NotifyConfig, E> {
+                Ok(NotifyConfig {
+                    enabled,
+                    ..NotifyConfig::default()
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<NotifyConfig, A::Error> {
+                NotifyConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
         }
-        match Setting::deserialize(d) {
-            Ok(Setting::Flag(enabled)) => Ok(NotifyConfig {
-                enabled,
-                ..NotifyConfig::default()
-            }),
-            Ok(Setting::Full(full)) => Ok(full),
-            Err(_) => Err(serde::de::Error::custom(
-                "notify: write `false`, `true`, or a mapping with enabled, logs_url, context",
-            )),
-        }
+        d.deserialize_any(FlagOrMap)
     }
 
     fn default_enabled() -> bool {
@@ -297,6 +316,7 @@ impl Default for NotifyConfig {
             enabled: true,
             logs_url: None,
             context: Self::default_context(),
+            webhooks: Vec::new(),
         }
     }
 }

@@ -23,6 +23,18 @@ pub struct PlanFile {
     /// Name of the deployment (`staging`, `production`). Plan, repo and step names become file
     /// names: letters, digits, `.`, `_` and `-`, starting with a letter or a digit, no `..`.
     pub name: String,
+    /// Files whose `components:` and `lists:` this plan uses as if written here (paths
+    /// relative to this file): one definition shared by staging and production. An included
+    /// file holds only those two sections and includes nothing itself; a name defined twice
+    /// is an error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<String>")]
+    pub include: Vec<SpannedString>,
+    /// Named lists of items, for `for_each: ${lists.<name>}` in components and steps (so a
+    /// table such as the images is written once, here or in an included file).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    #[schemars(with = "IndexMap<String, Vec<serde_json::Value>>")]
+    pub lists: IndexMap<String, Vec<Spanned<serde_json::Value>>>,
     /// Where state is kept. Default: `$XDG_STATE_HOME/kcideploy/<name>/<name>.state.json`
     /// (`~/.local/state/kcideploy/...` without `XDG_STATE_HOME`), outside the plan's checkout.
     #[serde(default)]
@@ -57,6 +69,21 @@ pub struct PlanFile {
     /// `kcideploy serve`: the webhook secret, the bot and who may command it.
     #[serde(default)]
     pub server: ServerConfig,
+}
+
+/// A file that plan files include (`include:`): the parts several plans share.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "kcideploy included file")]
+pub struct IncludedFile {
+    /// Named sets of paths in one repo, as in a plan file (their repos are the including
+    /// plan's).
+    #[serde(default)]
+    pub components: IndexMap<String, Component>,
+    /// Named lists of items for `for_each: ${lists.<name>}`, as in a plan file.
+    #[serde(default)]
+    #[schemars(with = "IndexMap<String, Vec<serde_json::Value>>")]
+    pub lists: IndexMap<String, Vec<Spanned<serde_json::Value>>>,
 }
 
 /// When a step fails: find the included change that broke it, leave it out, deploy the rest.
@@ -364,7 +391,8 @@ pub struct Component {
     pub description: Option<String>,
     /// One component per item, named `<name>[<key>]`: a list of items (strings, or mappings
     /// keyed by their `key` field, else by their string values joined with `/`), or a
-    /// matrix (a mapping of lists: every combination; `exclude:` lists those left out).
+    /// matrix (a mapping of lists: every combination; `exclude:` lists those left out), or
+    /// `${lists.<name>}` for a list of `lists:`.
     /// `${each.key}`, `${each.value}` and `${each.value.<field>}` are replaced in `repo`,
     /// `paths`, `exclude` and `description`. Steps name all of them by `<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -492,7 +520,7 @@ pub struct StepConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_delay: Option<HumanDuration>,
     /// One step per item, named `<name>[<key>]` (`build[gcc-14/arm64]`), as for components:
-    /// a list of items or a matrix. `${each.key}`, `${each.value}` and
+    /// a list of items, a matrix or `${lists.<name>}`. `${each.key}`, `${each.value}` and
     /// `${each.value.<field>}` are replaced in `on`, `needs`, `after`, `description` and
     /// `with`. Other steps name all of them by `<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

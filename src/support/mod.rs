@@ -4,6 +4,7 @@
 pub mod cron;
 pub mod diff;
 pub mod http;
+pub mod retry;
 pub mod rt;
 pub mod text;
 

@@ -129,6 +129,9 @@ impl FakeKci {
         v["owner"] = json!(owner);
         v["treeid"] = json!(treeid);
         v["data"]["kernel_revision"] = revision;
+        let now = api_time(jiff::Timestamp::now());
+        v["created"] = json!(now);
+        v["updated"] = json!(now);
         self.nodes.push(Node {
             value: v,
             born: Instant::now(),
@@ -136,6 +139,13 @@ impl FakeKci {
             result: result.map(String::from),
         });
         id
+    }
+
+    /// Set a node's `created` (the API's format), as if made earlier.
+    pub fn backdate(&mut self, id: &str, created: jiff::Timestamp) {
+        if let Some(n) = self.nodes.iter_mut().find(|n| n.value["id"] == id) {
+            n.value["created"] = json!(api_time(created));
+        }
     }
 
     fn render(&self, n: &Node) -> Value {
@@ -218,6 +228,16 @@ impl FakeKci {
                     .iter()
                     .filter(|(k, _)| *k != "limit" && *k != "offset")
                     .all(|(k, want)| {
+                        // The API's operators on ordered fields (`created__gt=`).
+                        for (op, keep) in [
+                            ("__gt", std::cmp::Ordering::Greater),
+                            ("__lt", std::cmp::Ordering::Less),
+                        ] {
+                            if let Some(field) = k.strip_suffix(op) {
+                                let got = field.split('.').fold(v, |v, part| &v[part]);
+                                return got.as_str().is_some_and(|g| g.cmp(want.as_str()) == keep);
+                            }
+                        }
                         let got = k.split('.').fold(v, |v, part| &v[part]);
                         match got {
                             Value::Null => want == "null",
@@ -228,6 +248,11 @@ impl FakeKci {
             })
             .collect()
     }
+}
+
+/// The API's timestamp format: UTC, microseconds, no zone (`2024-02-01T09:58:28.479000`).
+pub fn api_time(at: jiff::Timestamp) -> String {
+    at.strftime("%Y-%m-%dT%H:%M:%S%.6f").to_string()
 }
 
 fn query(uri: &Uri) -> HashMap<String, String> {

@@ -192,6 +192,32 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Point `name:to` at what `name:from` names (a tag moved, as a rebuild moves it); the
+    /// digest `to` now has.
+    pub fn retag(&self, name: &str, from: &str, to: &str) -> String {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        runtime().block_on(async {
+            let client = reqwest::Client::new();
+            let got = client
+                .get(format!("http://{}/v2/{name}/manifests/{from}", self.host))
+                .header(
+                    "accept",
+                    "application/vnd.docker.distribution.manifest.v2+json",
+                )
+                .send()
+                .await
+                .expect("get manifest");
+            let media_type = got.headers()["content-type"]
+                .to_str()
+                .expect("content-type")
+                .to_string();
+            let body = got.bytes().await.expect("manifest body");
+            self.manifest(&client, name, to, &media_type, &body).await
+        })
+    }
+}
+
 /// A registry that wants a bearer token from its token service, which wants basic
 /// credentials; it knows the manifests in `manifests` (`name:tag` → digest).
 #[derive(Default)]

@@ -68,7 +68,11 @@ pub fn repo(fx: &Fixture, repo: &str) -> Remote {
 }
 
 /// The snapshot repos named, built in the fixture.
+///
+/// The file the shipped plans include (plans/kernelci.yaml) is written beside the fixture's
+/// plan file, pointed at the same repos, so that the plans' `include:` finds it.
 pub fn repos(fx: &Fixture, names: &[&str]) -> BTreeMap<String, Remote> {
+    write_included(fx);
     names
         .iter()
         .map(|name| (name.to_string(), repo(fx, name)))
@@ -148,4 +152,17 @@ pub fn production_plan_text() -> String {
     ))
     .expect("plans/production.yaml")
     .replace("https://github.com/kernelci/", "repos/")
+}
+
+/// plans/kernelci.yaml beside the fixture's plan file (for a test without repos).
+pub fn write_included(fx: &Fixture) {
+    std::fs::write(fx.path().join("kernelci.yaml"), included_plan_text())
+        .expect("write kernelci.yaml");
+}
+
+/// plans/kernelci.yaml (what staging and production share) pointed at a fixture's repos.
+pub fn included_plan_text() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/plans/kernelci.yaml"))
+        .expect("plans/kernelci.yaml")
+        .replace("https://github.com/kernelci/", "repos/")
 }

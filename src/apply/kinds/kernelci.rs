@@ -18,7 +18,7 @@ pub(super) fn failed(e: impl std::fmt::Display) -> StepError {
 }
 
 /// Sleep `interval` (at most until `deadline`), or stop on cancellation.
-async fn pause(
+pub(super) async fn pause(
     ctx: &mut StepCtx<'_>,
     interval: Duration,
     deadline: Instant,
@@ -232,7 +232,7 @@ async fn find_checkout(
 
 /// Wait until nothing of the checkout's tree is unfinished; a failed checkout ends it at once.
 /// The checkout's result.
-async fn wait_for_tree(
+pub(super) async fn wait_for_tree(
     ctx: &mut StepCtx<'_>,
     api: &Api,
     with: &PipeCleanerWith,

@@ -85,10 +85,24 @@ async fn resolve_pins(
             .map_err(|e| failed(format!("with.pin_images.{key}: {e}")))?;
         let image = super::registry::ImageRef::parse(&written)
             .map_err(|e| failed(format!("with.pin_images.{key}: {e}")))?;
-        let digest =
-            super::registry::resolve(&client, &image, timeouts.registry.0, timeouts.connect.0)
-                .await
-                .map_err(failed)?;
+        // The digest the plan showed, when it resolved one: what was approved deploys.
+        let planned = ctx
+            .run
+            .plan
+            .steps
+            .iter()
+            .find(|s| s.name == ctx.name)
+            .and_then(|s| s.params.get(&crate::apply::pins::digest_key(key)))
+            .filter(|d| super::registry::is_sha256_digest(d))
+            .cloned();
+        let digest = match planned {
+            Some(d) => d,
+            None => {
+                super::registry::resolve(&client, &image, timeouts.registry.0, timeouts.connect.0)
+                    .await
+                    .map_err(failed)?
+            }
+        };
         ctx.progress(format!("pin {key}: {} → {digest}", image.written));
         let resolved = manifest::Resolved {
             tag: image.written.clone(),

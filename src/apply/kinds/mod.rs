@@ -18,6 +18,7 @@ mod http_wait;
 mod kernelci;
 mod kubernetes;
 mod pipe_cleaner;
+mod pipe_watch;
 pub mod registry;
 
 pub use kubernetes::drift as kubernetes_drift;

@@ -66,6 +66,7 @@ pub async fn pipe_cleaner(
 ) -> Result<Value, StepError> {
     let deadline = Instant::now() + ctx.limit;
     let (kernel, mut outputs) = match with.phase {
+        PipeCleanerPhase::Watch => return super::pipe_watch::watch(ctx, with, deadline).await,
         PipeCleanerPhase::Check => {
             let (step, kernel) = pushed_in_this_run(ctx, with)?;
             let mut outputs = kernel.outputs(0);

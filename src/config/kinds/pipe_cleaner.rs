@@ -72,6 +72,19 @@ pub enum PipeCleanerPhase {
     /// Push, then check, in one step.
     #[default]
     Both,
+    /// Push nothing: wait for the next checkout of a tree the deployed trigger watches
+    /// (`with.watch`) made after the step starts, and compare its results with that tree's
+    /// previous checkout. For production, whose trigger watches no test branch.
+    Watch,
+}
+
+/// A tree and branch a deployed trigger polls (`data.kernel_revision.tree` / `.branch`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchedTree {
+    /// The tree's name in the pipeline's trees config (`mainline`, `next`).
+    pub tree: String,
+    pub branch: String,
 }
 
 /// The pipeline's list of watched branches: a file of a repo's staging revision.
@@ -118,6 +131,12 @@ pub struct PipeCleanerWith {
     pub interval: HumanDuration,
     #[serde(default)]
     pub thresholds: Thresholds,
+    /// `phase: watch`: the trees whose next checkout is checked (the first to appear).
+    #[serde(default)]
+    pub watch: Vec<WatchedTree>,
+    /// `phase: watch`: how far back the previous checkout of the same tree is looked for.
+    #[serde(default = "PipeCleanerWith::default_lookback")]
+    pub lookback: HumanDuration,
 }
 
 impl PipeCleanerWith {
@@ -130,17 +149,43 @@ impl PipeCleanerWith {
     fn default_checkout_timeout() -> HumanDuration {
         HumanDuration::from_secs(3600)
     }
+    fn default_lookback() -> HumanDuration {
+        HumanDuration::from_secs(14 * 24 * 3600)
+    }
+
+    /// The settings that only pushing uses, and whether each is set.
+    fn push_settings(&self) -> [(&'static str, bool); 4] {
+        [
+            ("push_url", self.push_url.is_some()),
+            ("trees", !self.trees.is_empty()),
+            ("patches", self.patches.is_some()),
+            ("watched_by", self.watched_by.is_some()),
+        ]
+    }
 
     /// The settings each phase needs, and none that belong to the other phase.
     pub(super) fn check_phase(&self) -> Result<(), String> {
+        if self.phase == PipeCleanerPhase::Watch {
+            if let Some((field, _)) = self.push_settings().iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "with.{field}: a step with phase: watch pushes nothing; it watches with.watch"
+                ));
+            }
+            if self.push_step.is_some() {
+                return Err(
+                    "with.push_step: only a step with phase: check names a push step".into(),
+                );
+            }
+            if self.watch.is_empty() {
+                return Err("a pipe_cleaner step with phase: watch needs at least one tree in with.watch ({ tree, branch } the deployed trigger polls)".into());
+            }
+            return Ok(());
+        }
+        if !self.watch.is_empty() {
+            return Err("with.watch: only a step with phase: watch watches trees".into());
+        }
         if self.phase == PipeCleanerPhase::Check {
-            let push_only = [
-                ("push_url", self.push_url.is_some()),
-                ("trees", !self.trees.is_empty()),
-                ("patches", self.patches.is_some()),
-                ("watched_by", self.watched_by.is_some()),
-            ];
-            if let Some((field, _)) = push_only.iter().find(|(_, set)| *set) {
+            if let Some((field, _)) = self.push_settings().iter().find(|(_, set)| *set) {
                 return Err(format!(
                     "with.{field}: belongs to the push step (phase: push), not to a check step"
                 ));

@@ -7,20 +7,13 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use super::{GitHub, GitHubError, rate_limit_wait};
 use crate::config::HumanDuration;
 use crate::support::http::no_answer;
-
-/// The first retry comes after about this long; each next one waits twice as long, plus
-/// jitter, at most [`MAX_DELAY`].
-const MIN_DELAY: Duration = Duration::from_millis(250);
-const MAX_DELAY: Duration = Duration::from_secs(4);
-/// At most this many retries of failed attempts (rate-limit waits are not counted).
-const MAX_RETRIES: usize = 3;
 
 /// `scheme://host:port` of a URL: where credentials may be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,13 +111,8 @@ impl GitHub {
         let waited_so_far = || *waited.lock().unwrap_or_else(|e| e.into_inner());
         let deadline = || started + self.timeout + waited_so_far();
         let attempt = || self.attempt(&method, url, &route, body, etag, deadline());
-        let backoff = ExponentialBuilder::default()
-            .with_jitter()
-            .with_min_delay(MIN_DELAY)
-            .with_max_delay(MAX_DELAY)
-            .with_max_times(MAX_RETRIES);
         attempt
-            .retry(backoff)
+            .retry(crate::support::retry::backoff())
             .sleep(tokio::time::sleep)
             .when(|f| !matches!(f, Failure::Final(_)))
             .adjust(|f, backoff| match f {

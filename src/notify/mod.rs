@@ -14,6 +14,8 @@ use crate::forge::github::{GitHub, GitHubError, slug};
 use crate::planner::{Plan, StepReason};
 use crate::support::text::short;
 
+pub mod chat;
+
 /// What a run did, for the comments.
 pub struct RunResults<'a> {
     pub run_id: &'a str,
@@ -207,8 +209,12 @@ fn pr_succeeded(
     })
 }
 
-/// Whether any repo of the plan file takes notifications.
+/// Whether any repo of the plan file takes notifications, or a chat does.
 pub fn wanted(config: &Config) -> bool {
+    config.file.notify.enabled && (github_wanted(config) || !config.file.notify.webhooks.is_empty())
+}
+
+fn github_wanted(config: &Config) -> bool {
     config.file.notify.enabled
         && config
             .file
@@ -341,7 +347,7 @@ where
     F: Fn(Arc<GitHub>, String, &'a str) -> Fut,
     Fut: std::future::Future<Output = Vec<GitHubError>>,
 {
-    if !wanted(config) {
+    if !github_wanted(config) {
         return Vec::new();
     }
     let client = match GitHub::new(config, std::path::Path::new(&plan.cache_dir)) {
