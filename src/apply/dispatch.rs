@@ -87,10 +87,21 @@ pub async fn dispatch(
         }
         tokio::select! {
             Some(joined) = run.steps.join_next_with_id() => {
-                if let Some(finished) = run.joined(joined)
-                    && observer.finished(finished).is_err()
-                {
-                    source.stop(CancelReason::Shutdown, "a state write error");
+                // The steps that ended meanwhile too: their journal lines share one sync,
+                // made before anything after them starts.
+                let mut ended = vec![joined];
+                while let Some(more) = run.steps.try_join_next_with_id() {
+                    ended.push(more);
+                }
+                let synced = run.sync_journal();
+                for joined in ended {
+                    let Some(mut finished) = run.joined(joined) else { continue };
+                    if let Err(e) = &synced {
+                        finished.unrecorded.get_or_insert_with(|| std::io::Error::new(e.kind(), e.to_string()));
+                    }
+                    if observer.finished(finished).is_err() {
+                        source.stop(CancelReason::Shutdown, "a state write error");
+                    }
                 }
             }
             Some(answered) = run.approvals.join_next() => {
@@ -135,6 +146,14 @@ struct Running<'a> {
 }
 
 impl Running<'_> {
+    /// Sync the step ends written to the run's journal (an apply's; a blame round has none).
+    fn sync_journal(&self) -> std::io::Result<()> {
+        self.ctx
+            .journal
+            .as_ref()
+            .map_or(Ok(()), |j| j.journal.sync())
+    }
+
     fn decide(&mut self, decision: Decision, controls: &Controls, observer: &mut dyn Observer) {
         let names = self.names;
         match decision {

@@ -41,7 +41,8 @@ pub struct Outcome {
 }
 
 /// Run `name` with its retries; never panics on step errors. How it ended goes to the
-/// run's journal at once, before the dispatcher hears of it.
+/// run's journal at once, before the dispatcher hears of it (which syncs it before it
+/// starts anything else).
 pub async fn run_step(
     ctx: Arc<RunContext>,
     index: usize,
@@ -54,7 +55,8 @@ pub async fn run_step(
     outcome
 }
 
-/// Write a step's end to the run's journal (apply's, not a blame round's) and sync it.
+/// Write a step's end to the run's journal (apply's, not a blame round's); the dispatcher
+/// syncs it, with the ends of the steps that ended at the same time.
 fn journal_exit(ctx: &RunContext, name: &str, outcome: &Outcome) -> std::io::Result<()> {
     let Some(run_journal) = &ctx.journal else {
         return Ok(());
@@ -75,7 +77,7 @@ fn journal_exit(ctx: &RunContext, name: &str, outcome: &Outcome) -> std::io::Res
         outputs: outcome.outputs.clone(),
         params: Some(params),
     };
-    run_journal.journal.append(&entry)
+    run_journal.journal.note(&entry).map(|_| ())
 }
 
 /// The step's log (as the dispatcher names it too).

@@ -154,6 +154,16 @@ impl Journal {
     /// share one sync: a line is on disk when this returns, whichever sync took it there.
     pub fn append(&self, entry: &Entry) -> std::io::Result<()> {
         let line = self.note(entry)?;
+        self.sync_through(line)
+    }
+
+    /// Sync every line written through this handle so far: one sync for all of them, none
+    /// when a sync since their writes covered them.
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.sync_through(self.written.load(Ordering::SeqCst))
+    }
+
+    fn sync_through(&self, line: u64) -> std::io::Result<()> {
         let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
         if *synced >= line {
             return Ok(());
@@ -166,7 +176,7 @@ impl Journal {
         Ok(())
     }
 
-    /// How many syncs [`Journal::append`] made.
+    /// How many syncs [`Journal::append`] and [`Journal::sync`] made.
     pub fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)
     }
@@ -506,6 +516,21 @@ mod tests {
         // Alone, a line gets its own sync.
         journal.append(&exited("d")).expect("append");
         assert_eq!(journal.syncs(), 3);
+    }
+
+    #[test]
+    fn one_sync_covers_the_lines_written_before_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = Journal::open(&dir.path().join("s.json.journal")).expect("open");
+        journal.sync().expect("nothing to sync");
+        assert_eq!(journal.syncs(), 0);
+        for name in ["a", "b", "c"] {
+            journal.note(&exited(name)).expect("note");
+        }
+        journal.sync().expect("sync");
+        journal.sync().expect("again");
+        assert_eq!(journal.syncs(), 1, "the second sync had nothing to do");
+        assert_eq!(*journal.synced.lock().expect("lock"), 3);
     }
 
     fn record(result: StepResult, outputs: Option<serde_json::Value>) -> StepRecord {
