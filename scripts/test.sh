@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, every test.
 # On a fresh Debian machine it installs what the tests need (git, openssl, docker.io,
-# docker-registry, apache2-utils, busybox-static, docker-compose), starts a Docker daemon and a registry on 127.0.0.1 when none
+# docker-registry, apache2-utils, busybox-static, docker-compose, chromium, chromium-driver), starts a Docker daemon and a registry on 127.0.0.1 when none
 # answers, and stops what it started. It assumes nothing left running by an earlier session.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -79,6 +79,13 @@ export KCIDEPLOY_TEST_REGISTRY="127.0.0.1:$port"
 echo "registry: $KCIDEPLOY_TEST_REGISTRY"
 # The Docker tests fail, rather than skip, when the daemon is missing.
 export KCIDEPLOY_REQUIRE_DOCKER=1
+
+# --- A browser for tests/dashboard.rs (headless Chromium over WebDriver) -------------------
+if ! need chromium || ! need chromedriver; then
+  echo "== installing chromium chromium-driver"; apt_install chromium chromium-driver
+fi
+# The browser tests fail, rather than skip, without them.
+export KCIDEPLOY_REQUIRE_BROWSER=1
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -132,6 +132,11 @@ fn replan(
     };
     let request = crate::workspace::PlanRequest {
         cycle: CycleRequest::from(plan.cycle),
+        scope: crate::state::RunScope {
+            targets: plan.scope.targets.clone(),
+            replace: plan.scope.replace.clone(),
+            rollback_of: None,
+        },
         ..Default::default()
     };
     match snapshot {

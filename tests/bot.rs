@@ -329,3 +329,91 @@ fn a_failed_step_is_named_in_the_pr_comment_without_its_error() {
         server.log()
     );
 }
+
+#[test]
+fn a_maintainer_rolls_back_to_the_last_good_run() {
+    let (fx, fake, plan, _) = setup(r#"["true"]"#, false);
+    let apply = || {
+        let (code, out, err) = output(
+            kcideploy()
+                .args(["apply", "-auto-approve", "--cycle", "partial", "-f"])
+                .arg(&plan),
+        );
+        assert_eq!(code, 0, "{out}{err}");
+    };
+    apply();
+    // `main` moves: the second run deploys it.
+    let git = git2::Repository::open_bare(fx.path().join("repos/core.git")).expect("repo");
+    let main = git.refname_to_id("refs/heads/main").expect("main");
+    let moved = kcideploy::gitops::scratch::commit(
+        &git,
+        Some(main),
+        &[("config/a.yaml", Some("a: 2\n"))],
+        BOB,
+        NOW - DAY,
+        "main moves",
+    )
+    .expect("commit");
+    kcideploy::gitops::scratch::set_branch(&git, "main", moved).expect("branch");
+    apply();
+    let state = state_of(&fx, "staging");
+    let first = state.history[state.history.len() - 2].clone();
+    assert_eq!(
+        state.repos["core"].deployed,
+        state.history.last().expect("run").revisions["core"].staging
+    );
+    let server = Server::start(&plan, &[]);
+
+    // Not a maintainer: refused, nothing runs.
+    server.comment("c-1", 7, ("mallory", 6666), "@kcibot rollback");
+    server.wait("the refusal", Duration::from_secs(60), || {
+        comments(&fake, 7).len() == 1
+    });
+    assert!(comments(&fake, 7)[0].starts_with("Sorry @mallory"));
+
+    server.comment("c-2", 7, ("alice", ALICE_ID), "@kcibot rollback");
+    server.wait("the answer", Duration::from_secs(60), || {
+        comments(&fake, 7).len() == 2
+    });
+    let r = comments(&fake, 7);
+    assert!(
+        r[1].starts_with(&format!(
+            "Rolling back staging to the revisions run `{}` deployed",
+            first.id
+        )),
+        "{r:?}"
+    );
+    server.wait("the rollback", Duration::from_secs(60), || {
+        state_of(&fx, "staging").history.len() == state.history.len() + 1
+    });
+    let after = state_of(&fx, "staging");
+    let run = after.history.last().expect("the rollback run");
+    assert_eq!(
+        run.scope.rollback_of.as_deref(),
+        Some(first.id.as_str()),
+        "{}",
+        server.log()
+    );
+    assert_eq!(run.result, kcideploy::state::RunResult::Success);
+    assert_eq!(
+        after.repos["core"].deployed,
+        first.revisions["core"].staging
+    );
+
+    // A run that is not in the history: said so, with the runs there are.
+    server.comment(
+        "c-3",
+        7,
+        ("alice", ALICE_ID),
+        "@kcibot rollback 19990101T000000Z-abcdef",
+    );
+    server.wait("the answer", Duration::from_secs(60), || {
+        comments(&fake, 7).len() == 3
+    });
+    let r = comments(&fake, 7);
+    assert!(
+        r[2].starts_with("Not rolling back staging: no run `19990101T000000Z-abcdef`"),
+        "{r:?}"
+    );
+    assert_no_raw_error(&r[2], &fx);
+}

@@ -245,3 +245,46 @@ fn a_man_page_and_help_examples_for_every_subcommand() {
         );
     }
 }
+
+/// Every subcommand and every one of its long options is in the README's CLI table (the
+/// `## CLI` section), as `name` (subcommand) and `-option`/`--option`.
+#[test]
+fn the_readme_cli_table_documents_every_subcommand_and_option() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("read");
+    let start = readme.find("\n## CLI\n").expect("the CLI section");
+    let end = readme[start + 1..]
+        .find("\n## ")
+        .map_or(readme.len(), |e| start + 1 + e);
+    let section = &readme[start..end];
+    let cli = <kcideploy::cli::Cli as clap::CommandFactory>::command();
+    let mut missing = Vec::new();
+    for sub in cli.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = sub.get_name();
+        if !section.contains(&format!("kcideploy {name}")) {
+            missing.push(format!("kcideploy {name}"));
+        }
+        let mut subs: Vec<&clap::Command> = vec![sub];
+        subs.extend(sub.get_subcommands());
+        for cmd in subs {
+            for arg in cmd.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                if ["help", "version", "no-color", "file"].contains(&long) {
+                    continue;
+                }
+                let documented = [format!("-{long}"), format!("--{long}")].iter().any(|f| {
+                    section.contains(&format!("`{f}"))
+                        || section.contains(&format!(" {f}"))
+                        || section.contains(&format!("[{f}"))
+                });
+                if !documented {
+                    missing.push(format!("{} --{long}", cmd.get_name()));
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not in the README's CLI section: {missing:?}"
+    );
+}

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use common::*;
 use fake_kernelci::{FakeKci, SharedKci};
-use serde_json::json;
 
 /// A checkout of `tree`/`branch` with its builds and tests; its id.
 fn checkout(
@@ -22,40 +21,7 @@ fn checkout(
     commit: &str,
     tests: (usize, usize),
 ) -> String {
-    let mut k = kci.lock().expect("kci");
-    let revision = json!({"tree": tree, "branch": branch, "commit": commit, "url": "https://git.kernel.org/x.git", "describe": format!("v6.13-{}", &commit[..4])});
-    let treeid = format!("tree-{commit}");
-    let id = k.add(
-        "checkout",
-        "production",
-        &treeid,
-        revision.clone(),
-        Some("pass"),
-        false,
-    );
-    for _ in 0..10 {
-        k.add(
-            "kbuild",
-            "production",
-            &treeid,
-            revision.clone(),
-            Some("pass"),
-            false,
-        );
-    }
-    for (n, result) in [(tests.0, "pass"), (tests.1, "fail")] {
-        for _ in 0..n {
-            k.add(
-                "test",
-                "production",
-                &treeid,
-                revision.clone(),
-                Some(result),
-                false,
-            );
-        }
-    }
-    id
+    kci.lock().expect("kci").tree(tree, branch, commit, tests)
 }
 
 const STEP: &str = r#"  check-production:
@@ -96,7 +62,7 @@ fn setup() -> (Setup, String) {
 fn apply_while(s: &Setup, make: impl FnOnce(&SharedKci) + Send + 'static) -> (i32, String) {
     let kci = s.kci.clone();
     let maker = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(700));
+        fake_kernelci::wait_for_watch(&kci, Duration::from_secs(30));
         make(&kci);
     });
     let (code, out, err) = output(

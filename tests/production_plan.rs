@@ -72,6 +72,15 @@ fn the_production_plan_validates() {
         "production's trigger never builds the kernelci tree: {watch:?}"
     );
     assert_eq!(check.with.value["phase"], "watch");
+    // Stop the line: only when that check fails, the trigger is scaled to zero.
+    let stop = &config.file.steps["stop-the-line"];
+    let watched: Vec<&str> = stop.when_failed.iter().map(|w| w.value.as_str()).collect();
+    assert_eq!(watched, ["check-results"]);
+    assert_eq!(stop.with.value["namespace"], "kernelci-pipeline");
+    assert_eq!(
+        stop.with.value["scale"],
+        serde_json::json!({"deployments": ["trigger"], "replicas": 0})
+    );
     assert!(!text.contains("--arch all"), "not a kci rootfs command");
 }
 
@@ -251,8 +260,10 @@ fn a_pipeline_change_applies_the_manifests_in_the_real_order_and_namespaces_trig
         .filter_map(|s| s["name"].as_str())
         .collect();
     // Every kubernetes step, in the plan's (execution) order, as the manifests it applies.
-    let kube: Vec<&serde_json::Value> =
-        steps.iter().filter(|s| s["kind"] == "kubernetes").collect();
+    let kube: Vec<&serde_json::Value> = steps
+        .iter()
+        .filter(|s| s["kind"] == "kubernetes" && s["params"].get("manifests").is_some())
+        .collect();
     let applied: Vec<(String, String, String)> = kube
         .iter()
         .flat_map(|s| {

@@ -289,8 +289,14 @@ fn an_event_restarts_a_partial_deploy_once_then_waits_for_the_cooldown() {
     });
     // During the partial deploy: restart it from the beginning.
     server.post("pull_request", "r-2", &fixture("pull_request.synchronize"));
+    // The stopped deploy has ended and the new one runs its step (until then the stopping
+    // one still shows its step running, and a later event would be taken by the new one).
     server.wait_for("the restart", PATIENCE, |s| {
-        s["running"]["restarts"] == 1 && s["running"]["steps"]["restart"]["state"] == "running"
+        s["running"]["restarts"] == 1
+            && s["running"]["trigger"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("restarted for"))
+            && s["running"]["steps"]["restart"]["state"] == "running"
     });
     // Again: the budget is spent, the event waits for the next deploy.
     server.post("pull_request", "r-3", &fixture("pull_request.reopened"));
@@ -346,6 +352,16 @@ fn sigterm_stops_a_running_deploy_cleanly_and_the_next_start_resumes_it() {
         s["running"]["steps"]["restart"]["state"] == "running"
     });
     let run_id = s["running"]["run_id"].clone();
+    // `running` is shown when the step is started, maybe before its shell has written.
+    let begun = Instant::now();
+    while runs_log(&fx) != "start\n" {
+        assert!(
+            begun.elapsed() < PATIENCE,
+            "the step never began: {:?}",
+            runs_log(&fx)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let started = Instant::now();
     assert_eq!(server.terminate(), 0);
     assert!(

@@ -183,6 +183,7 @@ impl Running<'_> {
                 let detail = match why {
                     NotRun::DependencyFailed(d) => format!("dependency failed: {}", names[d]),
                     NotRun::Cancelled => "not started: cancelled".to_string(),
+                    NotRun::NotNeeded => "not needed: no step it watches failed".to_string(),
                 };
                 let _ = observer.finished(not_run(i, &names[i], why.result(), detail));
             }

@@ -20,6 +20,13 @@ pub struct Counts {
     pub skipped: usize,
     pub done_before: usize,
     pub cancelled: usize,
+    /// `when_failed` steps whose watched steps did not fail.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub not_needed: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -124,6 +131,42 @@ fn secs(ms: u64) -> String {
 }
 
 /// The text of an event for people; `None` for events shown otherwise.
+/// The line of a finished step (a failure with its log's tail and path).
+fn finished_line(
+    step: &str,
+    result: StepResult,
+    duration_ms: u64,
+    detail: &Option<String>,
+    (log, log_tail): (&Option<String>, &Option<String>),
+    attempts: u32,
+) -> String {
+    let mut text = match result {
+        StepResult::Success => format!("  done    {step} ({})", secs(duration_ms)),
+        StepResult::DoneBefore => format!("  done    {step} (before, with the same inputs)"),
+        StepResult::Skipped => format!("  skipped {step} ({})", detail.as_deref().unwrap_or("")),
+        StepResult::Cancelled => format!("  cancel  {step}"),
+        StepResult::NotNeeded => {
+            format!("  -       {step} (not needed: nothing it watches failed)")
+        }
+        StepResult::Failed => format!(
+            "  FAILED  {step} after {attempts} attempt(s), {}: {}",
+            secs(duration_ms),
+            detail.as_deref().unwrap_or("")
+        ),
+    };
+    if result == StepResult::Failed {
+        if let Some(tail) = log_tail.as_deref().filter(|t| !t.is_empty()) {
+            for l in tail.lines() {
+                text.push_str(&format!("\n          | {l}"));
+            }
+        }
+        if let Some(log) = log {
+            text.push_str(&format!("\n          log: {log}"));
+        }
+    }
+    text
+}
+
 pub fn line(event: &Event) -> Option<String> {
     Some(match event {
         Event::RunStarted {
@@ -156,35 +199,14 @@ pub fn line(event: &Event) -> Option<String> {
             log,
             log_tail,
             attempts,
-        } => {
-            let mut text = match result {
-                StepResult::Success => format!("  done    {step} ({})", secs(*duration_ms)),
-                StepResult::DoneBefore => {
-                    format!("  done    {step} (before, with the same inputs)")
-                }
-                StepResult::Skipped => {
-                    format!("  skipped {step} ({})", detail.as_deref().unwrap_or(""))
-                }
-                StepResult::Cancelled => format!("  cancel  {step}"),
-                StepResult::Failed => format!(
-                    "  FAILED  {step} after {} attempt(s), {}: {}",
-                    attempts,
-                    secs(*duration_ms),
-                    detail.as_deref().unwrap_or("")
-                ),
-            };
-            if *result == StepResult::Failed {
-                if let Some(tail) = log_tail.as_deref().filter(|t| !t.is_empty()) {
-                    for l in tail.lines() {
-                        text.push_str(&format!("\n          | {l}"));
-                    }
-                }
-                if let Some(log) = log {
-                    text.push_str(&format!("\n          log: {log}"));
-                }
-            }
-            text
-        }
+        } => finished_line(
+            step,
+            *result,
+            *duration_ms,
+            detail,
+            (log, log_tail),
+            *attempts,
+        ),
         Event::BlameRound {
             round,
             included,

@@ -6,6 +6,7 @@
 //! (who confirms `approve: true` steps), [`kinds`] (what a step does), [`digest`] (from the planner), [`record`]
 //! (state) and [`report`]. Blame runs its rounds through [`run_round`]: the same executor.
 
+pub mod adopt;
 pub mod approve;
 pub mod cancel;
 pub mod dispatch;
@@ -18,6 +19,7 @@ pub mod process;
 pub mod record;
 pub mod refresh;
 pub mod report;
+pub mod resume;
 mod round;
 pub mod runner;
 pub mod schedule;
@@ -283,6 +285,24 @@ pub fn graph_of(
             .unwrap_or_default();
         graph.deps.push(deps);
         graph.approve.push(step.is_some_and(|s| s.approve));
+        let watched: Vec<usize> = step
+            .map(|s| {
+                s.when_failed
+                    .iter()
+                    .filter_map(|d| names.iter().position(|n| *n == d.value))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(deps) = graph.deps.last_mut() {
+            deps.extend(
+                watched
+                    .iter()
+                    .filter(|w| !deps.contains(w))
+                    .copied()
+                    .collect::<Vec<_>>(),
+            );
+        }
+        graph.when_failed.push(watched);
     }
     // Push before use (`crate::planner::graph::published_by`): ordering the plan file does
     // not write, between steps that both run.

@@ -9,12 +9,12 @@ use super::events::{Event, Reporter, StepResult};
 use super::report::{ApplyReport, finished_event};
 use super::schedule::Status;
 use super::{RunContext, digest};
+use crate::planner::Plan;
 use crate::planner::params::Params;
-use crate::planner::{Plan, StepReason};
 use crate::state::journal::{Ended, record_outcome, record_step};
 use crate::state::{
-    ChangeRef, HISTORY_KEEP, LocalState, RepoState, RunRecord, RunResult, RunStep, State,
-    StateError,
+    ChangeRef, HISTORY_KEEP, LocalState, RepoState, RunRecord, RunResult, RunRevision, RunStep,
+    State, StateError,
 };
 
 /// Resume the unfinished run with the same inputs, or start a new one: `(run id, resumed)`.
@@ -26,6 +26,7 @@ pub fn begin_run(state: &mut State, plan: &Plan, now: Timestamp) -> (String, boo
             resumed = true;
             run.result = RunResult::Running;
             run.finished_at = None;
+            run.scope = plan.scope.clone();
             run
         }
         other => {
@@ -45,6 +46,9 @@ pub fn begin_run(state: &mut State, plan: &Plan, now: Timestamp) -> (String, boo
                 finished_at: None,
                 result: RunResult::Running,
                 steps: Vec::new(),
+                scope: plan.scope.clone(),
+                revisions: revisions(plan),
+                images: Default::default(),
             }
         }
     };
@@ -71,6 +75,42 @@ pub fn nothing_to_do(state: &State) -> ApplyReport {
     }
 }
 
+/// What a run deploys per repo, for its record (a rollback plans it again).
+fn revisions(plan: &Plan) -> std::collections::BTreeMap<String, RunRevision> {
+    plan.repos
+        .iter()
+        .map(|(name, r)| {
+            let revision = RunRevision {
+                staging: r.staging.clone(),
+                base: r.base.clone(),
+                included: r
+                    .included
+                    .iter()
+                    .map(|c| ChangeRef {
+                        id: c.id.clone(),
+                        head: c.head.clone(),
+                    })
+                    .collect(),
+            };
+            (name.clone(), revision)
+        })
+        .collect()
+}
+
+/// The image id each step that builds one last recorded (`outputs.image` and `outputs.id`).
+fn images(state: &State) -> std::collections::BTreeMap<String, String> {
+    state
+        .steps
+        .iter()
+        .filter_map(|(name, r)| {
+            let outputs = r.outputs.as_ref()?;
+            outputs.get("image")?;
+            let id = outputs.get("id")?.as_str()?;
+            Some((name.clone(), id.to_string()))
+        })
+        .collect()
+}
+
 fn new_run_id(now: Timestamp) -> String {
     let stamp = now.strftime("%Y%m%dT%H%M%SZ").to_string();
     format!("{stamp}-{}", &crate::support::random_id()[..6])
@@ -85,13 +125,12 @@ pub fn done_before(
     digests: &[String],
     reporter: &mut dyn Reporter,
 ) -> Vec<Status> {
+    // Drifted or `-replace`d steps run again whatever they did before.
     let drifted = |name: &str| {
-        ctx.plan.steps.iter().any(|s| {
-            s.name == name
-                && s.because
-                    .iter()
-                    .any(|r| matches!(r, StepReason::Drift { .. }))
-        })
+        ctx.plan
+            .steps
+            .iter()
+            .any(|s| s.name == name && s.is_forced())
     };
     names
         .iter()
@@ -218,7 +257,12 @@ pub fn end_run(
             matches!(r, StepResult::Success | StepResult::DoneBefore)
                 || !digest::step_repos(&ctx.config, n).contains(repo)
         });
-        if all_ok && !cancelled {
+        // `-target` left out steps of this repo: what they deploy is not deployed yet.
+        let held =
+            ctx.plan.steps.iter().any(|s| {
+                s.is_untargeted() && digest::step_repos(&ctx.config, &s.name).contains(repo)
+            });
+        if all_ok && !held && !cancelled {
             state.repos.insert(
                 repo.clone(),
                 RepoState {
@@ -252,9 +296,11 @@ pub fn end_run(
             crate::config::Cycle::Full => state.cycles.last_full = Some(finished_at),
         }
     }
+    let images = images(state);
     if let Some(mut run) = state.current_run.take() {
         run.result = result;
         run.finished_at = Some(finished_at);
+        run.images = images;
         push_history(state, run.clone());
         if result != RunResult::Success {
             state.current_run = Some(run);

@@ -71,6 +71,7 @@ pub fn counts(results: &[StepResult]) -> Counts {
             StepResult::Skipped => counts.skipped += 1,
             StepResult::DoneBefore => counts.done_before += 1,
             StepResult::Cancelled => counts.cancelled += 1,
+            StepResult::NotNeeded => counts.not_needed += 1,
         }
     }
     counts

@@ -8,6 +8,14 @@ pub struct Graph {
     pub deps: Vec<Vec<usize>>,
     /// `approve: true`: asked before it starts.
     pub approve: Vec<bool>,
+    /// `when_failed`: those of `deps` whose failure it waits for (it runs only if one failed).
+    pub when_failed: Vec<Vec<usize>>,
+}
+
+impl Graph {
+    fn watches(&self, i: usize, d: usize) -> bool {
+        self.when_failed.get(i).is_some_and(|w| w.contains(&d))
+    }
 }
 
 /// Where a step is.
@@ -35,6 +43,8 @@ pub enum NotRun {
     DependencyFailed(usize),
     /// Behind a cancelled step, or the run is stopping.
     Cancelled,
+    /// A `when_failed` step whose watched steps all finished without failing.
+    NotNeeded,
 }
 
 /// What to do next.
@@ -52,6 +62,7 @@ impl NotRun {
         match self {
             NotRun::DependencyFailed(_) => StepResult::Skipped,
             NotRun::Cancelled => StepResult::Cancelled,
+            NotRun::NotNeeded => StepResult::NotNeeded,
         }
     }
 }
@@ -69,11 +80,11 @@ pub fn next(graph: &Graph, status: &[Status], free: usize, stopping: bool) -> Ve
             if !status[i].open() {
                 continue;
             }
-            let blocker = graph.deps[i].iter().copied().find(|&d| {
-                matches!(
-                    status[d],
-                    Status::Done(StepResult::Failed | StepResult::Skipped | StepResult::Cancelled)
-                )
+            // A failure a `when_failed` step waits for does not block it; a cancel does.
+            let blocker = graph.deps[i].iter().copied().find(|&d| match status[d] {
+                Status::Done(StepResult::Cancelled) => true,
+                Status::Done(StepResult::Failed | StepResult::Skipped) => !graph.watches(i, d),
+                _ => false,
             });
             if let Some(d) = blocker {
                 let why = if status[d] == Status::Done(StepResult::Cancelled) {
@@ -103,13 +114,23 @@ pub fn next(graph: &Graph, status: &[Status], free: usize, stopping: bool) -> Ve
             continue;
         }
         let ready = status[i].open()
-            && graph.deps[i].iter().all(|&d| {
-                matches!(
-                    status[d],
-                    Status::Done(StepResult::Success | StepResult::DoneBefore)
-                )
+            && graph.deps[i].iter().all(|&d| match status[d] {
+                Status::Done(
+                    StepResult::Success | StepResult::DoneBefore | StepResult::NotNeeded,
+                ) => true,
+                Status::Done(_) => graph.watches(i, d),
+                _ => false,
             });
         if !ready {
+            continue;
+        }
+        let watched = graph.when_failed.get(i).filter(|w| !w.is_empty());
+        if let Some(watched) = watched
+            && !watched
+                .iter()
+                .any(|&d| status[d] == Status::Done(StepResult::Failed))
+        {
+            out.push(Decision::Drop(i, NotRun::NotNeeded));
             continue;
         }
         if status[i] == Status::Waiting && graph.approve.get(i).copied().unwrap_or(false) {
@@ -140,6 +161,7 @@ mod tests {
         Graph {
             deps: vec![vec![], vec![0], vec![1], vec![], vec![0]],
             approve: vec![false, false, false, false, true],
+            when_failed: Vec::new(),
         }
     }
 
@@ -211,6 +233,37 @@ mod tests {
         );
         assert!(!settled(&s));
         assert!(settled(&[Done(StepResult::Success), Waiting]));
+    }
+
+    /// a; b runs when a fails; c needs b.
+    fn when_failed_graph() -> Graph {
+        Graph {
+            deps: vec![vec![], vec![0], vec![1]],
+            approve: vec![false; 3],
+            when_failed: vec![vec![], vec![0], vec![]],
+        }
+    }
+
+    #[test]
+    fn a_when_failed_step_runs_only_after_its_step_failed() {
+        let g = when_failed_graph();
+        assert_eq!(next(&g, &[Running, Waiting, Waiting], 10, false), []);
+        let failed = [Done(StepResult::Failed), Waiting, Waiting];
+        assert_eq!(next(&g, &failed, 10, false), [Start(1)]);
+        let ok = [Done(StepResult::Success), Waiting, Waiting];
+        assert_eq!(
+            next(&g, &ok, 10, false),
+            [Drop(1, NotRun::NotNeeded)],
+            "not needed when it succeeded"
+        );
+        let not_needed = [
+            Done(StepResult::Success),
+            Done(StepResult::NotNeeded),
+            Waiting,
+        ];
+        assert_eq!(next(&g, &not_needed, 10, false), [Start(2)]);
+        let cancelled = [Done(StepResult::Cancelled), Waiting, Waiting];
+        assert!(next(&g, &cancelled, 10, false).contains(&Drop(1, NotRun::Cancelled)));
     }
 
     #[test]

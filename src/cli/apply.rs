@@ -40,7 +40,16 @@ pub fn cmd_apply(args: ApplyArgs, color: bool) -> Result<ExitStatus> {
         eprintln!("{REFRESH_WITH_SAVED_PLAN}");
         return Ok(ExitStatus::Usage);
     }
+    let scope = args.scope.to_scope();
+    if saved.is_some() && !scope.is_empty() {
+        eprintln!("{SCOPE_WITH_SAVED_PLAN}");
+        return Ok(ExitStatus::Usage);
+    }
     let mut ws = Workspace::load(&file, cache.as_deref())?;
+    if let Some(usage) = super::plan::unknown_steps(&ws, &scope) {
+        eprintln!("error: {usage}");
+        return Ok(ExitStatus::Usage);
+    }
     if let Some(saved) = &saved {
         check_names(&ws, saved, args.planfile.as_deref().unwrap_or(&file))?;
     }
@@ -55,6 +64,8 @@ pub fn cmd_apply(args: ApplyArgs, color: bool) -> Result<ExitStatus> {
                 cycle: args.cycle,
                 now: Some(parse_now(args.at.as_deref())?),
                 drift: super::plan::detect_drift(&ws, args.refresh)?,
+                scope,
+                ..Default::default()
             };
             let (snapshot, mut plan) = ws.fetch_and_plan(&request)?;
             super::plan::pin_digests(&ws, &mut plan);
@@ -84,6 +95,12 @@ const REFRESH_WITH_SAVED_PLAN: &str = "error: -refresh cannot be used with a sav
 a saved plan is applied exactly as it was planned, and refreshing is part of planning.
   To repair drift with a saved plan: kcideploy plan -refresh -f PLAN.yaml -out FILE, then kcideploy apply FILE
   (the saved plan lists the drifted steps). Or refresh and apply at once: kcideploy apply -refresh -f PLAN.yaml";
+
+/// `apply -target STEP PLANFILE`: a saved plan keeps the scope it was planned with.
+const SCOPE_WITH_SAVED_PLAN: &str =
+    "error: -target and -replace cannot be used with a saved plan: \
+it is applied exactly as it was planned, with the -target and -replace it was made with.
+  Plan with them: kcideploy plan -f PLAN.yaml -target STEP -out FILE, then kcideploy apply FILE";
 
 /// Before the lock is taken: a saved plan must be sealed (plans saved before seals existed
 /// are planned again), and every step, component and repo it names must be in the plan file.
@@ -136,6 +153,7 @@ fn check_saved(ws: &Workspace, saved: Plan) -> Result<(ForgeSnapshot, Plan)> {
     let request = PlanRequest {
         cycle: CycleRequest::from(saved.cycle),
         now: Some(saved.planned_at),
+        scope: saved.scope.clone(),
         ..Default::default()
     };
     let (snapshot, fresh) = ws.fetch_and_plan(&request)?;
@@ -188,7 +206,10 @@ pub fn execute(
         json: how.json,
         color: how.color,
     };
-    let crate::deploy::Deployed { report, .. } = crate::deploy::apply_with_blame(
+    let crate::deploy::Deployed {
+        report,
+        plan: deployed_plan,
+    } = crate::deploy::apply_with_blame(
         &ws.config,
         plan,
         &ws.backend,
@@ -201,6 +222,14 @@ pub fn execute(
         reporter.as_mut(),
         &mut narrator,
     )?;
+    let steps = report
+        .steps
+        .iter()
+        .map(|(n, r)| (n.clone(), (*r, 0)))
+        .collect();
+    if let Some(stop) = crate::notify::chat::stopped_line(&deployed_plan, &steps) {
+        eprintln!("\n{stop}");
+    }
     Ok(if report.succeeded() {
         ExitStatus::Success
     } else {
@@ -224,7 +253,7 @@ impl crate::deploy::Narrator for CliNarrator {
 }
 
 /// Ask on the terminal; only `yes` goes on.
-fn confirm() -> Result<()> {
+pub(super) fn confirm() -> Result<()> {
     if !std::io::stdin().is_terminal() {
         miette::bail!(
             help =

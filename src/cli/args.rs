@@ -43,12 +43,17 @@ const EXAMPLES_APPLY: &str = "Examples:
   kcideploy apply -f plans/staging.yaml -auto-approve --cycle partial";
 const EXAMPLES_RUN: &str = "Examples:
   kcideploy run -f plans/staging.yaml      # cron or CI: 0 nothing, 2 applied, 3 held back";
+const EXAMPLES_ROLLBACK: &str = "Examples:
+  kcideploy rollback -f plans/staging.yaml -plan-only
+  kcideploy rollback -f plans/staging.yaml 20261124T080000Z-1a2b3c -auto-approve";
 const EXAMPLES_SERVE: &str = "Examples:
   kcideploy serve -f plans/staging.yaml --listen 127.0.0.1:8080
   curl http://127.0.0.1:8080/status";
 const EXAMPLES_STATE: &str = "Examples:
   kcideploy state show -f plans/staging.yaml
-  kcideploy state history -f plans/staging.yaml --json";
+  kcideploy state history -f plans/staging.yaml --json
+  kcideploy state adopt -f plans/staging.yaml
+  kcideploy state adopt -f plans/staging.yaml -rev kernelci-api=1f2e3d4c... -auto-approve";
 const EXAMPLES_FORCE_UNLOCK: &str = "Examples:
   kcideploy force-unlock 3f2a9c1d0b7e4a65 -f plans/staging.yaml";
 const EXAMPLES_BLAME: &str = "Examples:
@@ -57,6 +62,8 @@ const EXAMPLES_BLAME: &str = "Examples:
 const EXAMPLES_EXCLUSIONS: &str = "Examples:
   kcideploy exclusions -f plans/staging.yaml
   kcideploy exclusions -f plans/staging.yaml clear 1a2b3c4d";
+const EXAMPLES_RESUME: &str = "Examples:
+  kcideploy resume -f plans/production.yaml";
 const EXAMPLES_COMPLETIONS: &str = "Examples:
   kcideploy completions bash > /etc/bash_completion.d/kcideploy";
 const EXAMPLES_MAN: &str = "Examples:
@@ -140,7 +147,14 @@ pub enum Command {
         /// Wait this long for the state lock.
         #[arg(long = "lock-timeout", default_value = "5m", value_parser = parse_duration)]
         lock_timeout: crate::config::HumanDuration,
+        /// `-target STEP` and `-replace STEP` as for `plan`.
+        #[command(flatten)]
+        scope: ScopeArgs,
     },
+    /// Deploy again what an earlier successful run deployed: its revisions (pending changes
+    /// left out), and so the images built from them. Only steps whose inputs differ run.
+    #[command(after_help = EXAMPLES_ROLLBACK)]
+    Rollback(RollbackArgs),
     /// Long-running service: GitHub webhooks, the staging policy, `@kcibot` commands,
     /// `/status` and `/metrics`. SIGTERM stops the running deploy cleanly.
     #[command(after_help = EXAMPLES_SERVE)]
@@ -201,6 +215,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Give back what a stop-the-line step paused (Deployments scaled by `with.scale`).
+    #[command(after_help = EXAMPLES_RESUME)]
+    Resume {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     #[command(after_help = EXAMPLES_COMPLETIONS)]
     Completions { shell: clap_complete::Shell },
@@ -246,9 +266,17 @@ pub struct PlanArgs {
     /// alone, nothing fetched) instead of planning.
     #[arg(
         long = "explain-paths",
-        conflicts_with_all = ["json", "out", "detailed_exitcode", "at", "cache_dir", "refresh", "diff"]
+        conflicts_with_all = ["json", "out", "detailed_exitcode", "at", "cache_dir", "refresh", "diff", "target", "replace"]
     )]
     pub explain_paths: bool,
+    /// Preview one pending change (`REPO#N`, or `REPO#BRANCH` for a git forge): what it alone
+    /// would trigger and whether it merges with the others, as its PR comment says.
+    #[arg(
+        long = "pr",
+        value_name = "REPO#N",
+        conflicts_with_all = ["json", "out", "detailed_exitcode", "refresh", "diff", "target", "replace", "explain_paths"]
+    )]
+    pub pr: Option<String>,
     /// Print one JSON document instead of text.
     #[arg(long)]
     pub json: bool,
@@ -278,6 +306,43 @@ pub struct PlanArgs {
     /// outcome drifted run again.
     #[arg(long)]
     pub refresh: bool,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+}
+
+/// `-target` and `-replace`, Terraform's meaning.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ScopeArgs {
+    /// Plan only this step and the steps it needs (transitively, and the `git_push` steps
+    /// publishing the revisions it uses); repeatable. The plan is partial: repos with
+    /// triggered steps left out keep their deployed revision.
+    #[arg(long = "target", value_name = "STEP")]
+    pub target: Vec<String>,
+    /// Run this step although nothing it depends on changed (even when it finished before
+    /// with the same inputs); repeatable. Steps needing it are planned by the usual rules.
+    #[arg(long = "replace", value_name = "STEP")]
+    pub replace: Vec<String>,
+}
+
+impl ScopeArgs {
+    pub fn to_scope(&self) -> crate::state::RunScope {
+        crate::state::RunScope {
+            targets: dedup(&self.target),
+            replace: dedup(&self.replace),
+            rollback_of: None,
+        }
+    }
+}
+
+/// In the order given, each name once.
+fn dedup(names: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for n in names {
+        if !out.contains(n) {
+            out.push(n.clone());
+        }
+    }
+    out
 }
 
 #[derive(Debug, clap::Args)]
@@ -319,6 +384,48 @@ pub struct ApplyArgs {
     /// already holds what `plan -refresh -out` found.
     #[arg(long)]
     pub refresh: bool,
+    /// With -f: `-target STEP` and `-replace STEP` as for `plan` (a saved plan keeps those it
+    /// was made with).
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    /// The run whose revisions to deploy (`state history` lists them; default: the last
+    /// successful run, not a `-target` one, before the newest that deployed other revisions
+    /// than those deployed).
+    pub run_id: Option<String>,
+    /// The plan file.
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    /// Print the rollback's plan and stop.
+    #[arg(long = "plan-only", conflicts_with = "auto_approve")]
+    pub plan_only: bool,
+    /// Do not ask for confirmation.
+    #[arg(long = "auto-approve")]
+    pub auto_approve: bool,
+    /// With -plan-only: print the plan JSON; else one JSON object per event.
+    #[arg(long)]
+    pub json: bool,
+    /// Steps running at once.
+    #[arg(long, default_value_t = 10, value_parser = at_least_one)]
+    pub parallelism: usize,
+    /// Wait this long for the state lock (e.g. 30s, 5m).
+    #[arg(long = "lock-timeout", default_value = "0s", value_parser = parse_duration)]
+    pub lock_timeout: crate::config::HumanDuration,
+    /// Time between SIGTERM and SIGKILL for a step being stopped.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub grace: crate::config::HumanDuration,
+    /// Which cycle: partial (only steps whose inputs differ), full, or auto (ask the policy).
+    #[arg(long, value_enum, default_value_t = CycleRequest::Partial)]
+    pub cycle: CycleRequest,
+    /// Where fetched repos are cached (default: beside the state file).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Post no PR comment and no commit status.
+    #[arg(long = "no-notify")]
+    pub no_notify: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -347,6 +454,33 @@ pub enum StateCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Record what already runs as deployed, running no step (Terraform's import).
+    Adopt(AdoptArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AdoptArgs {
+    /// The plan file.
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    /// Adopt REPO at REVISION (a commit SHA or a branch of the repo) instead of its staging
+    /// branch's revision; once per repo.
+    #[arg(long = "rev", value_name = "REPO=REVISION")]
+    pub rev: Vec<String>,
+    /// Do not ask for confirmation.
+    #[arg(long = "auto-approve")]
+    pub auto_approve: bool,
+    /// Adopt although state exists: its deployed revisions, step records and current run
+    /// are replaced (its history, exclusions and approvals are kept; the state before is
+    /// kept in `<state>.backup`).
+    #[arg(long = "replace-state")]
+    pub replace_state: bool,
+    /// Where fetched repos are cached (default: beside the state file).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Wait this long for the state lock (e.g. 30s, 5m).
+    #[arg(long = "lock-timeout", default_value = "0s", value_parser = parse_duration)]
+    pub lock_timeout: crate::config::HumanDuration,
 }
 
 /// A count that must be at least 1 (`-parallelism`).
@@ -386,6 +520,10 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
         "explain-paths",
         "diff",
         "diff-lines",
+        "rev",
+        "replace-state",
+        "replace",
+        "plan-only",
     ];
     args.into_iter()
         .map(|arg| {

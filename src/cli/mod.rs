@@ -1,11 +1,13 @@
 //! The command line: one file per verb, each thin: parse (clap, [`args`]), call the library,
 //! render, map errors to exit codes.
 
+mod adopt;
 mod apply;
 pub mod args;
 mod demo;
 mod inspect;
 mod plan;
+mod rollback;
 mod run;
 mod state;
 
@@ -14,7 +16,8 @@ use std::io::IsTerminal;
 use miette::Result;
 
 pub use args::{
-    ApplyArgs, Cli, Command, CoverageArgs, ExclusionsAction, PlanArgs, StateCommand, normalize_args,
+    ApplyArgs, Cli, Command, CoverageArgs, ExclusionsAction, PlanArgs, RollbackArgs, ScopeArgs,
+    StateCommand, normalize_args,
 };
 pub use plan::{parse_now, read_saved_plan};
 
@@ -49,7 +52,9 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
             at,
             no_notify,
             lock_timeout,
-        } => run::cmd_run(file, at, no_notify, lock_timeout, color),
+            scope,
+        } => run::cmd_run(file, at, no_notify, lock_timeout, scope.to_scope(), color),
+        Command::Rollback(args) => rollback::cmd_rollback(args, color),
         Command::Serve {
             file,
             listen,
@@ -69,6 +74,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         Command::ForceUnlock { id, file, force } => state::force_unlock(&file, &id, force),
         Command::Blame { file, json, .. } => state::blame(&file, json),
         Command::Exclusions { file, action, json } => state::exclusions(&file, action, json),
+        Command::Resume { file } => state::resume(&file),
         Command::Completions { shell } => inspect::completions(shell),
         Command::Man { dir } => inspect::man(dir.as_deref()),
         Command::Demo { dir } => demo::run(dir.as_deref(), color),

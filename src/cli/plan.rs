@@ -50,11 +50,21 @@ pub fn cmd_plan(args: PlanArgs, color: bool) -> Result<ExitStatus> {
         return Ok(ExitStatus::Success);
     }
     let ws = Workspace::load(&args.file, args.cache_dir.as_deref())?;
+    if let Some(pr) = &args.pr {
+        return preview(&ws, pr, parse_now(args.at.as_deref())?, args.cycle);
+    }
+    let scope = args.scope.to_scope();
+    if let Some(usage) = unknown_steps(&ws, &scope) {
+        eprintln!("error: {usage}");
+        return Ok(ExitStatus::Usage);
+    }
     let drift = detect_drift(&ws, args.refresh)?;
     let request = PlanRequest {
         cycle: args.cycle,
         now: Some(parse_now(args.at.as_deref())?),
         drift,
+        scope,
+        ..Default::default()
     };
     let (snapshot, mut plan) = ws.fetch_and_plan(&request)?;
     if args.diff {
@@ -74,6 +84,7 @@ pub fn cmd_plan(args: PlanArgs, color: bool) -> Result<ExitStatus> {
         format!("{}\n", to_json(&plan)?)
     } else {
         let mut text = planner::render::text(&plan, color);
+        text.push_str(&super::adopt::unknown_note(&ws, &plan));
         if let Some(out) = &args.out {
             text.push_str(&format!("\nSaved the plan to {}.\n", out.display()));
         }
@@ -88,12 +99,59 @@ pub fn cmd_plan(args: PlanArgs, color: bool) -> Result<ExitStatus> {
     })
 }
 
+/// `-target` and `-replace` names that are not steps of the plan file, as a usage error.
+pub fn unknown_steps(ws: &Workspace, scope: &crate::state::RunScope) -> Option<String> {
+    let check = |flag, names| planner::scope::unknown_steps(&ws.config, flag, names);
+    match (
+        check("-target", &scope.targets),
+        check("-replace", &scope.replace),
+    ) {
+        (Some(a), Some(b)) => Some(format!("{a}\nerror: {b}")),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Resolve the image digests the plan's `kubernetes` steps will pin (shown, and kept in a
 /// saved plan); a registry that does not answer is a warning: apply resolves those.
 pub fn pin_digests(ws: &Workspace, plan: &mut Plan) {
     for warning in crate::apply::pins::resolve_plan_pins(&ws.config, ws.state.as_ref(), plan) {
         eprintln!("warning: {warning}");
     }
+}
+
+/// `plan --pr REPO#N`: the change's preview, as its PR comment shows it.
+fn preview(
+    ws: &Workspace,
+    pr: &str,
+    now: jiff::Timestamp,
+    cycle: crate::policy::CycleRequest,
+) -> Result<ExitStatus> {
+    let Some((repo, id)) = pr
+        .split_once('#')
+        .filter(|(r, i)| !r.is_empty() && !i.is_empty())
+    else {
+        miette::bail!(
+            help = "name the repo as the plan file does: `--pr kernelci-api#512`",
+            "--pr {pr}: write REPO#N"
+        );
+    };
+    let snapshot = ws.fetch()?;
+    let id = match snapshot
+        .repos
+        .get(repo)
+        .is_some_and(|r| r.changes.iter().any(|c| c.id == format!("#{id}")))
+    {
+        true => format!("#{id}"),
+        false => id.to_string(),
+    };
+    let request = PlanRequest {
+        cycle,
+        now: Some(now),
+        ..Default::default()
+    };
+    let preview = ws.preview(&snapshot, repo, &id, &request)?;
+    let _ = std::io::stdout().write_all(crate::notify::preview::text(&preview).as_bytes());
+    Ok(ExitStatus::Success)
 }
 
 pub fn to_json(plan: &Plan) -> Result<String> {

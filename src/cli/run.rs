@@ -18,20 +18,32 @@ pub fn cmd_run(
     at: Option<String>,
     no_notify: bool,
     lock_timeout: crate::config::HumanDuration,
+    scope: crate::state::RunScope,
     color: bool,
 ) -> Result<ExitStatus> {
     let now = parse_now(at.as_deref())?;
     let mut ws = Workspace::load(&file, None)?;
+    if let Some(usage) = super::plan::unknown_steps(&ws, &scope) {
+        eprintln!("error: {usage}");
+        return Ok(ExitStatus::Usage);
+    }
     let lock = StateLock::acquire(&ws.backend.path, "run", lock_timeout.0)
         .map_err(|e| e.for_plan(&file))?;
     ws.reload_state()?;
     let request = PlanRequest {
         cycle: CycleRequest::Auto,
         now: Some(now),
+        scope,
         ..Default::default()
     };
     let (snapshot, plan) = ws.fetch_and_plan(&request)?;
     if plan.is_deployed() {
+        if !no_notify && crate::notify::wanted(&ws.config) {
+            let warnings = crate::support::rt::block_on(crate::notify::covered(&ws.config, &plan));
+            for w in warnings {
+                tracing::warn!("notification: {w}");
+            }
+        }
         println!(
             "Nothing to do: {} is deployed as planned ({} cycle).",
             plan.name,

@@ -1,4 +1,5 @@
-//! Verbs on the state: `state show|history`, `force-unlock`, `blame`, `exclusions`.
+//! Verbs on the state: `state show|history`, `force-unlock`, `blame`, `exclusions`; `state
+//! adopt` is in adopt.rs.
 
 use std::path::Path;
 
@@ -14,6 +15,7 @@ pub fn cmd_state(cmd: StateCommand) -> Result<ExitStatus> {
         StateCommand::Show { file, json } | StateCommand::History { file, json, .. } => {
             (file, *json)
         }
+        StateCommand::Adopt(args) => return super::adopt::cmd_adopt(args),
     };
     let config = Config::load(file)?;
     let path = config.state_path();
@@ -32,6 +34,7 @@ pub fn cmd_state(cmd: StateCommand) -> Result<ExitStatus> {
             serde_json::to_string_pretty(&state).into_diagnostic()?
         ),
         StateCommand::Show { .. } => print!("{}", crate::state::render::show(&state, &path)),
+        StateCommand::Adopt(_) => {}
         StateCommand::History { count, .. } => {
             let runs: Vec<_> = state.history.iter().rev().take(count).collect();
             if json {
@@ -104,5 +107,34 @@ pub fn exclusions(file: &Path, action: Option<ExclusionsAction>, json: bool) -> 
             println!("Cleared exclusion {id}: the change is merged again from the next plan on.");
         }
     }
+    Ok(ExitStatus::Success)
+}
+
+/// `kcideploy resume`: scale back what a stop-the-line step paused, under the state lock.
+pub fn resume(file: &Path) -> Result<ExitStatus> {
+    let config = Config::load(file)?;
+    let backend = LocalState::new(config.state_path());
+    let lock = crate::state::StateLock::acquire(
+        &backend.path,
+        "resume",
+        std::time::Duration::from_secs(10),
+    )
+    .map_err(|e| e.for_plan(file))?;
+    let Some(mut state) = backend.read()? else {
+        println!("Nothing is paused: no state yet.");
+        return Ok(ExitStatus::Success);
+    };
+    let lines =
+        crate::apply::resume::resume(&config, &mut state).map_err(|e| miette::miette!(e))?;
+    if lines.is_empty() {
+        println!("Nothing is paused.");
+        return Ok(ExitStatus::Success);
+    }
+    backend.write(&mut state)?;
+    drop(lock);
+    for line in &lines {
+        println!("{line}");
+    }
+    println!("Resumed: the line runs again.");
     Ok(ExitStatus::Success)
 }

@@ -147,6 +147,26 @@ impl Checker<'_> {
             for p in component.paths.iter().chain(&component.exclude) {
                 self.glob(p, "component path");
             }
+            let gated = f
+                .repos
+                .get(&repo.value)
+                .is_some_and(|r| r.pending.require_checks.is_some());
+            if component.ci_covers && !gated {
+                let e = self
+                    .src
+                    .error_at(
+                        &repo.referenced,
+                        repo.value.len(),
+                        format!(
+                            "component {} is `ci_covers` but repo {} has no `pending.require_checks`",
+                            quote(name),
+                            quote(&repo.value)
+                        ),
+                        "its CI is not checked",
+                    )
+                    .with_help("name the checks that cover it in the repo's `pending.require_checks`");
+                self.errors.push(e);
+            }
         }
     }
 
@@ -206,8 +226,7 @@ impl Checker<'_> {
                 }
             }
             self.settings(name, step);
-            let deps = step.needs.iter().map(|n| ("needs", n));
-            for (field, need) in deps.chain(step.after.iter().map(|n| ("runs after", n))) {
+            for (field, need) in step.order_deps() {
                 if !f.steps.contains_key(&need.value) {
                     let e = self
                         .src
@@ -357,7 +376,7 @@ impl Checker<'_> {
             .map(|name| (name.as_str(), graph.add_node(name.as_str())))
             .collect();
         for (name, step) in steps {
-            for need in step.needs.iter().chain(&step.after) {
+            for (_, need) in step.order_deps() {
                 if let (Some(&from), Some(&to)) =
                     (index.get(need.value.as_str()), index.get(name.as_str()))
                 {
@@ -379,8 +398,7 @@ impl Checker<'_> {
                 let Some(step) = steps.get(*name) else {
                     continue;
                 };
-                let deps = step.needs.iter().map(|n| ("needs", n));
-                for (field, need) in deps.chain(step.after.iter().map(|n| ("runs after", n))) {
+                for (field, need) in step.order_deps() {
                     if names.contains(&need.value.as_str()) {
                         let offset = byte_offset(self.src.text(), &need.referenced);
                         labels.push(LabeledSpan::new_with_span(

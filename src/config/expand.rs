@@ -45,6 +45,7 @@ pub(crate) fn expand(file: &mut PlanFile, src: &Source) -> Vec<SemanticError> {
         step.on = spread(&step.on, &component_groups);
         step.needs = spread(&step.needs, &step_groups);
         step.after = spread(&step.after, &step_groups);
+        step.when_failed = spread(&step.when_failed, &step_groups);
     }
     for c in components.values_mut() {
         c.for_each = None;
@@ -113,6 +114,7 @@ impl Definition for Component {
             exclude: x.strings(&self.exclude, item),
             description: x.text(self.description.as_deref(), item, at),
             for_each: None,
+            ci_covers: self.ci_covers,
         }
     }
 }
@@ -127,6 +129,7 @@ impl Definition for StepConfig {
         step.on = x.strings(&self.on, item);
         step.needs = x.strings(&self.needs, item);
         step.after = x.strings(&self.after, item);
+        step.when_failed = x.strings(&self.when_failed, item);
         step.description = x.text(self.description.as_deref(), item, at);
         let with_at = if self.with.referenced.line() > 0 {
             self.with.referenced

@@ -23,6 +23,16 @@ pub struct ConfigMapFrom {
     pub namespace: Option<String>,
 }
 
+/// `with.scale` of a `kubernetes` step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleTo {
+    /// Deployment names in the step's namespace (`trigger`).
+    pub deployments: Vec<String>,
+    /// The replicas they get (0 pauses them).
+    pub replicas: u32,
+}
+
 /// `kubernetes`: apply manifests (and ConfigMaps made from directories) with server-side
 /// apply, pin Deployment images to registry digests, wait until the Deployments rolled out.
 #[derive(Debug, Clone, Deserialize)]
@@ -67,6 +77,11 @@ pub struct KubernetesWith {
     /// Longest wait for the rollouts, from the last object applied.
     #[serde(default = "KubernetesWith::default_rollout_timeout")]
     pub rollout_timeout: HumanDuration,
+    /// Instead of applying manifests: set the replicas of these Deployments (through their
+    /// `scale` subresource, as `kubectl scale` does), recording how many each had, so that
+    /// `kcideploy resume` can give them back. With `when_failed`, this stops the line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<ScaleTo>,
     /// Time between two looks at the Deployments.
     #[serde(default = "KubernetesWith::default_interval")]
     pub interval: HumanDuration,
@@ -91,6 +106,23 @@ impl KubernetesWith {
 
     /// What the settings must hold beyond their types.
     pub fn check(&self) -> Result<(), String> {
+        if let Some(scale) = &self.scale {
+            if !self.manifests.is_empty()
+                || !self.configmaps.is_empty()
+                || !self.pin_images.is_empty()
+            {
+                return Err("with.scale: a step that scales Deployments applies nothing (no manifests, configmaps or pin_images)".into());
+            }
+            if scale.deployments.is_empty() {
+                return Err("with.scale.deployments: name at least one Deployment".into());
+            }
+            if let Some(bad) = scale.deployments.iter().find(|d| !is_dns_subdomain(d)) {
+                return Err(format!(
+                    "with.scale.deployments: {bad:?} is not a Deployment name"
+                ));
+            }
+            return Ok(());
+        }
         if self.manifests.is_empty() && self.configmaps.is_empty() {
             return Err(
                 "a kubernetes step needs with.manifests or with.configmaps (or both)".into(),

@@ -12,6 +12,7 @@ pub mod kinds;
 pub mod kubernetes;
 mod maintainer;
 pub mod names;
+mod required;
 mod scan;
 pub mod schema;
 mod services;
@@ -28,6 +29,7 @@ pub use duration::HumanDuration;
 pub use errors::{ConfigError, PlanFileErrors, QUOTE_MAX, SemanticError, clip, quote};
 pub use input::MAX_PLAN_FILE_BYTES;
 pub use maintainer::Maintainer;
+pub use required::RequireChecks;
 pub use types::*;
 
 /// The only plan file format version this build reads.

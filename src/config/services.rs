@@ -25,6 +25,10 @@ pub struct ServerConfig {
     /// Largest webhook body accepted, in bytes (GitHub caps payloads at 25 MB).
     #[serde(default = "ServerConfig::default_max_body")]
     pub max_body: usize,
+    /// Name of an environment variable holding a token that the status pages (`/`,
+    /// `/status`, `/runs`, `/events`) then require; unset: the pages are open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_token_env: Option<String>,
 }
 
 impl ServerConfig {
@@ -47,6 +51,7 @@ impl Default for ServerConfig {
             maintainers: Vec::new(),
             maintainer_associations: Vec::new(),
             max_body: Self::default_max_body(),
+            status_token_env: None,
         }
     }
 }

@@ -275,6 +275,12 @@ pub struct PendingRules {
     /// Changes whose head commit is older than this are left out as stale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<HumanDuration>,
+    /// github: check runs (by name) and commit statuses (by context) that must pass on a
+    /// PR's head, or `all`. A failing or missing one leaves the PR out (`checks`); while one
+    /// runs it waits (`waiting_for_checks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<super::required::RequireChecksSchema>")]
+    pub require_checks: Option<super::RequireChecks>,
 }
 
 impl PendingRules {
@@ -296,6 +302,7 @@ impl Default for PendingRules {
             skip: Vec::new(),
             skip_label: Self::default_skip_label(),
             max_age: None,
+            require_checks: None,
         }
     }
 }
@@ -398,6 +405,10 @@ pub struct Component {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<ForEachSchema>")]
     pub for_each: Option<Spanned<ForEach>>,
+    /// The repo's own CI (`pending.require_checks`) covers this component: a change touching
+    /// only such components is not deployed to staging once its checks pass; its PR is told.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ci_covers: bool,
 }
 
 /// Which cycle a step belongs to.
@@ -497,6 +508,12 @@ pub struct StepConfig {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub after: Vec<SpannedString>,
+    /// Run only when one of these steps failed in the same run, once they finished: to stop
+    /// the line (pause a trigger) when a check finds a regression. Planned whenever one of
+    /// them runs; when none failed it ends as `not_needed` without running.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<String>")]
+    pub when_failed: Vec<SpannedString>,
     /// `partial` (default): every cycle; `full`: only full cycles.
     #[serde(default)]
     pub cycle: Cycle,
@@ -535,6 +552,15 @@ pub struct StepConfig {
 impl StepConfig {
     fn empty_with() -> Spanned<IndexMap<String, serde_json::Value>> {
         super::unspanned(IndexMap::new())
+    }
+
+    /// Every step this one runs after, with the field that says so: `needs`, `after` and
+    /// `when_failed`.
+    pub fn order_deps(&self) -> impl Iterator<Item = (&'static str, &SpannedString)> {
+        let needs = self.needs.iter().map(|n| ("needs", n));
+        let after = self.after.iter().map(|n| ("runs after", n));
+        let failed = self.when_failed.iter().map(|n| ("runs when it fails:", n));
+        needs.chain(after).chain(failed)
     }
 
     /// One attempt's time limit.

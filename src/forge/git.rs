@@ -98,6 +98,7 @@ pub(crate) fn read(
             base: None,
             source: None,
             files: None,
+            checks: None,
         });
     }
     changes.sort_by(|a, b| alphanumeric_sort::compare_str(&a.id, &b.id));

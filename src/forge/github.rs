@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, RepoConfig};
 
+mod checks;
 mod send;
 mod snapshot;
 mod trusted;

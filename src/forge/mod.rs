@@ -38,6 +38,31 @@ pub struct PendingChange {
     /// github: the PR's changed files from the API (all pages), used for attribution.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<String>>,
+    /// github with `pending.require_checks`: the head's check runs and commit statuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Vec<Check>>,
+}
+
+/// One check run (by name) or commit status (by context) on a change's head.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    pub name: String,
+    pub state: CheckState,
+    /// GitHub's word: a check run's conclusion or status (`timed_out`, `in_progress`), a
+    /// commit status's state (`error`).
+    pub detail: String,
+}
+
+/// Where a check stands, for gating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckState {
+    /// Succeeded, or neutral or skipped.
+    Passed,
+    /// Queued or in progress; a pending status.
+    Running,
+    /// Failed, cancelled, timed out, needs action; a failed or errored status.
+    Failed,
 }
 
 /// One repo's inputs to planning.

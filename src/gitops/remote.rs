@@ -165,6 +165,14 @@ pub fn ref_head(url: &str, name: &str, timeouts: &Timeouts) -> Result<Option<Str
         .map(|(sha, _)| sha.to_string()))
 }
 
+/// `git ls-remote url patterns...` within `timeouts.git_ls_remote`: its `<sha>\t<ref>` lines
+/// (annotated tags also as `<ref>^{}` with the commit).
+pub fn ls_remote(url: &str, patterns: &[&str], timeouts: &Timeouts) -> Result<String, RemoteError> {
+    let mut cmd = Command::new("git");
+    cmd.args(["ls-remote", url]).args(patterns);
+    run(cmd, GitOp::LsRemote, url, GitOp::LsRemote.limit(timeouts))
+}
+
 /// Run `git` (`op` with `url`) without a terminal prompt; after `limit`, kill it with its
 /// process group (the `git-remote-https` or `ssh` it started). What it printed on stdout.
 fn run(mut cmd: Command, op: GitOp, url: &str, limit: Duration) -> Result<String, RemoteError> {

@@ -98,6 +98,9 @@ pub fn news(config: &Config, plan: &Plan, results: &RunResults<'_>) -> Option<Ne
             ));
         }
     }
+    if let Some(stop) = stopped_line(plan, &results.steps) {
+        lines.push(stop);
+    }
     if let Some(url) = &url {
         lines.push(format!("logs: {url}"));
     }
@@ -107,6 +110,28 @@ pub fn news(config: &Config, plan: &Plan, results: &RunResults<'_>) -> Option<Ne
         lines,
         url,
     })
+}
+
+/// When a `when_failed` step of the run succeeded (the line is stopped): what to do next.
+pub fn stopped_line(
+    plan: &Plan,
+    steps: &std::collections::BTreeMap<String, (StepResult, u64)>,
+) -> Option<String> {
+    let stoppers: Vec<&str> = plan
+        .steps
+        .iter()
+        .filter(|s| !s.when_failed.is_empty())
+        .filter(|s| matches!(steps.get(&s.name), Some((StepResult::Success, _))))
+        .map(|s| s.name.as_str())
+        .collect();
+    if stoppers.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "the line is stopped ({} ran): `kcideploy rollback -f {plan_file}` goes back to the last good run; `kcideploy resume -f {plan_file}` starts it again once fixed",
+        stoppers.join(", "),
+        plan_file = plan.plan_file
+    ))
 }
 
 /// Post the run's news to every webhook of the plan; warnings for those that failed.

@@ -11,10 +11,11 @@ use serde_json::json;
 use crate::apply::events::StepResult;
 use crate::config::{Config, ForgeKind};
 use crate::forge::github::{GitHub, GitHubError, slug};
-use crate::planner::{Plan, StepReason};
+use crate::planner::{ExclusionReason, Plan, StepReason};
 use crate::support::text::short;
 
 pub mod chat;
+pub mod preview;
 
 /// What a run did, for the comments.
 pub struct RunResults<'a> {
@@ -60,11 +61,32 @@ fn steps_of(config: &Config, plan: &Plan, repo: &str, change: &str) -> Vec<Strin
             .because
             .iter()
             .any(|r| matches!(r, StepReason::Needs { step } if picked.contains(step)));
-        if s.action == crate::planner::Action::Run && (direct || through) {
+        // Steps `-target` left out are the change's too: not deployed yet.
+        let planned = s.action == crate::planner::Action::Run || s.is_untargeted();
+        if planned && (direct || through) {
             picked.push(s.name.clone());
         }
     }
     picked
+}
+
+/// What a PR left out by its own CI is told: covered by it, or waiting for it.
+fn ci_sentence(repo: &str, e: &crate::planner::Excluded) -> Option<String> {
+    let detail = crate::support::text::markdown_text(&e.detail);
+    match e.reason {
+        ExclusionReason::CoveredByCi => Some(format!(
+            "**Covered by CI, not deployed.** Its checks passed at `{}` and it touches only \
+             components of `{repo}` that its CI covers (`ci_covers`): it is not merged into \
+             the staging revision.\n\n{detail}.",
+            short(&e.head)
+        )),
+        ExclusionReason::WaitingForChecks => Some(format!(
+            "**Waiting for checks** at `{}` before it can join the staging revision of \
+             `{repo}`; it is planned again when they finish. {detail}.",
+            short(&e.head)
+        )),
+        _ => None,
+    }
 }
 
 fn duration(ms: u64) -> String {
@@ -83,6 +105,10 @@ pub fn comment(
     let mut out = marker(&plan.name, repo);
     let _ = writeln!(out, "\n### kcideploy · `{}`\n", plan.name);
     if let Some(e) = repo_plan.excluded.iter().find(|e| e.id == change) {
+        if let Some(text) = ci_sentence(repo, e) {
+            let _ = writeln!(out, "{text}");
+            return Some(out);
+        }
         let _ = writeln!(
             out,
             "**Left out** of the staging revision of `{repo}` at `{}`: `{}`: {}.",
@@ -114,11 +140,19 @@ pub fn comment(
             .get(step)
             .copied()
             .unwrap_or((StepResult::Cancelled, 0));
+        let untargeted = plan
+            .steps
+            .iter()
+            .any(|s| s.name == *step && s.is_untargeted());
         let mark = match result {
             StepResult::Success | StepResult::DoneBefore => "✅",
             StepResult::Failed => "❌",
             _ => "⏭️",
         };
+        if untargeted {
+            let _ = writeln!(out, "| `{step}` | ⏭️ left out by -target | | |");
+            continue;
+        }
         let log = match &config.file.notify.logs_url {
             Some(base) => format!(
                 "[log]({}/{}/{}.log)",
@@ -209,6 +243,13 @@ fn pr_succeeded(
     })
 }
 
+/// Whether `-target` left out some of the change's steps.
+fn partly(config: &Config, plan: &Plan, repo: &str, change: &str) -> bool {
+    steps_of(config, plan, repo, change)
+        .iter()
+        .any(|n| plan.steps.iter().any(|s| s.name == *n && s.is_untargeted()))
+}
+
 /// Whether any repo of the plan file takes notifications, or a chat does.
 pub fn wanted(config: &Config) -> bool {
     config.file.notify.enabled && (github_wanted(config) || !config.file.notify.webhooks.is_empty())
@@ -273,17 +314,20 @@ pub async fn after_apply(
                 let Some(body) = comment(config, plan, repo, &id, results) else {
                     continue;
                 };
-                if let Err(e) =
-                    upsert_comment(&gh, &slug, number, &marker(&plan.name, repo), &body).await
+                let ours = marker(&plan.name, repo);
+                if let Err(e) = upsert_comment(&gh, &slug, number, (&ours, &body), true).await
                 {
                     warnings.push(e);
                 }
                 let excluded = repo_plan.excluded.iter().find(|e| e.id == id);
                 let status = match excluded {
-                    Some(e) if e.reason == crate::planner::ExclusionReason::Blamed => {
+                    Some(e) if e.reason == ExclusionReason::Blamed => {
                         Some(("failure", "left out: it broke a deploy step"))
                     }
+                    Some(e) if e.reason == ExclusionReason::CoveredByCi => Some(COVERED),
                     Some(_) => None,
+                    // Partly deployed (`-target`): no verdict until the rest runs.
+                    None if partly(config, plan, repo, &id) => None,
                     None if pr_succeeded(config, plan, repo, &id, results) => {
                         Some(("success", "deployed"))
                     }
@@ -305,23 +349,69 @@ pub async fn after_apply(
     .await
 }
 
-async fn upsert_comment(
+/// The status of a PR covered by CI.
+const COVERED: (&str, &str) = ("success", "covered by CI, not deployed");
+
+/// Tell the PRs covered by CI (`covered_by_ci`) so, when there is nothing to deploy (and
+/// so no [`after_apply`]): their comment, once (an unchanged comment is not edited), and a
+/// success status.
+pub async fn covered(config: &Config, plan: &Plan) -> Vec<GitHubError> {
+    run(
+        config,
+        plan,
+        |gh: Arc<GitHub>, slug: String, repo: &str| async move {
+            let mut warnings = Vec::new();
+            let covered = plan.repos[repo]
+                .excluded
+                .iter()
+                .filter(|e| e.reason == ExclusionReason::CoveredByCi);
+            for e in covered {
+                let number = e.id.trim_start_matches('#');
+                let mut body = marker(&plan.name, repo);
+                let _ = writeln!(body, "\n### kcideploy · `{}`\n", plan.name);
+                let _ = writeln!(body, "{}", ci_sentence(repo, e).unwrap_or_default());
+                let ours = marker(&plan.name, repo);
+                match upsert_comment(&gh, &slug, number, (&ours, &body), false).await {
+                    Ok(false) => continue,
+                    Ok(true) => {}
+                    Err(err) => warnings.push(err),
+                }
+                let (state, description) = COVERED;
+                let status = json!({"state": state, "context": config.file.notify.context, "description": description});
+                if let Err(err) = gh
+                    .post(&format!("/repos/{slug}/statuses/{}", e.head), &status)
+                    .await
+                {
+                    warnings.push(err);
+                }
+            }
+            warnings
+        },
+    )
+    .await
+}
+
+/// Post or edit this plan's comment on a PR; `false` when it already says `body` and
+/// `again` does not ask to edit it anyway (after an apply it is, as it always was).
+pub async fn upsert_comment(
     gh: &GitHub,
     slug: &str,
     number: &str,
-    marker: &str,
-    body: &str,
-) -> Result<(), GitHubError> {
+    (marker, body): (&str, &str),
+    again: bool,
+) -> Result<bool, GitHubError> {
     let comments = gh
         .get_all(&format!(
             "/repos/{slug}/issues/{number}/comments?per_page=100"
         ))
         .await?;
-    let existing = comments
+    let ours = comments
         .iter()
-        .find(|c| c["body"].as_str().is_some_and(|b| b.contains(marker)))
-        .and_then(|c| c["id"].as_u64());
-    match existing {
+        .find(|c| c["body"].as_str().is_some_and(|b| b.contains(marker)));
+    if !again && ours.is_some_and(|c| c["body"].as_str() == Some(body)) {
+        return Ok(false);
+    }
+    match ours.and_then(|c| c["id"].as_u64()) {
         Some(id) => {
             gh.patch(
                 &format!("/repos/{slug}/issues/comments/{id}"),
@@ -337,7 +427,7 @@ async fn upsert_comment(
             .await?
         }
     };
-    Ok(())
+    Ok(true)
 }
 
 /// Run `f` for each github repo with a client, on the caller's runtime; collect warnings

@@ -1,10 +1,10 @@
-//! Which pending changes may be merged: trust, skip list, age. Pure.
+//! Which pending changes may be merged: trust, skip list, age, the PR's own CI. Pure.
 
 use jiff::Timestamp;
 
 use super::types::ExclusionReason;
-use crate::config::PendingRules;
-use crate::forge::PendingChange;
+use crate::config::{Config, PendingRules, RequireChecks};
+use crate::forge::{Check, CheckState, PendingChange};
 
 /// `None` when the change may be merged, else why not. `trusted` is the effective list
 /// (`None`: everyone); `base`/`staging_branch` decide `other_base`.
@@ -81,6 +81,87 @@ pub fn screen(
     None
 }
 
+/// `pending.require_checks` on a change's head: `None` when every required check passed;
+/// `checks` when one failed or is missing; `waiting_for_checks` while one runs. The detail
+/// lists each required check and its state, failed and missing first.
+pub fn gate(
+    required: &RequireChecks,
+    checks: Option<&[Check]>,
+) -> Option<(ExclusionReason, String)> {
+    let Some(checks) = checks else {
+        return Some((
+            ExclusionReason::Checks,
+            "its checks are unknown: `pending.require_checks` reads them from GitHub \
+             (`forge: github`)"
+                .into(),
+        ));
+    };
+    let mut failed = Vec::new();
+    let mut missing = Vec::new();
+    let mut running = Vec::new();
+    let mut passed = Vec::new();
+    for c in checks.iter().filter(|c| required.requires(&c.name)) {
+        let named = format!("{} ({})", c.name, c.detail);
+        match c.state {
+            CheckState::Failed => failed.push(named),
+            CheckState::Running => running.push(named),
+            CheckState::Passed => passed.push(c.name.clone()),
+        }
+    }
+    match required {
+        RequireChecks::Names(names) => missing.extend(
+            names
+                .iter()
+                .filter(|n| !checks.iter().any(|c| &c.name == *n))
+                .cloned(),
+        ),
+        RequireChecks::All if checks.is_empty() => {
+            missing.push("any check run or status (`require_checks: all`)".into());
+        }
+        RequireChecks::All => {}
+    }
+    let groups = [
+        ("failed", &failed),
+        ("missing", &missing),
+        ("running", &running),
+        ("passed", &passed),
+    ];
+    let detail = groups
+        .iter()
+        .filter(|(_, list)| !list.is_empty())
+        .map(|(what, list)| format!("{what}: {}", list.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if !failed.is_empty() || !missing.is_empty() {
+        Some((ExclusionReason::Checks, detail))
+    } else if !running.is_empty() {
+        Some((ExclusionReason::WaitingForChecks, detail))
+    } else {
+        None
+    }
+}
+
+/// The `ci_covers` components a change touches when it touches no other component (then its
+/// CI covers it), else `None`. Needs the change's files (the github forge lists them).
+pub fn covered_by_ci(config: &Config, repo: &str, change: &PendingChange) -> Option<Vec<String>> {
+    let files = change.files.as_ref()?;
+    let mut covering: Vec<String> = Vec::new();
+    for (name, component) in &config.file.components {
+        if component.repo.value != repo
+            || !files
+                .iter()
+                .any(|f| super::graph::component_matches(config, name, f))
+        {
+            continue;
+        }
+        if !component.ci_covers {
+            return None;
+        }
+        covering.push(name.clone());
+    }
+    (!covering.is_empty()).then_some(covering)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +179,7 @@ mod tests {
             base: None,
             source: None,
             files: None,
+            checks: None,
         }
     }
 
@@ -137,6 +219,61 @@ mod tests {
         );
         pr.labels.push("staging:staging".into());
         assert_eq!(scr(&rules, &pr), None);
+    }
+
+    #[test]
+    fn required_checks_fail_wait_or_pass() {
+        let check = |name: &str, state, detail: &str| Check {
+            name: name.into(),
+            state,
+            detail: detail.into(),
+        };
+        let names = RequireChecks::Names(vec!["build".into(), "e2e".into()]);
+        let heads = [
+            check("build", CheckState::Passed, "success"),
+            check("lint", CheckState::Failed, "failure"),
+        ];
+        // `lint` is not required; `e2e` is, and is missing.
+        assert_eq!(
+            gate(&names, Some(&heads)),
+            Some((
+                ExclusionReason::Checks,
+                "missing: e2e; passed: build".into()
+            ))
+        );
+        let running = [
+            check("build", CheckState::Passed, "success"),
+            check("e2e", CheckState::Running, "in_progress"),
+        ];
+        assert_eq!(
+            gate(&names, Some(&running)).map(|g| g.0),
+            Some(ExclusionReason::WaitingForChecks)
+        );
+        // A failure outweighs a check still running.
+        assert_eq!(
+            gate(
+                &RequireChecks::All,
+                Some(&[heads[1].clone(), running[1].clone()])
+            ),
+            Some((
+                ExclusionReason::Checks,
+                "failed: lint (failure); running: e2e (in_progress)".into()
+            ))
+        );
+        let green = [
+            check("build", CheckState::Passed, "success"),
+            check("e2e", CheckState::Passed, "neutral"),
+        ];
+        assert_eq!(gate(&names, Some(&green)), None);
+        assert_eq!(gate(&RequireChecks::All, Some(&green)), None);
+        assert_eq!(
+            gate(&RequireChecks::All, Some(&[])).map(|g| g.0),
+            Some(ExclusionReason::Checks)
+        );
+        assert_eq!(
+            gate(&names, None).map(|g| g.0),
+            Some(ExclusionReason::Checks)
+        );
     }
 
     #[test]

@@ -101,7 +101,7 @@ fn written_graph(config: &Config) -> (DiGraph<String, ()>, HashMap<String, NodeI
         index.insert(name.clone(), graph.add_node(name.clone()));
     }
     for (name, step) in &config.file.steps {
-        for need in step.needs.iter().chain(&step.after) {
+        for (_, need) in step.order_deps() {
             if let (Some(&from), Some(&to)) = (index.get(&need.value), index.get(name)) {
                 graph.add_edge(from, to, ());
             }
@@ -190,13 +190,15 @@ pub fn step_order(config: &Config) -> Vec<String> {
     order
 }
 
-/// Decide every step: triggered by components, by `needs`, or `always`; full-only steps wait
-/// for a full cycle. Triggering propagates through `needs` whatever the cycle.
+/// Decide every step: triggered by components, by `needs`, `always`, drift or `-replace`;
+/// full-only steps wait for a full cycle (unless `-replace` names them). Triggering
+/// propagates through `needs` whatever the cycle.
 pub fn plan_steps(
     config: &Config,
     components: &IndexMap<String, ComponentPlan>,
     cycle: Cycle,
     drift: &std::collections::BTreeMap<String, String>,
+    replace: &[String],
 ) -> Vec<StepPlan> {
     let mut triggered: HashMap<String, bool> = HashMap::new();
     let mut published = published_by(config);
@@ -229,6 +231,13 @@ pub fn plan_steps(
                 });
             }
         }
+        for watched in &step.when_failed {
+            if triggered.get(&watched.value).copied().unwrap_or(false) {
+                because.push(StepReason::WhenFailed {
+                    step: watched.value.clone(),
+                });
+            }
+        }
         if let Some(detail) = drift.get(&name) {
             because.push(StepReason::Drift {
                 detail: detail.clone(),
@@ -237,12 +246,16 @@ pub fn plan_steps(
         if step.always && (step.cycle == Cycle::Partial || cycle == Cycle::Full) {
             because.push(StepReason::Always { cycle: step.cycle });
         }
+        let replaced = replace.contains(&name);
+        if replaced {
+            because.insert(0, StepReason::Replace);
+        }
         let is_triggered = !because.is_empty();
         triggered.insert(name.clone(), is_triggered);
         let action = if !is_triggered {
             because.push(StepReason::NotTriggered);
             Action::Skip
-        } else if step.cycle == Cycle::Full && cycle == Cycle::Partial {
+        } else if step.cycle == Cycle::Full && cycle == Cycle::Partial && !replaced {
             because.insert(0, StepReason::FullCycleOnly);
             Action::Skip
         } else {
@@ -255,6 +268,7 @@ pub fn plan_steps(
             action,
             needs: step.needs.iter().map(|n| n.value.clone()).collect(),
             after: step.after.iter().map(|n| n.value.clone()).collect(),
+            when_failed: step.when_failed.iter().map(|n| n.value.clone()).collect(),
             after_push: published.shift_remove(&name).unwrap_or_default(),
             because,
             params: Default::default(),

@@ -11,6 +11,7 @@ pub mod params;
 mod paramtext;
 
 pub mod render;
+pub mod scope;
 pub mod types;
 
 #[cfg(test)]
@@ -28,7 +29,7 @@ pub use types::*;
 use crate::config::{Config, RepoConfig};
 use crate::forge::{ForgeSnapshot, PendingChange, RepoSnapshot};
 use crate::gitops::stage::{DeployedDiff, Merge, StagedRepo, ToMerge};
-use crate::state::{RepoState, State};
+use crate::state::{RepoState, RunRevision, RunScope, State};
 
 /// Everything a plan is made from.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +46,10 @@ pub struct PlanInputs<'a> {
     pub now: Timestamp,
     /// The plan file as the saved plan names it (absolute).
     pub plan_file: &'a str,
+    /// `-target`, `-replace`, rollback ([`scope`]).
+    pub scope: &'a RunScope,
+    /// Rollback: per repo, the revision to deploy instead of staging pending changes.
+    pub pins: &'a BTreeMap<String, RunRevision>,
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -63,47 +68,99 @@ pub enum Screened<'a> {
 }
 
 /// Screen a repo's pending changes, in forge order: trust (a maintainer's approval at the
-/// head overrides `untrusted`), skip list and label, draft, base, age, and blamed heads.
+/// head overrides `untrusted`), skip list and label, draft, base, age, blamed heads, and the
+/// PR's own CI (`pending.require_checks`, then `ci_covers`).
 pub fn screen_repo<'a>(
+    config: &Config,
+    name: &str,
+    snap: &'a RepoSnapshot,
+    state: Option<&State>,
+    now: Timestamp,
+) -> Vec<Screened<'a>> {
+    let Some(repo_cfg) = config.file.repos.get(name) else {
+        return Vec::new();
+    };
+    snap.changes
+        .iter()
+        .map(
+            |change| match screen_one(name, repo_cfg, snap, state, now, change) {
+                Screened::Merge(change) => ci_gate(config, name, repo_cfg, change),
+                out => out,
+            },
+        )
+        .collect()
+}
+
+/// A change that passed the other rules, through `pending.require_checks` and `ci_covers`.
+fn ci_gate<'a>(
+    config: &Config,
+    name: &str,
+    repo_cfg: &RepoConfig,
+    change: &'a PendingChange,
+) -> Screened<'a> {
+    let Some(required) = &repo_cfg.pending.require_checks else {
+        return Screened::Merge(change);
+    };
+    if let Some((reason, detail)) = changes::gate(required, change.checks.as_deref()) {
+        return Screened::Out(left_out(change, reason, detail, Vec::new()));
+    }
+    match changes::covered_by_ci(config, name, change) {
+        Some(components) => Screened::Out(left_out(
+            change,
+            ExclusionReason::CoveredByCi,
+            format!(
+                "covered by CI, not deployed: its checks passed and it touches only `ci_covers` \
+                 components ({})",
+                components.join(", ")
+            ),
+            Vec::new(),
+        )),
+        None => Screened::Merge(change),
+    }
+}
+
+fn screen_one<'a>(
     name: &str,
     repo_cfg: &RepoConfig,
     snap: &'a RepoSnapshot,
     state: Option<&State>,
     now: Timestamp,
-) -> Vec<Screened<'a>> {
+    change: &'a PendingChange,
+) -> Screened<'a> {
     let targets = (repo_cfg.base.as_str(), repo_cfg.staging_branch.as_str());
-    snap.changes
-        .iter()
-        .map(|change| {
-            let out = |reason, detail: String| Screened::Out(left_out(change, reason, detail, Vec::new()));
-            let approved = state.is_some_and(|s| {
-                s.approvals
-                    .iter()
-                    .any(|a| a.repo == name && a.change == change.id && a.head == change.head)
-            });
-            match changes::screen(&repo_cfg.pending, snap.trusted.as_deref(), targets, change, now) {
-                Some((ExclusionReason::Untrusted, _)) if approved => {}
-                Some((reason, detail)) => return out(reason, detail),
-                None => {}
-            }
-            // Blamed at this head: left out until a new push (a new head re-admits it).
-            let blamed = state.and_then(|s| {
-                s.exclusions
-                    .iter()
-                    .find(|e| e.repo == name && e.change == change.id && e.head == change.head)
-            });
-            match blamed {
-                Some(e) => out(
-                    ExclusionReason::Blamed,
-                    format!(
-                        "broke step `{}` in run {} (exclusion {}; a new push or `kcideploy exclusions clear {}` re-admits it)",
-                        e.step, e.run_id, e.id, e.id
-                    ),
-                ),
-                None => Screened::Merge(change),
-            }
-        })
-        .collect()
+    let out = |reason, detail: String| Screened::Out(left_out(change, reason, detail, Vec::new()));
+    let approved = state.is_some_and(|s| {
+        s.approvals
+            .iter()
+            .any(|a| a.repo == name && a.change == change.id && a.head == change.head)
+    });
+    match changes::screen(
+        &repo_cfg.pending,
+        snap.trusted.as_deref(),
+        targets,
+        change,
+        now,
+    ) {
+        Some((ExclusionReason::Untrusted, _)) if approved => {}
+        Some((reason, detail)) => return out(reason, detail),
+        None => {}
+    }
+    // Blamed at this head: left out until a new push (a new head re-admits it).
+    let blamed = state.and_then(|s| {
+        s.exclusions
+            .iter()
+            .find(|e| e.repo == name && e.change == change.id && e.head == change.head)
+    });
+    match blamed {
+        Some(e) => out(
+            ExclusionReason::Blamed,
+            format!(
+                "broke step `{}` in run {} (exclusion {}; a new push or `kcideploy exclusions clear {}` re-admits it)",
+                e.step, e.run_id, e.id, e.id
+            ),
+        ),
+        None => Screened::Merge(change),
+    }
 }
 
 /// What the workspace merges for a repo: the changes screening lets through, in order.
@@ -122,7 +179,7 @@ pub fn to_merge(screened: &[Screened<'_>]) -> Vec<ToMerge> {
         .collect()
 }
 
-fn left_out(
+pub(crate) fn left_out(
     change: &PendingChange,
     reason: ExclusionReason,
     detail: String,
@@ -149,11 +206,13 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
         cycle,
         now,
         plan_file,
+        scope: run_scope,
+        pins,
     } = *inputs;
     let times = state.map(|s| s.cycles.clone()).unwrap_or_default();
     let decision = crate::policy::decide(cycle, &config.file.policy, &times, now);
     let mut repos = IndexMap::new();
-    for (name, repo_cfg) in &config.file.repos {
+    for name in config.file.repos.keys() {
         let snap = snapshot
             .repos
             .get(name)
@@ -161,13 +220,23 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
         let staged_repo = staged
             .get(name)
             .ok_or_else(|| PlanError::Unstaged { repo: name.clone() })?;
-        let screened = screen_repo(name, repo_cfg, snap, state, now);
+        let rollback_of = run_scope.rollback_of.as_deref();
+        let screened = scope::screen(config, name, snap, state, now, pins, rollback_of);
         let deployed = state.and_then(|s| s.repos.get(name));
-        let repo_plan = plan_repo(name, snap, &screened, staged_repo, deployed)?;
+        let mut repo_plan = plan_repo(name, snap, &screened, staged_repo, deployed)?;
+        if let Some(pin) = pins.get(name) {
+            scope::pin_repo(&mut repo_plan, pin);
+        }
         repos.insert(name.clone(), repo_plan);
     }
     let components = graph::affected_components(config, &repos);
-    let mut steps = graph::plan_steps(config, &components, decision.cycle, drift);
+    let mut steps = graph::plan_steps(
+        config,
+        &components,
+        decision.cycle,
+        drift,
+        &run_scope.replace,
+    );
     let fingerprint = fingerprint(config, snapshot, state, &repos);
     if let Some(state) = state {
         skip_done_before(
@@ -179,6 +248,7 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
             &mut steps,
         );
     }
+    scope::restrict(&mut steps, &run_scope.targets);
     let vars = params::Vars {
         repos: &repos,
         cycle: decision.cycle,
@@ -202,6 +272,7 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
             .filter(|s| s.because.first() == Some(&StepReason::FullCycleOnly))
             .count(),
         done_before: steps.iter().filter(|s| s.is_done_before()).count(),
+        untargeted: steps.iter().filter(|s| s.is_untargeted()).count(),
         included: repos.values().map(|r| r.included.len()).sum(),
         excluded: repos.values().map(|r| r.excluded.len()).sum(),
     };
@@ -219,6 +290,8 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
         summary,
         file_diffs: Vec::new(),
         removed_steps,
+        scope: run_scope.clone(),
+        warnings: scope::warnings(run_scope),
         fingerprint,
         content_digest: None,
     })
@@ -265,11 +338,7 @@ fn skip_done_before(
         .map(|r| r.id.as_str())
         .unwrap_or("");
     for step in steps.iter_mut().filter(|s| s.action == Action::Run) {
-        if step
-            .because
-            .iter()
-            .any(|r| matches!(r, StepReason::Drift { .. }))
-        {
+        if step.is_forced() {
             continue;
         }
         let Some(record) = state.steps.get(&step.name) else {

@@ -51,9 +51,13 @@ pub fn text(plan: &Plan, color: bool) -> String {
         plan.cycle_decision.requested,
         plan.cycle_decision.reason
     );
+    for warning in &plan.warnings {
+        let _ = writeln!(out, "{} {}", "Warning:".style(st.remove), clean(warning));
+    }
     repos_section(&mut out, plan, &st);
     steps_section(&mut out, plan, &st);
     held_section(&mut out, plan, &st);
+    untargeted_section(&mut out, plan, &st);
     done_before_section(&mut out, plan, &st);
     diffs_section(&mut out, plan, &st);
     left_out_section(&mut out, plan, &st);
@@ -61,10 +65,11 @@ pub fn text(plan: &Plan, color: bool) -> String {
     let s = &plan.summary;
     let _ = writeln!(
         out,
-        "{} {} to run, {} unchanged{}{}; {} change(s) included, {} left out.",
+        "{} {} to run, {} unchanged{}{}{}; {} change(s) included, {} left out.",
         "Plan:".style(st.bold),
         count(s.run, "step"),
-        s.skip.saturating_sub(s.held_for_full + s.done_before),
+        s.skip
+            .saturating_sub(s.held_for_full + s.done_before + s.untargeted),
         if s.held_for_full > 0 {
             format!(", {} held for a full cycle", s.held_for_full)
         } else {
@@ -72,6 +77,11 @@ pub fn text(plan: &Plan, color: bool) -> String {
         },
         if s.done_before > 0 {
             format!(", {} finished before", s.done_before)
+        } else {
+            String::new()
+        },
+        if s.untargeted > 0 {
+            format!(", {} left out by -target", s.untargeted)
         } else {
             String::new()
         },
@@ -283,6 +293,23 @@ fn diffs_section(out: &mut String, plan: &Plan, st: &Styles) {
     }
 }
 
+/// Triggered steps that `-target` leaves out.
+fn untargeted_section(out: &mut String, plan: &Plan, st: &Styles) {
+    let left: Vec<_> = plan.steps.iter().filter(|s| s.is_untargeted()).collect();
+    if left.is_empty() {
+        return;
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "{}",
+        "Triggered, left out by -target (their repos keep the deployed revision):".style(st.bold)
+    );
+    for step in left {
+        let _ = writeln!(out, "  ~ {} ({})", step.name, step.kind);
+    }
+}
+
 /// Triggered steps not repeated: they finished with the same inputs before.
 fn done_before_section(out: &mut String, plan: &Plan, st: &Styles) {
     let done: Vec<_> = plan
@@ -330,7 +357,7 @@ fn left_out_section(out: &mut String, plan: &Plan, st: &Styles) {
                 "-".style(st.remove),
                 clean(&e.id).style(st.remove),
                 short(&e.head),
-                e.reason.as_str(),
+                e.reason.label(),
                 clean(&e.detail)
             );
         }
@@ -358,6 +385,9 @@ pub fn reason_text(reason: &StepReason, step: &str) -> String {
             format!("nothing deployed yet → {component} → {step}")
         }
         StepReason::Needs { step: need } => format!("needs {need}, which runs"),
+        StepReason::WhenFailed { step: watched } => {
+            format!("runs only if {watched} fails (otherwise not needed)")
+        }
         StepReason::Always { cycle } => format!("always runs in a {} cycle", cycle.as_str()),
         StepReason::Drift { detail } => format!("drift: {detail}"),
         StepReason::NotTriggered => "nothing it depends on changed".to_string(),
@@ -365,10 +395,13 @@ pub fn reason_text(reason: &StepReason, step: &str) -> String {
         StepReason::DoneBefore { run_id } => {
             format!("finished with the same inputs in run {run_id}")
         }
+        StepReason::Replace => "-replace: runs although nothing changed".to_string(),
+        StepReason::Untargeted => "left out by -target".to_string(),
     }
 }
 
-/// The step graph in Graphviz DOT: `needs` edges solid, `after` dotted, push before use
+/// The step graph in Graphviz DOT: `needs` edges solid, `after` dotted, `when_failed` red,
+/// push before use
 /// (a `git_push` before the steps using the revision it publishes) dashed and labelled.
 /// With a plan, steps that run are filled and steps held for a full cycle are dashed.
 pub fn dot(config: &Config, plan: Option<&Plan>) -> String {
@@ -408,6 +441,14 @@ pub fn dot(config: &Config, plan: Option<&Plan>) -> String {
                 out,
                 "  \"{}\" -> \"{}\" [style=dotted];",
                 escape(&after.value),
+                escape(name)
+            );
+        }
+        for watched in &step.when_failed {
+            let _ = writeln!(
+                out,
+                "  \"{}\" -> \"{}\" [color=red, label=\"if it fails\"];",
+                escape(&watched.value),
                 escape(name)
             );
         }

@@ -53,6 +53,7 @@ fn change(id: &str, author: &str, days_old: i64) -> PendingChange {
         base: None,
         source: None,
         files: None,
+        checks: None,
     }
 }
 
@@ -134,6 +135,8 @@ fn plan_of(
         cycle: CycleRequest::Partial,
         now: now(),
         plan_file: "/plans/t.yaml",
+        scope: &Default::default(),
+        pins: &BTreeMap::new(),
     })
 }
 
@@ -154,13 +157,7 @@ fn screening_and_merges_in_forge_order_with_reasons() {
         change("pr/wip-x", "alice@example.org", 1),
         change("pr/5", "alice@example.org", 1),
     ]);
-    let screened = screen_repo(
-        "pipe",
-        &config.file.repos["pipe"],
-        &snap.repos["pipe"],
-        None,
-        now(),
-    );
+    let screened = screen_repo(&config, "pipe", &snap.repos["pipe"], None, now());
     let ids: Vec<String> = to_merge(&screened).into_iter().map(|m| m.id).collect();
     assert_eq!(
         ids,
@@ -268,13 +265,7 @@ fn blamed_heads_and_approvals_come_from_state() {
         by: "alice".into(),
         at: now(),
     });
-    let screened = screen_repo(
-        "pipe",
-        &config.file.repos["pipe"],
-        &snap.repos["pipe"],
-        Some(&st),
-        now(),
-    );
+    let screened = screen_repo(&config, "pipe", &snap.repos["pipe"], Some(&st), now());
     let merging: Vec<String> = to_merge(&screened).into_iter().map(|m| m.id).collect();
     assert_eq!(merging, ["pr/2"], "blamed left out, approved let in");
     let staged = staged(vec![("pr/2", merged(&["src/x"]))], &["src/x"], &[]);

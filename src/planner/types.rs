@@ -32,6 +32,15 @@ pub enum ExclusionReason {
     Blamed,
     /// Asks to be merged into another branch (and lacks the `staging:<branch>` label).
     OtherBase,
+    /// A check of `pending.require_checks` failed or is missing on the head.
+    Checks,
+    /// A check of `pending.require_checks` still runs on the head: left out for now, planned
+    /// again when it finishes.
+    WaitingForChecks,
+    /// Touches only `ci_covers` components and its checks passed: not deployed to staging.
+    CoveredByCi,
+    /// `rollback`: the repo deploys the revision an earlier run recorded.
+    Rollback,
 }
 
 impl ExclusionReason {
@@ -46,6 +55,18 @@ impl ExclusionReason {
             ExclusionReason::Empty => "empty",
             ExclusionReason::Blamed => "blamed",
             ExclusionReason::OtherBase => "other_base",
+            ExclusionReason::Checks => "checks",
+            ExclusionReason::WaitingForChecks => "waiting_for_checks",
+            ExclusionReason::CoveredByCi => "covered_by_ci",
+            ExclusionReason::Rollback => "rollback",
+        }
+    }
+
+    /// How the plan shows it: `as_str`, but waiting in words (it is not a verdict).
+    pub fn label(self) -> &'static str {
+        match self {
+            ExclusionReason::WaitingForChecks => "waiting for checks",
+            other => other.as_str(),
         }
     }
 }
@@ -92,7 +113,8 @@ pub enum DiffBasis {
 pub struct ChangedPath {
     pub path: String,
     /// Ids of included changes touching it; `base` when the base branch moved;
-    /// `removed` when a change deployed before is no longer included.
+    /// `removed` when a change deployed before is no longer included; `rollback` in a
+    /// rollback.
     pub changes: Vec<String>,
 }
 
@@ -159,6 +181,8 @@ pub enum StepReason {
     Initial { component: String },
     /// A step in `needs` is triggered.
     Needs { step: String },
+    /// A step of `when_failed` runs: this one runs if it fails.
+    WhenFailed { step: String },
     /// `always: true`: runs in every cycle it belongs to.
     Always { cycle: Cycle },
     /// What the step made is no longer as recorded (`plan -refresh`).
@@ -170,6 +194,11 @@ pub enum StepReason {
     /// Skipped: triggered, but it finished with the same inputs in that run (an interrupted
     /// or partly failed run, resumed), and nothing it made drifted.
     DoneBefore { run_id: String },
+    /// `-replace`: runs although nothing it depends on changed.
+    Replace,
+    /// Skipped: triggered, but `-target` leaves it out (it is not a target, nor needed by
+    /// one). The deployed revisions of its repos stay where they are.
+    Untargeted,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -187,6 +216,9 @@ pub struct StepPlan {
     /// Ordering only: runs after these when they run too.
     #[serde(default)]
     pub after: Vec<String>,
+    /// Runs only if one of these failed in the run (`when_failed`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub when_failed: Vec<String>,
     /// Ordering the plan file does not write: the step uses a repo's staging revision, so it
     /// runs after the `git_push` steps that publish it, when they run too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -208,6 +240,19 @@ impl StepPlan {
     /// Triggered, but not repeated: it finished before with the same inputs.
     pub fn is_done_before(&self) -> bool {
         matches!(self.because.first(), Some(StepReason::DoneBefore { .. }))
+    }
+
+    /// Runs even when it finished before with the same inputs: what it made drifted, or
+    /// `-replace` names it.
+    pub fn is_forced(&self) -> bool {
+        self.because
+            .iter()
+            .any(|r| matches!(r, StepReason::Drift { .. } | StepReason::Replace))
+    }
+
+    /// Triggered, but left out by `-target`.
+    pub fn is_untargeted(&self) -> bool {
+        self.because.first() == Some(&StepReason::Untargeted)
     }
 }
 
@@ -250,6 +295,9 @@ pub struct Summary {
     /// Triggered steps that finished before with the same inputs: not repeated.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub done_before: usize,
+    /// Triggered steps that `-target` leaves out.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub untargeted: usize,
     pub included: usize,
     pub excluded: usize,
 }
@@ -281,6 +329,13 @@ pub struct Plan {
     /// Steps state has records of that the plan file no longer has.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed_steps: Vec<String>,
+    /// `-target`, `-replace` and rollback, as asked (recorded with the run).
+    #[serde(flatten)]
+    pub scope: crate::state::RunScope,
+    /// What the plan asks to be read before applying it (`-target in effect: this plan is
+    /// partial`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub fingerprint: Fingerprint,
     /// A saved plan's seal: SHA-256 over the canonical JSON of everything above, so an
     /// edited saved plan (a step switched to run, a partial cycle made full) is refused.

@@ -56,6 +56,19 @@ fn stronger(a: Option<Cycle>, b: Cycle) -> Cycle {
     }
 }
 
+/// What the next deploy waits for (see [`Scheduler::waiting`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waiting {
+    /// Events came: the deploy waits until then for more pushes.
+    pub settle_until: Option<Instant>,
+    /// The last deploy ended less than `cooldown` ago: nothing starts before then.
+    pub cooldown_until: Option<Instant>,
+    /// An explicit request (`@kcibot`, `schedule:`) for this cycle is pending.
+    pub requested: Option<Cycle>,
+    /// Restarts a partial deploy may take (`max_restarts`).
+    pub max_restarts: u32,
+}
+
 #[derive(Debug)]
 pub struct Scheduler {
     settle: Duration,
@@ -243,6 +256,24 @@ impl Scheduler {
         self.last_full = self.last_full.max(last_full);
     }
 
+    /// What the next deploy waits for at `now`, for the status page's "why not yet".
+    pub fn waiting(&self, now: Instant) -> Waiting {
+        let cooldown_until = self
+            .last_finished
+            .map(|t| t + self.cooldown)
+            .filter(|end| *end > now);
+        let settle_until = self
+            .pending
+            .filter(|p| p.forced.is_none() && p.due > now && Some(p.due) != cooldown_until)
+            .map(|p| p.due);
+        Waiting {
+            settle_until,
+            cooldown_until,
+            requested: self.pending.and_then(|p| p.forced),
+            max_restarts: self.max_restarts,
+        }
+    }
+
     /// Restarts used by the running deploy.
     pub fn restarts(&self) -> Option<u32> {
         self.running.map(|r| r.restarts)
@@ -286,6 +317,32 @@ mod tests {
         assert_eq!(s.start_if_due(Instant::now()), None);
         advance(2 * MIN).await;
         assert_eq!(s.start_if_due(Instant::now()), Some(Cycle::Partial));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_tells_settle_and_cooldown_apart() {
+        let mut s = scheduler();
+        let finished = Instant::now();
+        advance(10 * MIN).await;
+        // Within the cooldown: an event waits for its end, not for a settle.
+        s.on_event(Instant::now());
+        let w = s.waiting(Instant::now());
+        assert_eq!(w.cooldown_until, Some(finished + 30 * MIN));
+        assert_eq!(w.settle_until, None);
+        assert_eq!(w.max_restarts, 1);
+        advance(30 * MIN).await;
+        let _ = s.start_if_due(Instant::now());
+        s.on_finished(Instant::now());
+        advance(40 * MIN).await;
+        let t0 = Instant::now();
+        s.on_event(t0);
+        let w = s.waiting(t0);
+        assert_eq!(
+            (w.settle_until, w.cooldown_until),
+            (Some(t0 + 5 * MIN), None)
+        );
+        s.request(t0, Cycle::Full);
+        assert_eq!(s.waiting(t0).requested, Some(Cycle::Full));
     }
 
     #[tokio::test(start_paused = true)]

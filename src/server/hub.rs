@@ -9,6 +9,7 @@ use super::endpoint::Queue;
 use super::metrics::Metrics;
 use super::serve::ServeOptions;
 use super::status::Status;
+use super::triggers::Triggers;
 use super::webhook::Event;
 use crate::config::ForgeKind;
 use crate::config::{Config, RepoConfig};
@@ -33,11 +34,27 @@ pub(super) struct Hub {
     pub(super) metrics: Arc<Metrics>,
     pub(super) status: Mutex<Status>,
     pub(super) approvals: Approvals,
+    pub(super) triggers: Triggers,
+    /// The status pages' token (`server.status_token_env`), if any.
+    pub(super) status_token: Option<String>,
+    /// Held while the forges are fetched (a deploy, a PR preview): one fetch at a time into
+    /// the cache.
+    pub(super) fetching: Mutex<()>,
+    /// PR previews run one at a time.
+    pub(super) previews: tokio::sync::Mutex<()>,
 }
 
 impl Hub {
     pub(super) fn new(config: Config, opts: ServeOptions, queue: Queue) -> Hub {
         let approvals = Approvals::open(queue.dir().join("approvals.json"));
+        let triggers = Triggers::open(queue.dir().join("triggers.json"));
+        let status_token = config
+            .file
+            .server
+            .status_token_env
+            .as_ref()
+            .and_then(|name| std::env::var(name).ok())
+            .filter(|t| !t.trim().is_empty());
         Hub {
             config,
             opts,
@@ -45,7 +62,22 @@ impl Hub {
             metrics: Arc::new(Metrics::default()),
             status: Mutex::new(Status::default()),
             approvals,
+            triggers,
+            status_token,
+            fetching: Mutex::new(()),
+            previews: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Where this plan's run logs are: `runs/<name>/` beside the state file.
+    pub(super) fn runs_dir(&self) -> std::path::PathBuf {
+        let state = self.config.state_path();
+        state
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default()
+            .join("runs")
+            .join(&self.config.file.name)
     }
 
     pub(super) fn status(&self) -> MutexGuard<'_, Status> {
@@ -66,6 +98,11 @@ impl Hub {
             Event::Push { repo, branch, .. } => self
                 .repo_for(repo)
                 .is_some_and(|(_, cfg)| push_matters(cfg, branch)),
+            // A check of a repo gated on its checks; kcideploy's own status says what it
+            // did, not what CI found.
+            Event::Checks { repo, name, .. } => self.repo_for(repo).is_some_and(|(_, cfg)| {
+                cfg.pending.require_checks.is_some() && *name != self.config.file.notify.context
+            }),
             Event::PrComment {
                 repo, author, body, ..
             } => {

@@ -7,14 +7,17 @@
 mod approvals;
 pub mod bot;
 mod clock;
+pub mod dashboard;
 pub mod endpoint;
 mod hub;
 mod listener;
 pub mod metrics;
+mod preview;
 pub mod queue;
 mod routes;
 mod run_deploy;
 pub mod serve;
 pub mod status;
+mod triggers;
 pub mod webhook;
 mod worker;

@@ -6,7 +6,7 @@ use miette::Result;
 use tokio::sync::watch;
 
 use super::hub::Hub;
-use super::status::{DeployResult, StatusReporter};
+use super::status::{ChangeStatus, DeployResult, GraphStep, StatusReporter, changes};
 use super::worker::Outcome;
 use crate::apply::process::Cancel;
 use crate::config::Cycle;
@@ -19,19 +19,21 @@ use crate::workspace::{PlanRequest, Workspace};
 pub(super) fn deploy(
     hub: &Hub,
     cycle: Cycle,
+    rollback: Option<String>,
     cancel: watch::Receiver<Cancel>,
     started_at: Timestamp,
 ) -> Outcome {
     let mut outcome = Outcome {
         cycle,
+        rollback: rollback.clone(),
         started_at,
         result: DeployResult::Error,
         run_id: None,
-        plan: None,
+        changes: None,
         error: None,
     };
-    match deploy_inner(hub, cycle, cancel) {
-        Ok((plan, report)) => {
+    match deploy_inner(hub, cycle, rollback.as_deref(), cancel) {
+        Ok((changes, report)) => {
             match report {
                 Some(r) => {
                     outcome.result = DeployResult::Run(r.result);
@@ -39,7 +41,7 @@ pub(super) fn deploy(
                 }
                 None => outcome.result = DeployResult::Nothing,
             }
-            outcome.plan = Some(plan);
+            outcome.changes = Some(changes);
         }
         Err(e) => outcome.error = Some(format!("{e}")),
     }
@@ -49,22 +51,36 @@ pub(super) fn deploy(
 fn deploy_inner(
     hub: &Hub,
     cycle: Cycle,
+    rollback: Option<&str>,
     cancel: watch::Receiver<Cancel>,
-) -> Result<(Plan, Option<crate::apply::ApplyReport>)> {
+) -> Result<(Vec<ChangeStatus>, Option<crate::apply::ApplyReport>)> {
     // The plan file as it is now: an edited plan takes effect at the next deploy.
     let mut ws = Workspace::load(&hub.opts.file, None)?;
     let lock = StateLock::acquire(&ws.backend.path, "serve", hub.opts.lock_timeout)?;
     hub.record_approvals(&ws.backend)?;
     ws.reload_state()?;
-    let request = PlanRequest {
-        cycle: CycleRequest::from(cycle),
-        ..Default::default()
+    let request = match rollback {
+        Some(run) => ws.rollback_request(Some(run), CycleRequest::from(cycle))?.0,
+        None => PlanRequest {
+            cycle: CycleRequest::from(cycle),
+            ..Default::default()
+        },
     };
-    let (snapshot, plan) = ws.fetch_and_plan(&request)?;
+    let (snapshot, plan) = {
+        let _fetching = hub.fetching.lock().unwrap_or_else(|e| e.into_inner());
+        ws.fetch_and_plan(&request)?
+    };
     let (config, backend) = (&ws.config, &ws.backend);
     if plan.is_deployed() {
-        return Ok((plan, None));
+        if hub.opts.notify && crate::notify::wanted(config) {
+            let warnings = crate::support::rt::block_on(crate::notify::covered(config, &plan));
+            for w in warnings {
+                tracing::warn!("notification: {w}");
+            }
+        }
+        return Ok((changes(config, &plan), None));
     }
+    publish_plan(hub, config, &plan);
     let opts = crate::apply::ApplyOptions {
         parallelism: hub.opts.parallelism,
         grace: hub.opts.grace,
@@ -88,5 +104,31 @@ fn deploy_inner(
         &mut reporter,
         &mut crate::deploy::Quiet,
     )?;
-    Ok((deployed.plan, Some(deployed.report)))
+    Ok((changes(config, &deployed.plan), Some(deployed.report)))
+}
+
+/// Show the planned deploy on the status page: its step graph and the changes it takes.
+fn publish_plan(hub: &Hub, config: &crate::config::Config, plan: &Plan) {
+    let (names, graph) = crate::apply::graph_of(config, plan, None);
+    let steps: Vec<GraphStep> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| GraphStep {
+            name: name.clone(),
+            waits_on: graph
+                .deps
+                .get(i)
+                .into_iter()
+                .flatten()
+                .filter_map(|d| names.get(*d).cloned())
+                .collect(),
+            approve: graph.approve.get(i).copied().unwrap_or(false),
+        })
+        .collect();
+    let changes = changes(config, plan);
+    let mut status = hub.status();
+    status.changes = changes;
+    if let Some(run) = &mut status.running {
+        run.graph = steps;
+    }
 }

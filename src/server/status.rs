@@ -1,5 +1,5 @@
 //! What `GET /status` shows: the shared status the worker and the deploy thread keep current,
-//! the reporter that updates it while a deploy runs, and the HTML page for browsers.
+//! and the reporter that updates it while a deploy runs (the pages are [`super::dashboard`]).
 
 use indexmap::IndexMap;
 use jiff::Timestamp;
@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use super::hub::Hub;
 use crate::apply::events::{Event as ApplyEvent, Reporter, StepResult};
-use crate::config::Cycle;
+use crate::config::{Config, Cycle};
+use crate::forge::github::slug;
 use crate::planner::{ExclusionReason, Plan};
 use crate::state::{ExclusionCause, RunResult};
 
@@ -103,23 +104,59 @@ pub struct Status {
     pub changes: Vec<ChangeStatus>,
     /// Approvals waiting to be recorded in state by the next deploy.
     pub approvals_pending: usize,
+    /// What the next deploy waits for.
+    pub waiting: WaitStatus,
+    /// The steps of the last deploy this process ran, once it has finished (the page keeps
+    /// showing them).
+    #[serde(skip)]
+    pub last_run: Option<RunStatus>,
+}
+
+/// What the next deploy waits for (the page's "why not yet").
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WaitStatus {
+    /// Events came: the deploy waits until then for more pushes.
+    pub settle_until: Option<Timestamp>,
+    /// The cooldown after the last deploy ends then.
+    pub cooldown_until: Option<Timestamp>,
+    /// An explicit request (`@kcibot`, `schedule:`) for this cycle is pending.
+    pub requested: Option<Cycle>,
+    /// Restarts a partial deploy may take.
+    pub max_restarts: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunStatus {
     pub cycle: Cycle,
     pub started_at: Timestamp,
+    /// Why it started, in words.
+    pub trigger: String,
     pub run_id: Option<String>,
     pub restarts: u32,
+    /// The steps it runs, in plan order, and what each waits on (once planned).
+    pub graph: Vec<GraphStep>,
     pub steps: IndexMap<String, StepStatus>,
+}
+
+/// A step of the running deploy's graph.
+#[derive(Debug, Clone, Serialize)]
+pub struct GraphStep {
+    pub name: String,
+    /// Steps it waits on (`needs`, `after`, push before use) among those that run.
+    pub waits_on: Vec<String>,
+    /// `approve: true`: serve holds it.
+    pub approve: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StepStatus {
     /// `running`, then the step's result.
     pub state: StepState,
+    pub started_at: Option<Timestamp>,
     pub duration_ms: Option<u64>,
     pub detail: Option<String>,
+    /// The end of its log when it finished.
+    pub log_tail: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -131,6 +168,8 @@ pub struct LastDeploy {
     pub started_at: Timestamp,
     pub finished_at: Timestamp,
     pub error: Option<String>,
+    /// Why it started, when this process ran it.
+    pub trigger: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -139,9 +178,16 @@ pub struct ChangeStatus {
     pub change: String,
     pub head: String,
     pub author: String,
+    pub title: String,
+    /// When its head was committed (from the fetch cache).
+    pub committed_at: Option<Timestamp>,
+    /// Its PR (github), or its branch on GitHub (git forge with `github_repo`).
+    pub url: Option<String>,
     /// `included`, or the reason it was left out.
     pub state: ChangeState,
     pub detail: Option<String>,
+    /// For `conflict`: the conflicting paths.
+    pub paths: Vec<String>,
 }
 
 /// The changes state says are deployed, and the ones left out for breaking a deploy (what
@@ -150,57 +196,82 @@ pub(super) fn deployed_changes(state: &crate::state::State) -> Vec<ChangeStatus>
     let mut out = Vec::new();
     for (repo, rs) in &state.repos {
         for c in &rs.included {
-            out.push(ChangeStatus {
-                repo: repo.clone(),
-                change: c.id.clone(),
-                head: c.head.clone(),
-                author: String::new(),
-                state: ChangeState::Included,
-                detail: None,
-            });
+            out.push(change(repo, &c.id, &c.head, ChangeState::Included));
         }
     }
     for e in &state.exclusions {
-        out.push(ChangeStatus {
-            repo: e.repo.clone(),
-            change: e.change.clone(),
-            head: e.head.clone(),
-            author: String::new(),
-            state: ChangeState::LeftOut(match e.reason {
-                ExclusionCause::Blamed => ExclusionReason::Blamed,
-            }),
-            detail: Some(e.detail.clone()),
-        });
+        let reason = match e.reason {
+            ExclusionCause::Blamed => ExclusionReason::Blamed,
+        };
+        let mut c = change(&e.repo, &e.change, &e.head, ChangeState::LeftOut(reason));
+        c.detail = Some(e.detail.clone());
+        out.push(c);
     }
     out
 }
 
-/// The changes of a plan: included, or left out and why.
-pub(super) fn changes(plan: &Plan) -> Vec<ChangeStatus> {
+fn change(repo: &str, id: &str, head: &str, state: ChangeState) -> ChangeStatus {
+    ChangeStatus {
+        repo: repo.to_string(),
+        change: id.to_string(),
+        head: head.to_string(),
+        author: String::new(),
+        title: String::new(),
+        committed_at: None,
+        url: None,
+        state,
+        detail: None,
+        paths: Vec::new(),
+    }
+}
+
+/// The changes of a plan: included, or left out and why; with links and commit times from
+/// the fetch cache.
+pub(super) fn changes(config: &Config, plan: &Plan) -> Vec<ChangeStatus> {
     let mut out = Vec::new();
     for (repo, rp) in &plan.repos {
+        let cache = git2::Repository::open_bare(
+            std::path::Path::new(&plan.cache_dir).join(format!("{repo}.git")),
+        )
+        .ok();
+        let slug = config.file.repos.get(repo).and_then(slug);
+        let at = |head: &str| commit_time(cache.as_ref(), head);
         for c in &rp.included {
-            out.push(ChangeStatus {
-                repo: repo.clone(),
-                change: c.id.clone(),
-                head: c.head.clone(),
-                author: c.author.clone(),
-                state: ChangeState::Included,
-                detail: None,
-            });
+            let mut s = change(repo, &c.id, &c.head, ChangeState::Included);
+            s.author = c.author.clone();
+            s.title = c.title.clone();
+            s.committed_at = at(&c.head);
+            s.url = change_url(slug.as_deref(), &c.id);
+            out.push(s);
         }
         for e in &rp.excluded {
-            out.push(ChangeStatus {
-                repo: repo.clone(),
-                change: e.id.clone(),
-                head: e.head.clone(),
-                author: e.author.clone(),
-                state: ChangeState::LeftOut(e.reason),
-                detail: Some(e.detail.clone()),
-            });
+            let mut s = change(repo, &e.id, &e.head, ChangeState::LeftOut(e.reason));
+            s.author = e.author.clone();
+            s.committed_at = at(&e.head);
+            s.url = change_url(slug.as_deref(), &e.id);
+            s.detail = Some(e.detail.clone());
+            s.paths = e.paths.clone();
+            out.push(s);
         }
     }
     out
+}
+
+fn commit_time(repo: Option<&git2::Repository>, head: &str) -> Option<Timestamp> {
+    let oid = git2::Oid::from_str(head).ok()?;
+    let commit = repo?.find_commit(oid).ok()?;
+    Timestamp::from_second(commit.time().seconds()).ok()
+}
+
+/// A PR (`#12`) or a branch on GitHub.
+fn change_url(slug: Option<&str>, id: &str) -> Option<String> {
+    let slug = slug?;
+    Some(match id.strip_prefix('#') {
+        Some(n) if n.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("https://github.com/{slug}/pull/{n}")
+        }
+        _ => format!("https://github.com/{slug}/tree/{id}"),
+    })
 }
 
 /// Keeps `/status` and `/metrics` current while a deploy runs, and logs each step.
@@ -216,6 +287,8 @@ impl Reporter for StatusReporter<'_> {
         };
         match event {
             ApplyEvent::RunStarted { run_id, .. } => {
+                // A resumed run keeps the trigger of its start.
+                self.hub.triggers.record(run_id, &run.trigger);
                 run.run_id = Some(run_id.clone());
                 run.steps.clear();
             }
@@ -225,8 +298,10 @@ impl Reporter for StatusReporter<'_> {
                     step.clone(),
                     StepStatus {
                         state: StepState::Running,
+                        started_at: Some(Timestamp::now()),
                         duration_ms: None,
                         detail: None,
+                        log_tail: None,
                     },
                 );
             }
@@ -235,6 +310,7 @@ impl Reporter for StatusReporter<'_> {
                 result,
                 duration_ms,
                 detail,
+                log_tail,
                 ..
             } => {
                 let failed = *result == StepResult::Failed;
@@ -248,102 +324,19 @@ impl Reporter for StatusReporter<'_> {
                 self.hub
                     .metrics
                     .step(step, result, *duration_ms as f64 / 1000.0);
+                let started_at = run.steps.get(step).and_then(|s| s.started_at);
                 run.steps.insert(
                     step.clone(),
                     StepStatus {
                         state,
+                        started_at,
                         duration_ms: Some(*duration_ms),
                         detail: detail.clone(),
+                        log_tail: log_tail.clone(),
                     },
                 );
             }
             _ => {}
         }
     }
-}
-
-fn esc(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-fn ts(t: Option<Timestamp>) -> String {
-    t.map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
-        .unwrap_or_else(|| "-".into())
-}
-
-/// The status page for browsers (`GET /`, or `/status` asked for HTML).
-pub fn html(s: &Status) -> String {
-    let mut out = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>kcideploy: {name}</title>\
-         <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}\
-         .success{{color:#080}}.failed{{color:#b00}}.running{{color:#06c}}</style></head><body>\
-         <h1>kcideploy: {name}</h1><p>Queue: {queue} event(s). Next deploy: {next} ({cycle}). \
-         Next full cycle allowed: {full}. Schedule: {sched}. <a href=\"/status\">JSON</a> · \
-         <a href=\"/metrics\">metrics</a></p>",
-        name = esc(&s.plan),
-        queue = s.queue,
-        next = ts(s.next_deploy),
-        cycle = s.next_cycle.map(Cycle::as_str).unwrap_or("-"),
-        full = ts(s.next_full),
-        sched = ts(s.schedule_next),
-    );
-    match &s.running {
-        Some(run) => html_running(&mut out, run),
-        None => out.push_str("<h2>No deploy running</h2>"),
-    }
-    if let Some(last) = &s.last {
-        out.push_str(&format!(
-            "<h2>Last deploy</h2><p class=\"{}\">{} cycle: {} (run {}), {} → {}{}</p>",
-            last.result.as_str(),
-            last.cycle.as_str(),
-            last.result.as_str(),
-            esc(last.run_id.as_deref().unwrap_or("-")),
-            ts(Some(last.started_at)),
-            ts(Some(last.finished_at)),
-            last.error
-                .as_deref()
-                .map(|e| format!(": {}", esc(e)))
-                .unwrap_or_default()
-        ));
-    }
-    out.push_str("<h2>Changes</h2><table><tr><th>repo</th><th>change</th><th>head</th><th>author</th><th>state</th><th>detail</th></tr>");
-    for c in &s.changes {
-        out.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&c.repo),
-            esc(&c.change),
-            esc(c.head.get(..12).unwrap_or(&c.head)),
-            esc(&c.author),
-            c.state.as_str(),
-            esc(c.detail.as_deref().unwrap_or(""))
-        ));
-    }
-    out.push_str("</table></body></html>\n");
-    out
-}
-
-fn html_running(out: &mut String, run: &RunStatus) {
-    out.push_str(&format!(
-        "<h2>Running: {} cycle since {} (run {}, restarts {})</h2><table><tr><th>step</th><th>state</th><th>duration</th><th>detail</th></tr>",
-        run.cycle.as_str(),
-        ts(Some(run.started_at)),
-        esc(run.run_id.as_deref().unwrap_or("-")),
-        run.restarts
-    ));
-    for (name, step) in &run.steps {
-        out.push_str(&format!(
-            "<tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
-            esc(name),
-            step.state.as_str(),
-            step.state.as_str(),
-            step.duration_ms
-                .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
-                .unwrap_or_default(),
-            esc(step.detail.as_deref().unwrap_or(""))
-        ));
-    }
-    out.push_str("</table>");
 }

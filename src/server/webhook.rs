@@ -52,6 +52,19 @@ pub enum Event {
         branch: String,
         after: String,
     },
+    /// A check run, a check suite or a commit status finished on a commit: a PR gated on
+    /// its checks (`pending.require_checks`) may now be in or out.
+    Checks {
+        repo: String,
+        /// The commit checked.
+        head: String,
+        /// `check_run`, `check_suite` or `status`.
+        event: String,
+        /// The check run's name, the suite's app, the status's context.
+        name: String,
+        /// The conclusion, or the status's state.
+        conclusion: String,
+    },
     /// A new comment on a PR.
     PrComment {
         repo: String,
@@ -136,6 +149,47 @@ struct CommentPayload {
     repository: Repo,
 }
 
+#[derive(Deserialize)]
+struct App {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct CheckRun {
+    name: String,
+    head_sha: String,
+    conclusion: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CheckRunPayload {
+    action: String,
+    check_run: CheckRun,
+    repository: Repo,
+}
+
+#[derive(Deserialize)]
+struct CheckSuite {
+    head_sha: String,
+    conclusion: Option<String>,
+    app: App,
+}
+
+#[derive(Deserialize)]
+struct CheckSuitePayload {
+    action: String,
+    check_suite: CheckSuite,
+    repository: Repo,
+}
+
+#[derive(Deserialize)]
+struct StatusPayload {
+    sha: String,
+    context: String,
+    state: String,
+    repository: Repo,
+}
+
 const PR_ACTIONS: &[&str] = &[
     "opened",
     "synchronize",
@@ -180,6 +234,7 @@ pub fn parse_event(event: &str, body: &[u8]) -> Result<Option<Event>, WebhookErr
                     after: p.after,
                 })
         }
+        "check_run" | "check_suite" | "status" => check_event(event, body)?,
         "issue_comment" => {
             let p: CommentPayload = parse(event, body)?;
             (p.action == "created" && p.issue.pull_request.is_some()).then_some(Event::PrComment {
@@ -193,6 +248,49 @@ pub fn parse_event(event: &str, body: &[u8]) -> Result<Option<Event>, WebhookErr
             })
         }
         _ => None,
+    })
+}
+
+/// A check run or suite that `completed`, a status that is no longer `pending`: what may
+/// let a PR in or keep it out. Starting checks change nothing.
+fn check_event(event: &str, body: &[u8]) -> Result<Option<Event>, WebhookError> {
+    let checks = |repo: Repo, head: String, name: String, conclusion: Option<String>| {
+        Some(Event::Checks {
+            repo: repo.full_name,
+            head,
+            event: event.to_string(),
+            name,
+            conclusion: conclusion.unwrap_or_default(),
+        })
+    };
+    Ok(match event {
+        "check_run" => {
+            let p: CheckRunPayload = parse(event, body)?;
+            let run = p.check_run;
+            (p.action == "completed")
+                .then(|| checks(p.repository, run.head_sha, run.name, run.conclusion))
+                .flatten()
+        }
+        "check_suite" => {
+            let p: CheckSuitePayload = parse(event, body)?;
+            let suite = p.check_suite;
+            (p.action == "completed")
+                .then(|| {
+                    checks(
+                        p.repository,
+                        suite.head_sha,
+                        suite.app.name,
+                        suite.conclusion,
+                    )
+                })
+                .flatten()
+        }
+        _ => {
+            let p: StatusPayload = parse(event, body)?;
+            (p.state != "pending")
+                .then(|| checks(p.repository, p.sha, p.context, Some(p.state)))
+                .flatten()
+        }
     })
 }
 
@@ -290,6 +388,42 @@ mod tests {
             matches!(event, Some(Event::Push { ref branch, .. }) if branch == "main"),
             "{event:?}"
         );
+    }
+
+    #[test]
+    fn finished_checks_from_real_payloads() {
+        let checks = |event: &str, name: &str| match parse_event(event, &fixture(name)) {
+            Ok(Some(Event::Checks {
+                repo,
+                head,
+                name,
+                conclusion,
+                ..
+            })) => format!("{repo} {} {name} {conclusion}", &head[..7]),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(
+            checks("check_run", "check_run.completed"),
+            "Codertocat/Hello-World ec26c3e Octocoders-linter success"
+        );
+        assert_eq!(
+            checks("check_suite", "check_suite.completed"),
+            "Codertocat/Hello-World ec26c3e octocoders-linter success"
+        );
+        assert_eq!(
+            checks("status", "status"),
+            "Codertocat/Hello-World 6113728 default success"
+        );
+        // A check that starts, or a status that is pending, changes nothing.
+        assert_eq!(
+            parse_event("check_run", &fixture("check_run.created")),
+            Ok(None)
+        );
+        let mut pending: serde_json::Value =
+            serde_json::from_slice(&fixture("status")).expect("json");
+        pending["state"] = serde_json::json!("pending");
+        let body = serde_json::to_vec(&pending).expect("json");
+        assert_eq!(parse_event("status", &body), Ok(None));
     }
 
     #[test]

@@ -17,12 +17,13 @@ use super::clock::{instant, wall, when};
 use super::endpoint::Entry;
 use super::hub::Hub;
 use super::run_deploy::deploy;
-use super::status::{DeployResult, LastDeploy, RunStatus, changes, deployed_changes};
+use super::status::{
+    ChangeStatus, DeployResult, LastDeploy, RunStatus, WaitStatus, deployed_changes,
+};
 use super::webhook::Event;
 use crate::apply::process::Cancel;
 use crate::config::Cycle;
 use crate::forge::github::GitHub;
-use crate::planner::Plan;
 use crate::policy::scheduler::{Reaction, Scheduler};
 use crate::state::LocalState;
 use crate::support::cron::Cron;
@@ -30,15 +31,20 @@ use crate::support::cron::Cron;
 /// The result of one deploy thread.
 pub(super) struct Outcome {
     pub(super) cycle: Cycle,
+    /// The deploy was a rollback to this run.
+    pub(super) rollback: Option<String>,
     pub(super) started_at: Timestamp,
     pub(super) result: DeployResult,
     pub(super) run_id: Option<String>,
-    pub(super) plan: Option<Plan>,
+    /// The pending changes as the deploy saw them.
+    pub(super) changes: Option<Vec<ChangeStatus>>,
     pub(super) error: Option<String>,
 }
 
 struct Running {
     cycle: Cycle,
+    /// A rollback to this run (started again as one when restarted).
+    rollback: Option<String>,
     cancel: watch::Sender<Cancel>,
     /// Start again from the beginning when it has stopped.
     restart: bool,
@@ -68,6 +74,14 @@ pub(super) struct Worker {
     cron: Option<Cron>,
     cron_next: Option<Instant>,
     pub(super) github: Option<Arc<GitHub>>,
+    /// `@kcibot rollback`: the next deploy deploys again what this run deployed.
+    pub(super) rollback: Option<String>,
+    /// Events for the next deploy: how many, and the last in words.
+    events: (usize, Option<String>),
+    /// An explicit request for the next deploy, in words (who asked).
+    pub(super) request: Option<String>,
+    /// Why the running deploy started.
+    trigger: String,
 }
 
 impl Worker {
@@ -85,6 +99,7 @@ impl Worker {
                     started_at: run.started_at,
                     finished_at: run.finished_at?,
                     error: None,
+                    trigger: hub.triggers.get(&run.id),
                 })
             });
             status.changes = deployed_changes(state);
@@ -114,6 +129,10 @@ impl Worker {
             cron,
             cron_next: None,
             github,
+            rollback: None,
+            events: (0, None),
+            request: None,
+            trigger: String::new(),
         };
         w.next_cron();
         Ok(w)
@@ -164,7 +183,7 @@ impl Worker {
                 // A manual apply or `run` may have deployed meanwhile.
                 self.observe_state();
                 if let Some(cycle) = self.sched.start_if_due(Instant::now()) {
-                    self.launch(cycle);
+                    self.launch(cycle, false);
                 }
             }
             self.publish();
@@ -189,6 +208,7 @@ impl Worker {
                         tracing::info!("policy.schedule: a full cycle is running already");
                     } else {
                         tracing::info!("policy.schedule: full cycle");
+                        self.request.get_or_insert_with(|| "policy.schedule (full cycle)".into());
                         self.sched.request(Instant::now(), Cycle::Full);
                     }
                     self.next_cron();
@@ -246,7 +266,10 @@ impl Worker {
                 action,
                 ..
             } => match self.hub.repo_for(&repo) {
-                Some(_) => self.event(&format!("{repo}#{number} {action}")),
+                Some((name, _)) => {
+                    self.preview(name, &repo, number, &action);
+                    self.event(&format!("{repo}#{number} {action}"))
+                }
                 None => self.unknown_repo(&repo),
             },
             Event::Push { repo, branch, .. } => match self.hub.repo_for(&repo) {
@@ -254,6 +277,19 @@ impl Worker {
                     self.event(&format!("push to {repo} {branch}"))
                 }
                 Some(_) => Handled::Ack,
+                None => self.unknown_repo(&repo),
+            },
+            Event::Checks {
+                repo,
+                head,
+                event,
+                name,
+                conclusion,
+            } => match self.hub.repo_for(&repo) {
+                Some(_) => self.event(&format!(
+                    "{event} `{name}` {conclusion} on {repo}@{}",
+                    crate::support::text::short(&head)
+                )),
                 None => self.unknown_repo(&repo),
             },
             Event::PrComment {
@@ -281,6 +317,22 @@ impl Worker {
         }
     }
 
+    /// Post the PR's plan preview (in the background), when PR comments are wanted.
+    fn preview(&self, name: String, slug: &str, number: u64, action: &str) {
+        let wanted = super::preview::wanted(action)
+            && self.hub.opts.notify
+            && self.hub.config.file.notify.enabled;
+        if let (true, Some(github)) = (wanted, &self.github) {
+            super::preview::spawn(
+                self.hub.clone(),
+                github.clone(),
+                name,
+                slug.to_string(),
+                number,
+            );
+        }
+    }
+
     pub(super) fn unknown_repo(&self, repo: &str) -> Handled {
         tracing::info!("event for {repo}, which is not a repo of this plan: ignored");
         Handled::Ack
@@ -295,6 +347,7 @@ impl Worker {
 
     /// An event that may change what staging should be.
     fn event(&mut self, what: &str) -> Handled {
+        self.events = (self.events.0 + 1, Some(what.to_string()));
         let reaction = self.sched.on_event(Instant::now());
         match reaction {
             Reaction::Scheduled(at) => tracing::info!("{what}: deploy {}", when(at)),
@@ -314,21 +367,49 @@ impl Worker {
         }
     }
 
-    fn launch(&mut self, cycle: Cycle) {
+    /// Why a deploy starts now, in words; forgets the events and request it covers.
+    fn why(&mut self, cycle: Cycle, restart: bool) -> String {
+        let (n, last) = std::mem::take(&mut self.events);
+        let why = match (self.request.take(), last) {
+            (Some(request), _) => request,
+            (None, Some(last)) if n > 1 => format!("{n} events, the last: {last}"),
+            (None, Some(last)) => last,
+            // A restart for a request or an event names it; else it keeps its reason.
+            (None, None) if restart => return self.trigger.clone(),
+            (None, None) if cycle == Cycle::Full => {
+                "a full cycle is due (policy.full_cycle_interval)".into()
+            }
+            (None, None) => "events queued before serve started".into(),
+        };
+        if restart {
+            format!("restarted for {why}")
+        } else {
+            why
+        }
+    }
+
+    fn launch(&mut self, cycle: Cycle, restart: bool) {
         let (cancel, cancel_rx) = watch::channel(Cancel::None);
+        self.trigger = self.why(cycle, restart);
         let hub = self.hub.clone();
         let done = self.done_tx.clone();
         let started_at = Timestamp::now();
-        tracing::info!("starting a {} cycle", cycle.as_str());
+        let rollback = self.rollback.take();
+        match &rollback {
+            Some(run) => tracing::info!("starting a rollback to run {run}"),
+            None => tracing::info!("starting a {} cycle", cycle.as_str()),
+        }
         // Planning and the deploy loop are synchronous: a blocking thread of the runtime.
+        let to = rollback.clone();
         tokio::task::spawn_blocking(move || {
-            let outcome = deploy(&hub, cycle, cancel_rx, started_at);
+            let outcome = deploy(&hub, cycle, to, cancel_rx, started_at);
             let _ = done.send(outcome);
         });
         self.covered = self.handled.iter().cloned().collect();
         self.asked.append(&mut self.requested);
         self.running = Some(Running {
             cycle,
+            rollback,
             cancel,
             restart: false,
         });
@@ -336,8 +417,10 @@ impl Worker {
         self.hub.status().running = Some(RunStatus {
             cycle,
             started_at,
+            trigger: self.trigger.clone(),
             run_id: None,
             restarts: self.sched.restarts().unwrap_or(0),
+            graph: Vec::new(),
             steps: IndexMap::new(),
         });
     }
@@ -354,7 +437,11 @@ impl Worker {
             self.hub
                 .metrics
                 .deploy(outcome.cycle.as_str(), outcome.result.as_str());
-            self.launch(run.cycle);
+            // A rollback stopped by an event is started again as a rollback.
+            if self.rollback.is_none() {
+                self.rollback = run.rollback;
+            }
+            self.launch(run.cycle, true);
             return;
         }
         self.sched.on_finished(Instant::now());
@@ -362,6 +449,12 @@ impl Worker {
         if failed {
             // Planning or fetching failed: keep the events and try again after the cooldown.
             self.sched.on_event(Instant::now());
+            if self.events.1.is_none() {
+                self.events.1 = Some(format!(
+                    "a retry of a deploy that failed ({})",
+                    self.trigger
+                ));
+            }
         } else {
             for delivery in std::mem::take(&mut self.covered) {
                 self.ack(&delivery);
@@ -391,15 +484,23 @@ impl Worker {
         match &outcome.error {
             Some(e) => tracing::warn!("deploy {}: {e}", outcome.result),
             None => tracing::info!(
-                "deploy finished: {} ({} cycle)",
+                "deploy finished: {} ({} cycle{})",
                 outcome.result,
-                outcome.cycle.as_str()
+                outcome.cycle.as_str(),
+                outcome
+                    .rollback
+                    .as_deref()
+                    .map(|r| format!(", rollback to run {r}"))
+                    .unwrap_or_default()
             ),
         }
+        if let Some(id) = &outcome.run_id {
+            self.hub.triggers.record(id, &self.trigger);
+        }
         let mut status = self.hub.status();
-        status.running = None;
-        if let Some(plan) = &outcome.plan {
-            status.changes = changes(plan);
+        status.last_run = status.running.take();
+        if let Some(changes) = outcome.changes {
+            status.changes = changes;
         }
         status.last = Some(LastDeploy {
             cycle: outcome.cycle,
@@ -408,6 +509,7 @@ impl Worker {
             started_at: outcome.started_at,
             finished_at: Timestamp::now(),
             error: outcome.error,
+            trigger: Some(self.trigger.clone()),
         });
     }
 
@@ -425,6 +527,13 @@ impl Worker {
         status.next_cycle = next.map(|at| self.sched.next_cycle(at.max(now)));
         status.next_full = Some(wall(self.sched.full_due().max(now)));
         status.schedule_next = self.cron_next.map(wall);
+        let w = self.sched.waiting(now);
+        status.waiting = WaitStatus {
+            settle_until: w.settle_until.map(wall),
+            cooldown_until: w.cooldown_until.map(wall),
+            requested: w.requested,
+            max_restarts: w.max_restarts,
+        };
         if let Some(run) = &mut status.running {
             run.restarts = self.sched.restarts().unwrap_or(0);
         }

@@ -138,6 +138,44 @@ pub struct RunRecord {
     pub result: RunResult,
     #[serde(default)]
     pub steps: Vec<RunStep>,
+    /// How the run was asked for: `-target`, `-replace`, a rollback.
+    #[serde(flatten)]
+    pub scope: RunScope,
+    /// What the run deploys, per repo (a rollback plans these again).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub revisions: BTreeMap<String, RunRevision>,
+    /// The image id of each image-building step once the run ended (by step).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
+}
+
+/// A run's `-target` and `-replace` steps, and the run it rolls back to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunScope {
+    /// `-target`: the run was partial, restricted to these steps and what they need.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    /// `-replace`: these steps ran although nothing they depend on changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replace: Vec<String>,
+    /// `rollback`: the run deploys the revisions this earlier run recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_of: Option<String>,
+}
+
+impl RunScope {
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty() && self.replace.is_empty() && self.rollback_of.is_none()
+    }
+}
+
+/// One repo in a run: the staging revision it deploys, the base and the changes in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRevision {
+    pub staging: String,
+    pub base: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub included: Vec<ChangeRef>,
 }
 
 /// A step's outcome within a run.

@@ -70,6 +70,15 @@ pub fn history(runs: &[&RunRecord]) -> String {
                 .map(|t| format!(", finished {t}"))
                 .unwrap_or_default()
         );
+        if let Some(of) = &run.scope.rollback_of {
+            let _ = writeln!(out, "  rollback: deploys again what run {of} deployed");
+        }
+        if !run.scope.targets.is_empty() {
+            let _ = writeln!(out, "  -target {} (partial)", run.scope.targets.join(", "));
+        }
+        if !run.scope.replace.is_empty() {
+            let _ = writeln!(out, "  -replace {}", run.scope.replace.join(", "));
+        }
         for step in &run.steps {
             let _ = writeln!(
                 out,

@@ -52,6 +52,8 @@ string_enum! {
         DoneBefore => "done_before",
         /// Stopped, or never started, because the run was cancelled (or not approved).
         Cancelled => "cancelled",
+        /// Not run: it runs only when a step of its `when_failed` fails, and none did.
+        NotNeeded => "not_needed",
     }
 }
 
@@ -64,6 +66,8 @@ string_enum! {
         Cancelled => "cancelled",
         /// Left unfinished and replaced by a run with other inputs.
         Abandoned => "abandoned",
+        /// Not a run: `state adopt` recorded what already ran, running no step.
+        Adopted => "adopted",
     }
 }
 

@@ -3,7 +3,11 @@
 //! 304s that cost no rate limit, errors shaped like the recorded ones, a 403 rate limit with
 //! reset headers. PR heads are served by a real bare repo (`refs/pull/N/head`). GitHub Actions:
 //! workflow dispatches (`204`, or `200` with the run's id when `return_run_details` is asked),
-//! the runs list of a workflow and one run, run objects shaped like a recorded one.
+//! the runs list of a workflow and one run, run objects shaped like a recorded one. A
+//! commit's checks: `GET .../commits/{sha}/check-runs` (check run objects shaped like the
+//! `check_run` webhook fixture's, which is the REST object) and `GET .../commits/{sha}/status`
+//! (the combined status of the latest status of each context, the posted ones included, each
+//! shaped like the recorded create-status answer), both paginated like every list.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -26,6 +30,8 @@ pub struct Fake {
     pub next_comment_id: u64,
     /// (sha, state) in the order they were set.
     pub statuses: Vec<(String, String)>,
+    /// (sha, the request's body) in the order they were set.
+    pub status_bodies: Vec<(String, Value)>,
     pub team: Vec<String>,
     /// Answers with a body (what GitHub counts against the rate limit).
     pub charged: u64,
@@ -69,6 +75,84 @@ pub struct Fake {
     /// Someone else's dispatch on the same ref at the same time: a run created just before
     /// each of ours, with this head SHA, concluding `failure`.
     pub concurrent_head_sha: Option<String>,
+    /// Check runs per commit SHA, in the order they were set.
+    pub check_runs: HashMap<String, Vec<Value>>,
+    /// Commit statuses per SHA, oldest first: set by tests and posted by kcideploy.
+    pub commit_statuses: HashMap<String, Vec<Value>>,
+}
+
+/// Set check run `name` on `sha` (replacing one of that name): `status` and `conclusion`
+/// as GitHub reports them (`in_progress` and `None`, `completed` and `Some("failure")`).
+pub fn set_check_run(
+    fake: &Shared,
+    sha: &str,
+    name: &str,
+    (status, conclusion): (&str, Option<&str>),
+) {
+    let mut run = fixture("github-webhooks/check_run.completed.json")["check_run"].clone();
+    let mut f = fake.lock().expect("fake");
+    let runs = f.check_runs.entry(sha.to_string()).or_default();
+    runs.retain(|r| r["name"] != json!(name));
+    let id = 1000 + runs.len() as u64;
+    run["id"] = json!(id);
+    run["name"] = json!(name);
+    run["head_sha"] = json!(sha);
+    run["status"] = json!(status);
+    run["conclusion"] = json!(conclusion);
+    run["url"] = json!(format!(
+        "https://api.github.com/repos/kernelci/core/check-runs/{id}"
+    ));
+    run["pull_requests"] = json!([]);
+    runs.push(run);
+}
+
+/// A commit status of `context` on `sha` (`success`, `pending`, `failure`, `error`).
+pub fn set_status(fake: &Shared, sha: &str, context: &str, state: &str) {
+    let mut f = fake.lock().expect("fake");
+    add_status(&mut f, sha, context, state);
+}
+
+fn add_status(f: &mut Fake, sha: &str, context: &str, state: &str) {
+    let mut status = fixture("github-rest/create-status.json")[0]["response"].clone();
+    status["state"] = json!(state);
+    status["context"] = json!(context);
+    let list = f.commit_statuses.entry(sha.to_string()).or_default();
+    status["id"] = json!(2000 + list.len() as u64);
+    list.push(status);
+}
+
+/// `GET .../commits/{sha}/status`: the latest status of each context, and their sum.
+fn combined_status(fake: &mut Fake, uri: &Uri, headers: &HeaderMap, sha: &str) -> Response {
+    let mut latest: Vec<Value> = Vec::new();
+    for s in fake.commit_statuses.get(sha).into_iter().flatten().rev() {
+        if !latest.iter().any(|l| l["context"] == s["context"]) {
+            latest.push(s.clone());
+        }
+    }
+    let state = if latest
+        .iter()
+        .any(|s| s["state"] == "failure" || s["state"] == "error")
+    {
+        "failure"
+    } else if latest.is_empty() || latest.iter().any(|s| s["state"] == "pending") {
+        "pending"
+    } else {
+        "success"
+    };
+    let total = latest.len();
+    let repo = fixture("github-webhooks/pull_request.opened.json")["repository"].clone();
+    let api = format!("https://api.github.com/repos/kernelci/core/commits/{sha}");
+    page_of(fake, uri, headers, &latest, |slice| {
+        json!({
+            "state": state,
+            "statuses": slice,
+            "sha": sha,
+            "total_count": total,
+            "repository": repo,
+            "commit_url": api,
+            "url": format!("{api}/status"),
+        })
+    })
 }
 
 /// A workflow run and what it does next.
@@ -322,6 +406,17 @@ fn query(uri: &Uri) -> HashMap<String, String> {
 
 /// One page of `items`, with `Link`, `ETag`, and a 304 for a matching `If-None-Match`.
 fn page(fake: &mut Fake, uri: &Uri, headers: &HeaderMap, items: &[Value]) -> Response {
+    page_of(fake, uri, headers, items, |slice| slice)
+}
+
+/// [`page`] whose body is `wrap` of the page's items (an object holding the list).
+fn page_of(
+    fake: &mut Fake,
+    uri: &Uri,
+    headers: &HeaderMap,
+    items: &[Value],
+    wrap: impl FnOnce(Value) -> Value,
+) -> Response {
     let q = query(uri);
     let per_page: usize = q
         .get("per_page")
@@ -346,7 +441,7 @@ fn page(fake: &mut Fake, uri: &Uri, headers: &HeaderMap, items: &[Value]) -> Res
     {
         slice.insert(0, previous.clone());
     }
-    let body = Value::Array(slice).to_string();
+    let body = wrap(Value::Array(slice)).to_string();
     let etag = format!("\"{}\"", hex::encode(Sha256::digest(body.as_bytes())));
     if headers.get("if-none-match").and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
         fake.not_modified += 1;
@@ -540,10 +635,32 @@ async fn handle(
             let id = id.to_string();
             get_run(&mut fake, &id)
         }
+        ("GET", ["repos", _, _, "commits", sha, "check-runs"]) => {
+            let runs = fake.check_runs.get(*sha).cloned().unwrap_or_default();
+            let total = runs.len();
+            page_of(
+                &mut fake,
+                &uri,
+                &headers,
+                &runs,
+                |slice| json!({"total_count": total, "check_runs": slice}),
+            )
+        }
+        ("GET", ["repos", _, _, "commits", sha, "status"]) => {
+            let sha = sha.to_string();
+            combined_status(&mut fake, &uri, &headers, &sha)
+        }
         ("POST", ["repos", _, _, "statuses", sha]) => {
             fake.charged += 1;
             let state = json_body["state"].as_str().unwrap_or("").to_string();
+            let context = json_body["context"]
+                .as_str()
+                .unwrap_or("default")
+                .to_string();
+            add_status(&mut fake, sha, &context, &state);
             fake.statuses.push((sha.to_string(), state));
+            fake.status_bodies
+                .push((sha.to_string(), json_body.clone()));
             let mut status = fixture("github-rest/create-status.json")[0]["response"].clone();
             status["state"] = json_body["state"].clone();
             status["context"] = json_body["context"].clone();

@@ -73,6 +73,8 @@ pub struct FakeKci {
     pub too_many_next: u32,
     /// 429 answers given.
     pub too_many: u64,
+    /// Queries for checkouts made after a time (a `phase: watch` step polling).
+    pub watching: u64,
     next_id: u64,
 }
 
@@ -93,12 +95,22 @@ impl Default for FakeKci {
             unseen_queries: 0,
             too_many_next: 0,
             too_many: 0,
+            watching: 0,
             next_id: 0,
         }
     }
 }
 
 pub type SharedKci = Arc<Mutex<FakeKci>>;
+
+/// Wait until a `phase: watch` step polls for new checkouts (so what is made next is new
+/// to it), at most `limit`.
+pub fn wait_for_watch(shared: &SharedKci, limit: Duration) {
+    let start = Instant::now();
+    while shared.lock().expect("fake").watching == 0 && start.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 fn template() -> Value {
     let path = format!(
@@ -138,6 +150,50 @@ impl FakeKci {
             stuck,
             result: result.map(String::from),
         });
+        id
+    }
+
+    /// A finished-looking checkout of `tree`/`branch` with 10 passing builds and `tests`
+    /// (passed, failed) tests, as the production pipeline makes; the checkout's id.
+    pub fn tree(
+        &mut self,
+        tree: &str,
+        branch: &str,
+        commit: &str,
+        tests: (usize, usize),
+    ) -> String {
+        let revision = json!({"tree": tree, "branch": branch, "commit": commit, "url": "https://git.kernel.org/x.git", "describe": format!("v6.13-{}", &commit[..4])});
+        let treeid = format!("tree-{commit}");
+        let id = self.add(
+            "checkout",
+            "production",
+            &treeid,
+            revision.clone(),
+            Some("pass"),
+            false,
+        );
+        for _ in 0..10 {
+            self.add(
+                "kbuild",
+                "production",
+                &treeid,
+                revision.clone(),
+                Some("pass"),
+                false,
+            );
+        }
+        for (n, result) in [(tests.0, "pass"), (tests.1, "fail")] {
+            for _ in 0..n {
+                self.add(
+                    "test",
+                    "production",
+                    &treeid,
+                    revision.clone(),
+                    Some(result),
+                    false,
+                );
+            }
+        }
         id
     }
 
@@ -278,6 +334,9 @@ async fn handle(State(shared): State<SharedKci>, uri: Uri) -> Response {
             .into_response();
     }
     let q = query(&uri);
+    if q.contains_key("created__gt") && !q.contains_key("state") {
+        fake.watching += 1;
+    }
     if q.get("kind").map(String::as_str) == Some("checkout")
         && let (Some(branch), Some(commit)) = (
             q.get("data.kernel_revision.branch"),

@@ -184,6 +184,63 @@ fn parse(path: &str) -> Option<(String, String, Option<String>, Option<String>)>
     }
 }
 
+/// A Deployment's `scale` subresource (`autoscaling/v1` `Scale`): `GET`, and `PATCH` with a
+/// JSON merge patch of `spec.replicas`, as `kubectl scale` sends it.
+fn scale(
+    kube: &mut Kube,
+    deployment: &str,
+    method: &Method,
+    content_type: &str,
+    body: &[u8],
+) -> Response {
+    let Some(object) = kube.objects.get_mut(deployment) else {
+        let name = deployment.rsplit('/').next().unwrap_or("");
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("deployments.apps \"{name}\" not found"),
+        );
+    };
+    if method == Method::PATCH {
+        if content_type != "application/merge-patch+json" {
+            return status(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                &format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/merge-patch+json; got {content_type}"
+                ),
+            );
+        }
+        let patch: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let Some(replicas) = patch["spec"]["replicas"].as_i64() else {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "spec.replicas is required",
+            );
+        };
+        object["spec"]["replicas"] = json!(replicas);
+        let generation = object["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+        object["metadata"]["generation"] = json!(generation);
+    } else if method != Method::GET {
+        return status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        );
+    }
+    let replicas = object["spec"]["replicas"].as_i64().unwrap_or(1);
+    ok(
+        StatusCode::OK,
+        &json!({
+            "kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": { "name": object["metadata"]["name"], "namespace": object["metadata"]["namespace"] },
+            "spec": { "replicas": replicas },
+            "status": { "replicas": replicas },
+        }),
+    )
+}
+
 /// The rolled-out status of a Deployment, or one of a rollout under way or failed.
 fn deployment_status(object: &Value, rollout: &Rollout, since: Duration) -> (Value, bool) {
     let generation = object["metadata"]["generation"].as_i64().unwrap_or(1);
@@ -288,6 +345,9 @@ async fn handle(
                 "the server could not find the requested resource",
             ),
         };
+    }
+    if let Some(deployment) = path.strip_suffix("/scale") {
+        return scale(&mut kube, deployment, &method, &content_type, &body);
     }
     let Some((gv, plural, ns, name)) = parse(&path) else {
         return status(

@@ -57,6 +57,11 @@ impl Server {
 
     /// Started with more arguments (`--lock-timeout 1s`, say).
     pub fn start_with(plan: &Path, args: &[&str]) -> Server {
+        Server::start_with_env(plan, args, &[])
+    }
+
+    /// Started with more arguments and environment variables.
+    pub fn start_with_env(plan: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let log = plan.with_file_name(format!(
             "serve-{}.log",
             std::time::SystemTime::now()
@@ -72,6 +77,7 @@ impl Server {
             .env("KCIDEPLOY_WEBHOOK_SECRET", SECRET)
             .env("RUST_LOG", "kcideploy=info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()

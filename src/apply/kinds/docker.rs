@@ -144,6 +144,16 @@ pub async fn drift(docker: &Docker, outputs: &serde_json::Value) -> Option<Strin
                 Err(_) => return Some(format!("{moving_ref} no longer exists")),
             }
         }
+    } else if let (Some(image), Some(id)) = (outputs["image"].as_str(), outputs["id"].as_str()) {
+        // Adopted (`state adopt`): no content tag, the moving tags name the image id.
+        for moving in outputs["tags"].as_array().into_iter().flatten() {
+            let moving_ref = format!("{image}:{}", moving.as_str().unwrap_or_default());
+            match docker.inspect_image(&moving_ref).await {
+                Ok(i) if i.id.as_deref() == Some(id) => {}
+                Ok(_) => return Some(format!("{moving_ref} points at another image")),
+                Err(_) => return Some(format!("{moving_ref} no longer exists")),
+            }
+        }
     }
     for container in outputs["containers"].as_array().into_iter().flatten() {
         let name = container["name"].as_str().unwrap_or_default();

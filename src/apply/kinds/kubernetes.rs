@@ -6,12 +6,14 @@
 //! the order given, then wait until every applied Deployment has rolled out. A rollout that
 //! fails or does not finish in time fails the step, so the steps that need it do not run.
 
+mod adopt;
 mod api;
 mod configmap;
 mod drift;
 mod kubeconfig;
 mod manifest;
 mod rollout;
+pub mod scale;
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -26,7 +28,9 @@ use api::Api;
 use manifest::Object;
 use rollout::{Rollout, Watched};
 
+pub use adopt::adopt;
 pub use drift::drift;
+pub use scale::give_back;
 
 /// An attempt's limit when the step sets no `timeout`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -295,6 +299,12 @@ async fn wait_rollouts(
 }
 
 async fn run(ctx: &mut StepCtx<'_>, with: &KubernetesWith) -> Result<Value, StepError> {
+    if let Some(to) = &with.scale {
+        let api = connect(with, with.context.as_deref(), &ctx.run.config)
+            .await
+            .map_err(failed)?;
+        return scale::run(ctx, &api, with, to).await;
+    }
     let start = Instant::now();
     let (base, _) = ctx.workdir(with.repo.as_deref(), None)?;
     let mut warnings = Vec::new();

@@ -21,7 +21,9 @@ mod pipe_cleaner;
 mod pipe_watch;
 pub mod registry;
 
+pub use kubernetes::adopt as kubernetes_adopt;
 pub use kubernetes::drift as kubernetes_drift;
+pub use kubernetes::give_back as kubernetes_give_back;
 
 use std::fs::File;
 use std::future::Future;

@@ -51,6 +51,16 @@ pub fn snapshot(
         trusted.get_or_insert_with(Vec::new).extend(members);
     }
     let (cache, base, remote_staging) = fetch_heads(config, name, repo, cache_dir, &mut changes)?;
+    if repo.pending.require_checks.is_some() {
+        let own = config.file.notify.context.as_str();
+        crate::support::rt::block_on(async {
+            for c in changes.iter_mut() {
+                c.checks = Some(super::checks::read(&client, &slug, &c.head, own).await?);
+            }
+            Ok(())
+        })
+        .map_err(api)?;
+    }
     Ok(RepoSnapshot {
         base_branch: repo.base.clone(),
         base,
@@ -132,6 +142,7 @@ fn pending_change(pr: &Value) -> Option<(u64, PendingChange)> {
             .as_str()
             .map(|l| l.replacen(':', "/", 1)),
         files: None,
+        checks: None,
     };
     Some((number, change))
 }

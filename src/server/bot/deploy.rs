@@ -36,6 +36,15 @@ impl Worker {
             }
         }
         self.requested.insert((full_name.to_string(), number));
+        self.request = Some(format!(
+            "@{} {} by {} on {full_name}#{number}",
+            self.hub.config.file.server.bot,
+            match cycle {
+                Cycle::Full => "trigger",
+                Cycle::Partial => "deploy",
+            },
+            ctx.comment.author
+        ));
         let reaction = self.sched.request(Instant::now(), cycle);
         if reaction == Reaction::RestartRunning {
             self.restart();

@@ -15,6 +15,9 @@ pub(super) fn text(bot: &str) -> String {
          test kernel); approves the PR's current head if its author is not trusted (with a SHA, \
          only if the head is that commit).\n\
          - `@{bot} trigger`: the same, as a full cycle (test kernel and result check).\n\
+         - `@{bot} rollback [RUN_ID]`: deploy again what an earlier successful run deployed \
+         (by default the last good one before the newest run; `kcideploy state history` lists \
+         them), pending changes left out; only the steps whose inputs differ run.\n\
          - `@{bot} status`: where this PR stands and when the next deploy is.\n\
          - `@{bot} help`: this text."
     )

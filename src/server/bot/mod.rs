@@ -1,6 +1,6 @@
 //! `@kcibot`: commands in PR comments. [`parser`] reads them; the worker checks that the
 //! commenter may command the bot, runs one handler per command ([`deploy`] for `deploy` and
-//! `trigger`, [`status`], [`help`]) and answers every comment once ([`reply`]).
+//! `trigger`, [`rollback`], [`status`], [`help`]) and answers every comment once ([`reply`]).
 
 mod deploy;
 mod failed;
@@ -8,6 +8,7 @@ mod help;
 pub mod parser;
 mod permission;
 mod reply;
+mod rollback;
 mod status;
 
 use parser::{BotCommand, Parsed};
@@ -119,6 +120,7 @@ impl Worker {
             Ok(Parsed {
                 command: BotCommand::Deploy,
                 sha,
+                ..
             }) => {
                 return self
                     .deploy(ctx, Cycle::Partial, sha.as_deref(), lines)
@@ -127,7 +129,13 @@ impl Worker {
             Ok(Parsed {
                 command: BotCommand::Trigger,
                 sha,
+                ..
             }) => return self.deploy(ctx, Cycle::Full, sha.as_deref(), lines).await,
+            Ok(Parsed {
+                command: BotCommand::Rollback,
+                run,
+                ..
+            }) => return self.rollback(run.as_deref(), lines),
         }
         false
     }

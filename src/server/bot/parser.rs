@@ -13,14 +13,17 @@ pub enum BotCommand {
     Status,
     /// The commands.
     Help,
+    /// Deploy again what an earlier successful run deployed (`rollback [RUN_ID]`).
+    Rollback,
 }
 
 impl BotCommand {
-    pub const ALL: [(&'static str, BotCommand); 4] = [
+    pub const ALL: [(&'static str, BotCommand); 5] = [
         ("deploy", BotCommand::Deploy),
         ("trigger", BotCommand::Trigger),
         ("status", BotCommand::Status),
         ("help", BotCommand::Help),
+        ("rollback", BotCommand::Rollback),
     ];
 }
 
@@ -77,11 +80,23 @@ fn readable(body: &str) -> String {
 pub struct Parsed {
     pub command: BotCommand,
     pub sha: Option<String>,
+    /// `rollback RUN_ID`: the run (as `state history` names it).
+    pub run: Option<String>,
 }
 
 /// A commit SHA or a prefix of one (7 to 40 hex digits).
 fn sha_like(word: &str) -> bool {
     (7..=40).contains(&word.len()) && word.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// A run id or a prefix of one (`20261124T080000Z-1a2b3c`): a digit first, then digits,
+/// `T`, `Z`, `-` and hex digits; at most 64.
+fn run_like(word: &str) -> bool {
+    word.starts_with(|c: char| c.is_ascii_digit())
+        && word.len() <= 64
+        && word
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || matches!(c, 'T' | 'Z' | '-'))
 }
 
 /// Every command addressed to `@<bot>` in `body`, in order.
@@ -107,11 +122,21 @@ pub fn parse(body: &str, bot: &str) -> Vec<Result<Parsed, ParseError>> {
                 .unwrap_or_default();
             match BotCommand::ALL.iter().find(|(name, _)| *name == next) {
                 Some((_, cmd)) => {
-                    let sha = words
+                    let arg = words
                         .get(i + 2)
-                        .map(|w| w.trim_end_matches([',', '.', '!']).to_ascii_lowercase())
-                        .filter(|w| sha_like(w));
-                    out.push(Ok(Parsed { command: *cmd, sha }))
+                        .map(|w| w.trim_end_matches([',', '.', '!']));
+                    let (sha, run) = match cmd {
+                        BotCommand::Rollback => (None, arg.filter(|w| run_like(w))),
+                        _ => (
+                            arg.map(str::to_ascii_lowercase).filter(|w| sha_like(w)),
+                            None,
+                        ),
+                    };
+                    out.push(Ok(Parsed {
+                        command: *cmd,
+                        sha,
+                        run: run.map(str::to_string),
+                    }))
                 }
                 None => {
                     let suggestion = BotCommand::ALL
@@ -139,11 +164,21 @@ mod tests {
         parse(body, "kcibot")
             .iter()
             .map(|r| match r {
-                Ok(Parsed { command, sha: None }) => format!("{command:?}"),
                 Ok(Parsed {
                     command,
-                    sha: Some(sha),
-                }) => format!("{command:?}({sha})"),
+                    sha: None,
+                    run: None,
+                }) => format!("{command:?}"),
+                Ok(Parsed {
+                    command,
+                    sha: Some(arg),
+                    ..
+                })
+                | Ok(Parsed {
+                    command,
+                    run: Some(arg),
+                    ..
+                }) => format!("{command:?}({arg})"),
                 Err(e) => format!("Err({e})"),
             })
             .collect::<Vec<_>>()
@@ -162,6 +197,13 @@ mod tests {
             ("@kcibot deploy abc now", "Deploy"),
             ("Looks good.\n\n@kcibot deploy", "Deploy"),
             ("@kcibot deploy\n@kcibot trigger", "Deploy Trigger"),
+            ("@kcibot rollback", "Rollback"),
+            (
+                "@kcibot rollback 20261124T080000Z-1a2b3c.",
+                "Rollback(20261124T080000Z-1a2b3c)",
+            ),
+            ("@kcibot rollback please", "Rollback"),
+            ("@kcibot deploy 20261124T080000Z-1a2b3c", "Deploy"),
             ("thanks!", ""),
             ("ping @kcibot2 deploy", ""),
             ("mail me at x@kcibot deploy", ""),
@@ -170,7 +212,7 @@ mod tests {
             ("run `@kcibot deploy` to deploy", ""),
             (
                 "@kcibot",
-                "Err(no command after the mention; commands: `deploy`, `trigger`, `status`, `help`)",
+                "Err(no command after the mention; commands: `deploy`, `trigger`, `status`, `help`, `rollback`)",
             ),
             (
                 "@kcibot depoly",
@@ -178,7 +220,7 @@ mod tests {
             ),
             (
                 "@kcibot merge",
-                "Err(unknown command `merge`; commands: `deploy`, `trigger`, `status`, `help`)",
+                "Err(unknown command `merge`; commands: `deploy`, `trigger`, `status`, `help`, `rollback`)",
             ),
         ];
         for (body, expected) in cases {

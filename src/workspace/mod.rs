@@ -13,11 +13,15 @@ use indexmap::IndexMap;
 use jiff::Timestamp;
 use miette::{IntoDiagnostic, Result, WrapErr};
 
+mod preview;
+
+pub use preview::Preview;
+
 use crate::config::Config;
 use crate::forge::ForgeSnapshot;
 use crate::gitops::stage::{StageRequest, StagedRepo};
 use crate::planner::{self, CycleRequest, Plan, PlanInputs};
-use crate::state::{LocalState, State};
+use crate::state::{LocalState, RunRevision, RunScope, State};
 
 /// A loaded plan file and its state.
 #[derive(Debug)]
@@ -40,6 +44,10 @@ pub struct PlanRequest {
     pub now: Option<Timestamp>,
     /// Steps whose recorded outputs drifted (from `plan -refresh`).
     pub drift: BTreeMap<String, String>,
+    /// `-target`, `-replace`, rollback.
+    pub scope: RunScope,
+    /// Rollback: per repo, the revision to deploy instead of staging its pending changes.
+    pub pins: BTreeMap<String, RunRevision>,
 }
 
 impl Workspace {
@@ -80,25 +88,39 @@ impl Workspace {
 
     /// Merge each repo's screened change set into a staging revision and diff it against the
     /// deployed revision.
+    /// A rollback's pinned repos are not merged: their staging revision is the pinned one.
     pub fn stage(
         &self,
         snapshot: &ForgeSnapshot,
         now: Timestamp,
+        plan: &PlanRequest,
     ) -> Result<IndexMap<String, StagedRepo>> {
         let mut staged = IndexMap::new();
-        for (name, repo_cfg) in &self.config.file.repos {
+        for name in self.config.file.repos.keys() {
             let Some(snap) = snapshot.repos.get(name) else {
                 continue;
             };
-            let screened = planner::screen_repo(name, repo_cfg, snap, self.state.as_ref(), now);
+            let screened = planner::scope::screen(
+                &self.config,
+                name,
+                snap,
+                self.state.as_ref(),
+                now,
+                &plan.pins,
+                plan.scope.rollback_of.as_deref(),
+            );
             let deployed = self
                 .state
                 .as_ref()
                 .and_then(|s| s.repos.get(name))
                 .map(|r| r.deployed.as_str());
+            let pin = plan.pins.get(name).map(|p| p.staging.as_str());
+            if let Some(pin) = pin {
+                check_pinned(name, &snap.cache, pin, plan)?;
+            }
             let request = StageRequest {
                 cache: snap.cache.clone(),
-                base: &snap.base,
+                base: pin.unwrap_or(&snap.base),
                 base_branch: &snap.base_branch,
                 changes: planner::to_merge(&screened),
                 deployed,
@@ -113,7 +135,7 @@ impl Workspace {
     /// Stage and plan from a snapshot already fetched.
     pub fn plan(&self, snapshot: &ForgeSnapshot, request: &PlanRequest) -> Result<Plan> {
         let now = request.now.unwrap_or_else(Timestamp::now);
-        let staged = self.stage(snapshot, now)?;
+        let staged = self.stage(snapshot, now, request)?;
         let plan = planner::plan(&PlanInputs {
             config: &self.config,
             snapshot,
@@ -123,6 +145,8 @@ impl Workspace {
             cycle: request.cycle,
             now,
             plan_file: &self.plan_file,
+            scope: &request.scope,
+            pins: &request.pins,
         })
         .wrap_err_with(|| format!("cannot plan {}", self.plan_file))?;
         Ok(plan)
@@ -159,7 +183,7 @@ impl Workspace {
         } else {
             self.fetch()?
         };
-        let staged = self.stage(&snapshot, now)?;
+        let staged = self.stage(&snapshot, now, &PlanRequest::default())?;
         let mut out = Vec::new();
         for (name, repo) in &staged {
             let Some(snap) = snapshot.repos.get(name) else {
@@ -252,10 +276,62 @@ impl Workspace {
         plan.file_diffs = diffs;
     }
 
+    /// What a rollback to `run_id` (default: [`planner::scope::rollback_run`]'s choice)
+    /// plans: that run's revisions pinned for the repos the plan file still has, and the run.
+    pub fn rollback_request(
+        &self,
+        run_id: Option<&str>,
+        cycle: CycleRequest,
+    ) -> Result<(PlanRequest, crate::state::RunRecord)> {
+        let Some(state) = &self.state else {
+            miette::bail!(
+                "{}: nothing deployed yet: no run to roll back to",
+                self.plan_file
+            );
+        };
+        let run = planner::scope::rollback_run(state, run_id)
+            .map_err(|e| miette::miette!("cannot roll back {}: {e}", self.plan_file))?;
+        let pins = run
+            .revisions
+            .iter()
+            .filter(|(repo, _)| self.config.file.repos.contains_key(*repo))
+            .map(|(repo, rev)| (repo.clone(), rev.clone()))
+            .collect();
+        let request = PlanRequest {
+            cycle,
+            scope: RunScope {
+                rollback_of: Some(run.id.clone()),
+                ..Default::default()
+            },
+            pins,
+            ..Default::default()
+        };
+        Ok((request, run.clone()))
+    }
+
     /// Fetch, stage and plan: what `plan`, `apply -f`, `run` and `serve` do once per deploy.
     pub fn fetch_and_plan(&self, request: &PlanRequest) -> Result<(ForgeSnapshot, Plan)> {
         let snapshot = self.fetch()?;
         let plan = self.plan(&snapshot, request)?;
         Ok((snapshot, plan))
     }
+}
+
+/// A rollback's revision must still be in the cache (staging merges are made there).
+fn check_pinned(repo: &str, cache: &Path, sha: &str, plan: &PlanRequest) -> Result<()> {
+    let found = git2::Repository::open_bare(cache)
+        .and_then(|git| {
+            let oid = git2::Oid::from_str(sha)?;
+            git.find_commit(oid).map(|_| ())
+        })
+        .is_ok();
+    if !found {
+        miette::bail!(
+            help = "the cache was moved or cleaned since that run; pick a later run (kcideploy state history)",
+            "repo `{repo}`: revision {sha}, which run {} deployed, is not in the cache {}",
+            plan.scope.rollback_of.as_deref().unwrap_or("?"),
+            cache.display()
+        );
+    }
+    Ok(())
 }
