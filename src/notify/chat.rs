@@ -224,8 +224,8 @@ fn request(
             let room = hook.room.as_deref().unwrap_or_default();
             let url = format!(
                 "{base}/_matrix/client/v3/rooms/{}/send/m.room.message/{}",
-                percent(room),
-                percent(txn)
+                crate::support::text::percent_encode(room),
+                crate::support::text::percent_encode(txn)
             );
             let html = std::iter::once(format!("<b>{}</b>", escape(&news.headline)))
                 .chain(news.lines.iter().map(|l| escape(l)))
@@ -240,18 +240,6 @@ fn request(
             Ok((true, url, Some(token), body))
         }
     }
-}
-
-/// A path segment with everything but unreserved characters percent-encoded (`!room:host`).
-fn percent(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 struct Post<'a> {

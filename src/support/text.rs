@@ -85,6 +85,19 @@ pub fn markdown_text(text: &str) -> String {
     out
 }
 
+/// Every byte but the unreserved characters of RFC 3986 (`A-Z a-z 0-9 - _ . ~`)
+/// percent-encoded: a URL path segment or query value (`!room:host` → `%21room%3Ahost`).
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +130,11 @@ mod tests {
             markdown_text("<img src=x> @kernelci/all [a](b) |x| *y*"),
             "&lt;img src=x&gt; @\u{200b}kernelci/all \\[a\\]\\(b\\) \\|x\\| \\*y\\*"
         );
+    }
+
+    #[test]
+    fn percent_encoding_keeps_only_unreserved_bytes() {
+        assert_eq!(percent_encode("!room:example.org"), "%21room%3Aexample.org");
+        assert_eq!(percent_encode("a b/é"), "a%20b%2F%C3%A9");
     }
 }

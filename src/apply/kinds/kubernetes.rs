@@ -126,11 +126,7 @@ async fn place(
     objects: &mut [Object],
     with: &KubernetesWith,
 ) -> Result<Vec<(String, Option<String>)>, StepError> {
-    let default_ns = with
-        .namespace
-        .clone()
-        .or_else(|| api.target.namespace.clone())
-        .unwrap_or_else(|| "default".into());
+    let default_ns = api.namespace_for(with.namespace.as_deref());
     let mut placed = Vec::new();
     for object in objects.iter_mut() {
         let resource = api

@@ -56,11 +56,7 @@ async fn read(
     };
     let objects = manifest::read(&base, &with.manifests, &mut |_| {})?;
     let api = super::connect(with, with.context.as_deref(), config).await?;
-    let default_ns = with
-        .namespace
-        .clone()
-        .or_else(|| api.target.namespace.clone())
-        .unwrap_or_else(|| "default".into());
+    let default_ns = api.namespace_for(with.namespace.as_deref());
     let mut images = Vec::new();
     let mut unknown = Vec::new();
     for object in objects.iter().filter(|o| o.is_deployment()) {

@@ -87,6 +87,15 @@ impl Api {
         }
     }
 
+    /// The namespace of objects that name none: the step's `namespace`, else the
+    /// kubeconfig context's, else `default`.
+    pub fn namespace_for(&self, step_namespace: Option<&str>) -> String {
+        step_namespace
+            .map(str::to_string)
+            .or_else(|| self.target.namespace.clone())
+            .unwrap_or_else(|| "default".into())
+    }
+
     /// The server's host and port, for messages.
     pub fn host(&self) -> String {
         crate::support::http::host_of(&self.target.server)
@@ -196,7 +205,7 @@ impl Api {
     ) -> Result<Value, ApiError> {
         let query = format!(
             "?fieldManager={}&fieldValidation=Strict{}",
-            query_escape(field_manager),
+            crate::support::text::percent_encode(field_manager),
             if force { "&force=true" } else { "" }
         );
         let body = serde_json::to_vec(object).unwrap_or_default();
@@ -213,18 +222,6 @@ impl Api {
             Err(e) => Err(e),
         }
     }
-}
-
-/// Percent-encode a query value (field manager names are plain, but need not be).
-fn query_escape(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// The `message` of a Kubernetes `Status` answer, else the body's start.

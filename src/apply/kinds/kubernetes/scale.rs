@@ -47,11 +47,7 @@ pub async fn run(
     with: &KubernetesWith,
     to: &ScaleTo,
 ) -> Result<Value, StepError> {
-    let namespace = with
-        .namespace
-        .clone()
-        .or_else(|| api.target.namespace.clone())
-        .unwrap_or_else(|| "default".into());
+    let namespace = api.namespace_for(with.namespace.as_deref());
     let mut scaled = Vec::new();
     for name in &to.deployments {
         let before = replicas(api, &namespace, name).await.map_err(failed)?;
