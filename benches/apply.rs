@@ -1,22 +1,39 @@
-//! Apply benchmark against Terraform, printing ratios measured in one run:
-//! (a) a 200-step DAG of `true` commands (step i needs step (i-1)/2), parallelism 10, against
-//!     Terraform `terraform_data` resources with `local-exec "true"`, same dependencies;
+//! Apply benchmark, each figure side by side with its reference in the same run (issue #20):
+//! (a) apply of a binary-tree DAG of `true` steps (step i needs step (i-1)/2), parallelism
+//!     10, against Terraform (`terraform_data` + `local-exec "true"`, same dependencies) and
+//!     against `xargs -P10` running as many `true` processes;
+//! (s) what the apply wrote to its state files and journal, and its syncs (one more run under
+//!     `strace`, not timed);
 //! (b) the no-op plan of the same, against `terraform plan`;
 //! (c) wall time / critical path for a DAG of `sleep` steps.
-//! Run with `cargo bench --bench apply` (needs `terraform` and `git` on PATH).
+//!
+//! `cargo bench --bench apply`; sizes and runs from the environment: `KCD_BENCH_STEPS`
+//! ("200", a list such as "200 1000 5000"), `KCD_BENCH_RUNS` (5), `KCD_BENCH_TERRAFORM_MAX`
+//! (200: the largest size Terraform runs at; 0 for none). Needs `git`; `terraform`, `xargs`
+//! and `strace` where their figures are wanted (a missing one is said and skipped).
+//! `KCD_BENCH_BEFORE=<another kcideploy binary>` measures it too, alternately, as "before".
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const STEPS: usize = 200;
-const RUNS: usize = 5;
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// The kcideploy binaries measured: this build's, and `KCD_BENCH_BEFORE` (another build, e.g.
+/// of an older commit) run alternately with it, labelled "before".
+fn binaries() -> Vec<(&'static str, PathBuf)> {
+    let mut bins = vec![("", PathBuf::from(env!("CARGO_BIN_EXE_kcideploy")))];
+    if let Some(before) = std::env::var_os("KCD_BENCH_BEFORE") {
+        bins.push((", before", PathBuf::from(before)));
+    }
+    bins
+}
 
 fn kcideploy() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kcideploy"))
 }
 
-fn run(cmd: &mut Command) -> Result<Duration, Box<dyn std::error::Error>> {
+fn run(cmd: &mut Command) -> Result<Duration> {
     let start = Instant::now();
     let out = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output()?;
     if !out.status.success() {
@@ -34,9 +51,22 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn git(dir: &Path, args: &[&str]) -> Result<(), Box<dyn std::error::Error>> {
+fn has(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+fn git(dir: &Path, args: &[&str]) -> Result<()> {
     let ok = Command::new("git")
         .current_dir(dir)
+        .args(["-c", "user.name=b", "-c", "user.email=b@x"])
         .args(args)
         .stdout(Stdio::null())
         .status()?
@@ -49,25 +79,13 @@ fn git(dir: &Path, args: &[&str]) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// A local repo for the plan file to name (steps do not depend on it).
-fn make_repo(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+fn make_repo(dir: &Path) -> Result<()> {
     let work = dir.join("work");
     std::fs::create_dir_all(&work)?;
     git(&work, &["init", "-q", "-b", "main"])?;
     std::fs::write(work.join("README"), "bench\n")?;
     git(&work, &["add", "README"])?;
-    git(
-        &work,
-        &[
-            "-c",
-            "user.name=b",
-            "-c",
-            "user.email=b@x",
-            "commit",
-            "-q",
-            "-m",
-            "init",
-        ],
-    )?;
+    git(&work, &["commit", "-q", "-m", "init"])?;
     git(dir, &["clone", "-q", "--bare", "work", "repo.git"])?;
     Ok(())
 }
@@ -76,20 +94,14 @@ fn parent(i: usize) -> Option<usize> {
     (i > 0).then(|| (i - 1) / 2)
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let k = dir.path().join("k");
-    let t = dir.path().join("t");
-    std::fs::create_dir_all(&k)?;
-    std::fs::create_dir_all(&t)?;
-    make_repo(&k)?;
-
-    // kcideploy: full-cycle `always` steps, so a full cycle runs all and a partial none.
+/// The plan file and the Terraform configuration of `n` steps.
+fn dag(n: usize) -> (String, String) {
+    // Full-cycle `always` steps, so a full cycle runs all and a partial none.
     let mut plan = String::from(
         "version: 1\nname: bench\nstate: { path: .kcideploy/bench.state.json }\nrepos:\n  r: { url: repo.git }\nsteps:\n",
     );
     let mut tf = String::new();
-    for i in 0..STEPS {
+    for i in 0..n {
         let needs = parent(i)
             .map(|p| format!(", needs: [s{p}]"))
             .unwrap_or_default();
@@ -103,19 +115,154 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "resource \"terraform_data\" \"s{i}\" {{\n{depends}  provisioner \"local-exec\" {{\n    command = \"true\"\n  }}\n}}\n"
         ));
     }
-    std::fs::write(k.join("plan.yaml"), &plan)?;
-    std::fs::write(t.join("main.tf"), &tf)?;
-    run(Command::new("terraform")
-        .current_dir(&t)
-        .args(["init", "-input=false"]))?;
+    (plan, tf)
+}
 
-    let state = k.join(".kcideploy/bench.state.json");
-    let mut k_apply = Vec::new();
-    let mut t_apply = Vec::new();
-    for _ in 0..RUNS {
-        let _ = std::fs::remove_file(&state);
-        let _ = std::fs::remove_dir_all(k.join(".kcideploy/runs"));
-        k_apply.push(run(kcideploy().current_dir(&k).args([
+const STATE: &str = ".kcideploy/bench.state.json";
+
+fn apply_cmd(k: &Path, bin: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.current_dir(k).args([
+        "apply",
+        "-f",
+        "plan.yaml",
+        "-auto-approve",
+        "--cycle",
+        "full",
+        "-parallelism",
+        "10",
+    ]);
+    cmd
+}
+
+/// A fresh start for the next apply: no state (its step logs stay, as they would).
+fn forget_state(k: &Path) {
+    for suffix in ["", ".backup", ".journal"] {
+        let _ = std::fs::remove_file(k.join(format!("{STATE}{suffix}")));
+    }
+}
+
+/// One size's timings (medians).
+struct Sized {
+    n: usize,
+    /// Per binary of [`binaries`]: the label, the apply, what it wrote, its no-op plan.
+    kcideploy: Vec<(&'static str, Duration, Option<Written>, Option<Duration>)>,
+    xargs: Option<Duration>,
+    terraform: Option<Duration>,
+    terraform_plan: Option<Duration>,
+}
+
+fn one_size(dir: &Path, n: usize, runs: usize, tf_max: usize) -> Result<Sized> {
+    let k = dir.join(format!("k{n}"));
+    let t = dir.join(format!("t{n}"));
+    std::fs::create_dir_all(&k)?;
+    std::fs::create_dir_all(&t)?;
+    make_repo(&k)?;
+    let (plan, tf) = dag(n);
+    std::fs::write(k.join("plan.yaml"), &plan)?;
+    let terraform = n <= tf_max && has("terraform");
+    if terraform {
+        std::fs::write(t.join("main.tf"), &tf)?;
+        run(Command::new("terraform")
+            .current_dir(&t)
+            .args(["init", "-input=false"]))?;
+    }
+    let xargs = has("xargs");
+    let bins = binaries();
+    let mut k_apply = vec![Vec::new(); bins.len()];
+    let (mut x_apply, mut t_apply) = (Vec::new(), Vec::new());
+    // Alternating, so that a busy moment of the machine falls on all of them alike.
+    for _ in 0..runs {
+        for ((_, bin), times) in bins.iter().zip(&mut k_apply) {
+            forget_state(&k);
+            times.push(run(&mut apply_cmd(&k, bin))?);
+        }
+        if xargs {
+            x_apply.push(run(
+                Command::new("sh").args(["-c", &format!("seq {n} | xargs -n1 -P10 true")])
+            )?);
+        }
+        if terraform {
+            for f in ["terraform.tfstate", "terraform.tfstate.backup"] {
+                let _ = std::fs::remove_file(t.join(f));
+            }
+            t_apply.push(run(Command::new("terraform").current_dir(&t).args([
+                "apply",
+                "-auto-approve",
+                "-input=false",
+                "-parallelism=10",
+            ]))?);
+        }
+    }
+    let mut kcideploy = Vec::new();
+    for ((label, bin), times) in bins.iter().zip(k_apply) {
+        let w = has("strace").then(|| written(&k, bin)).transpose()?;
+        kcideploy.push((*label, median(times), w, None));
+    }
+    let mut terraform_plan = None;
+    if terraform {
+        let (ours, theirs) = noop_plans(&k, &t, &bins, runs)?;
+        for (k, p) in kcideploy.iter_mut().zip(ours) {
+            k.3 = Some(p);
+        }
+        terraform_plan = Some(theirs);
+    }
+    Ok(Sized {
+        n,
+        kcideploy,
+        xargs: xargs.then(|| median(x_apply)),
+        terraform: terraform.then(|| median(t_apply)),
+        terraform_plan,
+    })
+}
+
+/// (b) the no-op plan after an apply: medians of each binary's and Terraform's.
+fn noop_plans(
+    k: &Path,
+    t: &Path,
+    bins: &[(&str, PathBuf)],
+    runs: usize,
+) -> Result<(Vec<Duration>, Duration)> {
+    let (mut kp, mut tp) = (vec![Vec::new(); bins.len()], Vec::new());
+    for _ in 0..runs {
+        for ((_, bin), times) in bins.iter().zip(&mut kp) {
+            times.push(run(Command::new(bin).current_dir(k).args([
+                "plan",
+                "-f",
+                "plan.yaml",
+                "--cycle",
+                "partial",
+            ]))?);
+        }
+        tp.push(run(Command::new("terraform").current_dir(t).args([
+            "plan",
+            "-input=false",
+            "-parallelism=10",
+            "-detailed-exitcode",
+        ]))?);
+    }
+    Ok((kp.into_iter().map(median).collect(), median(tp)))
+}
+
+/// What one apply wrote, from `strace -y` (bytes of `write` to each file).
+struct Written {
+    /// The state file, its backup and their temporary files.
+    state: u64,
+    journal: u64,
+    /// The state file after the apply.
+    final_size: u64,
+    syncs: u64,
+}
+
+fn written(k: &Path, bin: &Path) -> Result<Written> {
+    forget_state(k);
+    let trace = k.join("strace.out");
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-y", "-e", "trace=write,fsync,fdatasync", "-o"])
+        .arg(&trace)
+        .arg(bin)
+        .current_dir(k)
+        .args([
             "apply",
             "-f",
             "plan.yaml",
@@ -124,36 +271,50 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "full",
             "-parallelism",
             "10",
-        ]))?);
-        for f in ["terraform.tfstate", "terraform.tfstate.backup"] {
-            let _ = std::fs::remove_file(t.join(f));
+        ]);
+    run(&mut cmd)?;
+    let text = std::fs::read_to_string(&trace)?;
+    let _ = std::fs::remove_file(&trace);
+    let mut w = Written {
+        state: 0,
+        journal: 0,
+        final_size: std::fs::metadata(k.join(STATE))?.len(),
+        syncs: 0,
+    };
+    for line in text.lines() {
+        // `<pid> write(<fd><path>, "..."..., <len>) = <written>`
+        let Some(call) = line.split_whitespace().nth(1) else {
+            continue;
+        };
+        if call.starts_with("fsync(") || call.starts_with("fdatasync(") {
+            w.syncs += 1;
+            continue;
         }
-        t_apply.push(run(Command::new("terraform").current_dir(&t).args([
-            "apply",
-            "-auto-approve",
-            "-input=false",
-            "-parallelism=10",
-        ]))?);
+        let Some(rest) = call.strip_prefix("write(") else {
+            continue;
+        };
+        let path = rest.split_once('<').and_then(|(_, p)| p.split_once('>'));
+        let bytes: u64 = line
+            .rsplit_once("= ")
+            .and_then(|(_, n)| n.trim().parse().ok())
+            .unwrap_or(0);
+        match path {
+            Some((p, _)) if p.ends_with(".journal") => w.journal += bytes,
+            Some((p, _)) if p.contains("/.kcideploy/") && !p.contains("/.kcideploy/runs/") => {
+                w.state += bytes
+            }
+            _ => {}
+        }
     }
-    let mut k_plan = Vec::new();
-    let mut t_plan = Vec::new();
-    for _ in 0..RUNS {
-        k_plan.push(run(kcideploy().current_dir(&k).args([
-            "plan",
-            "-f",
-            "plan.yaml",
-            "--cycle",
-            "partial",
-        ]))?);
-        t_plan.push(run(Command::new("terraform").current_dir(&t).args([
-            "plan",
-            "-input=false",
-            "-parallelism=10",
-            "-detailed-exitcode",
-        ]))?);
-    }
+    Ok(w)
+}
 
-    // (c) sleep steps: 31 steps in a binary tree, durations 100-400 ms, enough parallelism.
+/// (c) 31 `sleep` steps in a binary tree, durations 100-400 ms, enough parallelism: wall time
+/// and critical path.
+fn sleeps(dir: &Path) -> Result<(Duration, Duration)> {
+    let k = dir.join("sleep");
+    std::fs::create_dir_all(&k)?;
+    make_repo(&k)?;
     let sleeps: Vec<u64> = (0..31).map(|i| 100 + (i as u64 * 37) % 301).collect();
     let mut plan = String::from(
         "version: 1\nname: sleep\nstate: { path: .kcideploy/sleep.state.json }\nrepos:\n  r: { url: repo.git }\nsteps:\n",
@@ -185,38 +346,107 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "32",
         ]))?);
     }
-    // The time to start kcideploy and plan, which the critical path does not include.
-    let overhead = median(k_plan.clone());
+    Ok((median(walls), critical))
+}
 
-    let (ka, ta, kp, tp, wall) = (
-        median(k_apply),
-        median(t_apply),
-        median(k_plan),
-        median(t_plan),
-        median(walls),
-    );
-    println!("apply benchmark, medians of {RUNS} runs");
-    println!("(a) {STEPS}-step DAG apply, parallelism 10");
+fn row(figure: &str, n: usize, ours: f64, reference: &str, theirs: f64, goal: &str) {
     println!(
-        "    kcideploy {:>8.1} ms   terraform {:>8.1} ms   ratio {:.3} (goal <= 0.25)",
-        ms(ka),
-        ms(ta),
-        ms(ka) / ms(ta)
+        "| {figure} | {n} | {ours:.0} ms | {reference} {theirs:.0} ms | {:.3} | {goal} |",
+        ours / theirs
     );
-    println!("(b) no-op plan of the same");
+}
+
+fn print(sizes: &[Sized], sleep: (Duration, Duration)) {
+    println!("| figure | steps | kcideploy | reference | ratio | goal |");
+    println!("|---|---|---|---|---|---|");
+    for s in sizes {
+        for (label, k, _, _) in &s.kcideploy {
+            let figure = format!("(a) apply DAG{label}");
+            if let Some(t) = s.terraform {
+                row(&figure, s.n, ms(*k), "terraform", ms(t), "≤ 0.25");
+            }
+            if let Some(x) = s.xargs {
+                row(&figure, s.n, ms(*k), "xargs -P10", ms(x), "≤ 1.5");
+            }
+        }
+    }
+    per_step(sizes);
+    for s in sizes {
+        for (label, _, w, _) in &s.kcideploy {
+            let Some(w) = w else { continue };
+            let times = w.state as f64 / w.final_size as f64;
+            println!(
+                "| (s) written to state during apply{label} | {} | {:.2} MB; journal {:.2} MB; {} syncs | final state {:.0} KB | {times:.1} | ≤ 4 |",
+                s.n,
+                w.state as f64 / 1e6,
+                w.journal as f64 / 1e6,
+                w.syncs,
+                w.final_size as f64 / 1e3,
+            );
+        }
+    }
+    for s in sizes {
+        for (label, _, _, p) in &s.kcideploy {
+            if let (Some(k), Some(t)) = (p, s.terraform_plan) {
+                let figure = format!("(b) no-op plan{label}");
+                row(&figure, s.n, ms(*k), "terraform plan", ms(t), "≤ 0.1");
+            }
+        }
+    }
+    let (wall, critical) = sleep;
     println!(
-        "    kcideploy {:>8.1} ms   terraform {:>8.1} ms   ratio {:.3} (goal <= 0.1)",
-        ms(kp),
-        ms(tp),
-        ms(kp) / ms(tp)
-    );
-    println!("(c) 31 sleep steps, critical path {:.0} ms", ms(critical));
-    println!(
-        "    wall {:>8.1} ms   wall / critical path {:.3} (goal <= 1.05); without the plan's {:.0} ms: {:.3}",
+        "| (c) 31 sleep steps: wall / critical path | 31 | {:.0} ms | critical path {:.0} ms | {:.3} | ≤ 1.05 |",
         ms(wall),
-        ms(wall) / ms(critical),
-        ms(overhead),
-        (ms(wall) - ms(overhead)) / ms(critical)
+        ms(critical),
+        ms(wall) / ms(critical)
     );
+}
+
+/// Per-step apply time at the largest size over that at the smallest.
+fn per_step(sizes: &[Sized]) {
+    let (Some(first), Some(last)) = (sizes.first(), sizes.last()) else {
+        return;
+    };
+    if last.n <= first.n {
+        return;
+    }
+    for (i, (label, _, _, _)) in first.kcideploy.iter().enumerate() {
+        let per = |s: &Sized| ms(s.kcideploy[i].1) / s.n as f64;
+        println!(
+            "| per-step apply time{label}, {} / {} steps | | {:.2} / {:.2} ms | | {:.2} | ≤ 1.3 |",
+            last.n,
+            first.n,
+            per(last),
+            per(first),
+            per(last) / per(first)
+        );
+    }
+}
+
+fn main() -> Result<()> {
+    let steps: Vec<usize> = env_or("KCD_BENCH_STEPS", "200")
+        .split([' ', ','])
+        .filter(|s| !s.is_empty())
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()?;
+    let runs: usize = env_or("KCD_BENCH_RUNS", "5").parse()?;
+    let tf_max: usize = env_or("KCD_BENCH_TERRAFORM_MAX", "200").parse()?;
+    for (program, figure) in [
+        ("terraform", "(a), (b) against Terraform"),
+        ("xargs", "(a) against xargs"),
+        ("strace", "(s)"),
+    ] {
+        if !has(program) {
+            println!("no `{program}` on PATH: {figure} left out");
+        }
+    }
+    let dir = tempfile::tempdir()?;
+    let mut sizes = Vec::new();
+    for n in steps {
+        sizes.push(one_size(dir.path(), n, runs, tf_max)?);
+    }
+    let sleep = sleeps(dir.path())?;
+    println!("apply benchmark, medians of {runs} alternating runs");
+    print(&sizes, sleep);
     Ok(())
 }

@@ -1,8 +1,10 @@
-//! Planning benchmark: 40 pending branches of a repo with 3,000 files.
+//! Planning benchmark: pending branches of a repo with 3,000 files (40, or each count of
+//! `KCD_BENCH_BRANCHES`, e.g. "10 40 160").
 //!
 //! Prints the median time of `plan` (merges, diffs, components, steps) and of the fetch,
 //! and the ratio against what the staging shell script does: merge each branch with the
-//! `git` CLI in a work tree. Run with `cargo bench --bench plan`.
+//! `git` CLI in a work tree (`git merge --no-ff`, as pending.py). Run with
+//! `cargo bench --bench plan`; `KCD_BENCH_RUNS` sets the runs (7).
 
 use std::path::Path;
 use std::process::Command;
@@ -16,18 +18,24 @@ use kcideploy::planner::CycleRequest;
 use kcideploy::workspace::{PlanRequest, Workspace};
 
 const FILES: usize = 3000;
-const BRANCHES: usize = 40;
 const RUNS: usize = 7;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// A repo of [`FILES`] files and `branches` branches `pr/<n>` of three edits each (every
+/// 10th conflicts with the one before it), and a plan of 30 components and 30 chained steps.
+fn make(dir: &Path, branches: usize) -> Result<std::path::PathBuf> {
     let now = Timestamp::now().as_second();
-    let remote = Repository::init_bare(dir.path().join("repos/big.git"))?;
+    let remote = Repository::init_bare(dir.join("repos/big.git"))?;
     let contents: Vec<(String, String)> = (0..FILES)
         .map(|i| {
             (
@@ -49,8 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "base",
     )?;
     scratch::set_branch(&remote, "main", main)?;
-    for b in 0..BRANCHES {
-        // Every 10th branch conflicts with the one before it.
+    for b in 0..branches {
         let target = if b % 10 == 9 { b - 1 } else { b };
         let files = [
             format!("d{:02}/f{:04}.yaml", target % 30, target),
@@ -72,41 +79,72 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?;
         scratch::set_branch(&remote, &format!("pr/{b}"), head)?;
     }
-    let plan_path = dir.path().join("plan.yaml");
+    let plan_path = dir.join("plan.yaml");
+    let components: String = (0..30)
+        .map(|d| {
+            format!("  c{d}: {{ repo: big, paths: [\"d{d:02}/**\"], exclude: [\"**/*.md\"] }}\n")
+        })
+        .collect();
+    let steps: String = (0..30)
+        .map(|d| {
+            let needs = if d > 0 { format!("s{}", d - 1) } else { String::new() };
+            format!("  s{d}: {{ kind: command, on: [c{d}], needs: [{needs}], with: {{ run: [\"true\"] }} }}\n")
+        })
+        .collect();
     std::fs::write(
         &plan_path,
-        "version: 1\nname: bench\nstate: { path: .kcideploy/bench.state.json }\nrepos:\n  big: { url: repos/big.git }\ncomponents:\n".to_string()
-            + &(0..30)
-                .map(|d| {
-                    format!(
-                        "  c{d}: {{ repo: big, paths: [\"d{d:02}/**\"], exclude: [\"**/*.md\"] }}\n"
-                    )
-                })
-                .collect::<String>()
-            + "steps:\n"
-            + &(0..30)
-                .map(|d| {
-                    format!(
-                        "  s{d}: {{ kind: command, on: [c{d}], needs: [{}], with: {{ run: [\"true\"] }} }}\n",
-                        if d > 0 {
-                            format!("s{}", d - 1)
-                        } else {
-                            String::new()
-                        }
-                    )
-                })
-                .collect::<String>(),
+        format!(
+            "version: 1\nname: bench\nstate: {{ path: .kcideploy/bench.state.json }}\nrepos:\n  big: {{ url: repos/big.git }}\ncomponents:\n{components}steps:\n{steps}"
+        ),
     )?;
+    Ok(plan_path)
+}
+
+/// The shell-script way: in a work tree (cloned beforehand, not timed), `git merge --no-ff`
+/// of every branch, aborted on a conflict.
+fn git_merges(dir: &Path, wt: &Path, branches: usize) -> Result<Duration> {
+    let path = wt.to_str().ok_or("path")?;
+    git(dir, &["clone", "-q", "-b", "main", "repos/big.git", path])?;
+    let t = Instant::now();
+    for b in 0..branches {
+        let ok = Command::new("git")
+            .current_dir(wt)
+            .args(["-c", "user.name=b", "-c", "user.email=b@x"])
+            .args(["merge", "-q", "--no-ff", "--no-edit"])
+            .arg(format!("origin/pr/{b}"))
+            .output()?
+            .status
+            .success();
+        if !ok {
+            git(wt, &["merge", "--abort"])?;
+        }
+    }
+    let took = t.elapsed();
+    std::fs::remove_dir_all(wt)?;
+    Ok(took)
+}
+
+struct Row {
+    branches: usize,
+    included: usize,
+    fetch: Duration,
+    plan: Duration,
+    git: Duration,
+}
+
+fn one(branches: usize, runs: usize) -> Result<Row> {
+    let dir = tempfile::tempdir()?;
+    let plan_path = make(dir.path(), branches)?;
     let cache = dir.path().join("cache");
     let ws = Workspace::load(&plan_path, Some(&cache)).map_err(|e| format!("{e:?}"))?;
     let request = PlanRequest {
         cycle: CycleRequest::Partial,
         ..Default::default()
     };
-    let mut fetch_times = Vec::new();
-    let mut plan_times = Vec::new();
-    let mut result = None;
-    for _ in 0..RUNS {
+    let (mut fetch_times, mut plan_times, mut cli_times) = (Vec::new(), Vec::new(), Vec::new());
+    let mut included = 0;
+    // Alternating, so that a busy moment of the machine falls on both alike.
+    for run in 0..runs {
         let t = Instant::now();
         let snapshot = ws.fetch().map_err(|e| format!("{e:?}"))?;
         fetch_times.push(t.elapsed());
@@ -114,71 +152,56 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = Instant::now();
         let plan = ws.plan(&snapshot, &request).map_err(|e| format!("{e:?}"))?;
         plan_times.push(t.elapsed());
-        result = Some(plan);
-    }
-    let plan = result.ok_or("no run")?;
-
-    // The shell-script way: a work tree, `git merge` of every branch, abort on conflict.
-    let mut cli_times = Vec::new();
-    for run in 0..3 {
+        included = plan.summary.included;
         let wt = dir.path().join(format!("wt{run}"));
-        let t = Instant::now();
-        git(
-            dir.path(),
-            &["clone", "-q", "repos/big.git", wt.to_str().ok_or("path")?],
-        )?;
-        for b in 0..BRANCHES {
-            let ok = Command::new("git")
-                .current_dir(&wt)
-                .args([
-                    "-c",
-                    "user.name=b",
-                    "-c",
-                    "user.email=b@x",
-                    "merge",
-                    "-q",
-                    "--no-edit",
-                    &format!("origin/pr/{b}"),
-                ])
-                .output()?
-                .status
-                .success();
-            if !ok {
-                git(&wt, &["merge", "--abort"])?;
-            }
-        }
-        cli_times.push(t.elapsed());
+        cli_times.push(git_merges(dir.path(), &wt, branches)?);
     }
+    Ok(Row {
+        branches,
+        included,
+        fetch: median(fetch_times),
+        plan: median(plan_times),
+        git: median(cli_times),
+    })
+}
 
-    let (fetch, planned, cli) = (median(fetch_times), median(plan_times), median(cli_times));
+fn main() -> Result<()> {
+    let counts: Vec<usize> = std::env::var("KCD_BENCH_BRANCHES")
+        .unwrap_or_else(|_| "40".into())
+        .split([' ', ','])
+        .filter(|s| !s.is_empty())
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()?;
+    let runs = match std::env::var("KCD_BENCH_RUNS") {
+        Ok(r) => r.parse()?,
+        Err(_) => RUNS,
+    };
+    let rows = counts
+        .into_iter()
+        .map(|b| one(b, runs))
+        .collect::<Result<Vec<_>>>()?;
     println!(
-        "plan of {BRANCHES} branches over {FILES} files ({} included, {} excluded, {} steps to run)",
-        plan.summary.included, plan.summary.excluded, plan.summary.run
+        "plan benchmark: pending branches over {FILES} files, medians of {runs} alternating runs"
     );
     println!(
-        "  fetch (git CLI, warm cache)    median {:>8.1} ms",
-        fetch.as_secs_f64() * 1e3
+        "| branches (merged) | kcideploy plan | fetch, warm cache | `git merge --no-ff` each in a work tree | ratio plan / git | goal |"
     );
-    println!(
-        "  plan (merge, diff, steps)      median {:>8.1} ms",
-        planned.as_secs_f64() * 1e3
-    );
-    println!(
-        "  git CLI work-tree merges       median {:>8.1} ms",
-        cli.as_secs_f64() * 1e3
-    );
-    println!(
-        "  ratio git CLI / plan           {:>8.1}x",
-        cli.as_secs_f64() / planned.as_secs_f64()
-    );
-    println!(
-        "  ratio plan / 1 s budget        {:>8.3}",
-        planned.as_secs_f64()
-    );
+    println!("|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} ({}) | {:.0} ms | {:.0} ms | {:.0} ms | {:.3} | ≤ 0.1 |",
+            r.branches,
+            r.included,
+            ms(r.plan),
+            ms(r.fetch),
+            ms(r.git),
+            ms(r.plan) / ms(r.git)
+        );
+    }
     Ok(())
 }
 
-fn git(dir: &Path, args: &[&str]) -> Result<(), Box<dyn std::error::Error>> {
+fn git(dir: &Path, args: &[&str]) -> Result<()> {
     let status = Command::new("git")
         .current_dir(dir)
         .args(args)

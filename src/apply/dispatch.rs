@@ -30,6 +30,8 @@ pub struct Finished<'a> {
     pub log: Option<String>,
     pub log_tail: Option<String>,
     pub outputs: Outputs,
+    /// Its end could not be written to the run's journal (the run stops).
+    pub unrecorded: Option<std::io::Error>,
 }
 
 /// Who is told what happens: apply records it in state, a blame round in its record.
@@ -85,10 +87,21 @@ pub async fn dispatch(
         }
         tokio::select! {
             Some(joined) = run.steps.join_next_with_id() => {
-                if let Some(finished) = run.joined(joined)
-                    && observer.finished(finished).is_err()
-                {
-                    source.stop(CancelReason::Shutdown, "a state write error");
+                // The steps that ended meanwhile too: their journal lines share one sync,
+                // made before anything after them starts.
+                let mut ended = vec![joined];
+                while let Some(more) = run.steps.try_join_next_with_id() {
+                    ended.push(more);
+                }
+                let synced = run.sync_journal();
+                for joined in ended {
+                    let Some(mut finished) = run.joined(joined) else { continue };
+                    if let Err(e) = &synced {
+                        finished.unrecorded.get_or_insert_with(|| std::io::Error::new(e.kind(), e.to_string()));
+                    }
+                    if observer.finished(finished).is_err() {
+                        source.stop(CancelReason::Shutdown, "a state write error");
+                    }
                 }
             }
             Some(answered) = run.approvals.join_next() => {
@@ -133,6 +146,14 @@ struct Running<'a> {
 }
 
 impl Running<'_> {
+    /// Sync the step ends written to the run's journal (an apply's; a blame round has none).
+    fn sync_journal(&self) -> std::io::Result<()> {
+        self.ctx
+            .journal
+            .as_ref()
+            .map_or(Ok(()), |j| j.journal.sync())
+    }
+
     fn decide(&mut self, decision: Decision, controls: &Controls, observer: &mut dyn Observer) {
         let names = self.names;
         match decision {
@@ -185,6 +206,7 @@ impl Running<'_> {
                 detail: Some(format!("the step's task failed: {e}")),
                 log_tail: None,
                 stopped: None,
+                unrecorded: None,
             },
         };
         let i = outcome.index;
@@ -203,6 +225,7 @@ impl Running<'_> {
             log: Some(log.display().to_string()),
             log_tail: outcome.log_tail,
             outputs: outcome.outputs,
+            unrecorded: outcome.unrecorded,
         })
     }
 
@@ -232,5 +255,6 @@ fn not_run(index: usize, name: &str, result: StepResult, detail: String) -> Fini
         log: None,
         log_tail: None,
         outputs: None,
+        unrecorded: None,
     }
 }

@@ -16,21 +16,18 @@ use nix::libc;
 use tokio::time::Instant;
 
 use super::lifeline::{self, Stat, parse_stat};
-use crate::state::journal::{self, Entry, Group, Journal};
+use crate::state::journal::{self, Group, Journal};
 use crate::state::{LocalState, StateError};
 
-/// Before a run starts (under the lock): the journal's entries, once what they say an
-/// interrupted run left running is stopped (each group with a warning).
-pub async fn after_interruption(
-    backend: &LocalState,
-    grace: Duration,
-) -> Result<Vec<Entry>, StateError> {
+/// Before a run starts (under the lock): stop what the journal says an interrupted run left
+/// running (each group with a warning).
+pub async fn after_interruption(backend: &LocalState, grace: Duration) -> Result<(), StateError> {
     let path = backend.journal_path();
     let entries = journal::read(&path).map_err(|source| StateError::Read { path, source })?;
     for stopped in stop(&journal::unreaped(&entries), grace).await {
         tracing::warn!("{stopped}");
     }
-    Ok(entries)
+    Ok(())
 }
 
 /// This apply's journal, empty: state holds what it said (written by the caller first).

@@ -346,14 +346,14 @@ pub async fn apply(
     reporter: &mut dyn Reporter,
 ) -> Result<ApplyReport, ApplyError> {
     let started = Instant::now();
+    // With the step ends of an interrupted run folded in from its journal.
     let mut state = backend.read()?.unwrap_or_default();
     // What an interrupted run left running is stopped before anything starts.
-    let entries = leftovers::after_interruption(backend, opts.grace).await?;
+    leftovers::after_interruption(backend, opts.grace).await?;
     if plan.is_deployed() {
         // No step to run and no deployed revision to move: nothing for state to remember.
         return Ok(record::nothing_to_do(&state));
     }
-    record::replay(&mut state, &entries);
     let (run_id, resumed) = record::begin_run(&mut state, &plan, Timestamp::now());
     backend.write(&mut state)?;
     let journal = leftovers::fresh_journal(backend)?;

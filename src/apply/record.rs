@@ -1,5 +1,6 @@
-//! What apply keeps in state: the run (resumed or new), every finished step at once (durable
-//! before any dependent starts), and at the end the deployed revisions and the history.
+//! What apply keeps in state: the run (resumed or new) when it starts, every finished step
+//! in memory (its end is already durable in the run's journal), and at the end the steps,
+//! the deployed revisions and the history.
 
 use jiff::Timestamp;
 
@@ -10,10 +11,10 @@ use super::schedule::Status;
 use super::{RunContext, digest};
 use crate::planner::Plan;
 use crate::planner::params::Params;
-use crate::state::journal::Entry;
+use crate::state::journal::{Ended, record_outcome, record_step};
 use crate::state::{
     ChangeRef, HISTORY_KEEP, LocalState, RepoState, RunRecord, RunResult, RunRevision, RunStep,
-    State, StateError, StepRecord,
+    State, StateError,
 };
 
 /// Resume the unfinished run with the same inputs, or start a new one: `(run id, resumed)`.
@@ -186,12 +187,12 @@ impl Observer for Recorder<'_> {
         });
     }
 
-    fn finished(&mut self, step: Finished<'_>) -> Result<(), String> {
+    fn finished(&mut self, mut step: Finished<'_>) -> Result<(), String> {
         let event = finished_event(&step);
-        let digest = self.digests[step.index].clone();
-        let outputs = step.outputs.clone();
+        let unrecorded = step.unrecorded.take();
+        let outputs = step.outputs.take();
         let ended = Ended {
-            digest: &digest,
+            digest: &self.digests[step.index],
             run_id: self.run_id,
             finished_at: Timestamp::now(),
             outputs: outputs.as_ref(),
@@ -199,10 +200,16 @@ impl Observer for Recorder<'_> {
         };
         record_outcome(self.state, ended, run_step(step));
         self.reporter.event(&event);
-        // Durable before any dependent starts: a crash loses at most running steps.
-        match self.backend.write(self.state) {
-            Ok(()) => Ok(()),
-            Err(e) => {
+        // The step's end is durable in the journal (synced before the dispatcher heard of
+        // it, so before any dependent starts); state gets it at the end of the run, or from
+        // the journal when the run was interrupted.
+        match unrecorded {
+            None => Ok(()),
+            Some(source) => {
+                let e = StateError::Write {
+                    path: self.backend.journal_path(),
+                    source,
+                };
                 let text = e.to_string();
                 self.write_error.get_or_insert(e);
                 Err(text)
@@ -215,91 +222,6 @@ impl Observer for Recorder<'_> {
     }
 }
 
-/// How a step that ran ended, besides its run record.
-struct Ended<'a> {
-    digest: &'a str,
-    run_id: &'a str,
-    finished_at: Timestamp,
-    outputs: Option<&'a serde_json::Value>,
-    /// The step's resolved settings (kept with a success).
-    params: Option<&'a Params>,
-}
-
-/// A step that ran, in state: its record (a success or a failure) and its run's record.
-fn record_outcome(state: &mut State, ended: Ended<'_>, step: RunStep) {
-    if matches!(step.result, StepResult::Success | StepResult::Failed) {
-        let last = state.steps.get(&step.name);
-        let record = StepRecord {
-            digest: ended.digest.to_string(),
-            result: step.result,
-            run_id: ended.run_id.to_string(),
-            finished_at: Some(ended.finished_at),
-            duration_ms: step.duration_ms,
-            outputs: last_good_outputs(step.result, ended.outputs, last),
-            params: if step.result == StepResult::Success {
-                ended.params.cloned()
-            } else {
-                last.and_then(|r| r.params.clone())
-            },
-            params_run: if step.result == StepResult::Success {
-                Some(ended.run_id.to_string())
-            } else {
-                last.and_then(|r| r.params_run.clone())
-            },
-        };
-        state.steps.insert(step.name.clone(), record);
-    }
-    record_step(state, step);
-}
-
-/// Replay the journal's step exits of the unfinished run into state, in their order: what
-/// state would have learnt at its next write had the apply not been killed. A step that
-/// exited 0 is then done and does not run again. Returns how many were replayed.
-pub fn replay(state: &mut State, entries: &[Entry]) -> usize {
-    let Some(run_id) = state.current_run.as_ref().map(|r| r.id.clone()) else {
-        return 0;
-    };
-    let mut replayed = 0;
-    for entry in entries {
-        if let Entry::Exited {
-            run,
-            digest,
-            step,
-            finished_at,
-            outputs,
-            params,
-        } = entry
-            && *run == run_id
-        {
-            let ended = Ended {
-                digest,
-                run_id: &run_id,
-                finished_at: *finished_at,
-                outputs: outputs.as_ref(),
-                params: params.as_ref(),
-            };
-            record_outcome(state, ended, step.clone());
-            replayed += 1;
-        }
-    }
-    replayed
-}
-
-/// What a step's record keeps as its outputs: a success's own; after a failure, those of the
-/// last success (the pipe-cleaner's rotation and the summaries the next cycle compares with),
-/// which the failure is recorded next to, never in place of.
-fn last_good_outputs(
-    result: StepResult,
-    outputs: Option<&serde_json::Value>,
-    last: Option<&StepRecord>,
-) -> Option<serde_json::Value> {
-    if result == StepResult::Success {
-        outputs.cloned()
-    } else {
-        last.and_then(|r| r.outputs.clone())
-    }
-}
-
 /// The record of a finished step in its run.
 pub fn run_step(step: Finished<'_>) -> RunStep {
     RunStep {
@@ -309,20 +231,6 @@ pub fn run_step(step: Finished<'_>) -> RunStep {
         duration_ms: step.duration.as_millis() as u64,
         detail: step.detail,
         log: step.log,
-    }
-}
-
-fn record_step(state: &mut State, entry: RunStep) {
-    let Some(run) = state.current_run.as_mut() else {
-        return;
-    };
-    match run.steps.iter_mut().find(|s| s.name == entry.name) {
-        // A resumed run keeps what a step did before it.
-        Some(existing)
-            if entry.result == StepResult::DoneBefore && existing.result == StepResult::Success => {
-        }
-        Some(existing) => *existing = entry,
-        None => run.steps.push(entry),
     }
 }
 
@@ -397,56 +305,5 @@ pub fn end_run(
         if result != RunResult::Success {
             state.current_run = Some(run);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    fn record(result: StepResult, outputs: Option<serde_json::Value>) -> StepRecord {
-        StepRecord {
-            digest: "d".into(),
-            result,
-            run_id: "r1".into(),
-            finished_at: None,
-            duration_ms: 0,
-            outputs,
-            params: None,
-            params_run: None,
-        }
-    }
-
-    #[test]
-    fn a_failure_keeps_the_outputs_of_the_last_success() {
-        let good = json!({"next_index": 1});
-        let after_success = record(StepResult::Success, Some(good.clone()));
-        assert_eq!(
-            last_good_outputs(StepResult::Failed, None, Some(&after_success)),
-            Some(good.clone())
-        );
-        // And a second failure too (the record after the first one holds them).
-        let after_failure = record(StepResult::Failed, Some(good.clone()));
-        assert_eq!(
-            last_good_outputs(StepResult::Failed, None, Some(&after_failure)),
-            Some(good)
-        );
-        assert_eq!(last_good_outputs(StepResult::Failed, None, None), None);
-    }
-
-    #[test]
-    fn a_success_records_its_own_outputs_even_none() {
-        let last = record(StepResult::Success, Some(json!({"next_index": 1})));
-        let now = json!({"next_index": 2});
-        assert_eq!(
-            last_good_outputs(StepResult::Success, Some(&now), Some(&last)),
-            Some(now)
-        );
-        assert_eq!(
-            last_good_outputs(StepResult::Success, None, Some(&last)),
-            None
-        );
     }
 }

@@ -36,10 +36,13 @@ pub struct Outcome {
     pub log_tail: Option<String>,
     /// Why it was stopped, when it was.
     pub stopped: Option<CancelReason>,
+    /// Its end could not be written to the run's journal.
+    pub unrecorded: Option<std::io::Error>,
 }
 
 /// Run `name` with its retries; never panics on step errors. How it ended goes to the
-/// run's journal at once, before the dispatcher hears of it.
+/// run's journal at once, before the dispatcher hears of it (which syncs it before it
+/// starts anything else).
 pub async fn run_step(
     ctx: Arc<RunContext>,
     index: usize,
@@ -47,15 +50,16 @@ pub async fn run_step(
     stop: StopSignal,
     events: mpsc::UnboundedSender<Event>,
 ) -> Outcome {
-    let outcome = with_retries(&ctx, index, &name, stop, events).await;
-    journal_exit(&ctx, &name, &outcome);
+    let mut outcome = with_retries(&ctx, index, &name, stop, events).await;
+    outcome.unrecorded = journal_exit(&ctx, &name, &outcome).err();
     outcome
 }
 
-/// Write a step's end to the run's journal (apply's, not a blame round's).
-fn journal_exit(ctx: &RunContext, name: &str, outcome: &Outcome) {
+/// Write a step's end to the run's journal (apply's, not a blame round's); the dispatcher
+/// syncs it, with the ends of the steps that ended at the same time.
+fn journal_exit(ctx: &RunContext, name: &str, outcome: &Outcome) -> std::io::Result<()> {
     let Some(run_journal) = &ctx.journal else {
-        return;
+        return Ok(());
     };
     let (digest, params) = run_journal.steps.get(name).cloned().unwrap_or_default();
     let entry = Entry::Exited {
@@ -73,10 +77,7 @@ fn journal_exit(ctx: &RunContext, name: &str, outcome: &Outcome) {
         outputs: outcome.outputs.clone(),
         params: Some(params),
     };
-    if let Err(e) = run_journal.journal.append(&entry) {
-        let path = run_journal.journal.path().display();
-        tracing::warn!("cannot write the journal {path}: {e}");
-    }
+    run_journal.journal.note(&entry).map(|_| ())
 }
 
 /// The step's log (as the dispatcher names it too).
@@ -103,6 +104,7 @@ async fn with_retries(
         detail,
         log_tail,
         stopped,
+        unrecorded: None,
     };
     let Some(step) = ctx.config.file.steps.get(name) else {
         let detail = format!("step `{name}` is not in the plan file");

@@ -1,5 +1,6 @@
 //! The run journal, `<state>.journal` beside the state file: what happens to a run's steps,
-//! written the moment it happens, where state learns it only at its next write. A step's
+//! written the moment it happens, where the state file learns it only when the run ends
+//! (readers fold the step ends in: [`fold`], in `LocalState::read`). A step's
 //! process group (leader pid and start time), written by the process itself before its
 //! program runs; that leader reaped; a step's exit with its result. One JSON object per line,
 //! each written with one `write` to the file opened for appending, which a kill of kcideploy
@@ -8,18 +9,21 @@
 //! A line torn by a kill is cut off when the journal is next opened.
 //!
 //! The next apply, under the lock, reads it: it stops the groups of steps that were still
-//! running (their leader never reaped) and replays the exits into the run record, so a step
-//! that exited 0 is not run again. Once state holds all of it, the journal is emptied.
+//! running (their leader never reaped), and the exits are in the state it reads, so a step
+//! that exited 0 is not run again. Once the state file holds all of it, the journal is
+//! emptied. Syncs are shared: lines of steps that end together need one ([`Journal::append`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::RunStep;
+use super::{RunStep, State, StepRecord, StepResult};
 
 /// One line of the journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,6 +112,14 @@ pub fn unreaped(entries: &[Entry]) -> Vec<Group> {
 pub struct Journal {
     path: PathBuf,
     file: File,
+    /// Lines written through this handle so far.
+    written: AtomicU64,
+    /// How many of them a finished sync covers; held while syncing (group commit: those
+    /// that wait for a sync in progress find their line covered by the next one, or by a
+    /// sync that started after their write).
+    synced: Mutex<u64>,
+    /// Syncs made.
+    syncs: AtomicU64,
 }
 
 impl Journal {
@@ -128,6 +140,9 @@ impl Journal {
         Ok(Journal {
             path: path.to_path_buf(),
             file,
+            written: AtomicU64::new(0),
+            synced: Mutex::new(0),
+            syncs: AtomicU64::new(0),
         })
     }
 
@@ -135,18 +150,45 @@ impl Journal {
         &self.path
     }
 
-    /// Append `entry` as one line and sync it.
+    /// Append `entry` as one line and sync it. Lines of several threads that end together
+    /// share one sync: a line is on disk when this returns, whichever sync took it there.
     pub fn append(&self, entry: &Entry) -> std::io::Result<()> {
-        self.note(entry)?;
-        self.file.sync_data()
+        let line = self.note(entry)?;
+        self.sync_through(line)
+    }
+
+    /// Sync every line written through this handle so far: one sync for all of them, none
+    /// when a sync since their writes covered them.
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.sync_through(self.written.load(Ordering::SeqCst))
+    }
+
+    fn sync_through(&self, line: u64) -> std::io::Result<()> {
+        let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+        if *synced >= line {
+            return Ok(());
+        }
+        // Every line counted here was written before the sync starts: it covers them.
+        let upto = self.written.load(Ordering::SeqCst);
+        self.file.sync_data()?;
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        *synced = upto;
+        Ok(())
+    }
+
+    /// How many syncs [`Journal::append`] and [`Journal::sync`] made.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
     }
 
     /// Append `entry` as one line without waiting for the disk: it survives a kill of
     /// kcideploy, not a crash of the machine (which ends the processes it is about too).
-    pub fn note(&self, entry: &Entry) -> std::io::Result<()> {
+    /// Returns the line's number among those written through this handle.
+    pub fn note(&self, entry: &Entry) -> std::io::Result<u64> {
         let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        (&self.file).write_all(&line)
+        (&self.file).write_all(&line)?;
+        Ok(self.written.fetch_add(1, Ordering::SeqCst) + 1)
     }
 
     /// Empty the journal (state holds what it said).
@@ -182,6 +224,106 @@ pub fn read(path: &Path) -> std::io::Result<Vec<Entry>> {
         }
     }
     Ok(entries)
+}
+
+/// How a step that ran ended, besides its run record.
+pub struct Ended<'a> {
+    pub digest: &'a str,
+    pub run_id: &'a str,
+    pub finished_at: Timestamp,
+    pub outputs: Option<&'a serde_json::Value>,
+    /// The step's resolved settings (kept with a success).
+    pub params: Option<&'a std::collections::BTreeMap<String, String>>,
+}
+
+/// A step that ran, in state: its record (a success or a failure) and its run's record.
+pub fn record_outcome(state: &mut State, ended: Ended<'_>, step: RunStep) {
+    if matches!(step.result, StepResult::Success | StepResult::Failed) {
+        let last = state.steps.get(&step.name);
+        let success = step.result == StepResult::Success;
+        let record = StepRecord {
+            digest: ended.digest.to_string(),
+            result: step.result,
+            run_id: ended.run_id.to_string(),
+            finished_at: Some(ended.finished_at),
+            duration_ms: step.duration_ms,
+            outputs: last_good_outputs(step.result, ended.outputs, last),
+            params: match success {
+                true => ended.params.cloned(),
+                false => last.and_then(|r| r.params.clone()),
+            },
+            params_run: match success {
+                true => Some(ended.run_id.to_string()),
+                false => last.and_then(|r| r.params_run.clone()),
+            },
+        };
+        state.steps.insert(step.name.clone(), record);
+    }
+    record_step(state, step);
+}
+
+/// Put `entry` in the record of the current run (a resumed run keeps what a step did
+/// before it: a success is not replaced by `done_before`).
+pub fn record_step(state: &mut State, entry: RunStep) {
+    let Some(run) = state.current_run.as_mut() else {
+        return;
+    };
+    match run.steps.iter_mut().find(|s| s.name == entry.name) {
+        Some(existing)
+            if entry.result == StepResult::DoneBefore && existing.result == StepResult::Success => {
+        }
+        Some(existing) => *existing = entry,
+        None => run.steps.push(entry),
+    }
+}
+
+/// Fold the journal's step exits of the unfinished run into `state`, in their order: during
+/// an apply state is written when the run starts and ends, and a step's end goes only to the
+/// journal, so state and journal together are what happened. A step that exited 0 is then
+/// done and does not run again. Folding twice changes nothing. Returns how many were folded.
+pub fn fold(state: &mut State, entries: &[Entry]) -> usize {
+    let Some(run_id) = state.current_run.as_ref().map(|r| r.id.clone()) else {
+        return 0;
+    };
+    let mut folded = 0;
+    for entry in entries {
+        if let Entry::Exited {
+            run,
+            digest,
+            step,
+            finished_at,
+            outputs,
+            params,
+        } = entry
+            && *run == run_id
+        {
+            let ended = Ended {
+                digest,
+                run_id: &run_id,
+                finished_at: *finished_at,
+                outputs: outputs.as_ref(),
+                params: params.as_ref(),
+            };
+            record_outcome(state, ended, step.clone());
+            folded += 1;
+        }
+    }
+    folded
+}
+
+/// What a step's record keeps as its outputs: a success's own; after a failure, those of the
+/// last success (the pipe-cleaner's rotation and the summaries the next cycle compares with),
+/// which the failure is recorded next to, never in place of.
+fn last_good_outputs(
+    result: StepResult,
+    outputs: Option<&serde_json::Value>,
+    last: Option<&StepRecord>,
+) -> Option<serde_json::Value> {
+    if result == StepResult::Success {
+        outputs.cloned()
+    } else {
+        last.and_then(|r| r.outputs.clone())
+    }
 }
 
 /// Width of the pid slot of a [`SpawnedLine`] (`i32::MAX` has 10 digits).
@@ -252,8 +394,9 @@ pub fn put_digits(slot: &mut [u8], mut n: u64) {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
-    use crate::state::StepResult;
 
     fn exited(step: &str) -> Entry {
         Entry::Exited {
@@ -343,5 +486,94 @@ mod tests {
         journal.clear().expect("clear");
         assert!(read(&path).expect("read").is_empty());
         assert!(read(&dir.path().join("none")).expect("none").is_empty());
+    }
+
+    #[test]
+    fn lines_that_end_together_share_one_sync() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.json.journal");
+        let journal = Journal::open(&path).expect("open");
+        journal.append(&exited("first")).expect("append");
+        assert_eq!(journal.syncs(), 1);
+        std::thread::scope(|scope| {
+            // A sync in progress (held here) while three steps end.
+            let held = journal.synced.lock().expect("lock");
+            let writers: Vec<_> = ["a", "b", "c"]
+                .map(|name| scope.spawn(|| journal.append(&exited(name))))
+                .into_iter()
+                .collect();
+            while journal.written.load(Ordering::SeqCst) < 4 {
+                std::thread::yield_now();
+            }
+            drop(held);
+            for w in writers {
+                w.join().expect("join").expect("append");
+            }
+        });
+        assert_eq!(journal.syncs(), 2, "one sync for the three lines");
+        assert_eq!(*journal.synced.lock().expect("lock"), 4);
+        assert_eq!(read(&path).expect("read").len(), 4);
+        // Alone, a line gets its own sync.
+        journal.append(&exited("d")).expect("append");
+        assert_eq!(journal.syncs(), 3);
+    }
+
+    #[test]
+    fn one_sync_covers_the_lines_written_before_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = Journal::open(&dir.path().join("s.json.journal")).expect("open");
+        journal.sync().expect("nothing to sync");
+        assert_eq!(journal.syncs(), 0);
+        for name in ["a", "b", "c"] {
+            journal.note(&exited(name)).expect("note");
+        }
+        journal.sync().expect("sync");
+        journal.sync().expect("again");
+        assert_eq!(journal.syncs(), 1, "the second sync had nothing to do");
+        assert_eq!(*journal.synced.lock().expect("lock"), 3);
+    }
+
+    fn record(result: StepResult, outputs: Option<serde_json::Value>) -> StepRecord {
+        StepRecord {
+            digest: "d".into(),
+            result,
+            run_id: "r1".into(),
+            finished_at: None,
+            duration_ms: 0,
+            outputs,
+            params: None,
+            params_run: None,
+        }
+    }
+
+    #[test]
+    fn a_failure_keeps_the_outputs_of_the_last_success() {
+        let good = json!({"next_index": 1});
+        let after_success = record(StepResult::Success, Some(good.clone()));
+        assert_eq!(
+            last_good_outputs(StepResult::Failed, None, Some(&after_success)),
+            Some(good.clone())
+        );
+        // And a second failure too (the record after the first one holds them).
+        let after_failure = record(StepResult::Failed, Some(good.clone()));
+        assert_eq!(
+            last_good_outputs(StepResult::Failed, None, Some(&after_failure)),
+            Some(good)
+        );
+        assert_eq!(last_good_outputs(StepResult::Failed, None, None), None);
+    }
+
+    #[test]
+    fn a_success_records_its_own_outputs_even_none() {
+        let last = record(StepResult::Success, Some(json!({"next_index": 1})));
+        let now = json!({"next_index": 2});
+        assert_eq!(
+            last_good_outputs(StepResult::Success, Some(&now), Some(&last)),
+            Some(now)
+        );
+        assert_eq!(
+            last_good_outputs(StepResult::Success, None, Some(&last)),
+            None
+        );
     }
 }

@@ -332,8 +332,23 @@ impl LocalState {
         LocalState { path: path.into() }
     }
 
-    /// The state, or `None` when nothing was ever deployed (no file).
+    /// The state, or `None` when nothing was ever deployed (no file), with the step ends
+    /// of its unfinished run that only the journal has yet folded in ([`journal::fold`]).
     pub fn read(&self) -> Result<Option<State>, StateError> {
+        let Some(mut state) = self.read_file()? else {
+            return Ok(None);
+        };
+        if state.current_run.is_some() {
+            let path = self.journal_path();
+            let entries =
+                journal::read(&path).map_err(|source| StateError::Read { path, source })?;
+            journal::fold(&mut state, &entries);
+        }
+        Ok(Some(state))
+    }
+
+    /// The state file alone, without what the journal adds.
+    pub fn read_file(&self) -> Result<Option<State>, StateError> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

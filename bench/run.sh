@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Issue #20's figures, each side by side with its reference in the same run, as tables of
+# ratios (Markdown, as the README's Performance section shows them):
+#   - apply of a binary-tree DAG of `true` steps at 200, 1,000 and 5,000 steps, against
+#     Terraform (200) and `xargs -P10` running as many `true` processes; per-step time from
+#     the smallest to the largest size; bytes written to state and the journal during an
+#     apply, and syncs (strace); the no-op plan against `terraform plan`; sleep steps against
+#     their critical path (benches/apply.rs);
+#   - staging assembly (`kcideploy plan`) at 10, 40 and 160 pending branches against
+#     `git merge --no-ff` of each branch in a work tree (benches/plan.rs).
+# About 10 minutes on 2 cores once built (the build is not counted).
+#
+#   bench/run.sh [quick]     quick: 200 and 1,000 steps, 10 and 40 branches, 3 runs
+#
+# Environment: KCD_BENCH_STEPS, KCD_BENCH_BRANCHES, KCD_BENCH_RUNS, KCD_BENCH_TERRAFORM_MAX
+# override the sizes (see the two benches). Needs git; terraform, strace and xargs for their
+# figures (each missing one is said, and its figures left out).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "${1:-}" = quick ]; then
+    : "${KCD_BENCH_STEPS:=200 1000}" "${KCD_BENCH_BRANCHES:=10 40}" "${KCD_BENCH_RUNS:=3}"
+fi
+export KCD_BENCH_STEPS=${KCD_BENCH_STEPS:-200 1000 5000}
+export KCD_BENCH_BRANCHES=${KCD_BENCH_BRANCHES:-10 40 160}
+export KCD_BENCH_RUNS=${KCD_BENCH_RUNS:-5}
+export KCD_BENCH_TERRAFORM_MAX=${KCD_BENCH_TERRAFORM_MAX:-200}
+
+cargo bench --no-run -q --bench apply --bench plan 2>&1 | grep -v '^ *Executable' || true
+start=$(date +%s)
+echo "kcideploy $(git rev-parse --short HEAD), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+cargo bench -q --bench apply
+echo
+cargo bench -q --bench plan
+echo
+echo "took $(( $(date +%s) - start )) s"
