@@ -136,6 +136,7 @@ fn replan(
             targets: plan.scope.targets.clone(),
             replace: plan.scope.replace.clone(),
             rollback_of: None,
+            promoted_from: None,
         },
         ..Default::default()
     };

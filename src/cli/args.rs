@@ -62,6 +62,9 @@ const EXAMPLES_BLAME: &str = "Examples:
 const EXAMPLES_EXCLUSIONS: &str = "Examples:
   kcideploy exclusions -f plans/staging.yaml
   kcideploy exclusions -f plans/staging.yaml clear 1a2b3c4d";
+const EXAMPLES_PROMOTE: &str = "Examples:
+  kcideploy promote -f plans/production.yaml --from plans/staging.yaml -plan-only
+  kcideploy promote -f plans/production.yaml --from plans/staging.yaml -rev kernelci-api=1a2b3c4";
 const EXAMPLES_RESUME: &str = "Examples:
   kcideploy resume -f plans/production.yaml";
 const EXAMPLES_COMPLETIONS: &str = "Examples:
@@ -155,6 +158,10 @@ pub enum Command {
     /// left out), and so the images built from them. Only steps whose inputs differ run.
     #[command(after_help = EXAMPLES_ROLLBACK)]
     Rollback(RollbackArgs),
+    /// Production deploys what staging tested: each repo at the revision the last staging
+    /// run whose full cycle passed was built on; a revision staging did not pass is refused.
+    #[command(after_help = EXAMPLES_PROMOTE)]
+    Promote(super::promote::PromoteArgs),
     /// Long-running service: GitHub webhooks, the staging policy, `@kcibot` commands,
     /// `/status` and `/metrics`. SIGTERM stops the running deploy cleanly.
     #[command(after_help = EXAMPLES_SERVE)]
@@ -330,6 +337,7 @@ impl ScopeArgs {
             targets: dedup(&self.target),
             replace: dedup(&self.replace),
             rollback_of: None,
+            promoted_from: None,
         }
     }
 }
@@ -484,7 +492,7 @@ pub struct AdoptArgs {
 }
 
 /// A count that must be at least 1 (`-parallelism`).
-fn at_least_one(text: &str) -> Result<usize, String> {
+pub(super) fn at_least_one(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
@@ -492,7 +500,7 @@ fn at_least_one(text: &str) -> Result<usize, String> {
     }
 }
 
-fn parse_duration(text: &str) -> Result<crate::config::HumanDuration, String> {
+pub(super) fn parse_duration(text: &str) -> Result<crate::config::HumanDuration, String> {
     crate::config::HumanDuration::parse(text)
 }
 

@@ -7,6 +7,7 @@ pub mod args;
 mod demo;
 mod inspect;
 mod plan;
+pub mod promote;
 mod rollback;
 mod run;
 mod state;
@@ -55,6 +56,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
             scope,
         } => run::cmd_run(file, at, no_notify, lock_timeout, scope.to_scope(), color),
         Command::Rollback(args) => rollback::cmd_rollback(args, color),
+        Command::Promote(args) => promote::cmd_promote(args, color),
         Command::Serve {
             file,
             listen,

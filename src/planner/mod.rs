@@ -220,7 +220,7 @@ pub fn plan(inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
         let staged_repo = staged
             .get(name)
             .ok_or_else(|| PlanError::Unstaged { repo: name.clone() })?;
-        let rollback_of = run_scope.rollback_of.as_deref();
+        let rollback_of = run_scope.pinned_by();
         let screened = scope::screen(config, name, snap, state, now, pins, rollback_of);
         let deployed = state.and_then(|s| s.repos.get(name));
         let mut repo_plan = plan_repo(name, snap, &screened, staged_repo, deployed)?;

@@ -101,6 +101,11 @@ pub fn warnings(scope: &RunScope) -> Vec<String> {
             "rollback in effect: the revisions run {run} deployed; pending changes are left out"
         ));
     }
+    if let Some(from) = &scope.promoted_from {
+        out.push(format!(
+            "promotion in effect: the revisions {from} passed; pending changes are left out"
+        ));
+    }
     out
 }
 
@@ -126,8 +131,8 @@ pub fn screen<'a>(
         return screen_repo(config, name, snap, state, now);
     }
     let detail = format!(
-        "the rollback deploys the revision run {} deployed",
-        rollback_of.unwrap_or("?")
+        "the repo is pinned to the revision {} recorded",
+        rollback_of.map_or("an earlier run".to_string(), |r| format!("run {r}"))
     );
     snap.changes
         .iter()

@@ -161,11 +161,24 @@ pub struct RunScope {
     /// `rollback`: the run deploys the revisions this earlier run recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_of: Option<String>,
+    /// `promote`: the run deploys what this staging run passed (`<plan> run <id>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_from: Option<String>,
 }
 
 impl RunScope {
+    /// The run whose revisions pin the repos: a rollback's or a promotion's.
+    pub fn pinned_by(&self) -> Option<&str> {
+        self.rollback_of
+            .as_deref()
+            .or(self.promoted_from.as_deref())
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.targets.is_empty() && self.replace.is_empty() && self.rollback_of.is_none()
+        self.targets.is_empty()
+            && self.replace.is_empty()
+            && self.rollback_of.is_none()
+            && self.promoted_from.is_none()
     }
 }
 

@@ -73,6 +73,9 @@ pub fn history(runs: &[&RunRecord]) -> String {
         if let Some(of) = &run.scope.rollback_of {
             let _ = writeln!(out, "  rollback: deploys again what run {of} deployed");
         }
+        if let Some(from) = &run.scope.promoted_from {
+            let _ = writeln!(out, "  promotion: deploys what {from} passed");
+        }
         if !run.scope.targets.is_empty() {
             let _ = writeln!(out, "  -target {} (partial)", run.scope.targets.join(", "));
         }
