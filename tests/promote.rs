@@ -100,6 +100,18 @@ fn production_gets_what_staging_passed_and_refuses_what_it_did_not() {
         .advance_main(&[("src/a.py", Some("a = 2\n"))])
         .to_string();
 
+    // A full staging cycle on M2 fails: M2 did not pass.
+    let failing = std::fs::read_to_string(&staging)
+        .expect("staging")
+        .replace(r#"with: { run: ["true"] }"#, r#"with: { run: ["false"] }"#);
+    std::fs::write(&staging, failing).expect("write");
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["apply", "-auto-approve", "--cycle", "full", "-f"])
+            .arg(&staging),
+    );
+    assert_ne!(code, 0, "the check fails on M2: {out}{err}");
+
     // Asked for M2: refused, naming it.
     let (code, out) = promote(&production, &staging, &["-rev", &format!("core={m2}")]);
     assert_eq!(code, 1, "{out}");
