@@ -129,6 +129,7 @@ fn seed_state(plan: &Path, bad_head: &str) {
         scope: Default::default(),
         revisions: Default::default(),
         images: Default::default(),
+        pins: Default::default(),
     });
     state.exclusions.push(Exclusion {
         id: "x1".into(),

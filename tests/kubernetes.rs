@@ -935,3 +935,55 @@ fn a_saved_plan_deploys_the_digests_it_showed_even_when_the_tag_moved_since() {
         format!("{}/kernelci/kernelci:api@{moved}", s.registry.host)
     );
 }
+
+#[test]
+fn a_rollback_pins_the_digests_that_run_deployed_not_what_the_tag_names_now() {
+    let s = setup("", &[]);
+    let image = |kube: &Shared| {
+        kube.lock().expect("kube").objects[&deployment_path(API_NS, "api")]["spec"]["template"]
+            ["spec"]["containers"][0]["image"]
+            .clone()
+    };
+    let first = s.digests["api"].clone();
+    let (code, out) = apply(&s.plan);
+    assert_eq!(code, 0, "{out}");
+    let run1 = state_of(&s.fx, "prod")
+        .history
+        .last()
+        .map(|r| r.id.clone())
+        .expect("the first run");
+    assert_eq!(
+        state_of(&s.fx, "prod")
+            .history
+            .last()
+            .map(|r| r.pins["api"]["first_container"].clone()),
+        Some(first.clone()),
+        "the run records what it pinned"
+    );
+    // A rebuild moves the tag; the next deploy pins the new digest.
+    s.registry.push("kernelci/kernelci", "api-next", false);
+    let moved = s.registry.retag("kernelci/kernelci", "api-next", "api");
+    let (code, out) = apply(&s.plan);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        image(&s.kube),
+        format!("{}/kernelci/kernelci:api@{moved}", s.registry.host)
+    );
+    // Back to the first run: its digest, although the tag names the new one.
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["rollback", &run1, "-auto-approve", "--cycle", "full", "-f"])
+            .arg(&s.plan),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("pin_images.first_container.digest: {first}"))
+            || out.contains(first.as_str()),
+        "{out}"
+    );
+    assert_eq!(
+        image(&s.kube),
+        format!("{}/kernelci/kernelci:api@{first}", s.registry.host),
+        "the rollback deploys what run {run1} deployed"
+    );
+}

@@ -21,10 +21,30 @@ pub fn digest_key(pin: &str) -> String {
 /// changes, against the digest its last success pinned). The warnings say which could not
 /// be resolved and why; those are left to apply.
 pub fn resolve_plan_pins(config: &Config, state: Option<&State>, plan: &mut Plan) -> Vec<String> {
-    crate::support::rt::block_on(resolve_async(config, state, plan))
+    crate::support::rt::block_on(resolve_async(config, state, plan, None))
 }
 
-async fn resolve_async(config: &Config, state: Option<&State>, plan: &mut Plan) -> Vec<String> {
+/// [`resolve_plan_pins`], but the pins `recorded` (by step, then key: what an earlier run
+/// pinned) are taken as they are instead of asking the registry: a rollback deploys the
+/// digests the run it goes back to deployed, not what the tags name now.
+pub fn reuse_plan_pins(
+    config: &Config,
+    state: Option<&State>,
+    plan: &mut Plan,
+    recorded: &Recorded,
+) -> Vec<String> {
+    crate::support::rt::block_on(resolve_async(config, state, plan, Some(recorded)))
+}
+
+/// Pinned digests by step, then `pin_images` key.
+pub type Recorded = std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
+
+async fn resolve_async(
+    config: &Config,
+    state: Option<&State>,
+    plan: &mut Plan,
+    recorded: Option<&Recorded>,
+) -> Vec<String> {
     let mut warnings = Vec::new();
     let timeouts = &config.file.timeouts;
     let client = match crate::support::http::http_client(timeouts.connect.0) {
@@ -45,14 +65,19 @@ async fn resolve_async(config: &Config, state: Option<&State>, plan: &mut Plan) 
             .and_then(|s| s.steps.get(&step.name))
             .and_then(|r| r.params.as_ref());
         for (pin, written) in &with.pin_images {
-            let resolved = match vars.substitute(written) {
-                Ok(text) => match ImageRef::parse(&text) {
+            let earlier = recorded
+                .and_then(|r| r.get(&step.name))
+                .and_then(|r| r.get(pin))
+                .cloned();
+            let resolved = match (earlier, vars.substitute(written)) {
+                (Some(digest), _) => Ok(digest),
+                (None, Err(e)) => Err(e),
+                (None, Ok(text)) => match ImageRef::parse(&text) {
                     Ok(image) => {
                         resolve(&client, &image, timeouts.registry.0, timeouts.connect.0).await
                     }
                     Err(e) => Err(e),
                 },
-                Err(e) => Err(e),
             };
             let digest = match resolved {
                 Ok(d) => d,

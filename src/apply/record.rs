@@ -49,6 +49,7 @@ pub fn begin_run(state: &mut State, plan: &Plan, now: Timestamp) -> (String, boo
                 scope: plan.scope.clone(),
                 revisions: revisions(plan),
                 images: Default::default(),
+                pins: Default::default(),
             }
         }
     };
@@ -107,6 +108,28 @@ fn images(state: &State) -> std::collections::BTreeMap<String, String> {
             outputs.get("image")?;
             let id = outputs.get("id")?.as_str()?;
             Some((name.clone(), id.to_string()))
+        })
+        .collect()
+}
+
+/// The digests each step's last success pinned (`pin_images.<key>.digest` of its settings).
+fn pins(
+    state: &State,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> {
+    state
+        .steps
+        .iter()
+        .filter_map(|(name, r)| {
+            let found: std::collections::BTreeMap<String, String> = r
+                .params
+                .as_ref()?
+                .iter()
+                .filter_map(|(k, v)| {
+                    let key = k.strip_prefix("pin_images.")?.strip_suffix(".digest")?;
+                    Some((key.to_string(), v.clone()))
+                })
+                .collect();
+            (!found.is_empty()).then(|| (name.clone(), found))
         })
         .collect()
 }
@@ -297,10 +320,12 @@ pub fn end_run(
         }
     }
     let images = images(state);
+    let pins = pins(state);
     if let Some(mut run) = state.current_run.take() {
         run.result = result;
         run.finished_at = Some(finished_at);
         run.images = images;
+        run.pins = pins;
         push_history(state, run.clone());
         if result != RunResult::Success {
             state.current_run = Some(run);

@@ -26,7 +26,12 @@ pub fn cmd_rollback(args: RollbackArgs, color: bool) -> Result<ExitStatus> {
     ws.reload_state()?;
     let (request, run) = ws.rollback_request(args.run_id.as_deref(), args.cycle)?;
     let (snapshot, mut plan) = ws.fetch_and_plan(&request)?;
-    super::plan::pin_digests(&ws, &mut plan);
+    // The digests that run pinned, not what the tags name now.
+    let warnings =
+        crate::apply::pins::reuse_plan_pins(&ws.config, ws.state.as_ref(), &mut plan, &run.pins);
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
     if args.plan_only && args.json {
         let _ = writeln!(std::io::stdout(), "{}", super::plan::to_json(&plan)?);
         return Ok(ExitStatus::Success);

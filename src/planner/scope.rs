@@ -295,6 +295,7 @@ mod tests {
             )]
             .into(),
             images: BTreeMap::new(),
+            pins: BTreeMap::new(),
         }
     }
 

@@ -59,17 +59,31 @@ fn deploy_inner(
     let lock = StateLock::acquire(&ws.backend.path, "serve", hub.opts.lock_timeout)?;
     hub.record_approvals(&ws.backend)?;
     ws.reload_state()?;
-    let request = match rollback {
-        Some(run) => ws.rollback_request(Some(run), CycleRequest::from(cycle))?.0,
-        None => PlanRequest {
-            cycle: CycleRequest::from(cycle),
-            ..Default::default()
-        },
+    let (request, pins) = match rollback {
+        Some(run) => {
+            let (request, run) = ws.rollback_request(Some(run), CycleRequest::from(cycle))?;
+            (request, Some(run.pins))
+        }
+        None => {
+            let request = PlanRequest {
+                cycle: CycleRequest::from(cycle),
+                ..Default::default()
+            };
+            (request, None)
+        }
     };
     let (snapshot, plan) = {
         let _fetching = hub.fetching.lock().unwrap_or_else(|e| e.into_inner());
         ws.fetch_and_plan(&request)?
     };
+    let mut plan = plan;
+    if let Some(pins) = &pins {
+        // A rollback deploys the digests that run pinned, not what the tags name now.
+        for w in crate::apply::pins::reuse_plan_pins(&ws.config, ws.state.as_ref(), &mut plan, pins)
+        {
+            tracing::warn!("rollback: {w}");
+        }
+    }
     let (config, backend) = (&ws.config, &ws.backend);
     if plan.is_deployed() {
         if hub.opts.notify && crate::notify::wanted(config) {

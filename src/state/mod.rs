@@ -147,6 +147,10 @@ pub struct RunRecord {
     /// The image id of each image-building step once the run ended (by step).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub images: BTreeMap<String, String>,
+    /// The digests each `kubernetes` step pinned (by step, then `pin_images` key) once the
+    /// run ended: a rollback pins them again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pins: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// A run's `-target` and `-replace` steps, and the run it rolls back to.

@@ -381,6 +381,7 @@ pub fn record(state: &mut State, adoption: &Adoption) {
             })
             .collect(),
         images: Default::default(),
+        pins: Default::default(),
     };
     crate::apply::record::push_history(state, run);
 }

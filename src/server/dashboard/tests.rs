@@ -203,6 +203,7 @@ fn the_pipe_cleaner_shows_its_summaries_and_last_comparison() {
         scope: Default::default(),
         revisions: Default::default(),
         images: Default::default(),
+        pins: Default::default(),
     });
     let mut out = String::new();
     history::pipe_cleaner(
