@@ -5,15 +5,15 @@
 //! or the promotion is refused naming it. Kubernetes pins are resolved in the plan and
 //! deployed by digest, never by a moving tag.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use miette::Result;
 
-use super::apply::{Execute, confirm, execute};
+use super::apply::Execute;
 use super::args::{at_least_one, parse_duration};
+use super::rollback::show_and_apply;
 use crate::exit::ExitStatus;
-use crate::planner::{self, CycleRequest};
+use crate::planner::CycleRequest;
 use crate::state::{RunRecord, RunResult, RunRevision, RunScope, StateLock};
 use crate::workspace::{PlanRequest, Workspace};
 
@@ -184,28 +184,6 @@ pub fn cmd_promote(args: PromoteArgs, color: bool) -> Result<ExitStatus> {
     };
     let mut plan = ws.plan(&snapshot, &request)?;
     super::plan::pin_digests(&ws, &mut plan);
-    if args.plan_only && args.json {
-        let _ = writeln!(std::io::stdout(), "{}", super::plan::to_json(&plan)?);
-        return Ok(ExitStatus::Success);
-    }
-    if !args.json {
-        let _ = std::io::stdout().write_all(planner::render::text(&plan, color).as_bytes());
-    }
-    let Some(lock) = lock else {
-        return Ok(ExitStatus::Success);
-    };
-    if plan.is_deployed() {
-        if !args.json {
-            println!(
-                "Nothing to promote: production runs what staging run {} passed.",
-                run.id
-            );
-        }
-        return Ok(ExitStatus::Success);
-    }
-    if plan.has_changes() && !args.auto_approve {
-        confirm()?;
-    }
     let how = Execute {
         json: args.json,
         color,
@@ -214,5 +192,16 @@ pub fn cmd_promote(args: PromoteArgs, color: bool) -> Result<ExitStatus> {
         auto_approve: args.auto_approve,
         no_notify: args.no_notify,
     };
-    execute(&ws, &lock, plan, snapshot, &how)
+    let nothing = format!(
+        "Nothing to promote: production runs what staging run {} passed.",
+        run.id
+    );
+    show_and_apply(
+        &ws,
+        lock,
+        (plan, snapshot),
+        ("", &nothing),
+        args.plan_only,
+        &how,
+    )
 }

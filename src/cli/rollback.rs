@@ -32,30 +32,6 @@ pub fn cmd_rollback(args: RollbackArgs, color: bool) -> Result<ExitStatus> {
     for warning in warnings {
         eprintln!("warning: {warning}");
     }
-    if args.plan_only && args.json {
-        let _ = writeln!(std::io::stdout(), "{}", super::plan::to_json(&plan)?);
-        return Ok(ExitStatus::Success);
-    }
-    if !args.json {
-        let mut text = planner::render::text(&plan, color);
-        text.push_str(&images_text(&run, ws.state.as_ref(), &plan));
-        let _ = std::io::stdout().write_all(text.as_bytes());
-    }
-    let Some(lock) = lock else {
-        return Ok(ExitStatus::Success);
-    };
-    if plan.is_deployed() {
-        if !args.json {
-            println!(
-                "Nothing to roll back: run {} deployed what runs now.",
-                run.id
-            );
-        }
-        return Ok(ExitStatus::Success);
-    }
-    if plan.has_changes() && !args.auto_approve {
-        confirm()?;
-    }
     let how = Execute {
         json: args.json,
         color,
@@ -64,7 +40,54 @@ pub fn cmd_rollback(args: RollbackArgs, color: bool) -> Result<ExitStatus> {
         auto_approve: args.auto_approve,
         no_notify: args.no_notify,
     };
-    execute(&ws, &lock, plan, snapshot, &how)
+    let shown = images_text(&run, ws.state.as_ref(), &plan);
+    let nothing = format!(
+        "Nothing to roll back: run {} deployed what runs now.",
+        run.id
+    );
+    show_and_apply(
+        &ws,
+        lock,
+        (plan, snapshot),
+        (&shown, &nothing),
+        args.plan_only,
+        &how,
+    )
+}
+
+/// The end of a pinned deploy (a rollback, a promotion): with `plan_only` and `--json` the
+/// plan JSON; else the plan text and `shown`, then, holding `lock`, `nothing` when
+/// everything runs as planned already, or confirmation and the apply.
+pub(super) fn show_and_apply(
+    ws: &Workspace,
+    lock: Option<StateLock>,
+    (plan, snapshot): (Plan, crate::forge::ForgeSnapshot),
+    (shown, nothing): (&str, &str),
+    plan_only: bool,
+    how: &Execute,
+) -> Result<ExitStatus> {
+    if plan_only && how.json {
+        let _ = writeln!(std::io::stdout(), "{}", super::plan::to_json(&plan)?);
+        return Ok(ExitStatus::Success);
+    }
+    if !how.json {
+        let mut text = planner::render::text(&plan, how.color);
+        text.push_str(shown);
+        let _ = std::io::stdout().write_all(text.as_bytes());
+    }
+    let Some(lock) = lock else {
+        return Ok(ExitStatus::Success);
+    };
+    if plan.is_deployed() {
+        if !how.json {
+            println!("{nothing}");
+        }
+        return Ok(ExitStatus::Success);
+    }
+    if plan.has_changes() && !how.auto_approve {
+        confirm()?;
+    }
+    execute(ws, &lock, plan, snapshot, how)
 }
 
 /// The images the run recorded for the steps that build them, beside those deployed now:
