@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, every test.
 # On a fresh Debian machine it installs what the tests need (git, openssl, docker.io,
-# docker-registry, apache2-utils, busybox-static, docker-compose, chromium, chromium-driver), starts a Docker daemon and a registry on 127.0.0.1 when none
+# docker-registry, apache2-utils, busybox-static, docker-compose, chromium, chromium-driver,
+# postgresql), starts a Docker daemon and a registry on 127.0.0.1 when none
 # answers, and stops what it started. It assumes nothing left running by an earlier session.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +51,9 @@ fi
 docker version --format 'docker: client {{.Client.Version}}, server {{.Server.Version}}'
 
 # --- What the Docker tests build from and with ---------------------------------------------
+# tests/common/postgres.rs starts throwaway PostgreSQL clusters with initdb and pg_ctl.
+pg_found() { need initdb || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }
+pg_found || { echo "== installing postgresql"; apt_install postgresql; }
 dpkg -s busybox-static >/dev/null 2>&1 || { echo "== installing busybox-static"; apt_install busybox-static; }
 export KCIDEPLOY_TEST_BUSYBOX=/bin/busybox
 if ! docker compose version >/dev/null 2>&1 && ! need docker-compose; then

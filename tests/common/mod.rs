@@ -2,6 +2,8 @@
 //! fixed time.
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::path::{Path, PathBuf};
 
 use git2::{Oid, Repository};
