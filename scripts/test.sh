@@ -100,6 +100,15 @@ log="$work/test.log"
 set +e
 cargo test --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The same tests of what touches state (apply, resume after kill -9, serve, the bot) once more
+# with state in PostgreSQL: each fixture gets a new database of one throwaway cluster per
+# test binary (tests/common/postgres.rs).
+echo "== cargo test, state in PostgreSQL (KCIDEPLOY_TEST_BACKEND=postgres)"
+KCIDEPLOY_TEST_BACKEND=postgres cargo test --locked \
+  --test apply --test executor --test crash --test kill_steps --test staging_cycle \
+  --test serve --test serve_faults --test bot 2>&1 | tee -a "$log"
+pg_status=${PIPESTATUS[0]}
+if [ "$status" -eq 0 ]; then status=$pg_status; fi
 set -e
 # One closing line for the whole suite: every test binary's counts added up.
 # Ignored tests (tests/docker.rs without a daemon, say) count as skipped, not passed.

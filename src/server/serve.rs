@@ -37,6 +37,7 @@ pub struct ServeOptions {
 /// Run the service until SIGTERM/SIGINT.
 pub fn serve(opts: ServeOptions) -> Result<ExitStatus> {
     let config = Config::load(&opts.file)?;
+    let backend = crate::state::Backend::open(&config)?;
     let secret_env = config.file.server.secret_env.clone();
     let secret = std::env::var(&secret_env)
         .ok()
@@ -81,7 +82,7 @@ pub fn serve(opts: ServeOptions) -> Result<ExitStatus> {
             placeholders.join(", ")
         );
     }
-    let hub = Arc::new(Hub::new(config, opts, queue));
+    let hub = Arc::new(Hub::new(config, backend, opts, queue));
     // On the process's one runtime.
     crate::support::rt::block_on(run(hub, secret.into_bytes(), cron))
 }
@@ -111,6 +112,8 @@ async fn run(hub: Arc<Hub>, secret: Vec<u8>, cron: Option<Cron>) -> Result<ExitS
         s.started_at = Some(Timestamp::now());
     }
     let stop_rx = signals()?;
+    // The state is read (the status has the last deploy) before the address is announced.
+    let worker = Worker::new(hub.clone(), cron)?;
     println!("kcideploy serve: listening on http://{addr}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -121,7 +124,6 @@ async fn run(hub: Arc<Hub>, secret: Vec<u8>, cron: Option<Cron>) -> Result<ExitS
         cap,
         stop_rx.clone(),
     ));
-    let worker = Worker::new(hub.clone(), cron)?;
     worker.run(entries, stop_rx).await;
     match server.await {
         Ok(Ok(())) => Ok(ExitStatus::Success),

@@ -34,14 +34,22 @@ pub fn bin_dir() -> Option<PathBuf> {
         .collect();
     // The newest version first (15 before 9.6: numerically).
     debian.sort_by_key(|p| {
-        let version = p.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str());
+        let version = p
+            .parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str());
         std::cmp::Reverse(version.and_then(|v| v.split('.').next()?.parse::<u32>().ok()))
     });
     dirs.extend(debian);
     dirs.into_iter()
         .find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
         // A symlink in /usr/local/bin: the real directory has `postgres` beside them.
-        .map(|d| std::fs::canonicalize(d.join("initdb")).ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or(d))
+        .map(|d| {
+            std::fs::canonicalize(d.join("initdb"))
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf))
+                .unwrap_or(d)
+        })
 }
 
 /// uid and gid of `name` from /etc/passwd.
@@ -49,7 +57,8 @@ fn user(name: &str) -> Option<(u32, u32)> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
     passwd.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
-        (f.first() == Some(&name) && f.len() > 3).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+        (f.first() == Some(&name) && f.len() > 3)
+            .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
     })
 }
 
@@ -61,8 +70,14 @@ fn free_port() -> u16 {
 }
 
 impl Postgres {
-    /// Start a cluster (panics, saying why, when PostgreSQL is not installed).
+    /// Start a cluster (panics, saying why, when PostgreSQL is not installed), without
+    /// fsync (tests kill kcideploy, never the machine).
     pub fn start() -> Postgres {
+        Postgres::start_with(false)
+    }
+
+    /// Start a cluster; `durable`: with fsync, as in production (benchmarks).
+    pub fn start_with(durable: bool) -> Postgres {
         let bin = bin_dir().expect(
             "PostgreSQL's initdb and pg_ctl are needed (apt-get install postgresql; scripts/test.sh does)",
         );
@@ -83,20 +98,42 @@ impl Postgres {
             owner,
         };
         let data = pg.data();
-        pg.run("initdb", &["-D", &data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]);
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+        );
         let hba = "local all all trust\nhost all all 127.0.0.1/32 trust\n";
         std::fs::write(Path::new(&data).join("pg_hba.conf"), hba).expect("pg_hba.conf");
         // A port taken between the probe and the start: try another.
         for _ in 0..5 {
             pg.port = free_port();
+            let fast = if durable {
+                ""
+            } else {
+                "fsync = off\nfull_page_writes = off\n"
+            };
             let conf = format!(
-                "listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\nfsync = off\nfull_page_writes = off\nmax_connections = 200\nshared_buffers = 32MB\n",
+                "listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\n{fast}max_connections = 200\nshared_buffers = 32MB\n",
                 pg.port,
                 pg.dir.path().display()
             );
             std::fs::write(Path::new(&data).join("postgresql.auto.conf"), conf).expect("conf");
             let log = pg.dir.path().join("log").display().to_string();
-            if pg.try_run("pg_ctl", &["-D", &data, "-l", &log, "-w", "-t", "60", "start"]) {
+            if pg.try_run(
+                "pg_ctl",
+                &["-D", &data, "-l", &log, "-w", "-t", "60", "start"],
+            ) {
                 pg.watchdog();
                 return pg;
             }
@@ -162,7 +199,11 @@ impl Postgres {
     /// A new empty database, by its URL.
     pub fn database(&self) -> String {
         static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!("t{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+        let name = format!(
+            "t{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
         self.psql(&format!("CREATE DATABASE {name}"));
         self.url(&name)
     }
@@ -171,22 +212,52 @@ impl Postgres {
     pub fn psql(&self, sql: &str) -> String {
         let psql = self.bin.join("psql");
         let out = Command::new(&psql)
-            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-p"])
+            .args([
+                "-X",
+                "-q",
+                "-t",
+                "-A",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-p",
+            ])
             .arg(self.port.to_string())
             .args(["-d", "postgres", "-c", sql])
             .output()
             .expect("psql");
-        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     /// Run `sql` in the database of `url`.
     pub fn psql_in(&self, url: &str, sql: &str) -> String {
         let out = Command::new(self.bin.join("psql"))
-            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", url, "-c", sql])
+            .args([
+                "-X",
+                "-q",
+                "-t",
+                "-A",
+                "-v",
+                "ON_ERROR_STOP=1",
+                url,
+                "-c",
+                sql,
+            ])
             .output()
             .expect("psql");
-        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
