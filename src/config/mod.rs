@@ -2,6 +2,7 @@
 
 mod chat;
 mod checks;
+pub mod docker;
 mod duration;
 mod errors;
 mod expand;

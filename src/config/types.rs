@@ -62,6 +62,9 @@ pub struct PlanFile {
     /// How long each network operation may take (git, GitHub, KernelCI, registries).
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// The Docker daemon of the Docker steps (default: `DOCKER_HOST`, else the local socket).
+    #[serde(default)]
+    pub docker: super::docker::DockerConfig,
     /// PR comments and commit statuses; `false` for dry runs.
     #[serde(default, deserialize_with = "NotifyConfig::flag_or_map")]
     #[schemars(with = "NotifySchema")]
@@ -533,13 +536,17 @@ pub struct StepConfig {
     /// Attempts after the first one fails.
     #[serde(default)]
     pub retries: u32,
+    /// Docker steps: this step's daemon instead of `docker.host` (a build host), same forms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub docker_host: Option<SpannedString>,
     /// Wait before the first retry; doubles for each further one (default 2s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_delay: Option<HumanDuration>,
     /// One step per item, named `<name>[<key>]` (`build[gcc-14/arm64]`), as for components:
     /// a list of items, a matrix or `${lists.<name>}`. `${each.key}`, `${each.value}` and
-    /// `${each.value.<field>}` are replaced in `on`, `needs`, `after`, `description` and
-    /// `with`. Other steps name all of them by `<name>`.
+    /// `${each.value.<field>}` are replaced in `on`, `needs`, `after`, `description`,
+    /// `docker_host` and `with`. Other steps name all of them by `<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<ForEachSchema>")]
     pub for_each: Option<Spanned<ForEach>>,
