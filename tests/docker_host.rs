@@ -23,6 +23,11 @@ const TESTS: &[(&str, Needs, fn())] = &[
         docker_steps_with_docker_host_run_on_that_daemon_not_the_default,
     ),
     (
+        "a_tcp_docker_host_with_cert_path_is_reached_over_verified_tls",
+        Needs::Tools(&["dockerd", "openssl"]),
+        a_tcp_docker_host_with_cert_path_is_reached_over_verified_tls,
+    ),
+    (
         "an_unreachable_docker_host_fails_naming_it_and_the_cause",
         Needs::Docker,
         an_unreachable_docker_host_fails_naming_it_and_the_cause,
@@ -42,8 +47,15 @@ struct SecondDaemon {
     dir: tempfile::TempDir,
 }
 
+/// Where a daemon also listens over TLS: `tcp://127.0.0.1:<port>` and the directory of the
+/// daemon's `ca.pem`, `server-cert.pem` and `server-key.pem`.
+struct Tls<'a> {
+    address: &'a str,
+    certs: &'a std::path::Path,
+}
+
 impl SecondDaemon {
-    fn start() -> SecondDaemon {
+    fn start(tls: Option<Tls<'_>>) -> SecondDaemon {
         // Under /tmp: a socket's path must stay short.
         let dir = tempfile::Builder::new()
             .prefix("kcd-dh")
@@ -56,6 +68,17 @@ impl SecondDaemon {
             .args(["--storage-driver=vfs", "--iptables=false", "--bridge=none"])
             .args(["--data-root", &path("data"), "--exec-root", &path("exec")])
             .args(["--pidfile", &path("dockerd.pid"), "-H", &host])
+            .args(tls.iter().flat_map(|t| {
+                let file = |f: &str| t.certs.join(f).display().to_string();
+                [
+                    "-H".to_string(),
+                    t.address.to_string(),
+                    "--tlsverify".into(),
+                    format!("--tlscacert={}", file("ca.pem")),
+                    format!("--tlscert={}", file("server-cert.pem")),
+                    format!("--tlskey={}", file("server-key.pem")),
+                ]
+            }))
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
@@ -125,7 +148,7 @@ fn on_host(plan: &std::path::Path, host: &str) {
 }
 
 fn docker_steps_with_docker_host_run_on_that_daemon_not_the_default() {
-    let second = SecondDaemon::start();
+    let second = SecondDaemon::start(None);
     let image = unique("kcdtest/elsewhere");
     let latest = format!("{image}:latest");
     let (fx, remote, plan) = build_fixture(&image, "");
@@ -211,6 +234,189 @@ fn docker_steps_with_docker_host_run_on_that_daemon_not_the_default() {
     assert_eq!(code, 0, "{out}{err}");
     let there = second.docker(&["ps", "-a", "--filter", &label, "--format", "{{.Names}}"]);
     assert!(there.is_empty(), "compose down removed it there: {there}");
+}
+
+/// `openssl` with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA (`ca.pem`) in `dir`, and a certificate and key signed by it for each of `certs`
+/// (`(name, extensions)`: `<name>-cert.pem`, `<name>-key.pem`).
+fn certificates(dir: &std::path::Path, certs: &[(&str, &str)]) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            "ca-key.pem",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=kcd-test-ca",
+        ],
+    );
+    for (name, extensions) in certs {
+        let (key, cert) = (format!("{name}-key.pem"), format!("{name}-cert.pem"));
+        let (csr, ext) = (format!("{name}.csr"), format!("{name}.ext"));
+        std::fs::write(dir.join(&ext), extensions).expect("ext");
+        let subject = format!("/CN={name}");
+        openssl(
+            dir,
+            &[
+                "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj",
+                &subject,
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca-key.pem",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &cert,
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+}
+
+fn a_tcp_docker_host_with_cert_path_is_reached_over_verified_tls() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let daemon_certs = certs.path().join("daemon");
+    certificates(
+        &daemon_certs,
+        &[
+            (
+                "server",
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+            ),
+            ("client", "extendedKeyUsage=clientAuth\n"),
+        ],
+    );
+    // What kcideploy is given: ca.pem, cert.pem, key.pem (as DOCKER_CERT_PATH).
+    let client = certs.path().join("client");
+    std::fs::create_dir_all(&client).expect("mkdir");
+    for (from, to) in [
+        ("ca.pem", "ca.pem"),
+        ("client-cert.pem", "cert.pem"),
+        ("client-key.pem", "key.pem"),
+    ] {
+        std::fs::copy(daemon_certs.join(from), client.join(to)).expect("copy");
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let address = format!("tcp://127.0.0.1:{port}");
+    let second = SecondDaemon::start(Some(Tls {
+        address: &address,
+        certs: &daemon_certs,
+    }));
+    let image = unique("kcdtest/tls");
+    let latest = format!("{image}:latest");
+    let (_fx, _remote, plan) = build_fixture(&image, "");
+    let with_docker = |section: &str| {
+        let text = std::fs::read_to_string(&plan).expect("plan");
+        let text = text
+            .split("\ndocker:")
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        std::fs::write(&plan, format!("{text}\ndocker:\n{section}")).expect("write");
+    };
+
+    // Plan-wide, with the certificates: built on that daemon over TLS.
+    with_docker(&format!(
+        "  host: \"{address}\"\n  cert_path: {}\n",
+        client.display()
+    ));
+    let (code, out, err) = output(
+        kcideploy()
+            .args(["plan", "--cycle", "partial", "-f"])
+            .arg(&plan),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let shown = format!(
+        "docker_host: {address} (TLS, certificates in {})",
+        client.display()
+    );
+    assert!(out.contains(&shown), "{shown}\n{out}");
+    let (code, out, err) = apply(&plan);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        second.docker_ok(&["image", "inspect", &latest]),
+        "built there"
+    );
+    assert!(
+        !docker_ok(&["image", "inspect", &latest]),
+        "not on the default daemon"
+    );
+
+    // A CA that did not sign the daemon's certificate: refused, saying why.
+    let other = certs.path().join("other");
+    certificates(&other, &[]);
+    std::fs::copy(other.join("ca.pem"), client.join("ca.pem")).expect("copy");
+    let (code, out, err) = output(
+        kcideploy()
+            .args([
+                "apply",
+                "-auto-approve",
+                "-replace",
+                "build",
+                "--cycle",
+                "partial",
+                "-f",
+            ])
+            .arg(&plan),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let text = format!("{out}{err}");
+    assert!(
+        text.contains(&format!(
+            "cannot reach the Docker daemon at {address} (TLS):"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("invalid peer certificate"),
+        "the certificate is checked: {text}"
+    );
+
+    // Without certificates, a TLS daemon does not answer plain HTTP.
+    with_docker(&format!("  host: \"{address}\"\n"));
+    let (code, out, err) = apply(&plan);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains(&format!("cannot reach the Docker daemon at {address}:")),
+        "{out}{err}"
+    );
 }
 
 fn an_unreachable_docker_host_fails_naming_it_and_the_cause() {

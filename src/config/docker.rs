@@ -182,7 +182,50 @@ pub(super) fn errors(config: &Config, src: &Source) -> Vec<SemanticError> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+
+    fn load(rest: &str) -> Result<Config, Vec<String>> {
+        let text = format!("version: 1\nname: t\nrepos:\n  core: {{ url: /tmp/core.git }}\n{rest}");
+        Config::from_str(Path::new("/plans/plan.yaml"), text)
+            .map_err(|e| e.errors().iter().map(|e| e.message.clone()).collect())
+    }
+
+    #[test]
+    fn the_step_overrides_the_plan_and_both_are_checked_where_written() {
+        let config = load(
+            "docker: { host: \"tcp://build:2376\", cert_path: certs }\nsteps:\n  a: { kind: docker_prune }\n  b: { kind: docker_prune, docker_host: \"unix:///b.sock\" }\n  c: { kind: command, with: { run: [\"true\"] } }\n",
+        )
+        .expect("loads");
+        let a = config.docker_host("a");
+        assert_eq!(a.host.as_deref(), Some("tcp://build:2376"));
+        assert_eq!(a.cert_path.as_deref(), Some(Path::new("/plans/certs")));
+        assert_eq!(
+            config.docker_host("b").host.as_deref(),
+            Some("unix:///b.sock")
+        );
+        let none = load("steps:\n  a: { kind: docker_prune }\n").expect("loads");
+        assert_eq!(none.docker_host("a").host, None);
+
+        let e = load("docker:\n  host: build:2376\n").expect_err("invalid");
+        assert!(
+            e[0].starts_with(
+                "/plans/plan.yaml:6:9: docker.host: `build:2376` is not a Docker daemon address"
+            ),
+            "{e:?}"
+        );
+        let e = load(
+            "steps:\n  c:\n    kind: command\n    docker_host: \"ssh://me@build\"\n    with: { run: [\"true\"] }\n",
+        )
+        .expect_err("invalid");
+        assert!(
+            e[0].starts_with(
+                "/plans/plan.yaml:8:18: step `c` (command) sets docker_host, but talks to no Docker daemon"
+            ),
+            "{e:?}"
+        );
+    }
 
     #[test]
     fn addresses_kcideploy_can_use() {
