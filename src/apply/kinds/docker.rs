@@ -98,19 +98,29 @@ impl Daemon {
     pub async fn connect(&self, limit: Duration) -> Result<Docker, String> {
         let fail =
             |cause: String| format!("cannot reach the Docker daemon at {}: {cause}", self.name());
-        let docker = self.client().map_err(fail)?;
+        let (docker, ssh) = self.client(limit).map_err(fail)?;
+        // What ssh said (`Permission denied`, `Host key verification failed`) says why.
+        let said = || {
+            let last = ssh.as_ref().and_then(|s| s.last());
+            last.map(|s| format!(" (ssh: {s})")).unwrap_or_default()
+        };
         match tokio::time::timeout(limit, docker.negotiate_version()).await {
             Ok(Ok(docker)) => Ok(docker),
-            Ok(Err(e)) => Err(fail(crate::support::text::error_chain(&e))),
+            Ok(Err(e)) => Err(fail(format!(
+                "{}{}",
+                crate::support::text::error_chain(&e),
+                said()
+            ))),
             Err(_) => Err(fail(format!(
-                "no answer within {} (timeouts.connect)",
-                crate::support::text::age(limit.as_secs() as i64)
+                "no answer within {} (timeouts.connect){}",
+                crate::support::text::age(limit.as_secs() as i64),
+                said()
             ))),
         }
     }
 
-    /// A client for the address (nothing is sent yet).
-    fn client(&self) -> Result<Docker, String> {
+    /// A client for the address (nothing is sent yet), and what its ssh says if it has one.
+    fn client(&self, limit: Duration) -> Result<(Docker, Option<super::docker_ssh::Said>), String> {
         let address = &self.address;
         let version = bollard::API_DEFAULT_VERSION;
         let made = match scheme(address)? {
@@ -129,9 +139,14 @@ impl Daemon {
                 }
                 None => Docker::connect_with_http(address, REQUEST_TIMEOUT, version),
             },
-            DockerScheme::Ssh => Docker::connect_with_ssh(address, REQUEST_TIMEOUT, version, None),
+            DockerScheme::Ssh => {
+                let (docker, said) =
+                    super::docker_ssh::client(address, limit.as_secs(), REQUEST_TIMEOUT)?;
+                return Ok((docker, Some(said)));
+            }
         };
-        made.map_err(|e| crate::support::text::error_chain(&e))
+        made.map(|d| (d, None))
+            .map_err(|e| crate::support::text::error_chain(&e))
     }
 }
 

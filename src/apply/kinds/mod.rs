@@ -8,6 +8,7 @@ pub mod docker;
 mod docker_build;
 mod docker_prune;
 mod docker_push;
+mod docker_ssh;
 mod recreate;
 
 pub use docker_push::drift as docker_push_drift;
