@@ -207,6 +207,11 @@ mod tests {
         );
         let none = load("steps:\n  a: { kind: docker_prune }\n").expect("loads");
         assert_eq!(none.docker_host("a").host, None);
+        let each = load(
+            "steps:\n  p:\n    kind: docker_prune\n    for_each: [b1, b2]\n    docker_host: \"ssh://${each.value}\"\n",
+        )
+        .expect("loads");
+        assert_eq!(each.docker_host("p[b2]").host.as_deref(), Some("ssh://b2"));
 
         let e = load("docker:\n  host: build:2376\n").expect_err("invalid");
         assert!(

@@ -67,16 +67,10 @@ impl Daemon {
         self.cert_path.as_deref().filter(|_| tcp)
     }
 
-    /// The daemon as messages name it: its address, where it came from when the plan file
-    /// does not say, and TLS.
+    /// The daemon as messages name it: its address, and TLS.
     pub fn name(&self) -> String {
         let tls = if self.tls().is_some() { " (TLS)" } else { "" };
-        let from = if self.planned || std::env::var_os("DOCKER_HOST").is_none() {
-            ""
-        } else {
-            " (DOCKER_HOST)"
-        };
-        format!("{}{tls}{from}", self.address)
+        format!("{}{tls}", self.address)
     }
 
     /// What a docker CLI (compose) needs in its environment to talk to this daemon, when
