@@ -23,7 +23,8 @@ pub struct DockerConfig {
     pub host: Option<SpannedString>,
     /// A directory holding `ca.pem`, `cert.pem` and `key.pem` (as `DOCKER_CERT_PATH`),
     /// absolute or relative to the plan file: `tcp://` daemons are then reached over TLS,
-    /// their certificate checked against `ca.pem`, this client showing `cert.pem`. Unset:
+    /// their certificate checked (against `ca.pem` and the system's roots), this client
+    /// showing `cert.pem`. Unset:
     /// as the docker CLI, TLS when `DOCKER_TLS_VERIFY` is set, with the certificates of
     /// `DOCKER_CERT_PATH` (default `~/.docker`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
