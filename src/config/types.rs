@@ -541,7 +541,7 @@ pub struct StepConfig {
     pub retry_delay: Option<HumanDuration>,
     /// Run once the steps of `after` finished even when some failed or were skipped (a
     /// stage step after a set of builds, some of which may fail); `needs` still skip it.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub run_after_failures: bool,
     /// One step per item, named `<name>[<key>]` (`build[gcc-14/arm64]`), as for components:
     /// a list of items, a matrix or `${lists.<name>}`. `${each.key}`, `${each.value}` and
