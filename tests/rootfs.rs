@@ -391,7 +391,7 @@ fn step_output_references_are_checked_when_the_plan_loads() {
     let fx = Fixture::new();
     fx.repo("config", &[("a", Some("a\n"))]);
     let plan = fx.plan_file(
-        "version: 1\nname: t\nrepos:\n  config: { url: repos/config.git }\nsteps:\n  build: { kind: command, with: { run: [\"true\"] } }\n  use:\n    kind: command\n    needs: [build]\n    with: { run: [echo, \"${steps.biuld.outputs.url}\"] }\n  early:\n    kind: command\n    with: { shell: \"echo ${steps.build.outputs.url}\" }\n",
+        "version: 1\nname: t\nrepos:\n  config: { url: repos/config.git }\nsteps:\n  build: { kind: command, with: { run: [\"true\"] } }\n  use:\n    kind: command\n    needs: [build]\n    with: { run: [echo, \"${steps.biuld.outputs.url}\"] }\n  early:\n    kind: command\n    with: { shell: \"echo ${steps.build.outputs.url}\" }\n  odd:\n    kind: command\n    needs: [build]\n    with: { run: [\"true\"], cwd: \"${steps.build.outputs.dir}\" }\n",
     );
     let (code, _, err) =
         output(kcideploy().args(["validate", "-f", plan.to_str().expect("utf-8")]));
@@ -402,4 +402,8 @@ fn step_output_references_are_checked_when_the_plan_loads() {
     );
     assert!(err.contains("did you mean `build`?"), "{err}");
     assert!(err.contains("plan.yaml:14:26: step `early` reads outputs of step `build`, which it neither `needs` nor runs `after`"), "{err}");
+    assert!(
+        err.contains("step `odd`: `${steps.build.outputs.dir}` in with.cwd: other steps' outputs are read in `run`, `shell` and `env` only"),
+        "{err}"
+    );
 }

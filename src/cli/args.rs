@@ -535,6 +535,7 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
         "replace-state",
         "replace",
         "plan-only",
+        "dry-run",
     ];
     args.into_iter()
         .map(|arg| {

@@ -103,11 +103,13 @@ pub(crate) fn check(config: &Config, src: &Source) -> Vec<SemanticError> {
     let f = &config.file;
     let mut errors = Vec::new();
     for (name, step) in &f.steps {
+        // (the setting, each of its strings): only `run`, `shell` and `env` are substituted.
         let mut texts = Vec::new();
-        for v in step.with.value.values() {
-            strings(v, &mut texts);
+        for (k, v) in &step.with.value {
+            let mut found = vec![k.as_str()];
+            strings(v, &mut found);
+            texts.extend(found.into_iter().map(|t| (k.as_str(), t)));
         }
-        texts.extend(step.with.value.keys().map(String::as_str));
         let with_at = super::byte_offset(src.text(), &step.with.referenced);
         let mut error = |found: &str, message: String, label: &str, help: Option<String>| {
             let e = located(src, with_at, found, message, label);
@@ -116,7 +118,7 @@ pub(crate) fn check(config: &Config, src: &Source) -> Vec<SemanticError> {
                 None => e,
             });
         };
-        for text in texts {
+        for (setting, text) in texts {
             let refs = match references(text) {
                 Ok(refs) => refs,
                 Err(message) => {
@@ -138,6 +140,12 @@ pub(crate) fn check(config: &Config, src: &Source) -> Vec<SemanticError> {
                         step.kind.value.as_str()
                     );
                     error(shown, message, "not a command step", None);
+                } else if !matches!(setting, "run" | "shell" | "env") {
+                    let message = format!(
+                        "step {}: `{shown}` in with.{setting}: other steps' outputs are read in `run`, `shell` and `env` only",
+                        quote(name)
+                    );
+                    error(shown, message, "not substituted here", None);
                 } else if !f.steps.contains_key(&r.step) {
                     let message = format!(
                         "step {} reads outputs of unknown step {}",
