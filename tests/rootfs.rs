@@ -226,9 +226,27 @@ fn promotion_pr_holds_only_the_rootfs_that_passed_staging() {
         format!("https://storage.example.org/images/rootfs/debian/c4/{NEW}")
     );
 
+    // A dry run shows the PR and opens nothing.
+    let (code, out, err) = output(kcideploy().current_dir(dir).args([
+        "promote-rootfs",
+        "--dry-run",
+        "-f",
+        s.plan.to_str().expect("utf-8"),
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("Dry run: nothing pushed") && out.contains("| `c4` |"),
+        "{out}"
+    );
+    assert!(s.github.lock().expect("fake").opened.is_empty());
+
     let (code, out, err) = promote(&s);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(!out.contains(fake_github::TOKEN) && !err.contains(fake_github::TOKEN));
+    assert!(
+        out.contains("Opened PR #1 against `kernelci/core` main from `kcideploy/rootfs-"),
+        "{out}"
+    );
     for c in ["c1", "c4", "c5"] {
         assert!(
             out.contains(&format!("  + {c} https://")),

@@ -178,3 +178,85 @@ pub fn body(
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::unspanned;
+
+    fn rootfs() -> RootfsConfig {
+        RootfsConfig {
+            build: unspanned("build".into()),
+            stage: Some(unspanned("stage".into())),
+            checks: vec![unspanned("check".into())],
+            tests: Some(unspanned("test".into())),
+            repo: unspanned("config".into()),
+            file: "rootfs.yaml".into(),
+        }
+    }
+
+    fn record(result: StepResult, at: i64, outputs: Option<serde_json::Value>) -> StepRecord {
+        StepRecord {
+            digest: String::new(),
+            result,
+            run_id: format!("run-{at}"),
+            finished_at: Some(Timestamp::from_second(at).expect("time")),
+            duration_ms: 0,
+            outputs,
+            params: None,
+            params_run: None,
+        }
+    }
+
+    /// build at 10, stage at `stage`, test at `test`, check at 40, all successes.
+    fn state(stage: i64, test: (StepResult, i64)) -> State {
+        let url =
+            serde_json::json!({"outputs": {"url": "https://s.example/r/debian/a/20261130.0"}});
+        let mut s = State::new();
+        s.steps.insert(
+            "build[a]".into(),
+            record(StepResult::Success, 10, Some(url)),
+        );
+        s.steps
+            .insert("stage".into(), record(StepResult::Success, stage, None));
+        s.steps
+            .insert("test[a]".into(), record(test.0, test.1, None));
+        s.steps
+            .insert("check".into(), record(StepResult::Success, 40, None));
+        s
+    }
+
+    #[test]
+    fn a_config_passes_only_in_the_order_build_stage_tests_checks() {
+        let r = rootfs();
+        let passed =
+            one(&r, &state(20, (StepResult::Success, 30)), "a", "build[a]").expect("passed");
+        let steps: Vec<&str> = passed.after.iter().map(|s| s.step.as_str()).collect();
+        assert_eq!(steps, ["stage", "test[a]", "check"]);
+        assert_eq!(passed.build.run, "run-10");
+        // Staged before it was built (a resumed run rebuilt it): not tested yet.
+        let err = one(&r, &state(5, (StepResult::Success, 30)), "a", "build[a]").unwrap_err();
+        assert!(err.contains("`stage` has not run since the build"), "{err}");
+        // Its test ran before it was staged, or failed.
+        let err = one(&r, &state(20, (StepResult::Success, 15)), "a", "build[a]").unwrap_err();
+        assert!(
+            err.contains("`test[a]` has not run since `stage` staged it"),
+            "{err}"
+        );
+        let err = one(&r, &state(20, (StepResult::Failed, 30)), "a", "build[a]").unwrap_err();
+        assert_eq!(err, "`test[a]` failed in run run-30 (1970-01-01 00:00:30Z)");
+        // A build that published no URL, or never ran.
+        let mut s = state(20, (StepResult::Success, 30));
+        s.steps.get_mut("build[a]").expect("build").outputs = None;
+        assert!(
+            one(&r, &s, "a", "build[a]")
+                .unwrap_err()
+                .contains("published no `url`")
+        );
+        assert!(
+            one(&r, &s, "b", "build[b]")
+                .unwrap_err()
+                .contains("not built yet")
+        );
+    }
+}
