@@ -72,6 +72,9 @@ pub struct PlanFile {
     /// `kcideploy serve`: the webhook secret, the bot and who may command it.
     #[serde(default)]
     pub server: ServerConfig,
+    /// Rootfs images built ahead, tested on staging, promoted (`kcideploy promote-rootfs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<super::rootfs::RootfsConfig>,
 }
 
 /// A file that plan files include (`include:`): the parts several plans share.
@@ -543,6 +546,10 @@ pub struct StepConfig {
     /// Wait before the first retry; doubles for each further one (default 2s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_delay: Option<HumanDuration>,
+    /// Run once the steps of `after` finished even when some failed or were skipped (a
+    /// stage step after a set of builds, some of which may fail); `needs` still skip it.
+    #[serde(default)]
+    pub run_after_failures: bool,
     /// One step per item, named `<name>[<key>]` (`build[gcc-14/arm64]`), as for components:
     /// a list of items, a matrix or `${lists.<name>}`. `${each.key}`, `${each.value}` and
     /// `${each.value.<field>}` are replaced in `on`, `needs`, `after`, `description`,

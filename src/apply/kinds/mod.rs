@@ -18,6 +18,7 @@ mod github_workflow;
 mod http_wait;
 mod kernelci;
 mod kubernetes;
+mod outputs;
 mod pipe_cleaner;
 mod pipe_watch;
 pub mod registry;
