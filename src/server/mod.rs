@@ -7,13 +7,17 @@
 mod approvals;
 pub mod bot;
 mod clock;
+pub mod deliveries;
 pub mod dashboard;
 pub mod endpoint;
 mod hub;
+pub mod leader;
 mod listener;
 pub mod metrics;
+pub mod pg_queue;
 mod preview;
 pub mod queue;
+mod replicas;
 mod routes;
 mod run_deploy;
 pub mod serve;

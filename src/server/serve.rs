@@ -15,7 +15,8 @@ use jiff::Timestamp;
 use miette::{IntoDiagnostic, Result};
 use tokio::sync::{mpsc, watch};
 
-use super::endpoint::{App, Queue};
+use super::endpoint::{App, Deliveries, Queue};
+use super::pg_queue::PgQueue;
 use super::hub::Hub;
 use super::routes;
 use super::worker::Worker;
@@ -47,15 +48,28 @@ pub fn serve(opts: ServeOptions) -> Result<ExitStatus> {
                 "the webhook secret is missing: set the environment variable {secret_env}"
             )
         })?;
-    let state_path = config.state_path();
+    let backend = crate::state::Backend::open(&config)?;
+    let state_path = backend.path().to_path_buf();
     let queue_dir = state_path
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default()
         .join(format!("{}.webhooks", config.file.name));
-    let queue = Queue::open(&queue_dir)
-        .into_diagnostic()
-        .map_err(|e| e.wrap_err(format!("cannot open the queue {}", queue_dir.display())))?;
+    let queue: Deliveries = match &backend {
+        crate::state::Backend::Local(_) => Queue::open(&queue_dir)
+            .into_diagnostic()
+            .map_err(|e| e.wrap_err(format!("cannot open the queue {}", queue_dir.display())))?
+            .into(),
+        crate::state::Backend::Postgres(pg) => {
+            std::fs::create_dir_all(&queue_dir)
+                .into_diagnostic()
+                .map_err(|e| e.wrap_err(format!("cannot create {}", queue_dir.display())))?;
+            Deliveries::Table {
+                queue: PgQueue::new(pg.clone(), &replica_id(&opts.listen)),
+                dir: queue_dir,
+            }
+        }
+    };
     let cron = config
         .file
         .policy
@@ -83,10 +97,23 @@ pub fn serve(opts: ServeOptions) -> Result<ExitStatus> {
     }
     let hub = Arc::new(Hub::new(config, opts, queue));
     // On the process's one runtime.
-    crate::support::rt::block_on(run(hub, secret.into_bytes(), cron))
+    crate::support::rt::block_on(run(hub, secret.into_bytes(), cron, backend))
 }
 
-async fn run(hub: Arc<Hub>, secret: Vec<u8>, cron: Option<Cron>) -> Result<ExitStatus> {
+/// This replica's name: host, pid and where it listens.
+fn replica_id(listen: &str) -> String {
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    format!("{host}:{}:{listen}", std::process::id())
+}
+
+async fn run(
+    hub: Arc<Hub>,
+    secret: Vec<u8>,
+    cron: Option<Cron>,
+    backend: crate::state::Backend,
+) -> Result<ExitStatus> {
     let listener = tokio::net::TcpListener::bind(&hub.opts.listen)
         .await
         .into_diagnostic()
@@ -97,7 +124,8 @@ async fn run(hub: Arc<Hub>, secret: Vec<u8>, cron: Option<Cron>) -> Result<ExitS
         secret,
         queue: hub.queue.clone(),
         metrics: hub.metrics.clone(),
-        sink: Some(sink),
+        // Replicas: the leader reads what any replica queued from the table.
+        sink: hub.queue.table().is_none().then(|| sink.clone()),
         acts_on: Some(Box::new({
             let hub = hub.clone();
             move |event| hub.acts_on(event)
@@ -121,8 +149,20 @@ async fn run(hub: Arc<Hub>, secret: Vec<u8>, cron: Option<Cron>) -> Result<ExitS
         cap,
         stop_rx.clone(),
     ));
-    let worker = Worker::new(hub.clone(), cron)?;
-    worker.run(entries, stop_rx).await;
+    let mut stop_rx = stop_rx;
+    let leads = match &backend {
+        crate::state::Backend::Postgres(pg) => {
+            super::replicas::follow_until_leader(&hub, pg.clone(), addr, sink, &mut stop_rx).await
+        }
+        crate::state::Backend::Local(_) => {
+            hub.metrics.leader.set(1);
+            true
+        }
+    };
+    if leads {
+        let worker = Worker::new(hub.clone(), cron)?;
+        worker.run(entries, stop_rx).await;
+    }
     match server.await {
         Ok(Ok(())) => Ok(ExitStatus::Success),
         Ok(Err(e)) => Err(miette::miette!("the HTTP server failed: {e}")),
