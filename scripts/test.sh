@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, every test.
 # On a fresh Debian machine it installs what the tests need (git, openssl, docker.io,
-# docker-registry, apache2-utils, busybox-static, docker-compose, chromium, chromium-driver), starts a Docker daemon and a registry on 127.0.0.1 when none
+# docker-registry, apache2-utils, busybox-static, docker-compose, chromium, chromium-driver,
+# postgresql), starts a Docker daemon and a registry on 127.0.0.1 when none
 # answers, and stops what it started. It assumes nothing left running by an earlier session.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +51,9 @@ fi
 docker version --format 'docker: client {{.Client.Version}}, server {{.Server.Version}}'
 
 # --- What the Docker tests build from and with ---------------------------------------------
+# tests/common/postgres.rs starts throwaway PostgreSQL clusters with initdb and pg_ctl.
+pg_found() { need initdb || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }
+pg_found || { echo "== installing postgresql"; apt_install postgresql; }
 dpkg -s busybox-static >/dev/null 2>&1 || { echo "== installing busybox-static"; apt_install busybox-static; }
 export KCIDEPLOY_TEST_BUSYBOX=/bin/busybox
 if ! docker compose version >/dev/null 2>&1 && ! need docker-compose; then
@@ -96,6 +100,15 @@ log="$work/test.log"
 set +e
 cargo test --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The same tests of what touches state (apply, resume after kill -9, serve, the bot) once more
+# with state in PostgreSQL: each fixture gets a new database of one throwaway cluster per
+# test binary (tests/common/postgres.rs).
+echo "== cargo test, state in PostgreSQL (KCIDEPLOY_TEST_BACKEND=postgres)"
+KCIDEPLOY_TEST_BACKEND=postgres cargo test --locked \
+  --test apply --test executor --test crash --test kill_steps --test staging_cycle \
+  --test serve --test serve_faults --test bot 2>&1 | tee -a "$log"
+pg_status=${PIPESTATUS[0]}
+if [ "$status" -eq 0 ]; then status=$pg_status; fi
 set -e
 # One closing line for the whole suite: every test binary's counts added up.
 # Ignored tests (tests/docker.rs without a daemon, say) count as skipped, not passed.

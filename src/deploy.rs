@@ -14,7 +14,7 @@ use crate::apply::{ApplyOptions, ApplyReport, Controls, RunDirs};
 use crate::config::Config;
 use crate::forge::ForgeSnapshot;
 use crate::planner::{CycleRequest, Plan};
-use crate::state::{ExclusionCause, LocalState, RunResult, StateLock};
+use crate::state::{Backend, ExclusionCause, RunResult, StateLock};
 
 /// What `deploy` tells its caller between applies (the CLI prints it; `serve` logs it).
 pub trait Narrator {
@@ -54,7 +54,7 @@ pub struct DeployOptions {
 pub async fn apply_with_blame_async(
     config: &Config,
     plan: Plan,
-    backend: &LocalState,
+    backend: &Backend,
     lock: &StateLock,
     opts: DeployOptions,
     controls: &Controls,
@@ -120,12 +120,12 @@ pub async fn apply_with_blame_async(
 fn replan(
     config: &Config,
     plan: &Plan,
-    backend: &LocalState,
+    backend: &Backend,
     snapshot: Option<&ForgeSnapshot>,
 ) -> Result<Plan> {
     let ws = crate::workspace::Workspace {
         config: config.clone(),
-        backend: LocalState::new(backend.path.clone()),
+        backend: backend.clone(),
         state: backend.read()?,
         cache_dir: PathBuf::from(&plan.cache_dir),
         plan_file: plan.plan_file.clone(),
@@ -178,7 +178,7 @@ async fn notify_after(config: &Config, plan: &Plan, report: &ApplyReport) {
 pub fn apply_with_blame(
     config: &Config,
     plan: Plan,
-    backend: &LocalState,
+    backend: &Backend,
     lock: &StateLock,
     opts: DeployOptions,
     reporter: &mut dyn Reporter,
@@ -197,7 +197,7 @@ pub fn apply_with_blame(
 pub fn run_apply(
     config: Config,
     plan: Plan,
-    backend: &LocalState,
+    backend: &Backend,
     lock: &StateLock,
     opts: ApplyOptions,
     reporter: &mut dyn Reporter,
@@ -214,7 +214,7 @@ async fn blame_failure(
     config: &Config,
     plan: &Plan,
     report: &ApplyReport,
-    backend: &LocalState,
+    backend: &Backend,
     opts: &ApplyOptions,
     controls: &Controls,
     reporter: &mut dyn Reporter,

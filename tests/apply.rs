@@ -8,7 +8,6 @@ use std::process::{Command as StdCommand, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use kcideploy::state::LocalState;
 
 fn bin() -> StdCommand {
     let mut cmd = StdCommand::new(assert_cmd::cargo::cargo_bin("kcideploy"));
@@ -327,17 +326,22 @@ fn lock_contention_between_two_processes() {
         .spawn()
         .expect("second apply");
     let _stop = TermOnPanic(vec![first.id(), second.id()]);
-    let lock_file = lock_file
-        .canonicalize()
-        .expect("the first apply holds the lock file");
-    let start = Instant::now();
-    while !has_open(second.id(), &lock_file) {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the second apply never opened {}",
-            lock_file.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    if fx.db.is_some() {
+        // PostgreSQL: no file to watch; the second apply polls pg_try_advisory_lock.
+        std::thread::sleep(Duration::from_secs(1));
+    } else {
+        let lock_file = lock_file
+            .canonicalize()
+            .expect("the first apply holds the lock file");
+        let start = Instant::now();
+        while !has_open(second.id(), &lock_file) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the second apply never opened {}",
+                lock_file.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     // `state show` reads the state while the lock is held.
     let (code, out, err) = output(kcideploy().args(["state", "show", "-f"]).arg(&plan));
@@ -451,11 +455,7 @@ fn sigterm_during_a_long_step_leaves_state_consistent() {
     );
     assert_eq!(state.steps["quick"].result, "success");
     assert!(!state.steps.contains_key("long"));
-    assert!(
-        kcideploy::state::lock::holder(&fx.path().join(".kcideploy/t.state.json"))
-            .expect("lock")
-            .is_none()
-    );
+    assert!(fx.backend("t").holder().expect("lock").is_none());
 }
 
 #[test]
@@ -842,9 +842,8 @@ fn a_run_cancelled_before_it_starts_runs_nothing_and_resumes_later() {
         fixture("  a: { kind: command, on: [config], with: { run: [\"true\"] } }\n");
     let config = kcideploy::config::Config::load(&plan_file).expect("config");
     let plan = fx.plan(&config, kcideploy::planner::CycleRequest::Partial);
-    let backend = LocalState::new(config.state_path());
-    let lock =
-        kcideploy::state::StateLock::acquire(&backend.path, "test", Duration::ZERO).expect("lock");
+    let backend = kcideploy::state::Backend::open(&config).expect("backend");
+    let lock = backend.lock("test", Duration::ZERO).expect("lock");
     let (tx, rx) = tokio::sync::watch::channel(kcideploy::apply::process::Cancel::None);
     tx.send(kcideploy::apply::process::Cancel::Graceful)
         .expect("send");
@@ -941,10 +940,7 @@ fn force_unlock_through_the_cli() {
         .expect("first apply");
     let _stop = TermOnPanic(vec![first.id()]);
     wait_for_file(&fx.path().join("started"));
-    let state_file = fx.path().join(".kcideploy/t.state.json");
-    let holder = kcideploy::state::lock::holder(&state_file)
-        .expect("lock")
-        .expect("held");
+    let holder = fx.backend("t").holder().expect("lock").expect("held");
     let (code, out, err) = output(
         kcideploy()
             .args(["force-unlock", "0000000000000000", "-f"])
@@ -952,11 +948,7 @@ fn force_unlock_through_the_cli() {
     );
     assert_ne!(code, 0, "a wrong ID: {out}{err}");
     assert!(err.contains(&holder.id), "names the real holder: {err}");
-    assert!(
-        kcideploy::state::lock::holder(&state_file)
-            .expect("lock")
-            .is_some()
-    );
+    assert!(fx.backend("t").holder().expect("lock").is_some());
     // The holder still runs here: refused, naming its pid, and the lock stays.
     let (code, out, err) = output(
         kcideploy()
@@ -968,11 +960,7 @@ fn force_unlock_through_the_cli() {
         err.contains(&format!("pid {} is alive", first.id())),
         "{err}"
     );
-    assert!(
-        kcideploy::state::lock::holder(&state_file)
-            .expect("lock")
-            .is_some()
-    );
+    assert!(fx.backend("t").holder().expect("lock").is_some());
     // Forced twice over: removed.
     let (code, out, err) = output(
         kcideploy()
@@ -1006,5 +994,12 @@ fn force_unlock_through_the_cli() {
         "the first apply still runs"
     );
     std::fs::write(fx.path().join("release"), "").expect("release");
-    assert!(first.wait().expect("first").success());
+    let first = first.wait_with_output().expect("first");
+    if fx.db.is_some() {
+        // PostgreSQL refuses the old holder's last write (the second apply wrote since it
+        // read): nothing of the second one is lost. The state file is overwritten instead.
+        assert!(!first.status.success(), "the stale writer is refused");
+    } else {
+        assert!(first.status.success());
+    }
 }

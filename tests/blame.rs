@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use kcideploy::state::{LocalState, State};
+use kcideploy::state::State;
 
 const CHECK: &str = "#!/bin/sh\n# Fails on a BROKEN change, or when PAIR-A and PAIR-B are both merged.\nif grep -rqs BROKEN changes; then echo 'found a BROKEN change' >&2; exit 1; fi\nif grep -rqs PAIR-A changes && grep -rqs PAIR-B changes; then echo 'PAIR-A with PAIR-B' >&2; exit 1; fi\necho ok\n";
 
@@ -59,10 +59,7 @@ fn apply(plan: &std::path::Path) -> (i32, String, String) {
 }
 
 fn state(fx: &Fixture) -> State {
-    LocalState::new(fx.path().join(".kcideploy/t.state.json"))
-        .read()
-        .expect("parses")
-        .expect("exists")
+    fx.backend("t").read().expect("parses").expect("exists")
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::process::{Command as StdCommand, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use kcideploy::state::{LocalState, State};
+use kcideploy::state::State;
 
 const CHECK: &str = "#!/bin/sh\nif grep -rqs BROKEN changes; then echo 'found a BROKEN change' >&2; exit 1; fi\necho ok\n";
 
@@ -50,10 +50,7 @@ fn fixture(blame: bool) -> (Fixture, PathBuf) {
 }
 
 fn state(fx: &Fixture) -> State {
-    LocalState::new(fx.path().join(".kcideploy/t.state.json"))
-        .read()
-        .expect("parses")
-        .expect("exists")
+    fx.backend("t").read().expect("parses").expect("exists")
 }
 
 fn lines(path: &Path) -> usize {
@@ -221,9 +218,7 @@ fn sigterm_stops_a_bisection_within_the_grace() {
     assert_eq!(record.rounds[0].result, "cancelled");
     assert!(st.exclusions.is_empty());
     assert!(
-        kcideploy::state::lock::holder(&fx.path().join(".kcideploy/t.state.json"))
-            .expect("lock")
-            .is_none(),
+        fx.backend("t").holder().expect("lock").is_none(),
         "the lock is released"
     );
 }

@@ -149,7 +149,8 @@ steps:
     let config = kcideploy::config::Config::load(&plan).expect("config");
     let mut state = kcideploy::state::State::default();
     state.cycles.last_full = Some(jiff::Timestamp::now());
-    kcideploy::state::LocalState::new(config.state_path())
+    kcideploy::state::Backend::open(&config)
+        .expect("backend")
         .write(&mut state)
         .expect("state");
     (fx, fake, plan, head)
@@ -256,7 +257,9 @@ fn a_deploy_that_cannot_lock_the_state_is_reported_without_the_error() {
     let (fx, fake, plan, _) = setup(r#"["true"]"#, false);
     // A manual `kcideploy apply` holds the state lock for the whole test.
     let config = kcideploy::config::Config::load(&plan).expect("config");
-    let _lock = kcideploy::state::StateLock::acquire(&config.state_path(), "apply", Duration::ZERO)
+    let _lock = kcideploy::state::Backend::open(&config)
+        .expect("backend")
+        .lock("apply", Duration::ZERO)
         .expect("lock");
     let server = Server::start(&plan, &["--lock-timeout", "1s"]);
 

@@ -13,7 +13,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use kcideploy::state::LocalState;
 
 const STEPS: usize = 50;
 /// Steps the kills are timed by: the root, inner nodes at several depths, the last leaf.
@@ -99,7 +98,7 @@ fn kill_9_at_chosen_moments_then_resume() {
         child.wait().expect("wait");
         std::fs::write(fx.path().join("release"), "").expect("release");
 
-        let backend = LocalState::new(fx.path().join(".kcideploy/crash.state.json"));
+        let backend = fx.backend("crash");
         let state = backend
             .read()
             .unwrap_or_else(|e| panic!("{trial}: state does not parse after kill -9: {e}"));

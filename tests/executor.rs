@@ -14,7 +14,7 @@ use kcideploy::apply::cancel::{CancelReason, StopSource};
 use kcideploy::apply::events::PlainReporter;
 use kcideploy::apply::{ApplyOptions, Controls, StopSignal};
 use kcideploy::planner::CycleRequest;
-use kcideploy::state::{LocalState, StateLock};
+use kcideploy::state::Backend;
 
 fn plan_text(steps: &str) -> String {
     format!(
@@ -62,16 +62,16 @@ fn a_waiting_prompt_does_not_block_a_parallel_step() {
         done.display()
     )));
     let plan = fx.plan(&config, CycleRequest::Partial);
-    let backend = LocalState::new(config.state_path());
-    let lock = StateLock::acquire(&backend.path, "test", Duration::ZERO).expect("lock");
+    let backend = Backend::open(&config).expect("backend");
+    let lock = backend.lock("test", Duration::ZERO).expect("lock");
 
     // The person at the terminal answers once kcideploy recorded `a` as finished in state:
     // only possible if the executor went on while the prompt waited.
     let (reader, mut writer) = std::io::pipe().expect("pipe");
-    let state_path = backend.path.clone();
+    let state_reader = backend.clone();
     let person = std::thread::spawn(move || {
         let recorded = || {
-            LocalState::new(&state_path)
+            state_reader
                 .read()
                 .ok()
                 .flatten()
@@ -136,8 +136,8 @@ fn a_stop_from_the_caller_stops_a_running_step_within_its_grace() {
         started.display()
     )));
     let plan = fx.plan(&config, CycleRequest::Partial);
-    let backend = LocalState::new(config.state_path());
-    let lock = StateLock::acquire(&backend.path, "test", Duration::ZERO).expect("lock");
+    let backend = Backend::open(&config).expect("backend");
+    let lock = backend.lock("test", Duration::ZERO).expect("lock");
     let (source, stop) = StopSource::new();
     let controls = Controls {
         approver: Arc::new(kcideploy::apply::approve::AutoApprove),

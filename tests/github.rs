@@ -449,7 +449,7 @@ fn an_approval_at_the_head_overrides_untrusted_until_the_next_push() {
         &[("config/m.yaml", Some("m\n"))],
     );
     let config = fx.config(&plan_text(&api, ""));
-    let backend = kcideploy::state::LocalState::new(config.state_path());
+    let backend = kcideploy::state::Backend::open(&config).expect("backend");
     let mut state = kcideploy::state::State::new();
     state.approvals.push(kcideploy::state::Approval {
         repo: "core".into(),

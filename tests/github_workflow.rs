@@ -96,10 +96,7 @@ fn all_files(dir: &std::path::Path) -> String {
 }
 
 fn outputs(s: &Setup) -> serde_json::Value {
-    let state = kcideploy::state::LocalState::new(s.fx.path().join(".kcideploy/t.state.json"))
-        .read()
-        .expect("parses")
-        .expect("exists");
+    let state = s.fx.backend("t").read().expect("parses").expect("exists");
     state.steps["images"].outputs.clone().expect("outputs")
 }
 

@@ -160,10 +160,7 @@ fn pipe_cleaner_rotates_trees_and_catches_a_regression_but_not_a_pass() {
             .get_path(std::path::Path::new("kernelci-staging"))
             .is_ok()
     );
-    let state = kcideploy::state::LocalState::new(s.fx.path().join(".kcideploy/t.state.json"))
-        .read()
-        .expect("s")
-        .expect("s");
+    let state = s.fx.backend("t").read().expect("s").expect("s");
     let outputs = state.steps["pipe-cleaner"]
         .outputs
         .clone()
@@ -226,7 +223,8 @@ struct Tags {
 impl Tags {
     /// The tag of the run just finished, on `tree`, dated as the state says it ran.
     fn next(&mut self, fx: &Fixture, tree: &str) -> String {
-        let state = kcideploy::state::LocalState::new(fx.path().join(".kcideploy/t.state.json"))
+        let state = fx
+            .backend("t")
             .read()
             .expect("state parses")
             .expect("state exists");
@@ -365,7 +363,8 @@ fn api_errors_are_clear() {
 
 /// The pipe-cleaner's record in state.
 fn record(fx: &Fixture) -> kcideploy::state::StepRecord {
-    let state = kcideploy::state::LocalState::new(fx.path().join(".kcideploy/t.state.json"))
+    let state = fx
+        .backend("t")
         .read()
         .expect("state parses")
         .expect("state exists");
@@ -566,10 +565,11 @@ fn the_kernel_is_pushed_before_the_restart_and_checked_after_it() {
         let tag = tags.next(&s.fx, tree);
         let branch = format!("staging-{tree}");
         let head = marker_commit(&linux, &branch, &tag);
-        let state = kcideploy::state::LocalState::new(s.fx.path().join(".kcideploy/t.state.json"))
-            .read()
-            .expect("state parses")
-            .expect("state exists");
+        let state =
+            s.fx.backend("t")
+                .read()
+                .expect("state parses")
+                .expect("state exists");
         let run = state.history.last().expect("a run").id.clone();
         let pushed = state.steps["push-kernel"]
             .outputs
@@ -737,10 +737,11 @@ fn a_resumed_run_checks_the_kernel_its_earlier_part_pushed() {
         pushed,
         "not pushed again"
     );
-    let state = kcideploy::state::LocalState::new(s.fx.path().join(".kcideploy/t.state.json"))
-        .read()
-        .expect("state parses")
-        .expect("state exists");
+    let state =
+        s.fx.backend("t")
+            .read()
+            .expect("state parses")
+            .expect("state exists");
     let checked = state.steps["check-kernel"]
         .outputs
         .clone()

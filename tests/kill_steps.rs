@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use kcideploy::state::LocalState;
+use kcideploy::state::Backend;
 
 /// s0, then s1..s3 (each needing s0), then s4..s7 (each needing one of s1..s3).
 const STEPS: usize = 8;
@@ -178,7 +178,7 @@ fn trial(trial: &str, k: usize, delay: Duration) -> Found {
     kill_at(&mut crash, fx.path(), k, delay);
     let killed_at = Instant::now();
 
-    let backend = LocalState::new(fx.path().join(".kcideploy/kill.state.json"));
+    let backend = fx.backend("kill");
     if let Err(e) = backend.read() {
         found.corrupt = Some(e.to_string());
         return found;
@@ -208,7 +208,7 @@ fn trial(trial: &str, k: usize, delay: Duration) -> Found {
 }
 
 /// Compare the log and the final state.
-fn judge(lines: &[Line], backend: &LocalState, found: &mut Found) {
+fn judge(lines: &[Line], backend: &Backend, found: &mut Found) {
     let mut rerun_started = BTreeSet::new();
     let mut crash_ended = BTreeSet::new();
     let mut ended = BTreeSet::new();

@@ -356,10 +356,11 @@ fn production_order_pins_first_containers_and_waits_for_rollouts_before_the_trig
         "{out}"
     );
     drop(kube);
-    let state = kcideploy::state::LocalState::new(s.fx.path().join(".kcideploy/prod.state.json"))
-        .read()
-        .expect("state")
-        .expect("state exists");
+    let state =
+        s.fx.backend("prod")
+            .read()
+            .expect("state")
+            .expect("state exists");
     let images = &state.steps["pipeline"].outputs.as_ref().expect("outputs")["images"];
     let monitor = images
         .as_array()

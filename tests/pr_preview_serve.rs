@@ -53,7 +53,8 @@ steps:
             deployed_at: None,
         },
     );
-    kcideploy::state::LocalState::new(config.state_path())
+    kcideploy::state::Backend::open(&config)
+        .expect("backend")
         .write(&mut state)
         .expect("state");
     (fx, fake, remote, plan)

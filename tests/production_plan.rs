@@ -374,7 +374,8 @@ steps:
     );
     let after = stamp(jiff::Timestamp::now());
     assert_eq!(code, 0, "{out}{err}");
-    let state = kcideploy::state::LocalState::new(fx.path().join(".kcideploy/t.state.json"))
+    let state = fx
+        .backend("t")
         .read()
         .expect("state parses")
         .expect("state exists");

@@ -368,9 +368,8 @@ fn sigterm_stops_a_running_deploy_cleanly_and_the_next_start_resumes_it() {
         started.elapsed() < PATIENCE,
         "the step was stopped, not waited for"
     );
-    let state_file = fx.path().join(".kcideploy/staging.state.json");
-    let state: Value = serde_json::from_str(&std::fs::read_to_string(&state_file).expect("state"))
-        .expect("state JSON");
+    let state =
+        serde_json::to_value(fx.backend("staging").read().expect("state")).expect("state JSON");
     assert_eq!(state["current_run"]["result"], "cancelled", "{state:#}");
     assert_eq!(state["current_run"]["id"], run_id);
     assert_eq!(queued_files(&fx), 1, "the event waits for the next start");
@@ -433,7 +432,8 @@ steps:
         let config = kcideploy::config::Config::load(&plan).expect("config");
         let mut state = kcideploy::state::State::default();
         state.cycles.last_full = Some(jiff::Timestamp::now());
-        kcideploy::state::LocalState::new(config.state_path())
+        kcideploy::state::Backend::open(&config)
+            .expect("backend")
             .write(&mut state)
             .expect("state");
     }
@@ -550,10 +550,8 @@ steps:
         s["changes"][0]["state"], "included",
         "approved at this head: {s:#}"
     );
-    let state: Value = serde_json::from_str(
-        &std::fs::read_to_string(fx.path().join(".kcideploy/staging.state.json")).expect("state"),
-    )
-    .expect("state JSON");
+    let state =
+        serde_json::to_value(fx.backend("staging").read().expect("state")).expect("state JSON");
     assert_eq!(state["approvals"][0]["head"], head);
     assert_eq!(state["approvals"][0]["by"], "alice");
 
@@ -623,7 +621,11 @@ fn policy_schedule_runs_full_cycles() {
         "true",
     );
     let server = Server::start(&plan);
-    assert!(server.status()["schedule_next"].is_string());
+    assert!(
+        server.status()["schedule_next"].is_string(),
+        "{}",
+        server.log()
+    );
     let s = server.wait_for("the scheduled full cycle", PATIENCE, |s| {
         s["last"]["result"].is_string()
     });

@@ -41,9 +41,7 @@ fn wait_until(what: &str, ok: impl Fn() -> bool) {
 }
 
 fn state_json(fx: &Fixture) -> Value {
-    let text =
-        std::fs::read_to_string(fx.path().join(".kcideploy/staging.state.json")).expect("state");
-    serde_json::from_str(&text).expect("state JSON")
+    serde_json::to_value(fx.backend("staging").read().expect("state")).expect("state JSON")
 }
 
 /// A step that logs `start`, then runs until `LOG.go` exists.
@@ -203,7 +201,8 @@ steps:
     let config = kcideploy::config::Config::load(&plan).expect("config");
     let mut state = kcideploy::state::State::default();
     state.cycles.last_full = Some(jiff::Timestamp::now());
-    kcideploy::state::LocalState::new(config.state_path())
+    kcideploy::state::Backend::open(&config)
+        .expect("backend")
         .write(&mut state)
         .expect("state");
     (fx, plan, fake, head)
@@ -420,7 +419,8 @@ steps:
             .arg(&plan),
     );
     assert_eq!(code, 0, "{out}{err}");
-    let state = kcideploy::state::LocalState::new(fx.path().join(".kcideploy/t.state.json"))
+    let state = fx
+        .backend("t")
         .read()
         .expect("state parses")
         .expect("state exists");

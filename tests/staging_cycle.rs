@@ -362,7 +362,8 @@ fn a_full_cycle_builds_rootfs_pushes_the_kernel_before_the_restart_and_checks_it
     }
     // The kernel branch was there when the pipeline came up, and the check took that kernel.
     assert!(calls.contains("KERNEL-PUSHED-BEFORE-UP"), "{calls}");
-    let state = kcideploy::state::LocalState::new(config.state_path())
+    let state = kcideploy::state::Backend::open(&config)
+        .expect("backend")
         .read()
         .expect("state parses")
         .expect("state");

@@ -17,11 +17,11 @@ use tokio::time::Instant;
 
 use super::lifeline::{self, Stat, parse_stat};
 use crate::state::journal::{self, Group, Journal};
-use crate::state::{LocalState, StateError};
+use crate::state::{Backend, StateError};
 
 /// Before a run starts (under the lock): stop what the journal says an interrupted run left
 /// running (each group with a warning).
-pub async fn after_interruption(backend: &LocalState, grace: Duration) -> Result<(), StateError> {
+pub async fn after_interruption(backend: &Backend, grace: Duration) -> Result<(), StateError> {
     let path = backend.journal_path();
     let entries = journal::read(&path).map_err(|source| StateError::Read { path, source })?;
     for stopped in stop(&journal::unreaped(&entries), grace).await {
@@ -31,8 +31,15 @@ pub async fn after_interruption(backend: &LocalState, grace: Duration) -> Result
 }
 
 /// This apply's journal, empty: state holds what it said (written by the caller first).
-pub fn fresh_journal(backend: &LocalState) -> Result<Journal, StateError> {
+pub fn fresh_journal(backend: &Backend) -> Result<Journal, StateError> {
     let path = backend.journal_path();
+    // PostgreSQL state: nothing else made the state directory.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    }
     let journal = Journal::open(&path).and_then(|j| j.clear().map(|()| j));
     journal.map_err(|source| StateError::Write { path, source })
 }

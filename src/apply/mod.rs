@@ -37,7 +37,7 @@ use crate::config::Config;
 pub use crate::planner::digest::{self, inputs_digest, step_digest, step_repos};
 use crate::planner::{Action, Plan};
 use crate::state::journal::Journal;
-use crate::state::{LocalState, StateError, StateLock};
+use crate::state::{Backend, StateError, StateLock};
 pub use approve::Approver;
 pub use cancel::{CancelReason, Listener, StopSignal};
 use events::{Event, Reporter};
@@ -130,6 +130,8 @@ pub struct RunContext {
 /// exit records).
 pub struct RunJournal {
     pub journal: Journal,
+    /// PostgreSQL: the step ends go there too, as rows (what other hosts read).
+    pub rows: Option<crate::state::StepRows>,
     pub steps: BTreeMap<String, (String, crate::planner::params::Params)>,
 }
 
@@ -240,9 +242,9 @@ pub struct RunDirs {
 
 impl RunDirs {
     /// Beside the state file: `runs/<plan>/<run>/` and `checkouts/<plan>/`.
-    pub fn beside(backend: &LocalState, plan: &str, run_id: &str) -> RunDirs {
+    pub fn beside(backend: &Backend, plan: &str, run_id: &str) -> RunDirs {
         let state_dir = backend
-            .path
+            .path()
             .parent()
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("."));
@@ -339,7 +341,7 @@ fn params_of(plan: &Plan, names: &[String]) -> Vec<crate::planner::params::Param
 pub async fn apply(
     config: Config,
     plan: Plan,
-    backend: &LocalState,
+    backend: &Backend,
     _lock: &StateLock,
     opts: &ApplyOptions,
     controls: &Controls,
@@ -347,7 +349,7 @@ pub async fn apply(
 ) -> Result<ApplyReport, ApplyError> {
     let started = Instant::now();
     // With the step ends of an interrupted run folded in from its journal.
-    let mut state = backend.read()?.unwrap_or_default();
+    let mut state = backend.read_async().await?.unwrap_or_default();
     // What an interrupted run left running is stopped before anything starts.
     leftovers::after_interruption(backend, opts.grace).await?;
     if plan.is_deployed() {
@@ -355,8 +357,9 @@ pub async fn apply(
         return Ok(record::nothing_to_do(&state));
     }
     let (run_id, resumed) = record::begin_run(&mut state, &plan, Timestamp::now());
-    backend.write(&mut state)?;
+    backend.write_async(&mut state).await?;
     let journal = leftovers::fresh_journal(backend)?;
+    backend.fold_step_ends().await?;
     let previous = state
         .steps
         .iter()
@@ -381,6 +384,7 @@ pub async fn apply(
     let params = params_of(&ctx.plan, &names);
     ctx.journal = Some(RunJournal {
         journal,
+        rows: backend.step_rows(),
         steps: names
             .iter()
             .zip(&digests)
@@ -421,9 +425,12 @@ pub async fn apply(
     let counts = report::counts(&done.results);
     let result = report::run_result(&counts, done.stopped.is_some(), write_error.is_some());
     record::end_run(&mut state, &ctx, &names, &done.results, result);
-    backend.write(&mut state)?;
+    backend.write_async(&mut state).await?;
     if let Some(j) = &ctx.journal {
         j.clear();
+        if let Err(e) = backend.fold_step_ends().await {
+            tracing::warn!("{e}");
+        }
     }
     if let Some(e) = write_error {
         return Err(e.into());

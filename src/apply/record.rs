@@ -13,8 +13,8 @@ use crate::planner::Plan;
 use crate::planner::params::Params;
 use crate::state::journal::{Ended, record_outcome, record_step};
 use crate::state::{
-    ChangeRef, HISTORY_KEEP, LocalState, RepoState, RunRecord, RunResult, RunRevision, RunStep,
-    State, StateError,
+    Backend, ChangeRef, HISTORY_KEEP, RepoState, RunRecord, RunResult, RunRevision, RunStep, State,
+    StateError,
 };
 
 /// Resume the unfinished run with the same inputs, or start a new one: `(run id, resumed)`.
@@ -193,7 +193,7 @@ pub fn done_before(
 /// Records each finished step in state and writes it, and shows it.
 pub struct Recorder<'a> {
     pub state: &'a mut State,
-    pub backend: &'a LocalState,
+    pub backend: &'a Backend,
     pub run_id: &'a str,
     pub digests: &'a [String],
     /// Each step's resolved settings, as planned (kept in state on success).

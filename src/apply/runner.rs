@@ -51,13 +51,14 @@ pub async fn run_step(
     events: mpsc::UnboundedSender<Event>,
 ) -> Outcome {
     let mut outcome = with_retries(&ctx, index, &name, stop, events).await;
-    outcome.unrecorded = journal_exit(&ctx, &name, &outcome).err();
+    outcome.unrecorded = journal_exit(&ctx, &name, &outcome).await.err();
     outcome
 }
 
 /// Write a step's end to the run's journal (apply's, not a blame round's); the dispatcher
-/// syncs it, with the ends of the steps that ended at the same time.
-fn journal_exit(ctx: &RunContext, name: &str, outcome: &Outcome) -> std::io::Result<()> {
+/// syncs it, with the ends of the steps that ended at the same time. PostgreSQL state gets
+/// it as a row too, committed before this returns.
+async fn journal_exit(ctx: &RunContext, name: &str, outcome: &Outcome) -> std::io::Result<()> {
     let Some(run_journal) = &ctx.journal else {
         return Ok(());
     };
@@ -77,7 +78,11 @@ fn journal_exit(ctx: &RunContext, name: &str, outcome: &Outcome) -> std::io::Res
         outputs: outcome.outputs.clone(),
         params: Some(params),
     };
-    run_journal.journal.note(&entry).map(|_| ())
+    run_journal.journal.note(&entry)?;
+    if let Some(rows) = &run_journal.rows {
+        rows.append(&entry).await.map_err(std::io::Error::other)?;
+    }
+    Ok(())
 }
 
 /// The step's log (as the dispatcher names it too).

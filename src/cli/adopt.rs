@@ -10,7 +10,7 @@ use miette::{IntoDiagnostic, Result};
 use super::args::AdoptArgs;
 use crate::apply::adopt;
 use crate::exit::ExitStatus;
-use crate::state::{State, StateLock};
+use crate::state::State;
 use crate::workspace::Workspace;
 
 pub fn cmd_adopt(args: &AdoptArgs) -> Result<ExitStatus> {
@@ -30,7 +30,9 @@ pub fn cmd_adopt(args: &AdoptArgs) -> Result<ExitStatus> {
     if !args.auto_approve {
         confirm()?;
     }
-    let lock = StateLock::acquire(&ws.backend.path, "state adopt", args.lock_timeout.0)
+    let lock = ws
+        .backend
+        .lock("state adopt", args.lock_timeout.0)
         .map_err(|e| e.for_plan(&args.file))?;
     let mut ws = ws;
     ws.reload_state()?;
@@ -41,7 +43,7 @@ pub fn cmd_adopt(args: &AdoptArgs) -> Result<ExitStatus> {
     drop(lock);
     println!(
         "\nAdopted: recorded in {} as {} (serial {}). `kcideploy plan -f {}` now plans from it.",
-        ws.backend.path.display(),
+        ws.backend.path().display(),
         adoption.id,
         state.serial,
         args.file.display()
@@ -51,7 +53,7 @@ pub fn cmd_adopt(args: &AdoptArgs) -> Result<ExitStatus> {
 
 fn refuse_existing(ws: &Workspace, replace: bool) -> Result<()> {
     if ws.state.is_some() && !replace {
-        let path = ws.backend.path.display();
+        let path = ws.backend.path().display();
         miette::bail!(
             help = format!(
                 "adoption is for a deployment kcideploy has not deployed yet; -replace-state replaces what the state records as deployed (its history, exclusions and approvals are kept, the state before goes to {path}.backup)"

@@ -53,7 +53,9 @@ pub fn cmd_apply(args: ApplyArgs, color: bool) -> Result<ExitStatus> {
     if let Some(saved) = &saved {
         check_names(&ws, saved, args.planfile.as_deref().unwrap_or(&file))?;
     }
-    let lock = StateLock::acquire(&ws.backend.path, "apply", args.lock_timeout.0)
+    let lock = ws
+        .backend
+        .lock("apply", args.lock_timeout.0)
         .map_err(|e| e.for_plan(&file))?;
     // Plan against the state as it is under the lock.
     ws.reload_state()?;

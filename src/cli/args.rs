@@ -13,6 +13,10 @@ pub struct Cli {
     /// Never use colours.
     #[arg(long = "no-color", global = true)]
     pub no_color: bool,
+    /// Where state lives, over the plan file's `state.backend` and KCIDEPLOY_BACKEND:
+    /// `local` or `postgres://USER@HOST:PORT/DATABASE` (no password: see `state.password_env`).
+    #[arg(long = "backend-config", global = true, value_name = "BACKEND")]
+    pub backend_config: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -53,7 +57,8 @@ const EXAMPLES_STATE: &str = "Examples:
   kcideploy state show -f plans/staging.yaml
   kcideploy state history -f plans/staging.yaml --json
   kcideploy state adopt -f plans/staging.yaml
-  kcideploy state adopt -f plans/staging.yaml -rev kernelci-api=1f2e3d4c... -auto-approve";
+  kcideploy state adopt -f plans/staging.yaml -rev kernelci-api=1f2e3d4c... -auto-approve
+  PGPASSWORD=... kcideploy state migrate -f plans/staging.yaml --to postgres://kci@db:5432/kcideploy";
 const EXAMPLES_FORCE_UNLOCK: &str = "Examples:
   kcideploy force-unlock 3f2a9c1d0b7e4a65 -f plans/staging.yaml";
 const EXAMPLES_BLAME: &str = "Examples:
@@ -464,6 +469,8 @@ pub enum StateCommand {
     },
     /// Record what already runs as deployed, running no step (Terraform's import).
     Adopt(AdoptArgs),
+    /// Copy the state to another backend: lineage, serial and history.
+    Migrate(super::migrate::MigrateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -532,6 +539,8 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
         "replace-state",
         "replace",
         "plan-only",
+        "backend-config",
+        "to",
     ];
     args.into_iter()
         .map(|arg| {

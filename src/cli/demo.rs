@@ -9,7 +9,7 @@ use miette::{Context, IntoDiagnostic, Result};
 use crate::exit::ExitStatus;
 use crate::gitops::scratch::{Edit, commit, set_branch};
 use crate::planner::CycleRequest;
-use crate::state::{ChangeRef, CycleTimes, LocalState, RepoState, State};
+use crate::state::{ChangeRef, CycleTimes, RepoState, State};
 use crate::workspace::{PlanRequest, Workspace};
 
 /// The embedded demo plan file.
@@ -215,7 +215,7 @@ fn plan_and_state(dir: &Path, main: Oid, api_main: Oid, t: i64) -> Result<PathBu
         last_partial: Timestamp::from_second(t - 7200).ok(),
         last_full: Timestamp::from_second(t - 7200).ok(),
     };
-    LocalState::new(config.state_path()).write(&mut state)?;
+    crate::state::Backend::open(&config)?.write(&mut state)?;
     Ok(plan_file)
 }
 
@@ -258,8 +258,7 @@ pub fn run(dir: Option<&Path>, color: bool) -> Result<ExitStatus> {
         "\n$ kcideploy apply -f {} -auto-approve\n",
         demo.plan_file.display()
     );
-    let lock =
-        crate::state::StateLock::acquire(&ws.backend.path, "apply", std::time::Duration::ZERO)?;
+    let lock = ws.backend.lock("apply", std::time::Duration::ZERO)?;
     let mut reporter = crate::apply::events::PlainReporter::default();
     let report = crate::deploy::run_apply(
         ws.config.clone(),

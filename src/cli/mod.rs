@@ -6,6 +6,7 @@ mod apply;
 pub mod args;
 mod demo;
 mod inspect;
+mod migrate;
 mod plan;
 pub mod promote;
 mod rollback;
@@ -32,6 +33,9 @@ fn use_color(cli_no_color: bool) -> bool {
 /// Run the command line; errors come back as miette reports.
 pub fn run(cli: Cli) -> Result<ExitStatus> {
     let color = use_color(cli.no_color);
+    if let Some(backend) = cli.backend_config {
+        crate::config::backend::set_override(backend);
+    }
     match cli.command {
         Command::Plan(args) => plan::cmd_plan(args, color),
         Command::Validate {

@@ -14,7 +14,7 @@ use super::args::{at_least_one, parse_duration};
 use super::rollback::show_and_apply;
 use crate::exit::ExitStatus;
 use crate::planner::CycleRequest;
-use crate::state::{RunRecord, RunResult, RunRevision, RunScope, StateLock};
+use crate::state::{RunRecord, RunResult, RunRevision, RunScope};
 use crate::workspace::{PlanRequest, Workspace};
 
 #[derive(Debug, clap::Args)]
@@ -167,7 +167,8 @@ pub fn cmd_promote(args: PromoteArgs, color: bool) -> Result<ExitStatus> {
     let lock = match args.plan_only {
         true => None,
         false => Some(
-            StateLock::acquire(&ws.backend.path, "promote", args.lock_timeout.0)
+            ws.backend
+                .lock("promote", args.lock_timeout.0)
                 .map_err(|e| e.for_plan(&args.file))?,
         ),
     };

@@ -19,7 +19,8 @@ pub fn cmd_rollback(args: RollbackArgs, color: bool) -> Result<ExitStatus> {
     let lock = match args.plan_only {
         true => None,
         false => Some(
-            StateLock::acquire(&ws.backend.path, "rollback", args.lock_timeout.0)
+            ws.backend
+                .lock("rollback", args.lock_timeout.0)
                 .map_err(|e| e.for_plan(&args.file))?,
         ),
     };

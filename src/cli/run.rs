@@ -9,7 +9,6 @@ use super::apply::{Execute, execute};
 use super::plan::parse_now;
 use crate::exit::ExitStatus;
 use crate::planner::{self, CycleRequest};
-use crate::state::StateLock;
 use crate::workspace::{PlanRequest, Workspace};
 
 /// `run`: nothing to do (0), held back by the cooldown (3), else apply (2 applied, 1 failed).
@@ -27,7 +26,9 @@ pub fn cmd_run(
         eprintln!("error: {usage}");
         return Ok(ExitStatus::Usage);
     }
-    let lock = StateLock::acquire(&ws.backend.path, "run", lock_timeout.0)
+    let lock = ws
+        .backend
+        .lock("run", lock_timeout.0)
         .map_err(|e| e.for_plan(&file))?;
     ws.reload_state()?;
     let request = PlanRequest {

@@ -8,7 +8,7 @@ use miette::{IntoDiagnostic, Result};
 use super::args::{ExclusionsAction, StateCommand};
 use crate::config::Config;
 use crate::exit::ExitStatus;
-use crate::state::LocalState;
+use crate::state::Backend;
 
 pub fn cmd_state(cmd: StateCommand) -> Result<ExitStatus> {
     let (file, json) = match &cmd {
@@ -16,15 +16,20 @@ pub fn cmd_state(cmd: StateCommand) -> Result<ExitStatus> {
             (file, *json)
         }
         StateCommand::Adopt(args) => return super::adopt::cmd_adopt(args),
+        StateCommand::Migrate(args) => return super::migrate::cmd_migrate(args),
     };
     let config = Config::load(file)?;
     let path = config.state_path();
-    let Some(state) = LocalState::new(&path).read()? else {
+    let backend = Backend::open(&config)?;
+    let Some(state) = backend.read()? else {
         // `--json` output is always one JSON document: no state is `null`, no runs `[]`.
         match (&cmd, json) {
             (StateCommand::Show { .. }, true) => println!("null"),
             (StateCommand::History { .. }, true) => println!("[]"),
-            _ => println!("No state at {}: nothing was applied yet.", path.display()),
+            _ => println!(
+                "No state in the {}: nothing was applied yet.",
+                backend.describe()
+            ),
         }
         return Ok(ExitStatus::Success);
     };
@@ -34,7 +39,7 @@ pub fn cmd_state(cmd: StateCommand) -> Result<ExitStatus> {
             serde_json::to_string_pretty(&state).into_diagnostic()?
         ),
         StateCommand::Show { .. } => print!("{}", crate::state::render::show(&state, &path)),
-        StateCommand::Adopt(_) => {}
+        StateCommand::Adopt(_) | StateCommand::Migrate(_) => {}
         StateCommand::History { count, .. } => {
             let runs: Vec<_> = state.history.iter().rev().take(count).collect();
             if json {
@@ -49,16 +54,14 @@ pub fn cmd_state(cmd: StateCommand) -> Result<ExitStatus> {
 
 pub fn force_unlock(file: &Path, id: &str, force: bool) -> Result<ExitStatus> {
     let config = Config::load(file)?;
-    let info = crate::state::lock::force_unlock(&config.state_path(), id, force)?;
+    let info = Backend::open(&config)?.force_unlock(id, force)?;
     println!("Removed the {info}.");
     Ok(ExitStatus::Success)
 }
 
 pub fn blame(file: &Path, json: bool) -> Result<ExitStatus> {
     let config = Config::load(file)?;
-    let state = LocalState::new(config.state_path())
-        .read()?
-        .unwrap_or_default();
+    let state = Backend::open(&config)?.read()?.unwrap_or_default();
     let Some(last) = state.blames.last() else {
         println!("{}", if json { "null" } else { "No bisection yet." });
         return Ok(ExitStatus::Success);
@@ -73,7 +76,7 @@ pub fn blame(file: &Path, json: bool) -> Result<ExitStatus> {
 
 pub fn exclusions(file: &Path, action: Option<ExclusionsAction>, json: bool) -> Result<ExitStatus> {
     let config = Config::load(file)?;
-    let backend = LocalState::new(config.state_path());
+    let backend = Backend::open(&config)?;
     match action {
         None => {
             let state = backend.read()?.unwrap_or_default();
@@ -87,12 +90,9 @@ pub fn exclusions(file: &Path, action: Option<ExclusionsAction>, json: bool) -> 
             }
         }
         Some(ExclusionsAction::Clear { id }) => {
-            let lock = crate::state::StateLock::acquire(
-                &backend.path,
-                "exclusions clear",
-                std::time::Duration::from_secs(10),
-            )
-            .map_err(|e| e.for_plan(file))?;
+            let lock = backend
+                .lock("exclusions clear", std::time::Duration::from_secs(10))
+                .map_err(|e| e.for_plan(file))?;
             let mut state = backend.read()?.unwrap_or_default();
             let before = state.exclusions.len();
             state.exclusions.retain(|e| e.id != id);
@@ -113,13 +113,10 @@ pub fn exclusions(file: &Path, action: Option<ExclusionsAction>, json: bool) -> 
 /// `kcideploy resume`: scale back what a stop-the-line step paused, under the state lock.
 pub fn resume(file: &Path) -> Result<ExitStatus> {
     let config = Config::load(file)?;
-    let backend = LocalState::new(config.state_path());
-    let lock = crate::state::StateLock::acquire(
-        &backend.path,
-        "resume",
-        std::time::Duration::from_secs(10),
-    )
-    .map_err(|e| e.for_plan(file))?;
+    let backend = Backend::open(&config)?;
+    let lock = backend
+        .lock("resume", std::time::Duration::from_secs(10))
+        .map_err(|e| e.for_plan(file))?;
     let Some(mut state) = backend.read()? else {
         println!("Nothing is paused: no state yet.");
         return Ok(ExitStatus::Success);

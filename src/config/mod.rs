@@ -1,5 +1,6 @@
 //! Plan file: loading, YAML errors with locations, semantic validation.
 
+pub mod backend;
 mod chat;
 mod checks;
 mod duration;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use globset::{Glob, GlobBuilder};
 use serde_saphyr::{Location, Spanned};
 
+pub use backend::{BackendError, BackendSetting, PgUrl};
 pub use chat::{ChatKind, ChatWebhook};
 pub use duration::HumanDuration;
 pub use errors::{ConfigError, PlanFileErrors, QUOTE_MAX, SemanticError, clip, quote};

@@ -120,7 +120,7 @@ impl Default for BlameConfig {
     }
 }
 
-/// Where state lives (local backend).
+/// Where state lives: the state file, and the backend (see `config::backend`).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
@@ -128,6 +128,14 @@ pub struct StateConfig {
     /// cache and checkouts go beside it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// `local` (the state file, the default) or `postgres://USER@HOST:PORT/DATABASE`
+    /// (no password here: see `password_env`). Overridden by `KCIDEPLOY_BACKEND` and
+    /// `-backend-config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// The environment variable holding the PostgreSQL password (default `PGPASSWORD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
 }
 
 /// Throttling rules of the staging proposal.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use miette::{IntoDiagnostic, Result};
 
-use crate::state::{Approval, LocalState};
+use crate::state::{Approval, Backend};
 
 /// The approvals file and how many approvals it holds.
 pub(super) struct Approvals {
@@ -56,7 +56,7 @@ impl Approvals {
     }
 
     /// Move the approvals on disk into `state` (under its lock).
-    pub(super) fn record(&self, backend: &LocalState) -> Result<()> {
+    pub(super) fn record(&self, backend: &Backend) -> Result<()> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let list = self.read();
         if list.is_empty() {

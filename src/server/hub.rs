@@ -14,7 +14,7 @@ use super::webhook::Event;
 use crate::config::ForgeKind;
 use crate::config::{Config, RepoConfig};
 use crate::forge::github::slug;
-use crate::state::LocalState;
+use crate::state::Backend;
 
 /// Whether a push to `branch` may change what staging should be: its base branch, or (git
 /// forge) a pending branch.
@@ -29,6 +29,8 @@ pub(super) fn push_matters(cfg: &RepoConfig, branch: &str) -> bool {
 /// Shared by the HTTP handlers, the worker and the deploy thread.
 pub(super) struct Hub {
     pub(super) config: Config,
+    /// Where the plan's state is.
+    pub(super) backend: Backend,
     pub(super) opts: ServeOptions,
     pub(super) queue: Deliveries,
     pub(super) metrics: Arc<Metrics>,
@@ -45,7 +47,12 @@ pub(super) struct Hub {
 }
 
 impl Hub {
-    pub(super) fn new(config: Config, opts: ServeOptions, queue: Deliveries) -> Hub {
+    pub(super) fn new(
+        config: Config,
+        backend: Backend,
+        opts: ServeOptions,
+        queue: Deliveries,
+    ) -> Hub {
         let approvals = Approvals::open(queue.dir().join("approvals.json"));
         let triggers = Triggers::open(queue.dir().join("triggers.json"));
         let status_token = config
@@ -56,6 +63,7 @@ impl Hub {
             .and_then(|name| std::env::var(name).ok())
             .filter(|t| !t.trim().is_empty());
         Hub {
+            backend,
             config,
             opts,
             queue,
@@ -85,7 +93,7 @@ impl Hub {
     }
 
     /// Move the approvals waiting on disk into `state` (under its lock).
-    pub(super) fn record_approvals(&self, backend: &LocalState) -> Result<()> {
+    pub(super) fn record_approvals(&self, backend: &Backend) -> Result<()> {
         self.approvals.record(backend)
     }
 

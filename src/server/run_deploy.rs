@@ -11,7 +11,6 @@ use super::worker::Outcome;
 use crate::apply::process::Cancel;
 use crate::config::Cycle;
 use crate::planner::{CycleRequest, Plan};
-use crate::state::StateLock;
 use crate::workspace::{PlanRequest, Workspace};
 
 /// One deploy, on its own thread: record pending approvals, plan, apply (with blame and
@@ -56,7 +55,7 @@ fn deploy_inner(
 ) -> Result<(Vec<ChangeStatus>, Option<crate::apply::ApplyReport>)> {
     // The plan file as it is now: an edited plan takes effect at the next deploy.
     let mut ws = Workspace::load(&hub.opts.file, None)?;
-    let lock = StateLock::acquire(&ws.backend.path, "serve", hub.opts.lock_timeout)?;
+    let lock = ws.backend.lock("serve", hub.opts.lock_timeout)?;
     hub.record_approvals(&ws.backend)?;
     ws.reload_state()?;
     let (request, pins) = match rollback {

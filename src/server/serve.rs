@@ -21,6 +21,7 @@ use super::hub::Hub;
 use super::routes;
 use super::worker::Worker;
 use crate::config::Config;
+use crate::state::Backend;
 use crate::exit::ExitStatus;
 use crate::support::cron::Cron;
 
@@ -38,6 +39,7 @@ pub struct ServeOptions {
 /// Run the service until SIGTERM/SIGINT.
 pub fn serve(opts: ServeOptions) -> Result<ExitStatus> {
     let config = Config::load(&opts.file)?;
+    let backend = Backend::open(&config)?;
     let secret_env = config.file.server.secret_env.clone();
     let secret = std::env::var(&secret_env)
         .ok()
@@ -48,7 +50,6 @@ pub fn serve(opts: ServeOptions) -> Result<ExitStatus> {
                 "the webhook secret is missing: set the environment variable {secret_env}"
             )
         })?;
-    let backend = crate::state::Backend::open(&config)?;
     let state_path = backend.path().to_path_buf();
     let queue_dir = state_path
         .parent()
@@ -56,11 +57,11 @@ pub fn serve(opts: ServeOptions) -> Result<ExitStatus> {
         .unwrap_or_default()
         .join(format!("{}.webhooks", config.file.name));
     let queue: Deliveries = match &backend {
-        crate::state::Backend::Local(_) => Queue::open(&queue_dir)
+        Backend::Local(_) => Queue::open(&queue_dir)
             .into_diagnostic()
             .map_err(|e| e.wrap_err(format!("cannot open the queue {}", queue_dir.display())))?
             .into(),
-        crate::state::Backend::Postgres(pg) => {
+        Backend::Postgres(pg) => {
             std::fs::create_dir_all(&queue_dir)
                 .into_diagnostic()
                 .map_err(|e| e.wrap_err(format!("cannot create {}", queue_dir.display())))?;
@@ -95,9 +96,9 @@ pub fn serve(opts: ServeOptions) -> Result<ExitStatus> {
             placeholders.join(", ")
         );
     }
-    let hub = Arc::new(Hub::new(config, opts, queue));
+    let hub = Arc::new(Hub::new(config, backend, opts, queue));
     // On the process's one runtime.
-    crate::support::rt::block_on(run(hub, secret.into_bytes(), cron, backend))
+    crate::support::rt::block_on(run(hub, secret.into_bytes(), cron))
 }
 
 /// This replica's name: host, pid and where it listens.
@@ -108,12 +109,7 @@ fn replica_id(listen: &str) -> String {
     format!("{host}:{}:{listen}", std::process::id())
 }
 
-async fn run(
-    hub: Arc<Hub>,
-    secret: Vec<u8>,
-    cron: Option<Cron>,
-    backend: crate::state::Backend,
-) -> Result<ExitStatus> {
+async fn run(hub: Arc<Hub>, secret: Vec<u8>, cron: Option<Cron>) -> Result<ExitStatus> {
     let listener = tokio::net::TcpListener::bind(&hub.opts.listen)
         .await
         .into_diagnostic()
@@ -139,6 +135,15 @@ async fn run(
         s.started_at = Some(Timestamp::now());
     }
     let stop_rx = signals()?;
+    // One serve: the state is read (the status has the last deploy) before the address is
+    // announced. Replicas: once this one leads.
+    let (worker, cron) = match &hub.backend {
+        Backend::Local(_) => {
+            hub.metrics.leader.set(1);
+            (Some(Worker::new(hub.clone(), cron)?), None)
+        }
+        Backend::Postgres(_) => (None, cron),
+    };
     println!("kcideploy serve: listening on http://{addr}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -150,17 +155,18 @@ async fn run(
         stop_rx.clone(),
     ));
     let mut stop_rx = stop_rx;
-    let leads = match &backend {
-        crate::state::Backend::Postgres(pg) => {
-            super::replicas::follow_until_leader(&hub, pg.clone(), addr, sink, &mut stop_rx).await
+    let worker = match (worker, &hub.backend) {
+        (Some(worker), _) => Some(worker),
+        (None, Backend::Postgres(pg)) => {
+            let leads =
+                super::replicas::follow_until_leader(&hub, pg.clone(), addr, sink, &mut stop_rx)
+                    .await;
+            // The new leader reads the state as it is now.
+            if leads { Some(Worker::new(hub.clone(), cron)?) } else { None }
         }
-        crate::state::Backend::Local(_) => {
-            hub.metrics.leader.set(1);
-            true
-        }
+        (None, Backend::Local(_)) => None,
     };
-    if leads {
-        let worker = Worker::new(hub.clone(), cron)?;
+    if let Some(worker) = worker {
         worker.run(entries, stop_rx).await;
     }
     match server.await {

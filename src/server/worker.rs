@@ -25,7 +25,6 @@ use crate::apply::process::Cancel;
 use crate::config::Cycle;
 use crate::forge::github::GitHub;
 use crate::policy::scheduler::{Reaction, Scheduler};
-use crate::state::LocalState;
 use crate::support::cron::Cron;
 
 /// The result of one deploy thread.
@@ -88,7 +87,7 @@ pub(super) struct Worker {
 
 impl Worker {
     pub(super) fn new(hub: Arc<Hub>, cron: Option<Cron>) -> Result<Worker> {
-        let state = LocalState::new(hub.config.state_path()).read()?;
+        let state = hub.backend.read()?;
         let (last_finished, last_full) = state.as_ref().map(history_times).unwrap_or_default();
         let sched = Scheduler::new(&hub.config.file.policy, last_finished, last_full);
         let interrupted = state
@@ -148,7 +147,7 @@ impl Worker {
 
     /// Tell the scheduler what state says about the last deploys.
     fn observe_state(&mut self) {
-        match LocalState::new(self.hub.config.state_path()).read() {
+        match self.hub.backend.read() {
             Ok(Some(state)) => {
                 let (finished, full) = history_times(&state);
                 self.sched.observe(finished, full);

@@ -48,6 +48,8 @@ pub enum LockError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot lock the state: {detail}")]
+    Backend { detail: String },
     #[error("the lock at {} is not held", path.display())]
     NotLocked { path: PathBuf },
     #[error("lock ID mismatch: asked to unlock {asked}, but the {holder}")]
@@ -73,9 +75,9 @@ impl LockError {
     }
 }
 
-/// Proof that this process holds the state lock; released on drop.
+/// Proof that this process holds the lock of a state file; released on drop.
 #[derive(Debug)]
-pub struct StateLock {
+pub struct FileLock {
     file: File,
     path: PathBuf,
     pub info: LockInfo,
@@ -91,7 +93,7 @@ pub fn lock_path(state: &Path) -> PathBuf {
     state.with_file_name(name)
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
@@ -105,13 +107,13 @@ fn read_info(file: &mut File) -> Option<LockInfo> {
     serde_json::from_str(&text).ok()
 }
 
-impl StateLock {
+impl FileLock {
     /// Take the lock of `state`, waiting up to `timeout` for another holder to let go.
     pub fn acquire(
         state: &Path,
         operation: &str,
         timeout: Duration,
-    ) -> Result<StateLock, LockError> {
+    ) -> Result<FileLock, LockError> {
         let path = lock_path(state);
         let io = |source| LockError::Io {
             path: path.clone(),
@@ -153,7 +155,7 @@ impl StateLock {
                     file.rewind().map_err(io)?;
                     file.write_all(&json).map_err(io)?;
                     file.sync_all().map_err(io)?;
-                    return Ok(StateLock { file, path, info });
+                    return Ok(FileLock { file, path, info });
                 }
                 Err(std::fs::TryLockError::WouldBlock) => {
                     if start.elapsed() >= timeout {
@@ -175,7 +177,7 @@ impl StateLock {
     }
 }
 
-impl Drop for StateLock {
+impl Drop for FileLock {
     fn drop(&mut self) {
         // Remove the file only while it is still ours (force-unlock may have replaced it).
         let ours = match (self.file.metadata(), std::fs::metadata(&self.path)) {
@@ -228,7 +230,7 @@ pub fn force_unlock(state: &Path, id: &str, force: bool) -> Result<LockInfo, Loc
 }
 
 /// Whether a process with this pid exists (signal 0: nothing is sent).
-fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return false;
     };
@@ -248,8 +250,8 @@ mod tests {
     fn second_lock_fails_naming_the_holder_then_succeeds_after_release() {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("s.json");
-        let first = StateLock::acquire(&state, "apply", Duration::ZERO).expect("first");
-        let err = StateLock::acquire(&state, "apply", Duration::from_millis(50)).unwrap_err();
+        let first = FileLock::acquire(&state, "apply", Duration::ZERO).expect("first");
+        let err = FileLock::acquire(&state, "apply", Duration::from_millis(50)).unwrap_err();
         let LockError::Locked {
             holder: Some(holder),
             ..
@@ -265,14 +267,14 @@ mod tests {
         drop(first);
         assert!(!lock_path(&state).exists(), "lock file left behind");
         assert_eq!(super::holder(&state).expect("holder"), None);
-        StateLock::acquire(&state, "apply", Duration::ZERO).expect("after release");
+        FileLock::acquire(&state, "apply", Duration::ZERO).expect("after release");
     }
 
     #[test]
     fn force_unlock_checks_the_id_and_refuses_a_live_holder_unless_forced() {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("s.json");
-        let first = StateLock::acquire(&state, "apply", Duration::ZERO).expect("first");
+        let first = FileLock::acquire(&state, "apply", Duration::ZERO).expect("first");
         assert!(matches!(
             force_unlock(&state, "nope", true),
             Err(LockError::WrongId { .. })
@@ -286,7 +288,7 @@ mod tests {
         let removed = force_unlock(&state, &first.info.id, true).expect("force");
         assert_eq!(removed.id, first.info.id);
         let second =
-            StateLock::acquire(&state, "apply", Duration::ZERO).expect("after force-unlock");
+            FileLock::acquire(&state, "apply", Duration::ZERO).expect("after force-unlock");
         drop(first); // must not remove the new holder's file
         assert_eq!(
             super::holder(&state).expect("holder"),

@@ -10,12 +10,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Cycle;
 
+mod backend;
 pub mod journal;
 pub mod lock;
+pub mod migrate;
+pub mod postgres;
 pub mod render;
 mod results;
 
-pub use lock::{LockError, LockInfo, StateLock};
+pub use backend::{Backend, StateLock, StepRows};
+pub use lock::{LockError, LockInfo};
 pub use results::{ExclusionCause, RoundResult, RunResult, StepResult, VerdictKind};
 
 /// The state format version this build reads and writes.
@@ -336,6 +340,22 @@ pub enum StateError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("PostgreSQL state at {url}: {detail}")]
+    Postgres { url: String, detail: String },
+    #[error("PostgreSQL state at {url}, plan `{name}`: refused a stale write (this writer read serial {expected} of lineage {lineage}; the database has {})", match found { Some((s, l)) => format!("serial {s} of lineage {l}"), None => "no state".into() })]
+    #[diagnostic(help(
+        "another kcideploy wrote the state since this one read it; nothing was lost: run the command again"
+    ))]
+    Stale {
+        url: String,
+        name: String,
+        expected: u64,
+        lineage: String,
+        found: Option<(u64, String)>,
+    },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Backend(#[from] crate::config::BackendError),
 }
 
 /// Local file backend.

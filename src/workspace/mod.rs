@@ -21,13 +21,13 @@ use crate::config::Config;
 use crate::forge::ForgeSnapshot;
 use crate::gitops::stage::{StageRequest, StagedRepo};
 use crate::planner::{self, CycleRequest, Plan, PlanInputs};
-use crate::state::{LocalState, RunRevision, RunScope, State};
+use crate::state::{Backend, RunRevision, RunScope, State};
 
 /// A loaded plan file and its state.
 #[derive(Debug)]
 pub struct Workspace {
     pub config: Config,
-    pub backend: LocalState,
+    pub backend: Backend,
     /// The state as last read (`None`: nothing applied yet).
     pub state: Option<State>,
     /// Where fetched repos are cached (absolute).
@@ -55,7 +55,7 @@ impl Workspace {
     /// the state file.
     pub fn load(file: &Path, cache_dir: Option<&Path>) -> Result<Workspace> {
         let config = Config::load(file)?;
-        let backend = LocalState::new(config.state_path());
+        let backend = Backend::open(&config)?;
         let state = backend.read()?;
         let cache_dir = cache_dir
             .map(Path::to_path_buf)

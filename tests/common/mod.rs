@@ -2,6 +2,8 @@
 //! fixed time.
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::path::{Path, PathBuf};
 
 use git2::{Oid, Repository};
@@ -9,7 +11,7 @@ use jiff::Timestamp;
 use kcideploy::config::Config;
 use kcideploy::gitops::scratch::{self, Edit};
 use kcideploy::planner::{self, CycleRequest, Plan};
-use kcideploy::state::{LocalState, RepoState, State};
+use kcideploy::state::{Backend, RepoState, State};
 use kcideploy::workspace::{PlanRequest, Workspace};
 
 /// "Now" in every test: a fixed instant (late November 2026). Every date a test makes is
@@ -40,12 +42,16 @@ pub fn at() -> String {
 /// A temp dir holding bare "remote" repos and a plan file.
 pub struct Fixture {
     pub dir: tempfile::TempDir,
+    /// The database its plan files keep state in, with `KCIDEPLOY_TEST_BACKEND=postgres`
+    /// (a new one in the binary's cluster, [`postgres::shared`]).
+    pub db: Option<String>,
 }
 
 impl Fixture {
     pub fn new() -> Fixture {
         Fixture {
             dir: tempfile::tempdir().expect("tempdir"),
+            db: postgres::selected().then(|| postgres::shared().database()),
         }
     }
 
@@ -68,7 +74,7 @@ impl Fixture {
     /// `~/.local/state`, the default.
     pub fn plan_file(&self, text: &str) -> PathBuf {
         let path = self.path().join("plan.yaml");
-        std::fs::write(&path, with_local_state(text)).expect("write plan file");
+        std::fs::write(&path, with_state(text, self.db.as_deref())).expect("write plan file");
         path
     }
 
@@ -87,7 +93,7 @@ impl Fixture {
         deployed: &[(&str, Oid)],
         last_full: Option<i64>,
     ) -> State {
-        let backend = LocalState::new(config.state_path());
+        let backend = Backend::open(config).expect("backend");
         let mut state = backend.read().expect("read state").unwrap_or_default();
         for (repo, sha) in deployed {
             state.repos.insert(
@@ -103,6 +109,17 @@ impl Fixture {
         state.cycles.last_full = last_full.map(|t| Timestamp::from_second(t).expect("ts"));
         backend.write(&mut state).expect("write state");
         state
+    }
+
+    /// The state backend of plan `name` as [`Fixture::plan_file`] writes it: the file
+    /// `.kcideploy/<name>.state.json`, or the fixture's database.
+    pub fn backend(&self, name: &str) -> Backend {
+        let path = self.path().join(format!(".kcideploy/{name}.state.json"));
+        let setting = match &self.db {
+            None => kcideploy::config::BackendSetting::Local,
+            Some(url) => kcideploy::config::backend::parse(url, "test", true).expect("url"),
+        };
+        Backend::of(setting, name, path).expect("backend")
     }
 
     /// Fetch and plan at [`NOW`].
@@ -203,6 +220,15 @@ pub fn kcideploy() -> assert_cmd::Command {
 
 /// `text` with `state: { path: .kcideploy/<name>.state.json }` added, unless it has `state:`.
 pub fn with_local_state(text: &str) -> String {
+    with_state(text, None)
+}
+
+/// `text` with `state: { path: .kcideploy/<name>.state.json }` added, and `backend: <db>`
+/// in it when `db` is given, unless it has `state:`.
+pub fn with_state(text: &str, db: Option<&str>) -> String {
+    let backend = db
+        .map(|d| format!(", backend: \"{d}\""))
+        .unwrap_or_default();
     let has_state = text.lines().any(|l| l.starts_with("state:"));
     let name = text
         .lines()
@@ -214,7 +240,7 @@ pub fn with_local_state(text: &str) -> String {
             .lines()
             .map(|l| {
                 if l.starts_with("name:") {
-                    format!("{l}\nstate: {{ path: .kcideploy/{name}.state.json }}\n")
+                    format!("{l}\nstate: {{ path: .kcideploy/{name}.state.json{backend} }}\n")
                 } else {
                     format!("{l}\n")
                 }
@@ -227,7 +253,7 @@ pub fn with_local_state(text: &str) -> String {
 /// The state of plan `name` whose file says `state: { path: .kcideploy/<name>.state.json }`
 /// (as [`Fixture::plan_file`] writes it).
 pub fn state_of(fx: &Fixture, name: &str) -> State {
-    LocalState::new(fx.path().join(format!(".kcideploy/{name}.state.json")))
+    fx.backend(name)
         .read()
         .expect("state parses")
         .expect("state exists")

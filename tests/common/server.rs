@@ -203,7 +203,8 @@ steps:
     let mut state = kcideploy::state::State::default();
     state.cycles.last_full =
         Some(jiff::Timestamp::now() - jiff::SignedDuration::from_secs(last_full_ago));
-    kcideploy::state::LocalState::new(config.state_path())
+    kcideploy::state::Backend::open(&config)
+        .expect("backend")
         .write(&mut state)
         .expect("state");
     (fx, plan)

@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 
 use crate::config::Cycle;
 use crate::server::worker::Worker;
-use crate::state::lock;
 
 impl Worker {
     /// Tell each PR in `asked` that the deploy asked for there did not run. `run_id`: the
@@ -44,7 +43,7 @@ impl Worker {
                  logs are in the run's log directory"
             );
         }
-        match lock::holder(&self.hub.config.state_path()) {
+        match self.hub.backend.holder() {
             Ok(Some(holder)) => format!(
                 "the state is locked by another `{}` run (since {}), so no deploy could \
                  start; when that run is gone for good, `kcideploy force-unlock` frees it",

@@ -2,18 +2,13 @@
 //! under the state lock (refused while a deploy holds it). Maintainers only, as every command.
 
 use crate::server::worker::Worker;
-use crate::state::{LocalState, StateLock};
 
 impl Worker {
     /// Resume; the reply.
     pub(super) async fn resume(&mut self) -> String {
         let name = self.hub.config.file.name.clone();
-        let backend = LocalState::new(self.hub.config.state_path());
-        let lock = match StateLock::acquire(
-            &backend.path,
-            "@kcibot resume",
-            std::time::Duration::ZERO,
-        ) {
+        let backend = self.hub.backend.clone();
+        let lock = match backend.lock("@kcibot resume", std::time::Duration::ZERO) {
             Ok(lock) => lock,
             Err(_) => {
                 return format!(

@@ -7,14 +7,13 @@ use crate::config::Cycle;
 use crate::policy::scheduler::Reaction;
 use crate::server::clock::when;
 use crate::server::worker::Worker;
-use crate::state::LocalState;
 
 impl Worker {
     /// Check that the run can be rolled back to, then ask for a deploy now that rolls back to
     /// it; whether a deploy was asked for.
     pub(super) fn rollback(&mut self, run: Option<&str>, lines: &mut Vec<String>) -> bool {
         let name = self.hub.config.file.name.clone();
-        let state = match LocalState::new(self.hub.config.state_path()).read() {
+        let state = match self.hub.backend.read() {
             Ok(Some(state)) => state,
             Ok(None) => {
                 lines.push(format!(

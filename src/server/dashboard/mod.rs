@@ -46,7 +46,7 @@ pub(super) fn router(hub: Arc<Hub>) -> axum::Router {
 }
 
 fn state_of(hub: &Hub) -> Result<crate::state::State, String> {
-    match crate::state::LocalState::new(hub.config.state_path()).read() {
+    match hub.backend.read() {
         Ok(s) => Ok(s.unwrap_or_default()),
         Err(e) => Err(format!("cannot read the state: {e}")),
     }
