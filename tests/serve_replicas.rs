@@ -15,11 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::postgres::Postgres;
-use server::{SECRET, Server};
 use common::*;
 use fake_github::{Fake, Shared, add_pr, pr};
 use kcideploy::server::webhook::sign;
 use serde_json::{Value, json};
+use server::{SECRET, Server};
 
 /// alice's GitHub user id, as the plan file names her.
 const ALICE_ID: u64 = 1001;
@@ -31,7 +31,12 @@ fn setup() -> (Fixture, Shared, PathBuf) {
     let remote = fx.repo("core", &[("config/a.yaml", Some("a: 1\n"))]);
     let fake: Shared = Arc::new(Mutex::new(Fake::default()));
     let api = fake_github::start(fake.clone());
-    add_pr(&fake, &remote, pr(7, "alice"), &[("config/m.yaml", Some("m\n"))]);
+    add_pr(
+        &fake,
+        &remote,
+        pr(7, "alice"),
+        &[("config/m.yaml", Some("m\n"))],
+    );
     let log = fx.path().join("runs.log");
     let log = log.display();
     let plan = fx.plan_file(&format!(
@@ -109,7 +114,10 @@ fn start(plan: &Path, url: &str) -> Server {
     Server::start_with_env(
         plan,
         &[],
-        &[("KCIDEPLOY_BACKEND", url), ("KCI_TEST_TOKEN", "t0ken")],
+        &[
+            ("KCIDEPLOY_BACKEND", url),
+            ("KCI_TEST_TOKEN", fake_github::TOKEN),
+        ],
     )
 }
 
@@ -119,16 +127,25 @@ fn the_follower_takes_over_resumes_the_run_and_loses_no_delivery() {
     let url = pg.database();
     let (fx, fake, plan) = setup();
     let a = start(&plan, &url);
-    let first = a.wait_for("a role", Duration::from_secs(20), |s| {
-        role(s) == "leader"
-    });
-    assert_eq!(first["replica"]["leader"]["listen"], json!(a.url.trim_start_matches("http://")));
+    let first = a.wait_for("a role", Duration::from_secs(20), |s| role(s) == "leader");
+    assert_eq!(
+        first["replica"]["leader"]["listen"],
+        json!(a.url.trim_start_matches("http://"))
+    );
     let b = start(&plan, &url);
     let seen = b.wait_for("b follows a", Duration::from_secs(20), |s| {
         role(s) == "follower" && s["replica"]["leader"]["id"] == first["replica"]["id"]
     });
-    assert!(b.metrics().contains("kcideploy_leader 0"), "{}", b.metrics());
-    assert!(a.metrics().contains("kcideploy_leader 1"), "{}", a.metrics());
+    assert!(
+        b.metrics().contains("kcideploy_leader 0"),
+        "{}",
+        b.metrics()
+    );
+    assert!(
+        a.metrics().contains("kcideploy_leader 1"),
+        "{}",
+        a.metrics()
+    );
     drop(seen);
 
     // Deliveries to either replica before the failover: the leader handles them all.
@@ -143,7 +160,10 @@ fn the_follower_takes_over_resumes_the_run_and_loses_no_delivery() {
     assert_eq!(deliver(&[&a.url], "deploy-7", 7, "@kcibot deploy"), 202);
     let log = fx.path().join("runs.log");
     let started = Instant::now();
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("slow-start") {
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("slow-start")
+    {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "slow never started; leader log:\n{}",
@@ -158,7 +178,11 @@ fn the_follower_takes_over_resumes_the_run_and_loses_no_delivery() {
     // During the failover: to both, the dead one first (refused, then sent to b).
     for i in 6..12u64 {
         let delivery = format!("during-{i}");
-        let urls: [&str; 2] = if i % 2 == 0 { [&a_url, &b.url] } else { [&b.url, &a_url] };
+        let urls: [&str; 2] = if i % 2 == 0 {
+            [&a_url, &b.url]
+        } else {
+            [&b.url, &a_url]
+        };
         assert_eq!(deliver(&urls, &delivery, 100 + i, "@kcibot help"), 202);
         sent.push(100 + i);
     }

@@ -17,8 +17,8 @@ use axum::routing::post;
 use tokio::sync::Semaphore;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::metrics::Metrics;
 pub use super::deliveries::Deliveries;
+use super::metrics::Metrics;
 pub use super::queue::{Entry, Pushed, Queue};
 
 use super::webhook::{Event, parse_event};

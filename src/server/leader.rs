@@ -47,46 +47,67 @@ fn leader_key(name: &str) -> i64 {
 }
 
 /// Campaign for leadership until the process ends; the role is published on the returned
-/// channel.
-pub fn campaign(pg: Arc<PgState>, me: Replica) -> watch::Receiver<Role> {
+/// channel. The first attempt is made before this returns: a lone replica leads from the
+/// start.
+pub async fn campaign(pg: Arc<PgState>, me: Replica) -> watch::Receiver<Role> {
     let (tx, rx) = watch::channel(Role::Follower(None));
+    let mut conn: Option<Client> = None;
+    let first = try_lead(&pg, &me, &mut conn).await;
+    let mut said = false;
+    let leads = publish(&tx, &me, first, &mut conn, &mut said);
     crate::support::rt::handle().spawn(async move {
-        let mut said = false;
-        let mut conn: Option<Client> = None;
-        loop {
-            match try_lead(&pg, &me, &mut conn).await {
-                Ok(Ok(())) => {
-                    tracing::info!("this replica ({}) is now the leader", me.id);
-                    let _ = tx.send(Role::Leader);
-                    let why = match &conn {
-                        Some(client) => hold(client).await,
-                        None => "no connection".to_string(),
-                    };
-                    tracing::error!("leadership lost: {why}");
-                    let _ = tx.send(Role::Deposed(why));
-                    return;
-                }
-                Ok(Err(leader)) => {
-                    said = false;
-                    tx.send_if_modified(|role| {
-                        let new = Role::Follower(leader);
-                        let changed = *role != new;
-                        *role = new;
-                        changed
-                    });
-                }
-                Err(e) => {
-                    conn = None;
-                    if !said {
-                        tracing::warn!("cannot campaign for leadership: {e}");
-                        said = true;
-                    }
+        if !leads {
+            loop {
+                tokio::time::sleep(CAMPAIGN_EVERY).await;
+                let attempt = try_lead(&pg, &me, &mut conn).await;
+                if publish(&tx, &me, attempt, &mut conn, &mut said) {
+                    break;
                 }
             }
-            tokio::time::sleep(CAMPAIGN_EVERY).await;
         }
+        let why = match &conn {
+            Some(client) => hold(client).await,
+            None => "no connection".to_string(),
+        };
+        tracing::error!("leadership lost: {why}");
+        let _ = tx.send(Role::Deposed(why));
     });
     rx
+}
+
+/// Publish what an attempt found; whether this replica now leads.
+fn publish(
+    tx: &watch::Sender<Role>,
+    me: &Replica,
+    attempt: Result<Result<(), Option<Replica>>, String>,
+    conn: &mut Option<Client>,
+    said: &mut bool,
+) -> bool {
+    match attempt {
+        Ok(Ok(())) => {
+            tracing::info!("this replica ({}) is now the leader", me.id);
+            let _ = tx.send(Role::Leader);
+            true
+        }
+        Ok(Err(leader)) => {
+            *said = false;
+            tx.send_if_modified(|role| {
+                let new = Role::Follower(leader);
+                let changed = *role != new;
+                *role = new;
+                changed
+            });
+            false
+        }
+        Err(e) => {
+            *conn = None;
+            if !*said {
+                tracing::warn!("cannot campaign for leadership: {e}");
+                *said = true;
+            }
+            false
+        }
+    }
 }
 
 /// One attempt on `conn` (connected first when it is not): `Ok` when it now holds the

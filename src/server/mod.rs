@@ -7,8 +7,8 @@
 mod approvals;
 pub mod bot;
 mod clock;
-pub mod deliveries;
 pub mod dashboard;
+pub mod deliveries;
 pub mod endpoint;
 mod hub;
 pub mod leader;

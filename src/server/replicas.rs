@@ -21,17 +21,32 @@ use crate::state::postgres::PgState;
 /// How often the leader looks for deliveries other replicas queued.
 pub const POLL_EVERY: Duration = Duration::from_millis(200);
 
-/// Serve as a follower until this replica leads (`true`) or the process is stopped
-/// (`false`). Once leading, the table's deliveries go to `sink`, and losing the lead ends
-/// the process.
-pub(super) async fn follow_until_leader(
-    hub: &Arc<Hub>,
-    pg: Arc<PgState>,
-    addr: SocketAddr,
-    sink: mpsc::UnboundedSender<Entry>,
-    stop: &mut watch::Receiver<u32>,
-) -> bool {
-    let me = Replica {
+/// A replica campaigning for the lead.
+pub(super) struct Candidate {
+    me: Replica,
+    role: watch::Receiver<Role>,
+}
+
+impl Candidate {
+    /// Whether it leads now.
+    pub(super) fn leads(&self) -> bool {
+        *self.role.borrow() == Role::Leader
+    }
+}
+
+/// This replica, listening on `addr`, campaigns for the lead (its first attempt made when
+/// this returns).
+pub(super) async fn start(hub: &Hub, pg: Arc<PgState>, addr: SocketAddr) -> Candidate {
+    let me = me(hub, addr);
+    let role = campaign(pg, me.clone()).await;
+    if let Role::Follower(leader) = &*role.borrow() {
+        publish(hub, &me, ReplicaRole::Follower, leader.clone());
+    }
+    Candidate { me, role }
+}
+
+fn me(hub: &Hub, addr: SocketAddr) -> Replica {
+    Replica {
         id: match hub.queue.table() {
             Some(q) => q.replica().to_string(),
             None => format!("{}", std::process::id()),
@@ -42,8 +57,19 @@ pub(super) async fn follow_until_leader(
         pid: std::process::id(),
         listen: addr.to_string(),
         since: Timestamp::now().to_string(),
-    };
-    let mut role = campaign(pg, me.clone());
+    }
+}
+
+/// Serve as a follower until this replica leads (`true`) or the process is stopped
+/// (`false`). Once leading, the table's deliveries go to `sink`, and losing the lead ends
+/// the process.
+pub(super) async fn follow_until_leader(
+    hub: &Arc<Hub>,
+    candidate: Candidate,
+    sink: mpsc::UnboundedSender<Entry>,
+    stop: &mut watch::Receiver<u32>,
+) -> bool {
+    let Candidate { me, mut role } = candidate;
     loop {
         let now = role.borrow_and_update().clone();
         match now {

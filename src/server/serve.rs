@@ -16,13 +16,13 @@ use miette::{IntoDiagnostic, Result};
 use tokio::sync::{mpsc, watch};
 
 use super::endpoint::{App, Deliveries, Queue};
-use super::pg_queue::PgQueue;
 use super::hub::Hub;
+use super::pg_queue::PgQueue;
 use super::routes;
 use super::worker::Worker;
 use crate::config::Config;
-use crate::state::Backend;
 use crate::exit::ExitStatus;
+use crate::state::Backend;
 use crate::support::cron::Cron;
 
 /// How `serve` runs deploys.
@@ -137,12 +137,18 @@ async fn run(hub: Arc<Hub>, secret: Vec<u8>, cron: Option<Cron>) -> Result<ExitS
     let stop_rx = signals()?;
     // One serve: the state is read (the status has the last deploy) before the address is
     // announced. Replicas: once this one leads.
-    let (worker, cron) = match &hub.backend {
-        Backend::Local(_) => {
-            hub.metrics.leader.set(1);
-            (Some(Worker::new(hub.clone(), cron)?), None)
+    let (candidate, leads) = match &hub.backend {
+        Backend::Local(_) => (None, true),
+        Backend::Postgres(pg) => {
+            let c = super::replicas::start(&hub, pg.clone(), addr).await;
+            let leads = c.leads();
+            (Some(c), leads)
         }
-        Backend::Postgres(_) => (None, cron),
+    };
+    let (worker, cron) = if leads {
+        (Some(Worker::new(hub.clone(), cron)?), None)
+    } else {
+        (None, cron)
     };
     println!("kcideploy serve: listening on http://{addr}");
     use std::io::Write;
@@ -155,16 +161,29 @@ async fn run(hub: Arc<Hub>, secret: Vec<u8>, cron: Option<Cron>) -> Result<ExitS
         stop_rx.clone(),
     ));
     let mut stop_rx = stop_rx;
-    let worker = match (worker, &hub.backend) {
-        (Some(worker), _) => Some(worker),
-        (None, Backend::Postgres(pg)) => {
+    let worker = match (worker, candidate) {
+        (None, Some(candidate)) => {
             let leads =
-                super::replicas::follow_until_leader(&hub, pg.clone(), addr, sink, &mut stop_rx)
-                    .await;
+                super::replicas::follow_until_leader(&hub, candidate, sink, &mut stop_rx).await;
             // The new leader reads the state as it is now.
-            if leads { Some(Worker::new(hub.clone(), cron)?) } else { None }
+            if leads {
+                Some(Worker::new(hub.clone(), cron)?)
+            } else {
+                None
+            }
         }
-        (None, Backend::Local(_)) => None,
+        (Some(worker), candidate) => {
+            match candidate {
+                Some(c) => {
+                    let _ = super::replicas::follow_until_leader(&hub, c, sink, &mut stop_rx).await;
+                }
+                None => {
+                    hub.metrics.leader.set(1);
+                }
+            }
+            Some(worker)
+        }
+        (None, None) => None,
     };
     if let Some(worker) = worker {
         worker.run(entries, stop_rx).await;

@@ -142,6 +142,8 @@ impl Worker {
             interrupted,
         };
         w.next_cron();
+        // `/status` says what comes next from the first request on.
+        w.publish();
         Ok(w)
     }
 
