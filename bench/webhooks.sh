@@ -31,7 +31,7 @@ stop_all() {
 trap stop_all EXIT
 BACKEND=${KCD_BACKEND_URL:-}
 if [ "${KCD_BENCH_BACKEND:-local}" = postgres ]; then
-    PGBIN=$(dirname "$(command -v initdb || ls /usr/lib/postgresql/*/bin/initdb | tail -1)")
+    PGBIN=$(dirname "$(readlink -f "$(command -v initdb || ls /usr/lib/postgresql/*/bin/initdb | tail -1)")")
     [ -x "$PGBIN/initdb" ] || { echo "no initdb: apt-get install postgresql"; exit 1; }
     PGPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     mkdir -p "$WORK/pg"
@@ -79,7 +79,6 @@ sleep 1
 # Nothing is acknowledged during the run (the settle is 1h): every line of every segment waits.
 if [ -n "$BACKEND" ]; then
     QUEUED=$("$PGBIN/psql" -X -t -A "$BACKEND" -c "SELECT count(*) FROM kcideploy_webhooks WHERE name = 'bench'")
-    SEGMENTS="(a table, no)"
 else
     QUEUED=$(cat "$WORK"/.kcideploy/bench.webhooks/pending/*.jsonl 2>/dev/null | wc -l)
     SEGMENTS=$(find "$WORK/.kcideploy/bench.webhooks/pending" -name '*.jsonl' | wc -l)
@@ -91,7 +90,11 @@ ACCEPTED=$(awk '/accepted\(202\)/ {print $2}' <<<"$OUT")
 RPS=$(awk '/^rps:/ {print $2}' <<<"$OUT")
 P99=$(awk '/^p99_ms:/ {print $2}' <<<"$OUT")
 echo
-echo "queued on disk: $QUEUED in $SEGMENTS segments, $BATCHES disk flushes; answered 202: $ACCEPTED"
+if [ -n "$BACKEND" ]; then
+    echo "queued rows: $QUEUED, $BATCHES commits; answered 202: $ACCEPTED"
+else
+    echo "queued on disk: $QUEUED in $SEGMENTS segments, $BATCHES disk flushes; answered 202: $ACCEPTED"
+fi
 python3 - "$RPS" "$P99" "$QUEUED" "$ACCEPTED" "$GOAL_RPS" "$GOAL_P99" <<'PY'
 import sys
 rps, p99, queued, accepted = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
