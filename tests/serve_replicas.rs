@@ -228,12 +228,32 @@ fn the_follower_takes_over_resumes_the_run_and_loses_no_delivery() {
 }
 
 #[test]
-fn a_follower_alone_in_the_database_leads_and_says_so() {
+fn a_leader_whose_connection_is_cut_exits_rather_than_deploy_beside_another() {
     let pg = Postgres::start();
     let url = pg.database();
     let (_fx, _fake, plan) = setup();
-    let a = start(&plan, &url);
+    let mut a = start(&plan, &url);
     let s = a.wait_for("a leads", Duration::from_secs(20), |s| role(s) == "leader");
     assert_eq!(s["replica"]["leader"]["pid"], json!(a.child.id()));
-    assert!(a.metrics().contains("kcideploy_leader 1"));
+    // The session holding the leader lock ends (a network cut, a DBA's pg_terminate_backend).
+    let ended = pg.psql_in(
+        &url,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_locks \
+         WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()",
+    );
+    assert_eq!(ended, "1", "one session holds the leader lock");
+    let start = Instant::now();
+    let code = loop {
+        if let Some(status) = a.child.try_wait().expect("wait") {
+            break status.code();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "a still runs without its lock:\n{}",
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(1), "{}", a.log());
+    assert!(a.log().contains("lost the lead"), "{}", a.log());
 }
