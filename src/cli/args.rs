@@ -13,8 +13,7 @@ pub struct Cli {
     /// Never use colours.
     #[arg(long = "no-color", global = true)]
     pub no_color: bool,
-    /// Where state lives, over the plan file's `state.backend` and KCIDEPLOY_BACKEND:
-    /// `local` or `postgres://USER@HOST:PORT/DATABASE` (no password: see `state.password_env`).
+    /// Where state lives (`local` or `postgres://...`), over `state.backend` and KCIDEPLOY_BACKEND.
     #[arg(long = "backend-config", global = true, value_name = "BACKEND")]
     pub backend_config: Option<String>,
     #[command(subcommand)]
@@ -167,6 +166,9 @@ pub enum Command {
     /// run whose full cycle passed was built on; a revision staging did not pass is refused.
     #[command(after_help = EXAMPLES_PROMOTE)]
     Promote(super::promote::PromoteArgs),
+    /// Open a PR against the configuration repo with the rootfs URLs that passed on staging.
+    #[command(name = "promote-rootfs", after_help = super::rootfs::EXAMPLES)]
+    PromoteRootfs(super::rootfs::PromoteRootfsArgs),
     /// Long-running service: GitHub webhooks, the staging policy, `@kcibot` commands,
     /// `/status` and `/metrics`. SIGTERM stops the running deploy cleanly.
     #[command(after_help = EXAMPLES_SERVE)]
@@ -541,6 +543,7 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
         "plan-only",
         "backend-config",
         "to",
+        "dry-run",
     ];
     args.into_iter()
         .map(|arg| {

@@ -19,7 +19,6 @@ pub fn cmd_state(cmd: StateCommand) -> Result<ExitStatus> {
         StateCommand::Migrate(args) => return super::migrate::cmd_migrate(args),
     };
     let config = Config::load(file)?;
-    let path = config.state_path();
     let backend = Backend::open(&config)?;
     let Some(state) = backend.read()? else {
         // `--json` output is always one JSON document: no state is `null`, no runs `[]`.
@@ -38,7 +37,13 @@ pub fn cmd_state(cmd: StateCommand) -> Result<ExitStatus> {
             "{}",
             serde_json::to_string_pretty(&state).into_diagnostic()?
         ),
-        StateCommand::Show { .. } => print!("{}", crate::state::render::show(&state, &path)),
+        StateCommand::Show { .. } => {
+            let location = match &backend {
+                Backend::Local(local) => local.path.display().to_string(),
+                other => other.describe(),
+            };
+            print!("{}", crate::state::render::show(&state, &location));
+        }
         StateCommand::Adopt(_) | StateCommand::Migrate(_) => {}
         StateCommand::History { count, .. } => {
             let runs: Vec<_> = state.history.iter().rev().take(count).collect();

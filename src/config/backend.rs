@@ -7,7 +7,28 @@
 
 use std::sync::OnceLock;
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use super::Config;
+
+/// Where state lives: the state file, and the backend (see `config::backend`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// Path of the state file, relative to the plan file's directory; run logs, the fetch
+    /// cache and checkouts go beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `local` (the state file, the default) or `postgres://USER@HOST:PORT/DATABASE`
+    /// (no password here: see `password_env`). Overridden by `KCIDEPLOY_BACKEND` and
+    /// `-backend-config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// The environment variable holding the PostgreSQL password (default `PGPASSWORD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+}
 
 /// The environment variable that overrides the plan file's `state.backend`.
 pub const BACKEND_ENV: &str = "KCIDEPLOY_BACKEND";

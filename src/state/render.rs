@@ -1,19 +1,16 @@
 //! State for people: `state show` and `state history`.
 
-use std::fmt::Write;
-use std::path::Path;
-
 use super::{RunRecord, State};
 use crate::support::text::short;
+use std::fmt::Write;
 
-pub fn show(state: &State, path: &Path) -> String {
+/// `location`: the state file's path, or the PostgreSQL URL and plan.
+pub fn show(state: &State, location: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "State {} (serial {}, lineage {})",
-        path.display(),
-        state.serial,
-        state.lineage
+        location, state.serial, state.lineage
     );
     let _ = writeln!(out, "\nDeployed:");
     if state.repos.is_empty() {

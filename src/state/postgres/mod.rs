@@ -39,6 +39,21 @@ pub struct PgState {
     /// The local state path: run logs and the journal of process groups stay beside it.
     local: PathBuf,
     client: Mutex<Option<Client>>,
+    /// Step ends waiting for their commit ([`PgState::append_step_end`]).
+    ends: std::sync::Mutex<Vec<Waiting>>,
+    /// Held by the appender that commits the waiting step ends.
+    committing: Mutex<()>,
+}
+
+/// A step end waiting for the commit that records it, and where its outcome goes.
+struct Waiting {
+    run: String,
+    value: serde_json::Value,
+    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+fn lock_ignoring_poison<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl std::fmt::Debug for PgState {
@@ -103,6 +118,8 @@ impl PgState {
             name: name.to_string(),
             local: local.to_path_buf(),
             client: Mutex::new(None),
+            ends: std::sync::Mutex::new(Vec::new()),
+            committing: Mutex::new(()),
         })
     }
 
@@ -372,23 +389,55 @@ impl PgState {
     }
 
     /// Record a step's end as a row, committed before this returns (the journal's role).
+    /// Ends that arrive while a commit is in progress share the next one (group commit, as
+    /// the journal's syncs): one INSERT and one WAL flush for all of them.
     pub async fn append_step_end(&self, entry: &Entry) -> Result<(), StateError> {
         let Entry::Exited { run, .. } = entry else {
             return Ok(());
         };
         let value =
             serde_json::to_value(entry).map_err(|e| error(&self.url, "cannot encode", e))?;
+        let (done, mut result) = tokio::sync::oneshot::channel();
+        lock_ignoring_poison(&self.ends).push(Waiting {
+            run: run.clone(),
+            value,
+            done,
+        });
+        let _turn = self.committing.lock().await;
+        if let Ok(out) = result.try_recv() {
+            return out.map_err(|e| error(&self.url, "cannot record a step's end", e));
+        }
+        // Ours is still waiting: commit it, with whatever else waits.
+        let batch = std::mem::take(&mut *lock_ignoring_poison(&self.ends));
+        let (runs, values): (Vec<String>, Vec<Json<serde_json::Value>>) = batch
+            .iter()
+            .map(|w| (w.run.clone(), Json(w.value.clone())))
+            .unzip();
         let name = self.name.clone();
-        self.with_client("cannot record a step's end", async |client| {
-            client
-                .execute(
-                    "INSERT INTO kcideploy_step_ends (name, run_id, entry) VALUES ($1, $2, $3)",
-                    &[&name, run, &Json(&value)],
-                )
-                .await
-        })
-        .await
-        .map(|_| ())
+        let out = self
+            .with_client("cannot record a step's end", async |client| {
+                client
+                    .execute(
+                        "INSERT INTO kcideploy_step_ends (name, run_id, entry)
+                         SELECT $1, r, e FROM unnest($2::text[], $3::jsonb[]) WITH ORDINALITY AS t(r, e, n)
+                         ORDER BY n",
+                        &[&name, &runs, &values],
+                    )
+                    .await
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        for waiting in batch {
+            let _ = waiting.done.send(out.clone());
+        }
+        match result.try_recv() {
+            Ok(out) => out.map_err(|e| StateError::Postgres {
+                url: self.url.to_string(),
+                detail: e,
+            }),
+            Err(_) => Err(error(&self.url, "cannot record a step's end", "lost")),
+        }
     }
 
     /// Mark the step ends folded (state holds them now): the journal emptied. The rows stay.
