@@ -58,8 +58,16 @@ fn runs_log(fx: &Fixture) -> String {
     std::fs::read_to_string(fx.path().join("runs.log")).unwrap_or_default()
 }
 
-/// Entries waiting in the durable queue: in its segments and not acknowledged in `seen.log`.
+/// Entries waiting in the durable queue: in its segments and not acknowledged in `seen.log`
+/// (with state in PostgreSQL: rows of the queue table not acknowledged).
 fn queued_files(fx: &Fixture) -> usize {
+    if let Some(db) = &fx.db {
+        let n = common::postgres::shared().psql_in(
+            db,
+            "SELECT count(*) FROM kcideploy_webhooks WHERE acked_at IS NULL",
+        );
+        return n.parse().unwrap_or_else(|_| panic!("not a count: {n}"));
+    }
     let dir = fx.path().join(".kcideploy/staging.webhooks");
     let acked = std::fs::read_to_string(dir.join("seen.log")).unwrap_or_default();
     let acked: std::collections::HashSet<&str> = acked.lines().collect();

@@ -17,6 +17,7 @@ use axum::routing::post;
 use tokio::sync::Semaphore;
 use tokio::sync::mpsc::UnboundedSender;
 
+pub use super::deliveries::Deliveries;
 use super::metrics::Metrics;
 pub use super::queue::{Entry, Pushed, Queue};
 
@@ -39,7 +40,7 @@ pub type ActsOn = Box<dyn Fn(&Event) -> bool + Send + Sync>;
 /// What the webhook handler needs: the secret, the queue, and who to tell.
 pub struct App {
     pub secret: Vec<u8>,
-    pub queue: Queue,
+    pub queue: Deliveries,
     pub metrics: Arc<Metrics>,
     /// Gets every queued entry once it is on disk (the `serve` worker).
     pub sink: Option<UnboundedSender<Entry>>,
@@ -59,7 +60,7 @@ pub fn router(secret: Vec<u8>, queue: Queue, max_body: usize) -> axum::Router {
     webhook_router(
         Arc::new(App {
             secret,
-            queue,
+            queue: queue.into(),
             metrics: Default::default(),
             sink: None,
             acts_on: None,

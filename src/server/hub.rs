@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use miette::Result;
 
 use super::approvals::Approvals;
-use super::endpoint::Queue;
+use super::endpoint::Deliveries;
 use super::metrics::Metrics;
 use super::serve::ServeOptions;
 use super::status::Status;
@@ -32,7 +32,7 @@ pub(super) struct Hub {
     /// Where the plan's state is.
     pub(super) backend: Backend,
     pub(super) opts: ServeOptions,
-    pub(super) queue: Queue,
+    pub(super) queue: Deliveries,
     pub(super) metrics: Arc<Metrics>,
     pub(super) status: Mutex<Status>,
     pub(super) approvals: Approvals,
@@ -47,7 +47,12 @@ pub(super) struct Hub {
 }
 
 impl Hub {
-    pub(super) fn new(config: Config, backend: Backend, opts: ServeOptions, queue: Queue) -> Hub {
+    pub(super) fn new(
+        config: Config,
+        backend: Backend,
+        opts: ServeOptions,
+        queue: Deliveries,
+    ) -> Hub {
         let approvals = Approvals::open(queue.dir().join("approvals.json"));
         let triggers = Triggers::open(queue.dir().join("triggers.json"));
         let status_token = config

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     pub queue_flushes: Gauge,
     pub running: Gauge,
+    /// 1 on the replica that leads (always 1 without replicas).
+    pub leader: Gauge,
 }
 
 fn step_histogram() -> Histogram {
@@ -78,6 +80,12 @@ impl Default for Metrics {
         );
         let running = Gauge::default();
         registry.register("deploy_running", "1 while a deploy runs", running.clone());
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 on the serve replica that runs deploys (the only one without a PostgreSQL backend)",
+            leader.clone(),
+        );
         Metrics {
             registry,
             webhooks,
@@ -86,6 +94,7 @@ impl Default for Metrics {
             queue_depth,
             queue_flushes,
             running,
+            leader,
         }
     }
 }

@@ -15,12 +15,14 @@ use jiff::Timestamp;
 use miette::{IntoDiagnostic, Result};
 use tokio::sync::{mpsc, watch};
 
-use super::endpoint::{App, Queue};
+use super::endpoint::{App, Deliveries, Queue};
 use super::hub::Hub;
+use super::pg_queue::PgQueue;
 use super::routes;
 use super::worker::Worker;
 use crate::config::Config;
 use crate::exit::ExitStatus;
+use crate::state::Backend;
 use crate::support::cron::Cron;
 
 /// How `serve` runs deploys.
@@ -37,7 +39,7 @@ pub struct ServeOptions {
 /// Run the service until SIGTERM/SIGINT.
 pub fn serve(opts: ServeOptions) -> Result<ExitStatus> {
     let config = Config::load(&opts.file)?;
-    let backend = crate::state::Backend::open(&config)?;
+    let backend = Backend::open(&config)?;
     let secret_env = config.file.server.secret_env.clone();
     let secret = std::env::var(&secret_env)
         .ok()
@@ -48,15 +50,27 @@ pub fn serve(opts: ServeOptions) -> Result<ExitStatus> {
                 "the webhook secret is missing: set the environment variable {secret_env}"
             )
         })?;
-    let state_path = config.state_path();
+    let state_path = backend.path().to_path_buf();
     let queue_dir = state_path
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default()
         .join(format!("{}.webhooks", config.file.name));
-    let queue = Queue::open(&queue_dir)
-        .into_diagnostic()
-        .map_err(|e| e.wrap_err(format!("cannot open the queue {}", queue_dir.display())))?;
+    let queue: Deliveries = match &backend {
+        Backend::Local(_) => Queue::open(&queue_dir)
+            .into_diagnostic()
+            .map_err(|e| e.wrap_err(format!("cannot open the queue {}", queue_dir.display())))?
+            .into(),
+        Backend::Postgres(pg) => {
+            std::fs::create_dir_all(&queue_dir)
+                .into_diagnostic()
+                .map_err(|e| e.wrap_err(format!("cannot create {}", queue_dir.display())))?;
+            Deliveries::Table {
+                queue: PgQueue::new(pg.clone(), &replica_id(&opts.listen)),
+                dir: queue_dir,
+            }
+        }
+    };
     let cron = config
         .file
         .policy
@@ -87,6 +101,14 @@ pub fn serve(opts: ServeOptions) -> Result<ExitStatus> {
     crate::support::rt::block_on(run(hub, secret.into_bytes(), cron))
 }
 
+/// This replica's name: host, pid and where it listens.
+fn replica_id(listen: &str) -> String {
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    format!("{host}:{}:{listen}", std::process::id())
+}
+
 async fn run(hub: Arc<Hub>, secret: Vec<u8>, cron: Option<Cron>) -> Result<ExitStatus> {
     let listener = tokio::net::TcpListener::bind(&hub.opts.listen)
         .await
@@ -98,7 +120,8 @@ async fn run(hub: Arc<Hub>, secret: Vec<u8>, cron: Option<Cron>) -> Result<ExitS
         secret,
         queue: hub.queue.clone(),
         metrics: hub.metrics.clone(),
-        sink: Some(sink),
+        // Replicas: the leader reads what any replica queued from the table.
+        sink: hub.queue.table().is_none().then(|| sink.clone()),
         acts_on: Some(Box::new({
             let hub = hub.clone();
             move |event| hub.acts_on(event)
@@ -112,8 +135,21 @@ async fn run(hub: Arc<Hub>, secret: Vec<u8>, cron: Option<Cron>) -> Result<ExitS
         s.started_at = Some(Timestamp::now());
     }
     let stop_rx = signals()?;
-    // The state is read (the status has the last deploy) before the address is announced.
-    let worker = Worker::new(hub.clone(), cron)?;
+    // One serve: the state is read (the status has the last deploy) before the address is
+    // announced. Replicas: once this one leads.
+    let (candidate, leads) = match &hub.backend {
+        Backend::Local(_) => (None, true),
+        Backend::Postgres(pg) => {
+            let c = super::replicas::start(&hub, pg.clone(), addr).await;
+            let leads = c.leads();
+            (Some(c), leads)
+        }
+    };
+    let (worker, cron) = if leads {
+        (Some(Worker::new(hub.clone(), cron)?), None)
+    } else {
+        (None, cron)
+    };
     println!("kcideploy serve: listening on http://{addr}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -124,7 +160,34 @@ async fn run(hub: Arc<Hub>, secret: Vec<u8>, cron: Option<Cron>) -> Result<ExitS
         cap,
         stop_rx.clone(),
     ));
-    worker.run(entries, stop_rx).await;
+    let mut stop_rx = stop_rx;
+    let worker = match (worker, candidate) {
+        (None, Some(candidate)) => {
+            let leads =
+                super::replicas::follow_until_leader(&hub, candidate, sink, &mut stop_rx).await;
+            // The new leader reads the state as it is now.
+            if leads {
+                Some(Worker::new(hub.clone(), cron)?)
+            } else {
+                None
+            }
+        }
+        (Some(worker), candidate) => {
+            match candidate {
+                Some(c) => {
+                    let _ = super::replicas::follow_until_leader(&hub, c, sink, &mut stop_rx).await;
+                }
+                None => {
+                    hub.metrics.leader.set(1);
+                }
+            }
+            Some(worker)
+        }
+        (None, None) => None,
+    };
+    if let Some(worker) = worker {
+        worker.run(entries, stop_rx).await;
+    }
     match server.await {
         Ok(Ok(())) => Ok(ExitStatus::Success),
         Ok(Err(e)) => Err(miette::miette!("the HTTP server failed: {e}")),

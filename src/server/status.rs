@@ -106,10 +106,31 @@ pub struct Status {
     pub approvals_pending: usize,
     /// What the next deploy waits for.
     pub waiting: WaitStatus,
+    /// This replica and who leads, when replicas share a PostgreSQL backend.
+    pub replica: Option<ReplicaStatus>,
     /// The steps of the last deploy this process ran, once it has finished (the page keeps
     /// showing them).
     #[serde(skip)]
     pub last_run: Option<RunStatus>,
+}
+
+/// A `serve` replica on a PostgreSQL backend: this one, its role, and the leader.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaStatus {
+    pub id: String,
+    pub role: ReplicaRole,
+    /// The leading replica (this one when it leads), as its row in the database says.
+    pub leader: Option<super::leader::Replica>,
+}
+
+/// Whether a replica runs deploys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaRole {
+    /// Runs the scheduler, the bot and the deploys.
+    Leader,
+    /// Accepts webhooks into the shared queue and serves the status pages.
+    Follower,
 }
 
 /// What the next deploy waits for (the page's "why not yet").

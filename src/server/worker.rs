@@ -81,6 +81,8 @@ pub(super) struct Worker {
     pub(super) request: Option<String>,
     /// Why the running deploy started.
     trigger: String,
+    /// A run that a killed process (this replica's predecessor) left running: resumed first.
+    interrupted: Option<(String, Cycle)>,
 }
 
 impl Worker {
@@ -88,6 +90,11 @@ impl Worker {
         let state = hub.backend.read()?;
         let (last_finished, last_full) = state.as_ref().map(history_times).unwrap_or_default();
         let sched = Scheduler::new(&hub.config.file.policy, last_finished, last_full);
+        let interrupted = state
+            .as_ref()
+            .and_then(|s| s.current_run.as_ref())
+            .filter(|run| run.result == crate::state::RunResult::Running)
+            .map(|run| (run.id.clone(), run.cycle));
         if let Some(state) = &state {
             let mut status = hub.status();
             status.last = state.history.last().and_then(|run| {
@@ -132,8 +139,11 @@ impl Worker {
             events: (0, None),
             request: None,
             trigger: String::new(),
+            interrupted,
         };
         w.next_cron();
+        // `/status` says what comes next from the first request on.
+        w.publish();
         Ok(w)
     }
 
@@ -166,10 +176,23 @@ impl Worker {
             return;
         };
         // What a previous process accepted and did not finish.
-        for entry in self.hub.queue.pending() {
+        let waiting = match self.hub.queue.pending().await {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::error!("cannot read the webhook queue: {e}");
+                Vec::new()
+            }
+        };
+        for entry in waiting {
             if self.handled.insert(entry.delivery.clone()) {
                 self.handle(entry).await;
             }
+        }
+        if let Some((id, cycle)) = self.interrupted.take() {
+            tracing::info!("run {id} was interrupted (its process died): resuming it");
+            self.request
+                .get_or_insert_with(|| format!("resuming run {id}, interrupted"));
+            self.sched.request(Instant::now(), cycle);
         }
         loop {
             if self.running.is_none()
@@ -195,7 +218,8 @@ impl Worker {
             tokio::select! {
                 Some(entry) = entries.recv() => {
                     // The start-up scan may have handled (and acknowledged) it already.
-                    if self.hub.queue.is_pending(&entry.delivery)
+                    if !self.handled.contains(&entry.delivery)
+                        && self.hub.queue.is_pending(&entry.delivery).await
                         && self.handled.insert(entry.delivery.clone())
                     {
                         self.handle(entry).await;
@@ -312,7 +336,7 @@ impl Worker {
             }
         };
         if let Handled::Ack = handled {
-            self.ack(&entry.delivery);
+            self.ack(&entry.delivery).await;
         }
     }
 
@@ -337,9 +361,9 @@ impl Worker {
         Handled::Ack
     }
 
-    fn ack(&mut self, delivery: &str) {
+    async fn ack(&mut self, delivery: &str) {
         self.handled.remove(delivery);
-        if let Err(e) = self.hub.queue.ack(delivery) {
+        if let Err(e) = self.hub.queue.ack(delivery).await {
             tracing::warn!("cannot acknowledge delivery {delivery}: {e}");
         }
     }
@@ -456,7 +480,7 @@ impl Worker {
             }
         } else {
             for delivery in std::mem::take(&mut self.covered) {
-                self.ack(&delivery);
+                self.ack(&delivery).await;
             }
         }
         let run_id = self

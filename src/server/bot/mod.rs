@@ -90,7 +90,7 @@ impl Worker {
             );
             self.reply(comment.full_name, number, &lines.join("\n\n"))
                 .await;
-            if let Err(e) = self.hub.queue.mark_replied(&entry.delivery) {
+            if let Err(e) = self.hub.queue.mark_replied(&entry.delivery).await {
                 tracing::warn!("cannot mark delivery {} answered: {e}", entry.delivery);
             }
         }

@@ -43,6 +43,28 @@ pub const MIGRATIONS: &[&str] = &[
         created text NOT NULL,
         backend_pid integer NOT NULL
     );",
+    // 2: `serve` replicas: the webhook queue they share, and who leads.
+    "CREATE TABLE kcideploy_webhooks (
+        seq bigserial PRIMARY KEY,
+        name text NOT NULL,
+        delivery text NOT NULL,
+        entry jsonb NOT NULL,
+        replied boolean NOT NULL DEFAULT false,
+        accepted_by text NOT NULL,
+        accepted_at timestamptz NOT NULL DEFAULT now(),
+        acked_at timestamptz,
+        UNIQUE (name, delivery)
+    );
+    CREATE INDEX kcideploy_webhooks_waiting ON kcideploy_webhooks (name, seq)
+        WHERE acked_at IS NULL;
+    CREATE TABLE kcideploy_leader (
+        name text PRIMARY KEY,
+        replica text NOT NULL,
+        host text NOT NULL,
+        pid bigint NOT NULL,
+        listen text NOT NULL,
+        since text NOT NULL
+    );",
 ];
 
 /// The advisory lock key that serializes migrations (any constant distinct from state keys,

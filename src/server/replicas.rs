@@ -1,0 +1,139 @@
+//! `serve` replicas on one PostgreSQL database: every replica accepts webhooks into the
+//! shared table and serves the status pages; the one that wins the [`super::leader`] lock
+//! feeds the table's deliveries to its worker, which schedules and runs deploys as a single
+//! `serve` does. A new leader starts with what the table holds unacknowledged and resumes
+//! an interrupted run ([`super::worker`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::{mpsc, watch};
+
+use super::endpoint::Entry;
+use super::hub::Hub;
+use super::leader::{Replica, Role, campaign};
+use super::pg_queue::PgQueue;
+use super::status::{ReplicaRole, ReplicaStatus};
+use crate::state::postgres::PgState;
+
+/// How often the leader looks for deliveries other replicas queued.
+pub const POLL_EVERY: Duration = Duration::from_millis(200);
+
+/// A replica campaigning for the lead.
+pub(super) struct Candidate {
+    me: Replica,
+    role: watch::Receiver<Role>,
+}
+
+impl Candidate {
+    /// Whether it leads now.
+    pub(super) fn leads(&self) -> bool {
+        *self.role.borrow() == Role::Leader
+    }
+}
+
+/// This replica, listening on `addr`, campaigns for the lead (its first attempt made when
+/// this returns).
+pub(super) async fn start(hub: &Hub, pg: Arc<PgState>, addr: SocketAddr) -> Candidate {
+    let me = me(hub, addr);
+    let role = campaign(pg, me.clone()).await;
+    if let Role::Follower(leader) = &*role.borrow() {
+        publish(hub, &me, ReplicaRole::Follower, leader.clone());
+    }
+    Candidate { me, role }
+}
+
+fn me(hub: &Hub, addr: SocketAddr) -> Replica {
+    Replica {
+        id: match hub.queue.table() {
+            Some(q) => q.replica().to_string(),
+            None => format!("{}", std::process::id()),
+        },
+        host: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        pid: std::process::id(),
+        listen: addr.to_string(),
+        since: Timestamp::now().to_string(),
+    }
+}
+
+/// Serve as a follower until this replica leads (`true`) or the process is stopped
+/// (`false`). Once leading, the table's deliveries go to `sink`, and losing the lead ends
+/// the process.
+pub(super) async fn follow_until_leader(
+    hub: &Arc<Hub>,
+    candidate: Candidate,
+    sink: mpsc::UnboundedSender<Entry>,
+    stop: &mut watch::Receiver<u32>,
+) -> bool {
+    let Candidate { me, mut role } = candidate;
+    loop {
+        let now = role.borrow_and_update().clone();
+        match now {
+            Role::Leader => {
+                publish(hub, &me, ReplicaRole::Leader, Some(me.clone()));
+                hub.metrics.leader.set(1);
+                if let Some(table) = hub.queue.table() {
+                    crate::support::rt::handle().spawn(feed(table.clone(), sink));
+                }
+                crate::support::rt::handle().spawn(fence(role));
+                return true;
+            }
+            Role::Follower(leader) => publish(hub, &me, ReplicaRole::Follower, leader),
+            // Never leader yet: nothing to give up.
+            Role::Deposed(_) => {}
+        }
+        tokio::select! {
+            changed = role.changed() => if changed.is_err() { return false },
+            _ = stop.changed() => return false,
+        }
+    }
+}
+
+fn publish(hub: &Hub, me: &Replica, role: ReplicaRole, leader: Option<Replica>) {
+    hub.status().replica = Some(ReplicaStatus {
+        id: me.id.clone(),
+        role,
+        leader,
+    });
+}
+
+/// Send every unacknowledged delivery of the table to the worker, each once, as they come.
+async fn feed(table: PgQueue, sink: mpsc::UnboundedSender<Entry>) {
+    let mut last = 0i64;
+    let mut said = false;
+    loop {
+        match table.pending_after(last).await {
+            Ok(entries) => {
+                said = false;
+                for (seq, entry) in entries {
+                    last = last.max(seq);
+                    if sink.send(entry).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) if !said => {
+                tracing::warn!("cannot read the webhook queue: {e}");
+                said = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// End the process when the lead is lost: another replica may lead by now, and two leaders
+/// must never deploy at once. The running deploy's steps die with it (they are killed when
+/// their parent dies), and the new leader resumes the run.
+async fn fence(mut role: watch::Receiver<Role>) {
+    while role.changed().await.is_ok() {
+        if let Role::Deposed(why) = &*role.borrow() {
+            eprintln!("kcideploy serve: this replica lost the lead ({why}); exiting");
+            std::process::exit(i32::from(crate::exit::ExitStatus::Error.code()));
+        }
+    }
+}
