@@ -148,14 +148,22 @@ fn the_follower_takes_over_resumes_the_run_and_loses_no_delivery() {
     );
     drop(seen);
 
-    // Deliveries to either replica before the failover: the leader handles them all.
-    let mut sent = Vec::new();
-    for i in 0..6u64 {
-        let target = if i % 2 == 0 { &a.url } else { &b.url };
-        let delivery = format!("before-{i}");
-        assert_eq!(deliver(&[target], &delivery, 100 + i, "@kcibot help"), 202);
-        sent.push(100 + i);
-    }
+    // Deliveries to either replica before the failover, all at once (the two replicas
+    // commit concurrently): the leader handles them all.
+    let mut sent: Vec<u64> = (0..12u64).map(|i| 100 + i).collect();
+    std::thread::scope(|scope| {
+        for i in 0..12u64 {
+            let target = if i % 2 == 0 {
+                a.url.clone()
+            } else {
+                b.url.clone()
+            };
+            scope.spawn(move || {
+                let delivery = format!("before-{i}");
+                assert_eq!(deliver(&[&target], &delivery, 100 + i, "@kcibot help"), 202);
+            });
+        }
+    });
     // A deploy: `slow` is running when the leader dies.
     assert_eq!(deliver(&[&a.url], "deploy-7", 7, "@kcibot deploy"), 202);
     let log = fx.path().join("runs.log");
@@ -176,7 +184,7 @@ fn the_follower_takes_over_resumes_the_run_and_loses_no_delivery() {
     let killed = Instant::now();
 
     // During the failover: to both, the dead one first (refused, then sent to b).
-    for i in 6..12u64 {
+    for i in 12..18u64 {
         let delivery = format!("during-{i}");
         let urls: [&str; 2] = if i % 2 == 0 {
             [&a_url, &b.url]
@@ -187,7 +195,7 @@ fn the_follower_takes_over_resumes_the_run_and_loses_no_delivery() {
         sent.push(100 + i);
     }
     // GitHub redelivers one: still handled once.
-    assert_eq!(deliver(&[&b.url], "during-7", 107, "@kcibot help"), 200);
+    assert_eq!(deliver(&[&b.url], "during-13", 113, "@kcibot help"), 200);
 
     let led = b.wait_for("b leads", Duration::from_secs(15), |s| role(s) == "leader");
     let took = killed.elapsed();
@@ -220,11 +228,17 @@ fn the_follower_takes_over_resumes_the_run_and_loses_no_delivery() {
         "replies per delivery: {counts:?}\nb:\n{}",
         b.log()
     );
+    // Each delivery is one row, handled and acknowledged once, by one replica or the other.
     let rows = pg.psql_in(
         &url,
-        "SELECT count(*) FROM kcideploy_webhooks WHERE acked_at IS NULL",
+        "SELECT count(*), count(*) FILTER (WHERE acks = 1), count(DISTINCT accepted_by) \
+         FROM kcideploy_webhooks",
     );
-    assert_eq!(rows, "0", "deliveries left unacknowledged");
+    assert_eq!(
+        rows,
+        format!("{n}|{n}|2", n = sent.len() + 1),
+        "rows, acked once, replicas"
+    );
 }
 
 #[test]

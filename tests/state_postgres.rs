@@ -116,7 +116,10 @@ fn runs_and_step_ends_are_rows() {
     assert_eq!(ids, ["r1", "r2", "r3"]);
     assert_eq!(
         rows("SELECT max(version) FROM kcideploy_schema_version"),
-        "1"
+        kcideploy::state::postgres::schema::MIGRATIONS
+            .len()
+            .to_string(),
+        "every migration applied on first use"
     );
 
     // A step's end, as a row, is in the state read until the run's end folds it in.

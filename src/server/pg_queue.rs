@@ -159,7 +159,11 @@ impl PgQueue {
 
     /// Done with an entry (it stays, acknowledged, so a redelivery is still recognised).
     pub async fn ack(&self, delivery: &str) -> Result<(), String> {
-        self.set(delivery, "acked_at = now()").await
+        self.set(
+            delivery,
+            "acked_at = coalesce(acked_at, now()), acks = acks + 1",
+        )
+        .await
     }
 
     /// Remember that the bot answered this delivery.
@@ -167,14 +171,40 @@ impl PgQueue {
         self.set(delivery, "replied = true").await
     }
 
+    /// Update a delivery's row, only while the leader row names this replica: a replica
+    /// that lost the lead (and has not yet noticed) changes nothing the new leader reads.
     async fn set(&self, delivery: &str, what: &'static str) -> Result<(), String> {
-        let (name, delivery) = (self.pg.name().to_string(), delivery.to_string());
-        let sql = format!("UPDATE kcideploy_webhooks SET {what} WHERE name = $1 AND delivery = $2");
-        self.query("update the webhook queue", async |c| {
-            c.execute(&sql, &[&name, &delivery]).await
+        let name = self.pg.name().to_string();
+        let (delivery, replica) = (delivery.to_string(), self.replica.to_string());
+        let sql = format!(
+            "UPDATE kcideploy_webhooks SET {what} WHERE name = $1 AND delivery = $2 \
+             AND EXISTS (SELECT 1 FROM kcideploy_leader l WHERE l.name = $1 AND l.replica = $3)"
+        );
+        let changed = self
+            .query("update the webhook queue", async |c| {
+                c.execute(&sql, &[&name, &delivery, &replica]).await
+            })
+            .await?;
+        if changed == 0 && self.leads_elsewhere().await? {
+            return Err(format!(
+                "delivery {delivery} left as it is: another replica leads now"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the leader row names another replica.
+    async fn leads_elsewhere(&self) -> Result<bool, String> {
+        let (name, replica) = (self.pg.name().to_string(), self.replica.to_string());
+        self.query("read the leader", async |c| {
+            c.query_opt(
+                "SELECT 1 FROM kcideploy_leader WHERE name = $1 AND replica <> $2",
+                &[&name, &replica],
+            )
+            .await
         })
         .await
-        .map(|_| ())
+        .map(|row| row.is_some())
     }
 
     /// This replica's name.

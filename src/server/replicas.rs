@@ -4,6 +4,7 @@
 //! `serve` does. A new leader starts with what the table holds unacknowledged and resumes
 //! an interrupted run ([`super::worker`]).
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,11 +84,11 @@ pub(super) async fn follow_until_leader(
                 return true;
             }
             Role::Follower(leader) => publish(hub, &me, ReplicaRole::Follower, leader),
-            // Never leader yet: nothing to give up.
-            Role::Deposed(_) => {}
+            // Lost before the worker started: nothing to give up but the process.
+            Role::Deposed(why) => deposed(&why),
         }
         tokio::select! {
-            changed = role.changed() => if changed.is_err() { return false },
+            changed = role.changed() => if changed.is_err() { deposed("the campaign ended") },
             _ = stop.changed() => return false,
         }
     }
@@ -102,19 +103,24 @@ fn publish(hub: &Hub, me: &Replica, role: ReplicaRole, leader: Option<Replica>) 
 }
 
 /// Send every unacknowledged delivery of the table to the worker, each once, as they come.
+/// Every poll reads all the rows not yet acknowledged, not only those after the last one
+/// seen: replicas commit concurrently, so a row can become visible after a later one.
 async fn feed(table: PgQueue, sink: mpsc::UnboundedSender<Entry>) {
-    let mut last = 0i64;
+    let mut sent: HashSet<String> = HashSet::new();
     let mut said = false;
     loop {
-        match table.pending_after(last).await {
+        match table.pending_after(0).await {
             Ok(entries) => {
                 said = false;
-                for (seq, entry) in entries {
-                    last = last.max(seq);
-                    if sink.send(entry).is_err() {
+                let waiting: HashSet<String> =
+                    entries.iter().map(|(_, e)| e.delivery.clone()).collect();
+                for (_, entry) in entries {
+                    if !sent.contains(&entry.delivery) && sink.send(entry).is_err() {
                         return;
                     }
                 }
+                // What was acknowledged since is forgotten; the rest stays sent.
+                sent = waiting;
             }
             Err(e) if !said => {
                 tracing::warn!("cannot read the webhook queue: {e}");
@@ -131,9 +137,18 @@ async fn feed(table: PgQueue, sink: mpsc::UnboundedSender<Entry>) {
 /// their parent dies), and the new leader resumes the run.
 async fn fence(mut role: watch::Receiver<Role>) {
     while role.changed().await.is_ok() {
-        if let Role::Deposed(why) = &*role.borrow() {
-            eprintln!("kcideploy serve: this replica lost the lead ({why}); exiting");
-            std::process::exit(i32::from(crate::exit::ExitStatus::Error.code()));
+        let lost = match &*role.borrow() {
+            Role::Deposed(why) => Some(why.clone()),
+            _ => None,
+        };
+        if let Some(why) = lost {
+            deposed(&why);
         }
     }
+}
+
+/// The lead is lost: end the process (status 1) before it can do anything more.
+fn deposed(why: &str) -> ! {
+    eprintln!("kcideploy serve: this replica lost the lead ({why}); exiting");
+    std::process::exit(i32::from(crate::exit::ExitStatus::Error.code()));
 }

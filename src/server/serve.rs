@@ -172,15 +172,13 @@ async fn run(hub: Arc<Hub>, secret: Vec<u8>, cron: Option<Cron>) -> Result<ExitS
                 None
             }
         }
-        (Some(worker), candidate) => {
-            match candidate {
-                Some(c) => {
-                    let _ = super::replicas::follow_until_leader(&hub, c, sink, &mut stop_rx).await;
-                }
-                None => {
-                    hub.metrics.leader.set(1);
-                }
-            }
+        (Some(worker), Some(c)) => {
+            // It leads already: this starts the feed and the fence, or it was stopped.
+            let leads = super::replicas::follow_until_leader(&hub, c, sink, &mut stop_rx).await;
+            leads.then_some(worker)
+        }
+        (Some(worker), None) => {
+            hub.metrics.leader.set(1);
             Some(worker)
         }
         (None, None) => None,

@@ -171,24 +171,28 @@ impl Postgres {
         assert!(self.try_run(program, args), "{program} failed");
     }
 
-    /// Stops the cluster if this test process dies without dropping it.
+    /// Stops the cluster and removes its directory if this test process dies without dropping
+    /// it (the binary's [`shared`] cluster, a static, always does). It runs as this process's
+    /// user: it stops the postmaster by signal (SIGQUIT: immediate shutdown), which needs no
+    /// `pg_ctl` as the cluster's owner, and may remove the directory this process made.
     fn watchdog(&self) {
+        let data = self.data();
         let script = format!(
-            "while [ -d /proc/{} ]; do sleep 1; done; {} -D {} stop -m immediate >/dev/null 2>&1",
-            std::process::id(),
-            self.bin.join("pg_ctl").display(),
-            self.data()
+            "while [ -d /proc/{pid} ]; do sleep 1; done; \
+             master=$(head -1 '{data}/postmaster.pid' 2>/dev/null); \
+             [ -n \"$master\" ] && kill -QUIT \"$master\" 2>/dev/null; \
+             for _ in $(seq 100); do [ -n \"$master\" ] && [ -d /proc/$master ] || break; sleep 0.1; done; \
+             rm -rf '{dir}'",
+            pid = std::process::id(),
+            dir = self.dir.path().display(),
         );
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", &script])
+        let _ = Command::new("sh")
+            .args(["-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .process_group(0);
-        if let Some((uid, gid)) = self.owner {
-            cmd.uid(uid).gid(gid);
-        }
-        let _ = cmd.spawn();
+            .process_group(0)
+            .spawn();
     }
 
     /// The URL of `database` (no password: trust).

@@ -50,6 +50,7 @@ pub const MIGRATIONS: &[&str] = &[
         delivery text NOT NULL,
         entry jsonb NOT NULL,
         replied boolean NOT NULL DEFAULT false,
+        acks integer NOT NULL DEFAULT 0,
         accepted_by text NOT NULL,
         accepted_at timestamptz NOT NULL DEFAULT now(),
         acked_at timestamptz,
