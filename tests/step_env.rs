@@ -200,3 +200,35 @@ fn pass_env_takes_variable_names() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_output_in_a_shell_script_is_a_value_never_shell_code() {
+    // A step that ran a PR's code publishes an output meant to run a command in the next
+    // step, which is given the token.
+    let fx = Fixture::new();
+    fx.repo("pipe", &[("config/a.yaml", Some("a: 1\n"))]);
+    let out = fx.path().display().to_string();
+    let plan = fx.plan_file(&plan(&format!(
+        r#"  build:
+    kind: command
+    on: [config]
+    with: {{ shell: "echo 'url=https://x/a; touch {out}/pwned; echo $(id)' > \"$KCIDEPLOY_OUTPUT\"" }}
+  use:
+    kind: command
+    on: [config]
+    needs: [build]
+    with: {{ shell: "echo got ${{steps.build.outputs.url}} > {out}/got; echo \"quoted ${{steps.build.outputs.url}}\" >> {out}/got", pass_env: [GITHUB_TOKEN] }}
+"#
+    )));
+    let (code, stdout, stderr) = apply(&plan);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        !fx.path().join("pwned").exists(),
+        "the output ran as shell code"
+    );
+    assert_eq!(
+        read(&fx.path().join("got")),
+        "got https://x/a; touch {out}/pwned; echo $(id)\nquoted https://x/a; touch {out}/pwned; echo $(id)\n"
+            .replace("{out}", &out)
+    );
+}

@@ -69,7 +69,7 @@ pub fn references(text: &str) -> Result<Vec<StepRef>, String> {
 /// `text` with each reference replaced by `lookup(step, key)`, or the first error.
 pub fn substitute(
     text: &str,
-    lookup: impl Fn(&str, &str) -> Result<String, String>,
+    mut lookup: impl FnMut(&str, &str) -> Result<String, String>,
 ) -> Result<String, String> {
     let refs = references(text)?;
     let mut out = String::with_capacity(text.len());

@@ -17,9 +17,15 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &CommandWith) -> Result<Outputs, S
     // `${repos.<name>.sha}`, `${cycle}`, `${plan}` as the plan shows them, and other steps'
     // `${steps.<name>.outputs.<key>}`; other `${...}` (a shell's own) are left alone.
     let known = |text: &str| outputs::substitute(ctx, &vars.substitute_known(text));
+    // In a shell script, outputs are variables the shell expands, not text it parses.
+    let mut output_vars = Vec::new();
     let argv: Vec<String> = match (&with.run, &with.shell) {
         (Some(run), _) => run.iter().map(|a| known(a)).collect::<Result<_, _>>()?,
-        (None, Some(shell)) => vec!["sh".into(), "-c".into(), known(shell)?],
+        (None, Some(shell)) => {
+            let (script, vars) = outputs::substitute_shell(ctx, &vars.substitute_known(shell))?;
+            output_vars = vars;
+            vec!["sh".into(), "-c".into(), script]
+        }
         (None, None) => return Err(StepError::Failed("no with.run or with.shell".into())),
     };
     let Some((program, args)) = argv.split_first() else {
@@ -38,6 +44,7 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &CommandWith) -> Result<Outputs, S
         .current_dir(&cwd)
         .envs(env)
         .envs(files.env())
+        .envs(output_vars)
         .envs(step_env);
     ctx.process(cmd, program, false).await?;
     files.read(ctx.log)

@@ -40,7 +40,32 @@ fn published(ctx: &StepCtx<'_>, name: &str) -> Option<BTreeMap<String, String>> 
 
 /// `text` with `${steps.<step>.outputs.<key>}` replaced.
 pub fn substitute(ctx: &StepCtx<'_>, text: &str) -> Result<String, StepError> {
-    step_refs::substitute(text, |step, key| {
+    step_refs::substitute(text, |step, key| lookup(ctx, step, key)).map_err(StepError::Failed)
+}
+
+/// A shell script with each `${steps.<step>.outputs.<key>}` replaced by a reference to an
+/// environment variable (`${KCIDEPLOY_OUTPUT_<n>}`) that holds the value, and those
+/// variables: a value is expanded by the shell, never parsed as shell code, so an output
+/// of a step that ran a PR's code cannot run commands in this one.
+pub fn substitute_shell(
+    ctx: &StepCtx<'_>,
+    script: &str,
+) -> Result<(String, Vec<(String, String)>), StepError> {
+    let mut vars: Vec<(String, String)> = Vec::new();
+    let text = step_refs::substitute(script, |step, key| {
+        let value = lookup(ctx, step, key)?;
+        let name = format!("KCIDEPLOY_OUTPUT_{}", vars.len() + 1);
+        let reference = format!("${{{name}}}");
+        vars.push((name, value));
+        Ok(reference)
+    })
+    .map_err(StepError::Failed)?;
+    Ok((text, vars))
+}
+
+/// The value of one reference, or why there is none.
+fn lookup(ctx: &StepCtx<'_>, step: &str, key: &str) -> Result<String, String> {
+    {
         let outputs = published(ctx, step).ok_or_else(|| {
             format!("`${{steps.{step}.outputs.{key}}}`: step `{step}` has published no outputs yet")
         })?;
@@ -51,8 +76,7 @@ pub fn substitute(ctx: &StepCtx<'_>, text: &str) -> Result<String, StepError> {
                 known.join(", ")
             )
         })
-    })
-    .map_err(StepError::Failed)
+    }
 }
 
 impl Files {
