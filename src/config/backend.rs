@@ -36,7 +36,7 @@ pub const BACKEND_ENV: &str = "KCIDEPLOY_BACKEND";
 /// The `-backend-config` option, set once by the command line before any command runs.
 static OVERRIDE: OnceLock<String> = OnceLock::new();
 
-/// Make `setting` (`local`, `local:PATH` or `postgres://...`) the backend of every plan file
+/// Make `setting` (`local` or `postgres://...`) the backend of every plan file
 /// this process loads (the `-backend-config` option). The first call wins.
 pub fn set_override(setting: String) {
     let _ = OVERRIDE.set(setting);
@@ -119,7 +119,8 @@ pub enum BackendError {
 }
 
 /// Split the password out of a `postgres://` URL: `(url without it, password)`. Both the
-/// `user:password@` part and a `password=` query parameter are taken out.
+/// `user:password@` part and a `password=` query parameter are taken out, and
+/// percent-decoded as libpq does (`p%40ss` is `p@ss`).
 pub fn split_password(url: &str) -> (String, Option<String>) {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let (authority, tail) = match rest.find(['/', '?']) {
@@ -130,7 +131,7 @@ pub fn split_password(url: &str) -> (String, Option<String>) {
     let authority = match authority.rsplit_once('@') {
         Some((userinfo, hosts)) => match userinfo.split_once(':') {
             Some((user, pass)) => {
-                password = Some(pass.to_string());
+                password = Some(decode(pass));
                 format!("{user}@{hosts}")
             }
             None => authority.to_string(),
@@ -143,7 +144,7 @@ pub fn split_password(url: &str) -> (String, Option<String>) {
                 .split('&')
                 .filter(|kv| match kv.strip_prefix("password=") {
                     Some(p) => {
-                        password = Some(p.to_string());
+                        password = Some(decode(p));
                         false
                     }
                     None => true,
@@ -158,6 +159,13 @@ pub fn split_password(url: &str) -> (String, Option<String>) {
         None => tail.to_string(),
     };
     (format!("{scheme}://{authority}{tail}"), password)
+}
+
+/// A percent-encoded URL part, decoded (bytes that are not UTF-8 are replaced).
+fn decode(part: &str) -> String {
+    percent_encoding::percent_decode_str(part)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Parse one setting; `origin` names where it came from, `password_allowed` whether it may
@@ -245,6 +253,12 @@ mod tests {
         let (url, pw) = split_password("postgres://kci@db/state?password=s3cret&connect_timeout=5");
         assert_eq!(url, "postgres://kci@db/state?connect_timeout=5");
         assert_eq!(pw.as_deref(), Some("s3cret"));
+        // Percent-encoded, as libpq reads it.
+        let (url, pw) = split_password("postgres://kci:p%40ss%2Fw%3Fd@db/x?password=no");
+        assert_eq!(url, "postgres://kci@db/x");
+        assert_eq!(pw.as_deref(), Some("no"), "the query's comes last");
+        let (_, pw) = split_password("postgres://kci:p%40ss%2Fw%3Fd@db/x");
+        assert_eq!(pw.as_deref(), Some("p@ss/w?d"));
         let from_env = parse("postgres://kci:s3cret@db/x", BACKEND_ENV, true).expect("env");
         assert!(!format!("{from_env} {from_env:?}").contains("s3cret"));
         let BackendSetting::Postgres(url) = &from_env else {

@@ -212,11 +212,15 @@ async fn accept(app: &App, headers: &HeaderMap, body: &[u8]) -> Reply {
                     )
                 }
                 Ok(Pushed::Duplicate) => duplicate(),
-                Err(e) => (
-                    "error",
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("cannot queue the event: {e}\n"),
-                ),
+                Err(e) => {
+                    // The cause (a path, the database's address) is for the server log.
+                    tracing::error!("cannot queue delivery {delivery}: {e}");
+                    (
+                        "error",
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "cannot queue the event; the server log has the cause\n".into(),
+                    )
+                }
             }
         }
     }

@@ -111,7 +111,11 @@ impl tower_service::Service<hyper::Uri> for Connector {
     fn call(&mut self, _: hyper::Uri) -> Self::Future {
         let (args, said) = (self.args.clone(), self.said.clone());
         Box::pin(async move {
-            let mut child = Command::new("ssh")
+            let mut ssh = Command::new("ssh");
+            // What ssh and its agent need, not kcideploy's secrets (tokens, the database
+            // password), which a `ProxyCommand` of the user's ssh config would see.
+            crate::apply::process::clean_env(&mut ssh, crate::apply::process::Inherit::Git, &[]);
+            let mut child = ssh
                 .args(&args)
                 .args(["docker", "system", "dial-stdio"])
                 .stdin(Stdio::piped())
