@@ -208,6 +208,19 @@ fn the_lock_is_a_session_lock_with_its_holder_in_a_row() {
         .lock("apply", Duration::ZERO)
         .expect("after the session ended");
     assert_ne!(third.info.id, second.info.id);
+
+    // `force-unlock --force` ends the session that holds the lock now and removes its row;
+    // reading who holds it never takes the lock (a concurrent apply is not refused).
+    assert_eq!(backend.holder().expect("holder"), Some(third.info.clone()));
+    let removed = backend
+        .force_unlock(&third.info.id, true)
+        .expect("force-unlock");
+    assert_eq!(removed, third.info);
+    assert_eq!(backend.holder().expect("holder"), None, "unlocked");
+    let fourth = backend
+        .lock("apply", Duration::ZERO)
+        .expect("after force-unlock");
+    assert_ne!(fourth.info.id, third.info.id);
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use tokio_postgres::Client;
 
-use super::{PgState, cause, lock_key};
+use super::{PgState, lock_key};
 use crate::state::lock::{LockError, LockInfo, alive, hostname};
 
 /// The lock, held while this lives: its connection holds the advisory lock.
@@ -32,8 +32,37 @@ fn failed(state: &PgState, doing: &str, e: impl std::fmt::Display) -> LockError 
     }
 }
 
-fn sql(state: &PgState, doing: &str) -> impl Fn(tokio_postgres::Error) -> LockError {
-    move |e| failed(state, doing, cause(&e))
+/// `work` within the backend's call timeout; an error names the server and what failed.
+async fn timed<T>(
+    state: &PgState,
+    doing: &str,
+    work: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, LockError> {
+    super::within(work)
+        .await
+        .map_err(|e| failed(state, doing, e))
+}
+
+/// The database session holding the advisory lock `key`, if any (`pg_locks` shows a bigint
+/// key as its high and low 32 bits, `classid` and `objid`, with `objsubid` 1).
+async fn holding_session(
+    state: &PgState,
+    client: &Client,
+    key: i64,
+) -> Result<Option<i32>, LockError> {
+    let row = timed(
+        state,
+        "cannot read the lock",
+        client.query_opt(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 \
+             AND classid = (($1::bigint >> 32) & 4294967295)::oid \
+             AND objid = ($1::bigint & 4294967295)::oid \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[&key],
+        ),
+    )
+    .await?;
+    Ok(row.map(|r| r.get(0)))
 }
 
 async fn connect(state: &PgState) -> Result<Client, LockError> {
@@ -44,13 +73,15 @@ async fn connect(state: &PgState) -> Result<Client, LockError> {
 
 /// The holder the row names (when the advisory lock is held by somebody).
 async fn row(client: &Client, state: &PgState) -> Result<Option<LockInfo>, LockError> {
-    let row = client
-        .query_opt(
+    let row = timed(
+        state,
+        "cannot read the lock",
+        client.query_opt(
             "SELECT id, pid, host, operation, created FROM kcideploy_lock WHERE name = $1",
             &[&state.name()],
-        )
-        .await
-        .map_err(sql(state, "cannot read the lock"))?;
+        ),
+    )
+    .await?;
     Ok(row.map(|r| LockInfo {
         id: r.get(0),
         pid: u32::try_from(r.get::<_, i64>(1)).unwrap_or(0),
@@ -73,11 +104,13 @@ pub async fn acquire(
     let start = Instant::now();
     let mut pause = Duration::from_millis(20);
     loop {
-        let took: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
-            .await
-            .map_err(sql(state, "cannot take the lock"))?
-            .get(0);
+        let took: bool = timed(
+            state,
+            "cannot take the lock",
+            client.query_one("SELECT pg_try_advisory_lock($1)", &[&key]),
+        )
+        .await?
+        .get(0);
         if took {
             let info = LockInfo {
                 id: crate::support::random_id(),
@@ -86,8 +119,10 @@ pub async fn acquire(
                 operation: operation.to_string(),
                 created: Timestamp::now(),
             };
-            client
-                .execute(
+            timed(
+                state,
+                "cannot record the lock's holder",
+                client.execute(
                     "INSERT INTO kcideploy_lock (name, id, pid, host, operation, created, backend_pid)
                      VALUES ($1, $2, $3, $4, $5, $6, pg_backend_pid())
                      ON CONFLICT (name) DO UPDATE SET id = excluded.id, pid = excluded.pid,
@@ -101,9 +136,9 @@ pub async fn acquire(
                         &info.operation,
                         &info.created.to_string(),
                     ],
-                )
-                .await
-                .map_err(sql(state, "cannot record the lock's holder"))?;
+                ),
+            )
+            .await?;
             return Ok(PgLock {
                 client: Some(client),
                 key,
@@ -152,20 +187,13 @@ impl Drop for PgLock {
     }
 }
 
-/// Who holds the lock: the row, when the advisory lock is taken.
+/// Who holds the lock: the row, when a session holds the advisory lock (read from
+/// `pg_locks`, without taking the lock: a test by taking it would make a concurrent
+/// `apply` fail).
 pub async fn holder(state: &PgState) -> Result<Option<LockInfo>, LockError> {
     let client = connect(state).await?;
     let key = lock_key(state.name());
-    let free: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
-        .await
-        .map_err(sql(state, "cannot test the lock"))?
-        .get(0);
-    if free {
-        client
-            .execute("SELECT pg_advisory_unlock($1)", &[&key])
-            .await
-            .map_err(sql(state, "cannot test the lock"))?;
+    if holding_session(state, &client, key).await?.is_none() {
         return Ok(None);
     }
     Ok(row(&client, state).await?.or_else(|| {
@@ -197,19 +225,23 @@ pub async fn force_unlock(state: &PgState, id: &str, force: bool) -> Result<Lock
         return Err(LockError::HolderAlive { holder: info });
     }
     let client = connect(state).await?;
-    client
-        .execute(
-            "SELECT pg_terminate_backend(backend_pid) FROM kcideploy_lock WHERE name = $1 AND id = $2",
-            &[&state.name(), &id],
+    // The session that holds the lock now, as the server sees it (the row's could be stale).
+    if let Some(session) = holding_session(state, &client, lock_key(state.name())).await? {
+        timed(
+            state,
+            "cannot end the holder's session",
+            client.execute("SELECT pg_terminate_backend($1)", &[&session]),
         )
-        .await
-        .map_err(sql(state, "cannot end the holder's session"))?;
-    client
-        .execute(
+        .await?;
+    }
+    timed(
+        state,
+        "cannot remove the lock's row",
+        client.execute(
             "DELETE FROM kcideploy_lock WHERE name = $1 AND id = $2",
             &[&state.name(), &id],
-        )
-        .await
-        .map_err(sql(state, "cannot remove the lock's row"))?;
+        ),
+    )
+    .await?;
     Ok(info)
 }

@@ -478,7 +478,7 @@ impl PgState {
 }
 
 /// `work` with the call timeout.
-async fn within<T>(
+pub(super) async fn within<T>(
     work: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, String> {
     match tokio::time::timeout(CALL_TIMEOUT, work).await {
