@@ -8,15 +8,16 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::process::{ExitStatus, Stdio};
+use std::os::fd::AsRawFd;
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::watch;
 
-use super::lifeline;
+use super::{lifeline, spawn};
 use crate::state::journal::{Entry, Journal, SpawnedLine};
 
 /// How far a run is being stopped. Only escalates.
@@ -139,7 +140,9 @@ pub struct Io<'a> {
 
 /// Run `cmd` to completion in its own process group, which dies with kcideploy; stopped as
 /// a cancel would stop it when it runs longer than `limit` (a network operation's own time
-/// limit, shorter than its step's).
+/// limit, shorter than its step's). `cmd`'s environment must have been cleared
+/// ([`clean_env`]): only what it sets is passed. Started by [`spawn`] (no `fork`); killed
+/// if the attempt is dropped before it ends.
 pub async fn run_within(
     mut cmd: Command,
     program: &str,
@@ -152,15 +155,6 @@ pub async fn run_within(
     cancel: &mut watch::Receiver<Cancel>,
     limit: Option<Duration>,
 ) -> Result<Finished, ProcessError> {
-    cmd.stdin(Stdio::null())
-        .stderr(log.try_clone()?)
-        .process_group(0)
-        .kill_on_drop(true);
-    if capture {
-        cmd.stdout(Stdio::piped());
-    } else {
-        cmd.stdout(log.try_clone()?);
-    }
     let record = journal.map(|(journal, run, step)| {
         cmd.env("KCIDEPLOY_RUN_ID", run);
         lifeline::Record {
@@ -168,16 +162,32 @@ pub async fn run_within(
             line: SpawnedLine::new(run, step, lifeline::this_process()),
         }
     });
-    lifeline::arm(&mut cmd, grace, record);
-    let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
+    let spawn_error = |source| ProcessError::Spawn {
         program: program.to_string(),
         source,
-    })?;
+    };
+    let spec = spawn::Spec::new(cmd.as_std()).map_err(spawn_error)?;
+    let pipe = if capture { Some(spawn::pipe()?) } else { None };
+    let stdio = spawn::Stdio {
+        stdin: spawn::dev_null()?,
+        stdout: pipe
+            .as_ref()
+            .map_or(log.as_raw_fd(), |(_, write)| write.as_raw_fd()),
+        stderr: log.as_raw_fd(),
+    };
+    let mut armed = lifeline::arm(grace, record);
+    let mut child = spawn::spawn(&spec, stdio, || armed.before_exec()).map_err(spawn_error)?;
     let mut group = child.id().map(|pid| Group::new(pid as i32, journal));
-    let mut stdout_pipe = child.stdout.take();
+    let stdout_pipe = match pipe {
+        Some((read, write)) => {
+            drop(write);
+            Some(tokio::net::unix::pipe::Receiver::from_owned_fd(read)?)
+        }
+        None => None,
+    };
     let reader = tokio::spawn(async move {
         let mut buf = Vec::new();
-        if let Some(pipe) = stdout_pipe.as_mut() {
+        if let Some(mut pipe) = stdout_pipe {
             use tokio::io::AsyncReadExt;
             let _ = pipe.read_to_end(&mut buf).await;
         }
@@ -282,7 +292,7 @@ impl Drop for Group<'_> {
 }
 
 /// SIGTERM the child's process group, wait up to `grace` (or a kill request), then SIGKILL.
-async fn stop(child: &mut Child, grace: Duration, cancel: &mut watch::Receiver<Cancel>) {
+async fn stop(child: &mut spawn::Child, grace: Duration, cancel: &mut watch::Receiver<Cancel>) {
     let Some(pid) = child.id() else { return };
     let group = Pid::from_raw(pid as i32);
     let _ = killpg(group, Signal::SIGTERM);
