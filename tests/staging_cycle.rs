@@ -38,8 +38,15 @@ if [ "$1 $2" = "rootfs build" ]; then
   grep -q "^  $name:\$" config/core/rootfs-configs.yaml || fail "no rootfs config $name"
   all=; arch=
   for a in "$@"; do
-    case "$a" in --all-arches) all=1 ;; --arch) arch=1 ;; -*) fail "rootfs option $a" ;; esac
+    case "$a" in
+      --all-arches) all=1 ;;
+      --arch) arch=1 ;;
+      --output-dir|--cache-dir|--pull|--verbose) ;;
+      -*) fail "rootfs option $a" ;;
+    esac
   done
+  # doc/rootfs.md: artifacts go to <output-dir>/<configuration>/<architecture>/.
+  mkdir -p "output/$name/amd64" && echo rootfs > "output/$name/amd64/rootfs.cpio.gz"
   [ -n "$all$arch" ] || fail "rootfs build $name without --arch or --all-arches"
   [ "$all$arch" != 11 ] || fail "rootfs build $name with both --arch and --all-arches"
   echo "ROOTFS $name" >> "$log"
@@ -64,6 +71,16 @@ if [ -n "$arch" ]; then t="config/docker/$image-$arch.jinja2"; else t="config/do
 [ -f "$t" ] || fail "no template $t"
 for f in $frags; do [ -f "config/docker/fragment/$f.jinja2" ] || fail "no fragment $f"; done
 echo "BUILT $image${arch:+ --arch $arch}$frags" >> "$log"
+"#;
+
+/// `rsync -a --mkpath SRC DEST`: a rootfs published (rootfs.yml's `<type>/<name>/<version>/`).
+const RSYNC: &str = r#"#!/bin/sh
+log="$STUB_LOG"
+fail() { echo "stub rsync: $*" >&2; echo "BAD rsync: $*" >> "$log"; exit 2; }
+[ "$1 $2" = "-a --mkpath" ] || fail "options $1 $2"
+[ -d "$3" ] || fail "no $3 in $(pwd)"
+case "$4" in */debian/*/[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9].0/|*/buildroot/*/[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9].0/) ;; *) fail "destination $4" ;; esac
+echo "PUBLISHED $4" >> "$log"
 "#;
 
 /// `docker`: `tag ghcr.io/kernelci/staging-X kernelci/staging-X` and `push kernelci/staging-X`.
@@ -322,6 +339,7 @@ fn a_full_cycle_builds_rootfs_pushes_the_kernel_before_the_restart_and_checks_it
     stub(&stubs, "python3", PYTHON3, &log, &kernel);
     stub(&stubs, "docker", DOCKER, &log, &kernel);
     stub(&stubs, "docker-compose", COMPOSE, &log, &kernel);
+    stub(&stubs, "rsync", RSYNC, &log, &kernel);
     let path = format!(
         "{}:{}",
         stubs.display(),
@@ -360,6 +378,12 @@ fn a_full_cycle_builds_rootfs_pushes_the_kernel_before_the_restart_and_checks_it
             "{name}\n{calls}"
         );
     }
+    // Each rootfs published where rootfs.yml publishes it, and its URL kept in state.
+    assert!(calls.contains("PUBLISHED /debian/trixie-ltp/"), "{calls}");
+    assert!(
+        calls.contains("PUBLISHED /buildroot/buildroot-baseline/"),
+        "{calls}"
+    );
     // The kernel branch was there when the pipeline came up, and the check took that kernel.
     assert!(calls.contains("KERNEL-PUSHED-BEFORE-UP"), "{calls}");
     let state = kcideploy::state::LocalState::new(config.state_path())
@@ -371,6 +395,19 @@ fn a_full_cycle_builds_rootfs_pushes_the_kernel_before_the_restart_and_checks_it
         .outputs
         .clone()
         .expect("checked");
+    let url = &state.steps["build-rootfs[trixie]"]
+        .outputs
+        .as_ref()
+        .expect("built")["outputs"]["url"];
+    let url = url.as_str().expect("a url");
+    assert!(
+        url.starts_with("https://storage.kernelci.org/images/rootfs/debian/trixie/"),
+        "{url}"
+    );
+    assert_eq!(
+        state.steps["stage-rootfs"].result,
+        kcideploy::state::StepResult::Success
+    );
     assert_eq!(pushed["tree"], "next");
     assert_eq!(checked["commit"], pushed["commit"]);
     let head = git2::Repository::open_bare(&linux)

@@ -477,12 +477,22 @@ fn rootfs_builds_are_valid_kci_rootfs_commands_one_per_real_config() {
     assert_eq!(steps.len(), configs.len(), "{steps:?}");
     for (name, _) in &configs {
         let step = &config.file.steps[&format!("build-rootfs[{name}]")];
-        let run: Vec<&str> = step.with.value["run"]
-            .as_array()
-            .expect("run")
-            .iter()
-            .filter_map(|v| v.as_str())
+        // The build is one line of the step's script, the config in `$ROOTFS_NAME`.
+        let env_name = step.with.value["env"]["ROOTFS_NAME"]
+            .as_str()
+            .expect("ROOTFS_NAME");
+        assert_eq!(env_name, name);
+        let line = step.with.value["shell"]
+            .as_str()
+            .expect("shell")
+            .lines()
+            .find(|l| l.contains("kci rootfs build"))
+            .expect("kci rootfs build");
+        let words: Vec<String> = line
+            .split_whitespace()
+            .map(|w| w.trim_matches('"').replace("$ROOTFS_NAME", env_name))
             .collect();
+        let run: Vec<&str> = words.iter().map(String::as_str).collect();
         let at = run.iter().position(|w| *w == "rootfs").expect("kci rootfs");
         assert_eq!(
             &run[at..at + 3],

@@ -304,6 +304,17 @@ pub fn graph_of(
             );
         }
         graph.when_failed.push(watched);
+        let tolerated = step
+            .filter(|s| s.run_after_failures)
+            .map(|s| {
+                s.after
+                    .iter()
+                    .filter(|d| !s.needs.iter().any(|n| n.value == d.value))
+                    .filter_map(|d| names.iter().position(|n| *n == d.value))
+                    .collect()
+            })
+            .unwrap_or_default();
+        graph.tolerates.push(tolerated);
     }
     // Push before use (`crate::planner::graph::published_by`): ordering the plan file does
     // not write, between steps that both run.

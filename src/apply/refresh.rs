@@ -4,8 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use bollard::Docker;
-
 use super::kinds::docker;
 use crate::config::Config;
 use crate::config::kinds::KindSettings;
@@ -30,7 +28,7 @@ pub async fn drift_async(
     state: &State,
 ) -> Result<BTreeMap<String, String>, RefreshError> {
     let mut found = BTreeMap::new();
-    let mut daemon: Option<Docker> = None;
+    let mut daemons = docker::Daemons::default();
     for (name, record) in &state.steps {
         let Some(outputs) = &record.outputs else {
             continue;
@@ -44,11 +42,11 @@ pub async fn drift_async(
         };
         let detail = match config.settings(name) {
             KindSettings::DockerBuild(_) | KindSettings::ContainerRestart(_) => {
-                let docker = connected(&mut daemon).await.map_err(err)?;
+                let docker = daemons.of_step(config, name).await.map_err(err)?;
                 docker::drift(docker, outputs).await
             }
             KindSettings::DockerPush(_) => {
-                let docker = connected(&mut daemon).await.map_err(err)?;
+                let docker = daemons.of_step(config, name).await.map_err(err)?;
                 super::kinds::docker_push_drift(docker, outputs, &config.file.timeouts)
                     .await
                     .map_err(err)?
@@ -76,14 +74,4 @@ pub async fn drift_async(
         }
     }
     Ok(found)
-}
-
-/// The daemon, connected on first use.
-async fn connected(daemon: &mut Option<Docker>) -> Result<&Docker, String> {
-    if daemon.is_none() {
-        *daemon = Some(docker::connect().await?);
-    }
-    daemon
-        .as_ref()
-        .ok_or_else(|| "no Docker daemon".to_string())
 }

@@ -10,11 +10,15 @@ pub struct Graph {
     pub approve: Vec<bool>,
     /// `when_failed`: those of `deps` whose failure it waits for (it runs only if one failed).
     pub when_failed: Vec<Vec<usize>>,
+    /// `run_after_failures`: those of `deps` (its `after`) whose failure does not skip it.
+    pub tolerates: Vec<Vec<usize>>,
 }
 
 impl Graph {
+    /// Whether a failure of `d` lets `i` run (`when_failed`, `run_after_failures`).
     fn watches(&self, i: usize, d: usize) -> bool {
         self.when_failed.get(i).is_some_and(|w| w.contains(&d))
+            || self.tolerates.get(i).is_some_and(|t| t.contains(&d))
     }
 }
 
@@ -162,6 +166,7 @@ mod tests {
             deps: vec![vec![], vec![0], vec![1], vec![], vec![0]],
             approve: vec![false, false, false, false, true],
             when_failed: Vec::new(),
+            tolerates: Vec::new(),
         }
     }
 
@@ -241,7 +246,34 @@ mod tests {
             deps: vec![vec![], vec![0], vec![1]],
             approve: vec![false; 3],
             when_failed: vec![vec![], vec![0], vec![]],
+            tolerates: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_step_that_runs_after_failures_runs_once_they_finished() {
+        // a, b; c after both, tolerating them; d needs c.
+        let g = Graph {
+            deps: vec![vec![], vec![], vec![0, 1], vec![2]],
+            approve: vec![false; 4],
+            when_failed: Vec::new(),
+            tolerates: vec![vec![], vec![], vec![0, 1], vec![]],
+        };
+        let failed = Done(StepResult::Failed);
+        assert_eq!(
+            next(&g, &[failed, Running, Waiting, Waiting], 10, false),
+            []
+        );
+        let ok = Done(StepResult::Success);
+        assert_eq!(
+            next(&g, &[failed, ok, Waiting, Waiting], 10, false),
+            [Start(2)]
+        );
+        let skipped = Done(StepResult::Skipped);
+        assert_eq!(
+            next(&g, &[skipped, ok, Waiting, Waiting], 10, false),
+            [Start(2)]
+        );
     }
 
     #[test]

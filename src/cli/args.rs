@@ -162,6 +162,9 @@ pub enum Command {
     /// run whose full cycle passed was built on; a revision staging did not pass is refused.
     #[command(after_help = EXAMPLES_PROMOTE)]
     Promote(super::promote::PromoteArgs),
+    /// Open a PR against the configuration repo with the rootfs URLs that passed on staging.
+    #[command(name = "promote-rootfs", after_help = super::rootfs::EXAMPLES)]
+    PromoteRootfs(super::rootfs::PromoteRootfsArgs),
     /// Long-running service: GitHub webhooks, the staging policy, `@kcibot` commands,
     /// `/status` and `/metrics`. SIGTERM stops the running deploy cleanly.
     #[command(after_help = EXAMPLES_SERVE)]
@@ -532,6 +535,7 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
         "replace-state",
         "replace",
         "plan-only",
+        "dry-run",
     ];
     args.into_iter()
         .map(|arg| {

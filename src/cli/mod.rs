@@ -9,6 +9,7 @@ mod inspect;
 mod plan;
 pub mod promote;
 mod rollback;
+pub mod rootfs;
 mod run;
 mod state;
 
@@ -57,6 +58,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         } => run::cmd_run(file, at, no_notify, lock_timeout, scope.to_scope(), color),
         Command::Rollback(args) => rollback::cmd_rollback(args, color),
         Command::Promote(args) => promote::cmd_promote(args, color),
+        Command::PromoteRootfs(args) => rootfs::cmd_promote_rootfs(args),
         Command::Serve {
             file,
             listen,

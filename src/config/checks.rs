@@ -29,6 +29,9 @@ impl Config {
         c.steps();
         c.cycles();
         let mut errors = c.errors;
+        errors.extend(super::docker::errors(self, &c.src));
+        errors.extend(super::step_refs::check(self, &c.src));
+        errors.extend(super::rootfs::check(self, &c.src));
         errors.sort_by_key(|e| (e.line, e.column));
         errors
     }

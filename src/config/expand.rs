@@ -5,8 +5,8 @@
 //! steps and components.
 //!
 //! Where the item is available: a component's `repo`, `paths`, `exclude` and
-//! `description`; a step's `on`, `needs`, `after`, `description` and every string of `with:`
-//! (map keys too). In `with:`, a string that is one reference and nothing else takes the
+//! `description`; a step's `on`, `needs`, `after`, `description`, `docker_host` and every
+//! string of `with:` (map keys too). In `with:`, a string that is one reference and nothing else takes the
 //! item's value with its type (`"${each.value.fragments}"` is a list), and a list in a list
 //! is spliced into it (`run: [kci, "${each.value.fragments}"]`). `$${each.` is a literal
 //! `${each.`.
@@ -131,6 +131,7 @@ impl Definition for StepConfig {
         step.after = x.strings(&self.after, item);
         step.when_failed = x.strings(&self.when_failed, item);
         step.description = x.text(self.description.as_deref(), item, at);
+        step.docker_host = self.docker_host.as_ref().map(|h| x.string(h, item));
         let with_at = if self.with.referenced.line() > 0 {
             self.with.referenced
         } else {

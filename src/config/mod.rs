@@ -2,6 +2,7 @@
 
 mod chat;
 mod checks;
+pub mod docker;
 mod duration;
 mod errors;
 mod expand;
@@ -13,9 +14,11 @@ pub mod kubernetes;
 mod maintainer;
 pub mod names;
 mod required;
+pub mod rootfs;
 mod scan;
 pub mod schema;
 mod services;
+pub mod step_refs;
 mod types;
 
 use std::path::{Path, PathBuf};

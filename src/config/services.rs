@@ -120,7 +120,7 @@ impl Default for GithubConfig {
 #[serde(deny_unknown_fields)]
 pub struct Timeouts {
     /// Connecting to an HTTP(S) host, DNS and TLS included: the GitHub API, the KernelCI
-    /// API, `http_wait` URLs.
+    /// API, `http_wait` URLs; and to a Docker daemon (`docker.host`), until it answers.
     #[serde(default = "Timeouts::default_connect", deserialize_with = "positive")]
     pub connect: HumanDuration,
     /// One `git fetch`: a repo's branches and pending changes (plan, apply, serve), the

@@ -62,6 +62,9 @@ pub struct PlanFile {
     /// How long each network operation may take (git, GitHub, KernelCI, registries).
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// The Docker daemon of the Docker steps (default: `DOCKER_HOST`, else the local socket).
+    #[serde(default)]
+    pub docker: super::docker::DockerConfig,
     /// PR comments and commit statuses; `false` for dry runs.
     #[serde(default, deserialize_with = "NotifyConfig::flag_or_map")]
     #[schemars(with = "NotifySchema")]
@@ -69,6 +72,9 @@ pub struct PlanFile {
     /// `kcideploy serve`: the webhook secret, the bot and who may command it.
     #[serde(default)]
     pub server: ServerConfig,
+    /// Rootfs images built ahead, tested on staging, promoted (`kcideploy promote-rootfs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<super::rootfs::RootfsConfig>,
 }
 
 /// A file that plan files include (`include:`): the parts several plans share.
@@ -533,13 +539,21 @@ pub struct StepConfig {
     /// Attempts after the first one fails.
     #[serde(default)]
     pub retries: u32,
+    /// Docker steps: this step's daemon instead of `docker.host` (a build host), same forms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub docker_host: Option<SpannedString>,
     /// Wait before the first retry; doubles for each further one (default 2s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_delay: Option<HumanDuration>,
+    /// Run once the steps of `after` finished even when some failed or were skipped (a
+    /// stage step after a set of builds, some of which may fail); `needs` still skip it.
+    #[serde(default)]
+    pub run_after_failures: bool,
     /// One step per item, named `<name>[<key>]` (`build[gcc-14/arm64]`), as for components:
     /// a list of items, a matrix or `${lists.<name>}`. `${each.key}`, `${each.value}` and
-    /// `${each.value.<field>}` are replaced in `on`, `needs`, `after`, `description` and
-    /// `with`. Other steps name all of them by `<name>`.
+    /// `${each.value.<field>}` are replaced in `on`, `needs`, `after`, `description`,
+    /// `docker_host` and `with`. Other steps name all of them by `<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<ForEachSchema>")]
     pub for_each: Option<Spanned<ForEach>>,

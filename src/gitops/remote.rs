@@ -142,6 +142,23 @@ pub fn fetch(
     run(cmd, GitOp::Fetch, url, GitOp::Fetch.limit(timeouts)).map(|_| ())
 }
 
+/// Point `branch` of the remote at `sha` of the repository `git_dir` (`git push --force`:
+/// the branch is kcideploy's own, remade whole), within `timeouts.git_push`.
+pub fn push_branch(
+    git_dir: &Path,
+    url: &str,
+    sha: &str,
+    branch: &str,
+    timeouts: &Timeouts,
+) -> Result<(), RemoteError> {
+    let mut cmd = Command::new("git");
+    cmd.arg("--git-dir")
+        .arg(git_dir)
+        .args(["push", "--quiet", "--force", url])
+        .arg(format!("{sha}:refs/heads/{branch}"));
+    run(cmd, GitOp::Push, url, GitOp::Push.limit(timeouts)).map(|_| ())
+}
+
 /// The SHA the branch has on the remote now (`None`: no such branch), by `git ls-remote`
 /// within `timeouts.git_ls_remote`.
 pub fn branch_head(

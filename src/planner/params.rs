@@ -1,6 +1,6 @@
 //! What each step will do, resolved: its `with:` settings flattened to `key: value` lines with
 //! the plan's variables substituted (`${repos.<name>.sha}`, `.base`, `.branch`, `${cycle}`,
-//! `${plan}`), secrets masked. The plan shows them under each step, `plan --json` carries them,
+//! `${plan}`), secrets masked, and a Docker step's `docker_host` when the plan names one. The plan shows them under each step, `plan --json` carries them,
 //! state keeps those of each step's last success, and the next plan shows what changed
 //! against it (`~ key: old -> new`, a unified diff for multi-line values).
 
@@ -114,6 +114,12 @@ pub fn of_step(config: &Config, vars: &Vars<'_>, name: &str) -> Params {
     };
     for (key, value) in &step.with.value {
         flatten(vars, key, value, &mut out);
+    }
+    // The daemon the plan names: moving a step to another host is a visible change.
+    if crate::config::docker::uses_docker(step.kind.value)
+        && let Some(host) = config.docker_host(name).shown()
+    {
+        out.insert("docker_host".into(), host);
     }
     let passed: Vec<String> = out
         .iter()

@@ -15,34 +15,43 @@ const LONG: usize = 60;
 /// One line to print and whether it adds (`Some(true)`), removes (`Some(false)`) or neither.
 pub type Line = (String, Option<bool>);
 
+/// A setting as the plan file writes it: under `with:`, but for the step's `docker_host`.
+fn field(key: &str) -> String {
+    if key == "docker_host" {
+        key.to_string()
+    } else {
+        format!("with.{key}")
+    }
+}
+
 /// The lines under a step that runs.
 pub fn lines(step: &StepPlan) -> Vec<Line> {
     let mut out: Vec<Line> = Vec::new();
     if step.compared_with.is_none() {
         for (key, value) in &step.params {
-            push_value(&mut out, &format!("with.{key}: "), value, None);
+            push_value(&mut out, &format!("{}: ", field(key)), value, None);
         }
     } else {
         for change in &step.changes {
             match (&change.old, &change.new) {
                 (None, Some(new)) => push_value(
                     &mut out,
-                    &format!("+ with.{}: ", change.key),
+                    &format!("+ {}: ", field(&change.key)),
                     new,
                     Some(true),
                 ),
                 (Some(old), None) => push_value(
                     &mut out,
-                    &format!("- with.{}: ", change.key),
+                    &format!("- {}: ", field(&change.key)),
                     old,
                     Some(false),
                 ),
                 (Some(old), Some(new)) if !long(old) && !long(new) => out.push((
-                    format!("~ with.{}: {} -> {}", change.key, clean(old), clean(new)),
+                    format!("~ {}: {} -> {}", field(&change.key), clean(old), clean(new)),
                     None,
                 )),
                 (Some(old), Some(new)) => {
-                    out.push((format!("~ with.{}:", change.key), None));
+                    out.push((format!("~ {}:", field(&change.key)), None));
                     out.extend(diff(old, new));
                 }
                 (None, None) => {}

@@ -79,6 +79,8 @@ pub struct Fake {
     pub check_runs: HashMap<String, Vec<Value>>,
     /// Commit statuses per SHA, oldest first: set by tests and posted by kcideploy.
     pub commit_statuses: HashMap<String, Vec<Value>>,
+    /// Bodies of `POST .../pulls` (PRs opened), in order; each is then listed in `prs`.
+    pub opened: Vec<Value>,
 }
 
 /// Set check run `name` on `sha` (replacing one of that name): `status` and `conclusion`
@@ -534,10 +536,20 @@ async fn handle(
     let json_body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     match (method.as_str(), parts.as_slice()) {
         ("GET", ["repos", _, _, "pulls"]) => {
-            let mut prs = fake.prs.clone();
+            let head = query(&uri).get("head").cloned();
+            let mut prs: Vec<Value> = fake
+                .prs
+                .iter()
+                .filter(|p| {
+                    head.as_ref()
+                        .is_none_or(|h| p["head"]["label"] == h.as_str())
+                })
+                .cloned()
+                .collect();
             prs.sort_by_key(|p| std::cmp::Reverse(p["number"].as_u64()));
             page(&mut fake, &uri, &headers, &prs)
         }
+        ("POST", ["repos", _, _, "pulls"]) => open_pull(&mut fake, &json_body),
         ("GET", ["repos", _, _, "pulls", n]) => {
             fake.charged += 1;
             let n: u64 = n.parse().unwrap_or(0);
@@ -676,6 +688,60 @@ async fn handle(
             error(StatusCode::NOT_FOUND, "Not Found")
         }
     }
+}
+
+/// `POST /repos/{owner}/{repo}/pulls`: `201 Created` with the new PR (the REST shape), or
+/// GitHub's `422 Validation Failed` when a field is missing or a PR from that head is open.
+fn open_pull(fake: &mut Fake, body: &Value) -> Response {
+    fake.charged += 1;
+    let field = |k: &str| {
+        body[k]
+            .as_str()
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    let (Some(title), Some(head), Some(base)) = (field("title"), field("head"), field("base"))
+    else {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed");
+    };
+    let label = format!("kernelci:{head}");
+    if fake
+        .prs
+        .iter()
+        .any(|p| p["head"]["label"] == label.as_str())
+    {
+        let body = json!({"message": "Validation Failed", "errors": [{"resource": "PullRequest", "code": "custom", "message": format!("A pull request already exists for {label}.")}], "documentation_url": "https://docs.github.com/rest/pulls/pulls#create-a-pull-request", "status": "422"});
+        return json_response(StatusCode::UNPROCESSABLE_ENTITY, &body);
+    }
+    let number = fake
+        .prs
+        .iter()
+        .filter_map(|p| p["number"].as_u64())
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let mut pr = pr_object(&Pr {
+        number,
+        login: "kcibot",
+        head: String::new(),
+        branch: "",
+        base: &base,
+        labels: &[],
+        draft: false,
+        updated_at: jiff::Timestamp::now().as_second(),
+    });
+    pr["title"] = json!(title);
+    pr["body"] = body["body"].clone();
+    pr["head"]["ref"] = json!(head);
+    pr["head"]["label"] = json!(label);
+    pr["html_url"] = json!(format!("https://github.com/kernelci/core/pull/{number}"));
+    pr["url"] = json!(format!(
+        "https://api.github.com/repos/kernelci/core/pulls/{number}"
+    ));
+    pr["state"] = json!("open");
+    fake.opened.push(body.clone());
+    fake.prs.push(pr.clone());
+    json_response(StatusCode::CREATED, &pr)
 }
 
 /// A PR: a commit on main in the bare repo, `refs/pull/N/head`, and its REST object.

@@ -43,13 +43,13 @@ impl ReadBack {
     }
 }
 
-/// Reads the live system, connecting to the Docker daemon on first use.
+/// Reads the live system, connecting to each step's Docker daemon on first use.
 pub struct Reader<'a> {
     pub config: &'a Config,
     pub vars: Vars<'a>,
     /// The repos' caches (manifests are read at the adopted revision).
     pub cache_dir: &'a std::path::Path,
-    daemon: Option<Result<Docker, String>>,
+    daemons: docker::Daemons,
 }
 
 impl<'a> Reader<'a> {
@@ -58,35 +58,31 @@ impl<'a> Reader<'a> {
             config,
             vars,
             cache_dir,
-            daemon: None,
+            daemons: docker::Daemons::default(),
         }
     }
 
-    async fn docker(&mut self) -> Result<&Docker, String> {
-        if self.daemon.is_none() {
-            self.daemon = Some(docker::connect().await);
-        }
-        match &self.daemon {
-            Some(Ok(d)) => Ok(d),
-            Some(Err(e)) => Err(e.clone()),
-            None => Err("no Docker daemon".into()),
-        }
+    async fn docker(&mut self, step: &str) -> Result<&Docker, String> {
+        self.daemons.of_step(self.config, step).await
     }
 
     /// Step `name`'s outcome, read back.
     pub async fn step(&mut self, name: &str) -> ReadBack {
         match self.config.settings(name) {
-            KindSettings::DockerBuild(with) => match self.docker().await {
-                Ok(d) => docker_build(d, &with).await,
-                Err(e) => ReadBack::unknown(e),
-            },
+            KindSettings::DockerBuild(with) => {
+                let daemon = docker::Daemon::of(self.config, name).name();
+                match self.docker(name).await {
+                    Ok(d) => docker_build(d, &daemon, &with).await,
+                    Err(e) => ReadBack::unknown(e),
+                }
+            }
             KindSettings::ContainerRestart(with) => {
                 let wanted = match with.image.as_deref().map(|i| self.vars.substitute(i)) {
                     Some(Err(e)) => return ReadBack::unknown(format!("with.image: {e}")),
                     Some(Ok(i)) => Some(i),
                     None => None,
                 };
-                match self.docker().await {
+                match self.docker(name).await {
                     Ok(d) => containers(d, &with, wanted.as_deref()).await,
                     Err(e) => ReadBack::unknown(e),
                 }
@@ -99,7 +95,7 @@ impl<'a> Reader<'a> {
                     Err(e) => return ReadBack::unknown(format!("with.tags: {e}")),
                 };
                 let registry = self.config.file.timeouts.registry.0;
-                match self.docker().await {
+                match self.docker(name).await {
                     Ok(d) => pushed(d, &with, &tags, registry).await,
                     Err(e) => ReadBack::unknown(e),
                 }
@@ -130,7 +126,7 @@ impl<'a> Reader<'a> {
 /// `docker_build`: the image its first moving tag names, and the other tags on the same
 /// image. No content tag is recorded (a build by hand has none): the next build of changed
 /// inputs makes one.
-async fn docker_build(d: &Docker, with: &DockerBuildWith) -> ReadBack {
+async fn docker_build(d: &Docker, daemon: &str, with: &DockerBuildWith) -> ReadBack {
     let Some(first) = with.tags.first() else {
         return ReadBack::unknown(
             "the step moves no tag (with.tags), so the image it made cannot be found".into(),
@@ -142,7 +138,7 @@ async fn docker_build(d: &Docker, with: &DockerBuildWith) -> ReadBack {
         Err(e) => {
             return ReadBack::unknown(format!(
                 "no image {reference} on the Docker daemon at {}: {}",
-                docker::daemon_address(),
+                daemon,
                 crate::support::text::error_chain(&e)
             ));
         }

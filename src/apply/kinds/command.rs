@@ -3,22 +3,23 @@
 
 use tokio::process::Command;
 
-use super::{Attempt, Kind, StepCtx, StepError};
+use super::{Attempt, Kind, Outputs, StepCtx, StepError, outputs};
 use crate::apply::process::{self, Inherit};
 use crate::config::kinds::CommandWith;
 
-pub async fn run(ctx: &mut StepCtx<'_>, with: &CommandWith) -> Result<(), StepError> {
+pub async fn run(ctx: &mut StepCtx<'_>, with: &CommandWith) -> Result<Outputs, StepError> {
     let plan = &ctx.run.plan;
     let vars = crate::planner::params::Vars {
         repos: &plan.repos,
         cycle: plan.cycle,
         plan: &plan.name,
     };
-    // `${repos.<name>.sha}`, `${cycle}`, `${plan}` as the plan shows them; other `${...}`
-    // (a shell's own) are left alone.
+    // `${repos.<name>.sha}`, `${cycle}`, `${plan}` as the plan shows them, and other steps'
+    // `${steps.<name>.outputs.<key>}`; other `${...}` (a shell's own) are left alone.
+    let known = |text: &str| outputs::substitute(ctx, &vars.substitute_known(text));
     let argv: Vec<String> = match (&with.run, &with.shell) {
-        (Some(run), _) => run.iter().map(|a| vars.substitute_known(a)).collect(),
-        (None, Some(shell)) => vec!["sh".into(), "-c".into(), vars.substitute_known(shell)],
+        (Some(run), _) => run.iter().map(|a| known(a)).collect::<Result<_, _>>()?,
+        (None, Some(shell)) => vec!["sh".into(), "-c".into(), known(shell)?],
         (None, None) => return Err(StepError::Failed("no with.run or with.shell".into())),
     };
     let Some((program, args)) = argv.split_first() else {
@@ -30,11 +31,16 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &CommandWith) -> Result<(), StepEr
     let step_env: Vec<(String, String)> = with
         .env
         .iter()
-        .map(|(k, v)| (k.clone(), vars.substitute_known(v)))
-        .collect();
-    cmd.args(args).current_dir(&cwd).envs(env).envs(step_env);
+        .map(|(k, v)| Ok((k.clone(), known(v)?)))
+        .collect::<Result<_, StepError>>()?;
+    let files = outputs::Files::prepare(ctx)?;
+    cmd.args(args)
+        .current_dir(&cwd)
+        .envs(env)
+        .envs(files.env())
+        .envs(step_env);
     ctx.process(cmd, program, false).await?;
-    Ok(())
+    files.read(ctx.log)
 }
 
 /// `command`.
@@ -42,6 +48,6 @@ pub struct CommandStep(pub CommandWith);
 
 impl Kind for CommandStep {
     fn run<'a>(&'a self, ctx: &'a mut StepCtx<'_>) -> Attempt<'a> {
-        Box::pin(async move { run(ctx, &self.0).await.map(|()| None) })
+        Box::pin(run(ctx, &self.0))
     }
 }

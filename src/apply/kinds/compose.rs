@@ -2,7 +2,8 @@
 //! what answers. `deploy` is the staging script's restart: `pull`, `down --remove-orphans`,
 //! `up -d`, in a persistent checkout of the staging revision (see [`checkout`]) where the
 //! untracked `.env` and settings files live. When `down` fails, an optional recovery command
-//! runs (the script restarts containerd and dockerd) and `down` is tried once more.
+//! runs (the script restarts containerd and dockerd) and `down` is tried once more. On a
+//! daemon the plan names (`docker_host`, `docker.host`), compose gets its `DOCKER_HOST`.
 
 mod checkout;
 
@@ -59,6 +60,8 @@ struct Project<'a> {
     global: Vec<String>,
     cwd: PathBuf,
     env: Vec<(String, String)>,
+    /// The daemon the plan names for the step (`DOCKER_HOST` and TLS), set last.
+    docker: Vec<(String, String)>,
     with: &'a ComposeWith,
 }
 
@@ -71,6 +74,11 @@ impl Project<'_> {
             .current_dir(&self.cwd)
             .envs(self.env.iter().cloned())
             .envs(&self.with.env);
+        if !self.docker.is_empty() {
+            // A context would contradict the address the plan gives.
+            cmd.env_remove("DOCKER_CONTEXT")
+                .envs(self.docker.iter().cloned());
+        }
         cmd
     }
 
@@ -158,6 +166,7 @@ pub async fn run(ctx: &mut StepCtx<'_>, with: &ComposeWith) -> Result<(), StepEr
         global,
         cwd,
         env,
+        docker: super::docker::Daemon::of(&ctx.run.config, ctx.name).cli_env(),
         with,
     };
     match with.action {

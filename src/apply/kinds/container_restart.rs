@@ -8,7 +8,7 @@ use bollard::models::HealthStatusEnum;
 use bollard::query_parameters::{ListContainersOptions, RestartContainerOptions};
 use serde_json::json;
 
-use super::docker::{connect, failed};
+use super::docker::{Daemon, connect, failed};
 use super::recreate;
 use super::{Attempt, Kind, StepCtx, StepError};
 use crate::apply::process::{Cancel, cancelled};
@@ -19,7 +19,8 @@ pub async fn restart(
     ctx: &mut StepCtx<'_>,
     with: &ContainerRestartWith,
 ) -> Result<serde_json::Value, StepError> {
-    let docker = connect().await.map_err(StepError::Failed)?;
+    let daemon = Daemon::of(&ctx.run.config, ctx.name);
+    let docker = connect(ctx, &daemon).await?;
     let mut log = ctx.log;
     let names: Vec<String> = match &with.label {
         Some(label) => {

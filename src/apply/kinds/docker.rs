@@ -1,8 +1,10 @@
 //! What the Docker step kinds share (docker_build.rs, docker_push.rs, container_restart.rs,
-//! docker_prune.rs talk to the daemon's API through bollard): connecting, substitutions,
+//! docker_prune.rs talk to the daemon's API through bollard): the step's daemon (local, or
+//! another machine's over TCP with TLS or over ssh) and connecting to it, substitutions,
 //! registry credentials, time limits naming the daemon; and the drift checks behind
 //! `plan -refresh`.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::Docker;
@@ -11,6 +13,8 @@ use futures_util::StreamExt;
 
 use super::{StepCtx, StepError};
 use crate::apply::process::{Cancel, cancelled};
+use crate::config::Config;
+use crate::config::docker::{DockerScheme, scheme};
 
 /// Label on every image kcideploy builds.
 pub const LABEL: &str = "org.kernelci.kcideploy";
@@ -19,20 +23,155 @@ pub const LABEL_IMAGE: &str = "org.kernelci.kcideploy.image";
 /// The content digest, as a label.
 pub const LABEL_CONTENT: &str = "org.kernelci.kcideploy.content";
 
-/// The daemon's address, as `DOCKER_HOST` names it (or the local socket).
-pub fn daemon_address() -> String {
-    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+/// bollard's time limit of one request (the steps bound the whole work themselves).
+const REQUEST_TIMEOUT: u64 = 120;
+
+/// The Docker daemon one step talks to: the address the plan gives it (the step's
+/// `docker_host`, else `docker.host`) or the environment's (`DOCKER_HOST`, else the local
+/// socket), and the certificates of a `tcp://` daemon reached over TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Daemon {
+    /// The address (`unix:///...`, `tcp://host:port`, `ssh://user@host`).
+    pub address: String,
+    /// Whether the plan file names it (else it is the environment's).
+    planned: bool,
+    /// `ca.pem`, `cert.pem` and `key.pem`: `docker.cert_path`, else, with
+    /// `DOCKER_TLS_VERIFY` set, `DOCKER_CERT_PATH` (default `~/.docker`), as the docker CLI.
+    cert_path: Option<PathBuf>,
 }
 
-/// Connect to the daemon named by `DOCKER_HOST` (or the local socket), agreeing on an API version.
-pub async fn connect() -> Result<Docker, String> {
-    let where_ = daemon_address();
-    let docker = Docker::connect_with_defaults()
-        .map_err(|e| format!("cannot reach the Docker daemon at {where_}: {e}"))?;
-    docker
-        .negotiate_version()
-        .await
-        .map_err(|e| format!("cannot reach the Docker daemon at {where_}: {e}"))
+impl Daemon {
+    /// Step `step`'s daemon.
+    pub fn of(config: &Config, step: &str) -> Daemon {
+        let planned = config.docker_host(step);
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let cert_path = planned.cert_path.or_else(|| {
+            env("DOCKER_TLS_VERIFY")?;
+            env("DOCKER_CERT_PATH")
+                .map(PathBuf::from)
+                .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".docker")))
+        });
+        Daemon {
+            planned: planned.host.is_some(),
+            address: planned
+                .host
+                .or_else(|| env("DOCKER_HOST"))
+                .unwrap_or_else(|| "unix:///var/run/docker.sock".into()),
+            cert_path,
+        }
+    }
+
+    /// The certificates, when the daemon is reached over TLS.
+    fn tls(&self) -> Option<&Path> {
+        let tcp = scheme(&self.address) == Ok(DockerScheme::Tcp);
+        self.cert_path.as_deref().filter(|_| tcp)
+    }
+
+    /// The daemon as messages name it: its address, and TLS.
+    pub fn name(&self) -> String {
+        let tls = if self.tls().is_some() { " (TLS)" } else { "" };
+        format!("{}{tls}", self.address)
+    }
+
+    /// What a docker CLI (compose) needs in its environment to talk to this daemon, when
+    /// the plan names it (otherwise the inherited `DOCKER_*` variables already do).
+    pub fn cli_env(&self) -> Vec<(String, String)> {
+        if !self.planned {
+            return Vec::new();
+        }
+        let mut env = vec![("DOCKER_HOST".to_string(), self.address.clone())];
+        if let Some(certs) = self.tls() {
+            env.push(("DOCKER_CERT_PATH".into(), certs.display().to_string()));
+            env.push(("DOCKER_TLS_VERIFY".into(), "1".into()));
+        }
+        env
+    }
+
+    /// Connect and agree on an API version within `limit` (`timeouts.connect`); the error
+    /// names the daemon and the cause.
+    pub async fn connect(&self, limit: Duration) -> Result<Docker, String> {
+        let fail =
+            |cause: String| format!("cannot reach the Docker daemon at {}: {cause}", self.name());
+        let (docker, ssh) = self.client(limit).map_err(fail)?;
+        // What ssh said (`Permission denied`, `Host key verification failed`) says why.
+        let said = || {
+            let last = ssh.as_ref().and_then(|s| s.last());
+            last.map(|s| format!(" (ssh: {s})")).unwrap_or_default()
+        };
+        match tokio::time::timeout(limit, docker.negotiate_version()).await {
+            Ok(Ok(docker)) => Ok(docker),
+            Ok(Err(e)) => Err(fail(format!(
+                "{}{}",
+                crate::support::text::error_chain(&e),
+                said()
+            ))),
+            Err(_) => Err(fail(format!(
+                "no answer within {} (timeouts.connect){}",
+                crate::support::text::age(limit.as_secs() as i64),
+                said()
+            ))),
+        }
+    }
+
+    /// A client for the address (nothing is sent yet), and what its ssh says if it has one.
+    fn client(&self, limit: Duration) -> Result<(Docker, Option<super::docker_ssh::Said>), String> {
+        let address = &self.address;
+        let version = bollard::API_DEFAULT_VERSION;
+        let made = match scheme(address)? {
+            DockerScheme::Unix => Docker::connect_with_unix(address, REQUEST_TIMEOUT, version),
+            DockerScheme::Tcp => match self.tls() {
+                Some(certs) => {
+                    let [ca, cert, key] = ["ca.pem", "cert.pem", "key.pem"].map(|f| certs.join(f));
+                    if let Some(missing) = [&ca, &cert, &key].into_iter().find(|p| !p.is_file()) {
+                        return Err(format!(
+                            "TLS: no {} (docker.cert_path or DOCKER_CERT_PATH names the directory of ca.pem, cert.pem and key.pem)",
+                            missing.display()
+                        ));
+                    }
+                    let _ = rustls::crypto::ring::default_provider().install_default();
+                    Docker::connect_with_ssl(address, &key, &cert, &ca, REQUEST_TIMEOUT, version)
+                }
+                None => Docker::connect_with_http(address, REQUEST_TIMEOUT, version),
+            },
+            DockerScheme::Ssh => {
+                let (docker, said) =
+                    super::docker_ssh::client(address, limit.as_secs(), REQUEST_TIMEOUT)?;
+                return Ok((docker, Some(said)));
+            }
+        };
+        made.map(|d| (d, None))
+            .map_err(|e| crate::support::text::error_chain(&e))
+    }
+}
+
+/// Connections to the daemons of several steps, each made on its first use (`-refresh`,
+/// `state adopt`).
+#[derive(Default)]
+pub struct Daemons(Vec<(Daemon, Result<Docker, String>)>);
+
+impl Daemons {
+    /// Step `step`'s daemon, connected (or why it cannot be).
+    pub async fn of_step(&mut self, config: &Config, step: &str) -> Result<&Docker, String> {
+        let daemon = Daemon::of(config, step);
+        let i = match self.0.iter().position(|(d, _)| *d == daemon) {
+            Some(i) => i,
+            None => {
+                let connected = daemon.connect(config.file.timeouts.connect.0).await;
+                self.0.push((daemon, connected));
+                self.0.len() - 1
+            }
+        };
+        self.0[i].1.as_ref().map_err(Clone::clone)
+    }
+}
+
+/// Connect to step `ctx`'s `daemon` within `timeouts.connect`, saying which it is in the log.
+pub(super) async fn connect(ctx: &StepCtx<'_>, daemon: &Daemon) -> Result<Docker, StepError> {
+    use std::io::Write;
+    let mut log = ctx.log;
+    let _ = writeln!(log, "Docker daemon: {}", daemon.name());
+    let limit = ctx.run.config.file.timeouts.connect.0;
+    daemon.connect(limit).await.map_err(StepError::Failed)
 }
 
 pub(super) fn failed(e: impl std::fmt::Display) -> StepError {
@@ -186,10 +325,11 @@ pub(super) const PUSH_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// A prune's time limit when the step sets none.
 pub(super) const PRUNE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
-/// Run `work` (`what`, talking to the daemon) within the attempt's limit; past it, fail
+/// Run `work` (`what`, talking to `daemon`) within the attempt's limit; past it, fail
 /// naming the daemon and the last thing it said.
 pub(super) async fn within_limit<T>(
     what: &str,
+    daemon: &Daemon,
     limit: Duration,
     log_path: std::path::PathBuf,
     work: impl std::future::Future<Output = Result<T, StepError>>,
@@ -206,7 +346,7 @@ pub(super) async fn within_limit<T>(
             Err(failed(format!(
                 "{what} timed out after {} on the Docker daemon at {}: {cause}",
                 crate::support::text::age(limit.as_secs() as i64),
-                daemon_address()
+                daemon.name()
             )))
         }
     }

@@ -11,7 +11,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::docker::{
-    LABEL, LABEL_CONTENT, LABEL_IMAGE, connect, credentials_within, failed, next_or_cancel,
+    Daemon, LABEL, LABEL_CONTENT, LABEL_IMAGE, connect, credentials_within, failed, next_or_cancel,
     substitute, within_limit,
 };
 use super::{Attempt, Kind, StepCtx, StepError};
@@ -115,9 +115,10 @@ impl Inputs {
 /// Build an image, or do nothing when the content tag exists; then move the tags.
 pub async fn build(
     ctx: &mut StepCtx<'_>,
+    daemon: &Daemon,
     with: &DockerBuildWith,
 ) -> Result<serde_json::Value, StepError> {
-    let docker = connect().await.map_err(StepError::Failed)?;
+    let docker = connect(ctx, daemon).await?;
     let mut log = ctx.log;
     let inputs = Inputs::of(ctx, with)?;
     let digest = inputs.digest(with.no_cache);
@@ -130,7 +131,7 @@ pub async fn build(
             let _ = writeln!(log, "{content_ref} exists ({id}): nothing to build");
             id
         }
-        None if with.check_registry && in_registry(&docker, ctx, &content_ref).await => {
+        None if with.check_registry && in_registry(&docker, daemon, ctx, &content_ref).await => {
             let _ = writeln!(
                 log,
                 "{content_ref} exists in the registry: nothing to build"
@@ -147,7 +148,12 @@ pub async fn build(
 
 /// Whether the registry has `content_ref`, asked through the daemon within
 /// `timeouts.registry`. No answer counts as no (the image is built), said in the log.
-async fn in_registry(docker: &Docker, ctx: &StepCtx<'_>, content_ref: &str) -> bool {
+async fn in_registry(
+    docker: &Docker,
+    daemon: &Daemon,
+    ctx: &StepCtx<'_>,
+    content_ref: &str,
+) -> bool {
     let limit = ctx.run.config.file.timeouts.registry.0;
     let registry = super::docker::registry_of(content_ref).unwrap_or("docker.io");
     let why = match credentials_within(content_ref, limit).await {
@@ -168,7 +174,7 @@ async fn in_registry(docker: &Docker, ctx: &StepCtx<'_>, content_ref: &str) -> b
     let _ = writeln!(
         log,
         "registry look-up of {content_ref} on {registry} through the Docker daemon at {}: {why}; building",
-        super::docker::daemon_address()
+        daemon.name()
     );
     false
 }
@@ -331,7 +337,9 @@ impl Kind for Build {
     fn run<'a>(&'a self, ctx: &'a mut StepCtx<'_>) -> Attempt<'a> {
         let what = format!("docker build of {}", self.0.image);
         Box::pin(async move {
-            within_limit(&what, ctx.limit, ctx.log_path.clone(), build(ctx, &self.0))
+            let daemon = Daemon::of(&ctx.run.config, ctx.name);
+            let (limit, log) = (ctx.limit, ctx.log_path.clone());
+            within_limit(&what, &daemon, limit, log, build(ctx, &daemon, &self.0))
                 .await
                 .map(Some)
         })

@@ -6,13 +6,17 @@ use std::time::Duration;
 
 use bollard::query_parameters::{ListImagesOptions, RemoveImageOptions};
 
-use super::docker::{LABEL, LABEL_IMAGE, PRUNE_TIMEOUT, connect, failed, within_limit};
+use super::docker::{Daemon, LABEL, LABEL_IMAGE, PRUNE_TIMEOUT, connect, failed, within_limit};
 use super::{Attempt, Kind, StepCtx, StepError};
 use crate::config::kinds::DockerPruneWith;
 
 /// Remove kcideploy's images beyond the newest `keep` of each repository.
-pub async fn prune(ctx: &mut StepCtx<'_>, with: &DockerPruneWith) -> Result<(), StepError> {
-    let docker = connect().await.map_err(StepError::Failed)?;
+pub async fn prune(
+    ctx: &mut StepCtx<'_>,
+    daemon: &Daemon,
+    with: &DockerPruneWith,
+) -> Result<(), StepError> {
+    let docker = connect(ctx, daemon).await?;
     let mut log = ctx.log;
     let mut label = vec![format!("{LABEL}=1")];
     if let Some(image) = &with.image {
@@ -77,11 +81,14 @@ pub struct Prune(pub DockerPruneWith);
 impl Kind for Prune {
     fn run<'a>(&'a self, ctx: &'a mut StepCtx<'_>) -> Attempt<'a> {
         Box::pin(async move {
+            let daemon = Daemon::of(&ctx.run.config, ctx.name);
+            let (limit, log) = (ctx.limit, ctx.log_path.clone());
             within_limit(
                 "docker prune",
-                ctx.limit,
-                ctx.log_path.clone(),
-                prune(ctx, &self.0),
+                &daemon,
+                limit,
+                log,
+                prune(ctx, &daemon, &self.0),
             )
             .await
             .map(|()| None)

@@ -8,8 +8,8 @@ use bollard::query_parameters::PushImageOptions;
 use serde_json::json;
 
 use super::docker::{
-    PUSH_TIMEOUT, connect, credentials_within, failed, next_or_cancel, short_id, substitute,
-    within_limit,
+    Daemon, PUSH_TIMEOUT, connect, credentials_within, failed, next_or_cancel, short_id,
+    substitute, within_limit,
 };
 use super::{Attempt, Kind, StepCtx, StepError};
 use crate::config::kinds::DockerPushWith;
@@ -18,9 +18,10 @@ use crate::config::kinds::DockerPushWith;
 /// and `-refresh`.
 pub async fn push(
     ctx: &mut StepCtx<'_>,
+    daemon: &Daemon,
     with: &DockerPushWith,
 ) -> Result<serde_json::Value, StepError> {
-    let docker = connect().await.map_err(StepError::Failed)?;
+    let docker = connect(ctx, daemon).await?;
     let mut log = ctx.log;
     let limit = ctx.run.config.file.timeouts.registry.0;
     let auth = credentials_within(&with.image, limit)
@@ -146,7 +147,9 @@ impl Kind for Push {
     fn run<'a>(&'a self, ctx: &'a mut StepCtx<'_>) -> Attempt<'a> {
         let what = format!("docker push of {}", self.0.image);
         Box::pin(async move {
-            within_limit(&what, ctx.limit, ctx.log_path.clone(), push(ctx, &self.0))
+            let daemon = Daemon::of(&ctx.run.config, ctx.name);
+            let (limit, log) = (ctx.limit, ctx.log_path.clone());
+            within_limit(&what, &daemon, limit, log, push(ctx, &daemon, &self.0))
                 .await
                 .map(Some)
         })

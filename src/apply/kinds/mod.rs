@@ -8,6 +8,7 @@ pub mod docker;
 mod docker_build;
 mod docker_prune;
 mod docker_push;
+mod docker_ssh;
 mod recreate;
 
 pub use docker_push::drift as docker_push_drift;
@@ -17,6 +18,7 @@ mod github_workflow;
 mod http_wait;
 mod kernelci;
 mod kubernetes;
+mod outputs;
 mod pipe_cleaner;
 mod pipe_watch;
 pub mod registry;
