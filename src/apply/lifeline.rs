@@ -3,8 +3,8 @@
 //!
 //! Every step process runs in its own process group. Between the clone and `exec` ([`arm`],
 //! [`super::spawn`]) the process, still running kcideploy's code, asks for SIGTERM when the
-//! thread that started it dies (`PR_SET_PDEATHSIG`; those are runtime workers, which live as
-//! long as the process), writes its own [`SpawnedLine`] to the run's journal, and tells the
+//! thread that started it dies (`PR_SET_PDEATHSIG`; that is the spawner thread, which lives
+//! as long as the process), writes its own [`SpawnedLine`] to the run's journal, and tells the
 //! guard its group, all before its program runs. The guard is one `sh` per kcideploy process
 //! ([`GUARD_SCRIPT`]), in its own process group, deaf to SIGINT/SIGTERM/SIGHUP: it keeps the
 //! list of running groups from a socket, and when the socket closes (kcideploy is gone,

@@ -8,7 +8,7 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::ExitStatus;
 use std::time::Duration;
 
@@ -155,36 +155,50 @@ pub async fn run_within(
     cancel: &mut watch::Receiver<Cancel>,
     limit: Option<Duration>,
 ) -> Result<Finished, ProcessError> {
-    let record = journal.map(|(journal, run, step)| {
+    // The child is started on the spawner thread (`spawn::spawn_apart`): the files it gets
+    // are copies owned by the start, open until it is over even if this attempt is dropped.
+    let mut keep = Vec::new();
+    let mut record = None;
+    if let Some((journal, run, step)) = journal {
         cmd.env("KCIDEPLOY_RUN_ID", run);
-        lifeline::Record {
-            fd: journal.fd(),
+        let fd = dup(journal.fd())?;
+        record = Some(lifeline::Record {
+            fd: fd.as_raw_fd(),
             line: SpawnedLine::new(run, step, lifeline::this_process()),
-        }
-    });
+        });
+        keep.push(fd);
+    }
     let spawn_error = |source| ProcessError::Spawn {
         program: program.to_string(),
         source,
     };
     let spec = spawn::Spec::new(cmd.as_std()).map_err(spawn_error)?;
-    let pipe = if capture { Some(spawn::pipe()?) } else { None };
+    let log = OwnedFd::from(log.try_clone()?);
+    let (read_end, stdout) = match capture {
+        true => {
+            let (read, write) = spawn::pipe()?;
+            (Some(read), write)
+        }
+        false => (None, dup(log.as_raw_fd())?),
+    };
     let stdio = spawn::Stdio {
         stdin: spawn::dev_null()?,
-        stdout: pipe
-            .as_ref()
-            .map_or(log.as_raw_fd(), |(_, write)| write.as_raw_fd()),
+        stdout: stdout.as_raw_fd(),
         stderr: log.as_raw_fd(),
     };
+    keep.extend([log, stdout]);
     let mut armed = lifeline::arm(grace, record);
-    let mut child = spawn::spawn(&spec, stdio, || armed.before_exec()).map_err(spawn_error)?;
-    let mut group = child.id().map(|pid| Group::new(pid as i32, journal));
-    let stdout_pipe = match pipe {
-        Some((read, write)) => {
-            drop(write);
-            Some(tokio::net::unix::pipe::Receiver::from_owned_fd(read)?)
-        }
-        None => None,
+    let before_exec = move || {
+        let _open = &keep;
+        armed.before_exec()
     };
+    let mut child = spawn::spawn_apart(spec, stdio, before_exec)
+        .await
+        .map_err(spawn_error)?;
+    let mut group = child.id().map(|pid| Group::new(pid as i32, journal));
+    let stdout_pipe = read_end
+        .map(tokio::net::unix::pipe::Receiver::from_owned_fd)
+        .transpose()?;
     let reader = tokio::spawn(async move {
         let mut buf = Vec::new();
         if let Some(mut pipe) = stdout_pipe {
@@ -232,6 +246,17 @@ pub async fn run_within(
             status,
         })
     }
+}
+
+/// A close-on-exec copy of `fd`.
+fn dup(fd: std::os::fd::RawFd) -> std::io::Result<OwnedFd> {
+    // SAFETY: no pointers; the new fd is ours.
+    let new = unsafe { nix::libc::fcntl(fd, nix::libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(new) })
 }
 
 /// A step process's group while its leader runs. Once the leader is reaped (or, when the

@@ -180,8 +180,66 @@ thread_local! {
 
 /// Start `spec` with `stdio`, running `before_exec` in the child just before its program
 /// (it must be async-signal-safe and allocate nothing). An error of `before_exec` or of
-/// `exec` is returned here, the child reaped.
+/// `exec` is returned here, the child reaped. The calling thread waits until the child has
+/// called `exec`, and is the child's parent thread (`PR_SET_PDEATHSIG`): see [`spawn_apart`].
 pub fn spawn<F>(spec: &Spec, stdio: Stdio, before_exec: F) -> io::Result<Child>
+where
+    F: FnMut() -> io::Result<()>,
+{
+    Child::new(start(spec, stdio, before_exec)?)
+}
+
+/// A start for the spawner thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// [`spawn`] on kcideploy's spawner thread, which lives as long as the process (so
+/// `PR_SET_PDEATHSIG` fires only when kcideploy goes) and waits for each child's `exec` in
+/// place of a runtime worker: under CPU contention a child can wait milliseconds for a core
+/// before its `exec`, and the workers go on with the other steps meanwhile.
+pub async fn spawn_apart<F>(spec: Spec, stdio: Stdio, before_exec: F) -> io::Result<Child>
+where
+    F: FnMut() -> io::Result<()> + Send + 'static,
+{
+    static SPAWNER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Job>>> =
+        std::sync::OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("kcideploy-spawn".into())
+            .spawn(move || {
+                for job in rx {
+                    job();
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    });
+    let Some(spawner) = spawner else {
+        return spawn(&spec, stdio, before_exec);
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move || {
+        let started = start(&spec, stdio, before_exec);
+        if let Err(Ok(pid)) = reply.send(started) {
+            // Nobody waits for it any more (the attempt was dropped): kill and reap it.
+            // SAFETY: our unreaped child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+    });
+    spawner
+        .send(job)
+        .map_err(|_| io::Error::other("the spawner thread is gone"))?;
+    let pid = answer
+        .await
+        .map_err(|_| io::Error::other("the spawner thread is gone"))??;
+    Child::new(pid)
+}
+
+/// Start the child; its pid.
+fn start<F>(spec: &Spec, stdio: Stdio, before_exec: F) -> io::Result<libc::pid_t>
 where
     F: FnMut() -> io::Result<()>,
 {
@@ -230,7 +288,7 @@ where
         }
         return Err(io::Error::from_raw_os_error(error));
     }
-    Child::new(pid)
+    Ok(pid)
 }
 
 /// In the child, on its own stack, sharing the parent's memory: set up and `exec`, or leave
