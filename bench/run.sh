@@ -7,18 +7,23 @@
 #     apply, and syncs (strace); the no-op plan against `terraform plan`; sleep steps against
 #     their critical path (benches/apply.rs);
 #   - staging assembly (`kcideploy plan`) at 10, 40 and 160 pending branches against
-#     `git merge --no-ff` of each branch in a work tree (benches/plan.rs).
-# About 10 minutes on 2 cores once built (the build is not counted).
+#     `git merge --no-ff` of each branch in a work tree (benches/plan.rs);
+#   - webhook ingest of `kcideploy serve` at 16 and 64 connections (bench/webhooks.sh, wrk):
+#     requests/s, p99 latency, deliveries answered 202 but not in the queue on disk.
+# About 11 minutes on 2 cores once built (the build is not counted).
 #
-#   bench/run.sh [quick]     quick: 200 and 1,000 steps, 10 and 40 branches, 3 runs
+#   bench/run.sh [quick]     quick: 200 and 1,000 steps, 10 and 40 branches, 3 runs, 64
+#                            connections for 5 s
 #
 # Environment: KCD_BENCH_STEPS, KCD_BENCH_BRANCHES, KCD_BENCH_RUNS, KCD_BENCH_TERRAFORM_MAX
-# override the sizes (see the two benches). Needs git; terraform, strace and xargs for their
-# figures (each missing one is said, and its figures left out).
+# override the sizes (see the two benches); KCD_BENCH_CONNECTIONS ("16 64") and
+# KCD_BENCH_WEBHOOK_SECONDS (10) the webhook load. Needs git; terraform, strace, xargs and wrk
+# for their figures (each missing one is said, and its figures left out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = quick ]; then
     : "${KCD_BENCH_STEPS:=200 1000}" "${KCD_BENCH_BRANCHES:=10 40}" "${KCD_BENCH_RUNS:=3}"
+    : "${KCD_BENCH_CONNECTIONS:=64}" "${KCD_BENCH_WEBHOOK_SECONDS:=5}"
 fi
 export KCD_BENCH_STEPS=${KCD_BENCH_STEPS:-200 1000 5000}
 export KCD_BENCH_BRANCHES=${KCD_BENCH_BRANCHES:-10 40 160}
@@ -32,5 +37,22 @@ echo
 cargo bench -q --bench apply
 echo
 cargo bench -q --bench plan
+echo
+if command -v wrk >/dev/null; then
+    echo "webhook ingest, wrk -t2 for ${KCD_BENCH_WEBHOOK_SECONDS:-10} s per row, on the same 2 cores as the server"
+    echo
+    echo "| connections | requests/s | p99 | lost | goal |"
+    echo "|---|---|---|---|---|"
+    for c in ${KCD_BENCH_CONNECTIONS:-16 64}; do
+        # Its exit status says whether the goals were met; the row says it too.
+        out=$(bash bench/webhooks.sh "${KCD_BENCH_WEBHOOK_SECONDS:-10}s" "$c" || true)
+        rps=$(awk '/^throughput:/ {print $2}' <<<"$out")
+        p99=$(awk '/^p99 latency:/ {print $3}' <<<"$out")
+        lost=$(awk '/^lost events:/ {print $3}' <<<"$out")
+        echo "| $c | ${rps:-?} | ${p99:-?} ms | ${lost:-?} | p99 < 10 ms, none lost |"
+    done
+else
+    echo "no \`wrk\` on PATH (apt-get install wrk): webhook ingest left out"
+fi
 echo
 echo "took $(( $(date +%s) - start )) s"

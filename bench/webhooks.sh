@@ -53,6 +53,9 @@ git clone -q --bare "$WORK/core" "$WORK/core.git"
 cat > "$WORK/plan.yaml" <<PLAN
 version: 1
 name: bench
+# In the work directory: the default state directory (~/.local/state) outlives the run, and
+# its seen deliveries made the next run's answer 200 (duplicate), not 202.
+state: { path: .kcideploy/bench.state.json }
 notify: false
 policy: { settle: 1h, cooldown: 1h }
 repos:

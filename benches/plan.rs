@@ -1,10 +1,12 @@
 //! Planning benchmark: pending branches of a repo with 3,000 files (40, or each count of
 //! `KCD_BENCH_BRANCHES`, e.g. "10 40 160").
 //!
-//! Prints the median time of `plan` (merges, diffs, components, steps) and of the fetch,
-//! and the ratio against what the staging shell script does: merge each branch with the
-//! `git` CLI in a work tree (`git merge --no-ff`, as pending.py). Run with
-//! `cargo bench --bench plan`; `KCD_BENCH_RUNS` sets the runs (7).
+//! Prints the median time of `plan` (merges, diffs, components, steps) with nothing staged
+//! before (the merges remembered in the cache removed), and of the fetch, and the ratio
+//! against what the staging shell script does: merge each branch with the `git` CLI in a
+//! work tree (`git merge --no-ff`, as pending.py); then the re-plan after one new branch
+//! (a new commit each run) on top of those, with the merges of the others remembered. Run
+//! with `cargo bench --bench plan`; `KCD_BENCH_RUNS` sets the runs (7).
 
 use std::path::Path;
 use std::process::Command;
@@ -130,6 +132,25 @@ struct Row {
     fetch: Duration,
     plan: Duration,
     git: Duration,
+    replan: Duration,
+}
+
+/// A new branch `pr/<n>` on top of main, with a commit no run made before.
+fn new_branch(dir: &Path, n: usize) -> Result<()> {
+    let remote = Repository::open_bare(dir.join("repos/big.git"))?;
+    let main = remote.refname_to_id("refs/heads/main")?;
+    let path = format!("d{:02}/late-{n}.yaml", n % 30);
+    let text = format!("late: {n}\n");
+    let head = scratch::commit(
+        &remote,
+        Some(main),
+        &[(path.as_str(), Some(text.as_str()))],
+        ("A", "a@example.org"),
+        Timestamp::now().as_second() - 3600,
+        "late change",
+    )?;
+    scratch::set_branch(&remote, &format!("pr/{n}"), head)?;
+    Ok(())
 }
 
 fn one(branches: usize, runs: usize) -> Result<Row> {
@@ -142,6 +163,7 @@ fn one(branches: usize, runs: usize) -> Result<Row> {
         ..Default::default()
     };
     let (mut fetch_times, mut plan_times, mut cli_times) = (Vec::new(), Vec::new(), Vec::new());
+    let mut replan_times = Vec::new();
     let mut included = 0;
     // Alternating, so that a busy moment of the machine falls on both alike.
     for run in 0..runs {
@@ -149,10 +171,23 @@ fn one(branches: usize, runs: usize) -> Result<Row> {
         let snapshot = ws.fetch().map_err(|e| format!("{e:?}"))?;
         fetch_times.push(t.elapsed());
         // Staging (the merges) and planning: what the staging script's `git merge` loop does.
+        // Nothing remembered from the run before.
+        let _ = std::fs::remove_file(cache.join("big.git").join(kcideploy::gitops::memo::FILE));
         let t = Instant::now();
         let plan = ws.plan(&snapshot, &request).map_err(|e| format!("{e:?}"))?;
         plan_times.push(t.elapsed());
         included = plan.summary.included;
+        // One more branch, pushed after that plan: the re-plan merges it alone.
+        let late = branches + 1 + run;
+        new_branch(dir.path(), late)?;
+        let snapshot = ws.fetch().map_err(|e| format!("{e:?}"))?;
+        let t = Instant::now();
+        ws.plan(&snapshot, &request).map_err(|e| format!("{e:?}"))?;
+        replan_times.push(t.elapsed());
+        scratch::delete_branch(
+            &Repository::open_bare(dir.path().join("repos/big.git"))?,
+            &format!("pr/{late}"),
+        )?;
         let wt = dir.path().join(format!("wt{run}"));
         cli_times.push(git_merges(dir.path(), &wt, branches)?);
     }
@@ -162,6 +197,7 @@ fn one(branches: usize, runs: usize) -> Result<Row> {
         fetch: median(fetch_times),
         plan: median(plan_times),
         git: median(cli_times),
+        replan: median(replan_times),
     })
 }
 
@@ -184,18 +220,19 @@ fn main() -> Result<()> {
         "plan benchmark: pending branches over {FILES} files, medians of {runs} alternating runs"
     );
     println!(
-        "| branches (merged) | kcideploy plan | fetch, warm cache | `git merge --no-ff` each in a work tree | ratio plan / git | goal |"
+        "| branches (merged) | kcideploy plan | fetch, warm cache | `git merge --no-ff` each in a work tree | ratio plan / git | goal | re-plan after one more branch | goal |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} ({}) | {:.0} ms | {:.0} ms | {:.0} ms | {:.3} | ≤ 0.1 |",
+            "| {} ({}) | {:.0} ms | {:.0} ms | {:.0} ms | {:.3} | ≤ 0.1 | {:.0} ms | ≤ 100 ms |",
             r.branches,
             r.included,
             ms(r.plan),
             ms(r.fetch),
             ms(r.git),
-            ms(r.plan) / ms(r.git)
+            ms(r.plan) / ms(r.git),
+            ms(r.replan),
         );
     }
     Ok(())

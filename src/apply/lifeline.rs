@@ -1,10 +1,10 @@
 //! A step's processes die with kcideploy, even when it is killed without a chance to stop
 //! them (SIGKILL, the OOM killer, a systemd stop past its timeout).
 //!
-//! Every step process runs in its own process group. Between `fork` and `exec` ([`arm`]) the
-//! process, still running kcideploy's code, asks for SIGTERM when the thread that started
-//! it dies (`PR_SET_PDEATHSIG`; those are runtime workers, which live as long as the
-//! process), writes its own [`SpawnedLine`] to the run's journal, and tells the
+//! Every step process runs in its own process group. Between the clone and `exec` ([`arm`],
+//! [`super::spawn`]) the process, still running kcideploy's code, asks for SIGTERM when the
+//! thread that started it dies (`PR_SET_PDEATHSIG`; that is the spawner thread, which lives
+//! as long as the process), writes its own [`SpawnedLine`] to the run's journal, and tells the
 //! guard its group, all before its program runs. The guard is one `sh` per kcideploy process
 //! ([`GUARD_SCRIPT`]), in its own process group, deaf to SIGINT/SIGTERM/SIGHUP: it keeps the
 //! list of running groups from a socket, and when the socket closes (kcideploy is gone,
@@ -130,18 +130,31 @@ pub struct Record {
     pub line: SpawnedLine,
 }
 
-/// Make `cmd`'s process lead its own group, die with kcideploy, and be recorded (in the
-/// journal when `record` is given, with the guard always) before its program runs. The
-/// journal's file must stay open until the process is spawned.
-pub fn arm(cmd: &mut tokio::process::Command, grace: Duration, record: Option<Record>) {
-    let parent = std::process::id() as libc::pid_t;
-    let guard = guard(grace);
-    let mut record = record;
-    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe system
-    // calls (setpgid, prctl, getppid, getpid, open, read, close, write, send) on
-    // memory allocated before the fork; it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || before_exec(parent, guard, record.as_mut()));
+/// What makes a step's process lead its own group, die with kcideploy, and be recorded (in
+/// the journal when `record` is given, with the guard always) before its program runs:
+/// [`Armed::before_exec`], in the child. The journal's file must stay open until the process
+/// is spawned.
+pub struct Armed {
+    parent: libc::pid_t,
+    guard: Option<RawFd>,
+    record: Option<Record>,
+}
+
+/// Prepare [`Armed`] for one process (the guard is started on first use, with `grace`).
+pub fn arm(grace: Duration, record: Option<Record>) -> Armed {
+    Armed {
+        parent: std::process::id() as libc::pid_t,
+        guard: guard(grace),
+        record,
+    }
+}
+
+impl Armed {
+    /// In the child, between clone and exec: only async-signal-safe system calls (setpgid,
+    /// prctl, getppid, getpid, open, read, close, write, send) on memory allocated before;
+    /// it allocates nothing (see [`super::spawn`]).
+    pub fn before_exec(&mut self) -> io::Result<()> {
+        before_exec(self.parent, self.guard, self.record.as_mut())
     }
 }
 
@@ -149,7 +162,7 @@ fn os_error() -> io::Error {
     io::Error::last_os_error()
 }
 
-/// In the child, after fork: see [`arm`].
+/// In the child, after the clone: see [`Armed::before_exec`].
 fn before_exec(
     parent: libc::pid_t,
     guard: Option<RawFd>,

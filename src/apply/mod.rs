@@ -23,6 +23,7 @@ pub mod resume;
 mod round;
 pub mod runner;
 pub mod schedule;
+pub mod spawn;
 pub mod stale;
 
 use std::collections::BTreeMap;

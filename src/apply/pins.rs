@@ -47,10 +47,9 @@ async fn resolve_async(
 ) -> Vec<String> {
     let mut warnings = Vec::new();
     let timeouts = &config.file.timeouts;
-    let client = match crate::support::http::http_client(timeouts.connect.0) {
-        Ok(c) => c,
-        Err(e) => return vec![format!("digests not resolved: {e}")],
-    };
+    // Made for the first digest to resolve: most plans have none, and making a client
+    // (reading the system's CA certificates) was a tenth of a no-op plan.
+    let mut client = None;
     let vars_repos = plan.repos.clone();
     let vars = Vars {
         repos: &vars_repos,
@@ -74,7 +73,17 @@ async fn resolve_async(
                 (None, Err(e)) => Err(e),
                 (None, Ok(text)) => match ImageRef::parse(&text) {
                     Ok(image) => {
-                        resolve(&client, &image, timeouts.registry.0, timeouts.connect.0).await
+                        if client.is_none() {
+                            match crate::support::http::http_client(timeouts.connect.0) {
+                                Ok(c) => client = Some(c),
+                                Err(e) => {
+                                    warnings.push(format!("digests not resolved: {e}"));
+                                    return warnings;
+                                }
+                            }
+                        }
+                        let Some(client) = &client else { continue };
+                        resolve(client, &image, timeouts.registry.0, timeouts.connect.0).await
                     }
                     Err(e) => Err(e),
                 },

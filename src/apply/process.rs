@@ -8,15 +8,16 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::process::{ExitStatus, Stdio};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::watch;
 
-use super::lifeline;
+use super::{lifeline, spawn};
 use crate::state::journal::{Entry, Journal, SpawnedLine};
 
 /// How far a run is being stopped. Only escalates.
@@ -139,7 +140,9 @@ pub struct Io<'a> {
 
 /// Run `cmd` to completion in its own process group, which dies with kcideploy; stopped as
 /// a cancel would stop it when it runs longer than `limit` (a network operation's own time
-/// limit, shorter than its step's).
+/// limit, shorter than its step's). `cmd`'s environment must have been cleared
+/// ([`clean_env`]): only what it sets is passed. Started by [`spawn`] (no `fork`); killed
+/// if the attempt is dropped before it ends.
 pub async fn run_within(
     mut cmd: Command,
     program: &str,
@@ -152,32 +155,53 @@ pub async fn run_within(
     cancel: &mut watch::Receiver<Cancel>,
     limit: Option<Duration>,
 ) -> Result<Finished, ProcessError> {
-    cmd.stdin(Stdio::null())
-        .stderr(log.try_clone()?)
-        .process_group(0)
-        .kill_on_drop(true);
-    if capture {
-        cmd.stdout(Stdio::piped());
-    } else {
-        cmd.stdout(log.try_clone()?);
-    }
-    let record = journal.map(|(journal, run, step)| {
+    // The child is started on the spawner thread (`spawn::spawn_apart`): the files it gets
+    // are copies owned by the start, open until it is over even if this attempt is dropped.
+    let mut keep = Vec::new();
+    let mut record = None;
+    if let Some((journal, run, step)) = journal {
         cmd.env("KCIDEPLOY_RUN_ID", run);
-        lifeline::Record {
-            fd: journal.fd(),
+        let fd = dup(journal.fd())?;
+        record = Some(lifeline::Record {
+            fd: fd.as_raw_fd(),
             line: SpawnedLine::new(run, step, lifeline::this_process()),
-        }
-    });
-    lifeline::arm(&mut cmd, grace, record);
-    let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
+        });
+        keep.push(fd);
+    }
+    let spawn_error = |source| ProcessError::Spawn {
         program: program.to_string(),
         source,
-    })?;
+    };
+    let spec = spawn::Spec::new(cmd.as_std()).map_err(spawn_error)?;
+    let log = OwnedFd::from(log.try_clone()?);
+    let (read_end, stdout) = match capture {
+        true => {
+            let (read, write) = spawn::pipe()?;
+            (Some(read), write)
+        }
+        false => (None, dup(log.as_raw_fd())?),
+    };
+    let stdio = spawn::Stdio {
+        stdin: spawn::dev_null()?,
+        stdout: stdout.as_raw_fd(),
+        stderr: log.as_raw_fd(),
+    };
+    keep.extend([log, stdout]);
+    let mut armed = lifeline::arm(grace, record);
+    let before_exec = move || {
+        let _open = &keep;
+        armed.before_exec()
+    };
+    let mut child = spawn::spawn_apart(spec, stdio, before_exec)
+        .await
+        .map_err(spawn_error)?;
     let mut group = child.id().map(|pid| Group::new(pid as i32, journal));
-    let mut stdout_pipe = child.stdout.take();
+    let stdout_pipe = read_end
+        .map(tokio::net::unix::pipe::Receiver::from_owned_fd)
+        .transpose()?;
     let reader = tokio::spawn(async move {
         let mut buf = Vec::new();
-        if let Some(pipe) = stdout_pipe.as_mut() {
+        if let Some(mut pipe) = stdout_pipe {
             use tokio::io::AsyncReadExt;
             let _ = pipe.read_to_end(&mut buf).await;
         }
@@ -222,6 +246,17 @@ pub async fn run_within(
             status,
         })
     }
+}
+
+/// A close-on-exec copy of `fd`.
+fn dup(fd: std::os::fd::RawFd) -> std::io::Result<OwnedFd> {
+    // SAFETY: no pointers; the new fd is ours.
+    let new = unsafe { nix::libc::fcntl(fd, nix::libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(new) })
 }
 
 /// A step process's group while its leader runs. Once the leader is reaped (or, when the
@@ -282,7 +317,7 @@ impl Drop for Group<'_> {
 }
 
 /// SIGTERM the child's process group, wait up to `grace` (or a kill request), then SIGKILL.
-async fn stop(child: &mut Child, grace: Duration, cancel: &mut watch::Receiver<Cancel>) {
+async fn stop(child: &mut spawn::Child, grace: Duration, cancel: &mut watch::Receiver<Cancel>) {
     let Some(pid) = child.id() else { return };
     let group = Pid::from_raw(pid as i32);
     let _ = killpg(group, Signal::SIGTERM);

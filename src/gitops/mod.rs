@@ -3,6 +3,7 @@
 
 pub mod export;
 pub mod files;
+pub mod memo;
 pub mod remote;
 pub mod scratch;
 pub mod stage;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::Timeouts;
 
@@ -211,19 +211,22 @@ fn run(mut cmd: Command, op: GitOp, url: &str, limit: Duration) -> Result<String
         .process_group(0)
         .spawn()
         .map_err(|e| err(format!("cannot run `git`: {e}")))?;
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() >= limit => {
-                let group = nix::unistd::Pid::from_raw(child.id() as i32);
-                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(RemoteError::timeout(op, url, limit));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(err(format!("cannot wait for `git`: {e}"))),
+    // Waited for on a thread, so that the answer is seen the moment `git` exits (polling
+    // added up to its period to every fetch: 20 ms on an 11 ms no-op fetch).
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let status = match rx.recv_timeout(limit) {
+        Ok(Ok(status)) => status,
+        Ok(Err(e)) => return Err(err(format!("cannot wait for `git`: {e}"))),
+        Err(_) => {
+            // Not reaped yet (the waiting thread reaps it): the group id is still its own.
+            let group = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            let _ = rx.recv();
+            return Err(RemoteError::timeout(op, url, limit));
         }
     };
     let read = |mut file: std::fs::File| {
@@ -265,6 +268,8 @@ pub fn redact_url(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     #[test]
@@ -286,6 +291,26 @@ mod tests {
         );
         assert_eq!(redact_url("/tmp/local/repo"), "/tmp/local/repo");
         assert_eq!(redact_url("ssh://git@host/x"), "ssh://***@host/x");
+    }
+
+    #[test]
+    fn git_is_seen_ending_when_it_ends_not_at_a_polling_period() {
+        // Polling every 20 ms made every no-op fetch last at least 20 ms.
+        let mut times: Vec<Duration> = (0..5)
+            .map(|_| {
+                let started = Instant::now();
+                run(
+                    Command::new("true"),
+                    GitOp::Fetch,
+                    "u",
+                    Duration::from_secs(5),
+                )
+                .expect("true");
+                started.elapsed()
+            })
+            .collect();
+        times.sort();
+        assert!(times[2] < Duration::from_millis(16), "{times:?}");
     }
 
     #[test]

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
 
-use super::{MergeStep, change_paths, diff_paths, has_commit, merge_change};
+use super::memo::Memo;
+use super::{MergeStep, diff_paths, has_commit};
 
 /// One change to merge, in merge order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,19 +90,14 @@ fn ctx(context: impl Into<String>) -> impl FnOnce(git2::Error) -> StageError {
     move |source| StageError { context, source }
 }
 
-/// Whether `head` conflicts with `base` alone (an in-memory merge, nothing written).
-fn conflicts(repo: &Repository, base: Oid, head: Oid) -> Result<bool, git2::Error> {
-    let ours = repo.find_commit(base)?;
-    let theirs = repo.find_commit(head)?;
-    Ok(repo.merge_commits(&ours, &theirs, None)?.has_conflicts())
-}
-
 /// Merge the changes one by one onto the base (a change that does not merge is left out and
 /// the next one goes on), then diff the result against the deployed revision. Merge commits
-/// are deterministic, so staging the same inputs twice gives the same SHA.
+/// are deterministic, so staging the same inputs twice gives the same SHA; the results are
+/// remembered in the cache ([`Memo`]), so staging them again reuses them.
 pub fn stage(req: &StageRequest<'_>) -> Result<StagedRepo, StageError> {
     let repo = Repository::open_bare(&req.cache)
         .map_err(ctx(format!("cannot open cache {}", req.cache.display())))?;
+    let mut memo = Memo::load(&req.cache);
     let base = Oid::from_str(req.base).map_err(ctx("bad base SHA"))?;
     let mut tip = base;
     let mut merges = Vec::with_capacity(req.changes.len());
@@ -115,13 +111,15 @@ pub fn stage(req: &StageRequest<'_>) -> Result<StagedRepo, StageError> {
             req.base_branch,
             change.title
         );
-        let merge = match merge_change(&repo, tip, head, &message)
+        let merge = match memo
+            .merge(&repo, tip, head, &message)
             .map_err(ctx(format!("cannot merge {}", change.id)))?
         {
             MergeStep::Merged(commit) => {
                 let paths = match &change.files {
                     Some(files) => files.iter().cloned().collect::<BTreeSet<String>>(),
-                    None => change_paths(&repo, base, head)
+                    None => memo
+                        .change_paths(&repo, base, head)
                         .map_err(ctx(format!("cannot diff {}", change.id)))?,
                 };
                 tip = commit;
@@ -131,7 +129,8 @@ pub fn stage(req: &StageRequest<'_>) -> Result<StagedRepo, StageError> {
             }
             MergeStep::Conflict(paths) => {
                 let with_base = tip != base
-                    && conflicts(&repo, base, head)
+                    && memo
+                        .conflicts(&repo, base, head)
                         .map_err(ctx(format!("cannot merge {} onto the base", change.id)))?;
                 Merge::Conflict {
                     paths,
@@ -143,6 +142,7 @@ pub fn stage(req: &StageRequest<'_>) -> Result<StagedRepo, StageError> {
         };
         merges.push((change.id.clone(), merge));
     }
+    memo.save();
     let diff = match req.deployed {
         None => DeployedDiff::Initial,
         Some(sha) if !has_commit(&repo, sha) => DeployedDiff::Unknown,
