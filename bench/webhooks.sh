@@ -29,7 +29,7 @@ stop_all() {
     rm -rf "$WORK"
 }
 trap stop_all EXIT
-BACKEND=${KCD_BACKEND_URL:-}
+BACKEND=
 if [ "${KCD_BENCH_BACKEND:-local}" = postgres ]; then
     PGBIN=$(dirname "$(readlink -f "$(command -v initdb || ls /usr/lib/postgresql/*/bin/initdb | tail -1)")")
     [ -x "$PGBIN/initdb" ] || { echo "no initdb: apt-get install postgresql"; exit 1; }
