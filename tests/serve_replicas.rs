@@ -239,6 +239,19 @@ fn the_follower_takes_over_resumes_the_run_and_loses_no_delivery() {
         format!("{n}|{n}|2", n = sent.len() + 1),
         "rows, acked once, replicas"
     );
+
+    // Acknowledged rows are kept to recognise redeliveries, then forgotten.
+    let setting = kcideploy::config::backend::parse(&url, "test", true).expect("url");
+    let kcideploy::state::Backend::Postgres(state) =
+        kcideploy::state::Backend::of(setting, "staging", fx.path().join("s.json")).expect("pg")
+    else {
+        panic!("not PostgreSQL")
+    };
+    let queue = kcideploy::server::pg_queue::PgQueue::new(state, "test");
+    let kept = kcideploy::support::rt::block_on(queue.prune(Duration::from_secs(3600)));
+    assert_eq!(kept, Ok(0), "an hour old at most: kept");
+    let gone = kcideploy::support::rt::block_on(queue.prune(Duration::ZERO));
+    assert_eq!(gone, Ok(sent.len() as u64 + 1));
 }
 
 #[test]

@@ -207,6 +207,22 @@ impl PgQueue {
         .map(|row| row.is_some())
     }
 
+    /// Forget acknowledged deliveries older than `keep` (a redelivery after that is taken
+    /// as new); how many rows went.
+    pub async fn prune(&self, keep: Duration) -> Result<u64, String> {
+        let name = self.pg.name().to_string();
+        let seconds = keep.as_secs_f64();
+        self.query("prune the webhook queue", async |c| {
+            c.execute(
+                "DELETE FROM kcideploy_webhooks WHERE name = $1 AND acked_at IS NOT NULL \
+                 AND acked_at < now() - make_interval(secs => $2)",
+                &[&name, &seconds],
+            )
+            .await
+        })
+        .await
+    }
+
     /// This replica's name.
     pub fn replica(&self) -> &str {
         &self.replica

@@ -21,6 +21,10 @@ use crate::state::postgres::PgState;
 
 /// How often the leader looks for deliveries other replicas queued.
 pub const POLL_EVERY: Duration = Duration::from_millis(200);
+/// How long acknowledged deliveries are kept to recognise GitHub's redeliveries.
+pub const KEEP_ACKED: Duration = Duration::from_secs(30 * 86_400);
+/// How often the leader forgets older ones.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// A replica campaigning for the lead.
 pub(super) struct Candidate {
@@ -108,7 +112,16 @@ fn publish(hub: &Hub, me: &Replica, role: ReplicaRole, leader: Option<Replica>) 
 async fn feed(table: PgQueue, sink: mpsc::UnboundedSender<Entry>) {
     let mut sent: HashSet<String> = HashSet::new();
     let mut said = false;
+    let mut pruned = tokio::time::Instant::now();
     loop {
+        if pruned.elapsed() >= PRUNE_EVERY {
+            pruned = tokio::time::Instant::now();
+            match table.prune(KEEP_ACKED).await {
+                Ok(n) if n > 0 => tracing::info!("forgot {n} acknowledged deliveries"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
         match table.pending_after(0).await {
             Ok(entries) => {
                 said = false;
