@@ -106,7 +106,9 @@ status=${PIPESTATUS[0]}
 echo "== cargo test, state in PostgreSQL (KCIDEPLOY_TEST_BACKEND=postgres)"
 KCIDEPLOY_TEST_BACKEND=postgres cargo test --locked \
   --test apply --test executor --test crash --test kill_steps --test staging_cycle \
-  --test serve --test serve_faults --test bot 2>&1 | tee -a "$log"
+  --test serve --test serve_faults --test bot --test rollback --test refresh --test target \
+  --test stop_the_line --test pr_preview_serve --test rootfs --test blame --test blame_executor \
+  --test adopt --test checks --test cli_behaviour 2>&1 | tee -a "$log"
 pg_status=${PIPESTATUS[0]}
 if [ "$status" -eq 0 ]; then status=$pg_status; fi
 set -e
