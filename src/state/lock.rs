@@ -216,6 +216,14 @@ pub fn force_unlock(state: &Path, id: &str, force: bool) -> Result<LockInfo, Loc
     let Some(info) = holder(state)? else {
         return Err(LockError::NotLocked { path });
     };
+    let info = may_remove(info, id, force)?;
+    std::fs::remove_file(&path).map_err(|source| LockError::Io { path, source })?;
+    Ok(info)
+}
+
+/// The holder `info`, when `force-unlock ID` may remove its lock: `id` names it, and it
+/// does not run on this host (its pid alive) unless `force`. Both backends ask this.
+pub fn may_remove(info: LockInfo, id: &str, force: bool) -> Result<LockInfo, LockError> {
     if info.id != id {
         return Err(LockError::WrongId {
             asked: id.to_string(),
@@ -225,7 +233,6 @@ pub fn force_unlock(state: &Path, id: &str, force: bool) -> Result<LockInfo, Loc
     if !force && info.host == hostname() && alive(info.pid) {
         return Err(LockError::HolderAlive { holder: info });
     }
-    std::fs::remove_file(&path).map_err(|source| LockError::Io { path, source })?;
     Ok(info)
 }
 

@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use tokio_postgres::Client;
 
 use super::{PgState, lock_key};
-use crate::state::lock::{LockError, LockInfo, alive, hostname};
+use crate::state::lock::{LockError, LockInfo, hostname};
 
 /// The lock, held while this lives: its connection holds the advisory lock.
 pub struct PgLock {
@@ -215,15 +215,7 @@ pub async fn force_unlock(state: &PgState, id: &str, force: bool) -> Result<Lock
             path: format!("{} (plan {})", state.url(), state.name()).into(),
         });
     };
-    if info.id != id {
-        return Err(LockError::WrongId {
-            asked: id.to_string(),
-            holder: info,
-        });
-    }
-    if !force && info.host == hostname() && alive(info.pid) {
-        return Err(LockError::HolderAlive { holder: info });
-    }
+    let info = crate::state::lock::may_remove(info, id, force)?;
     let client = connect(state).await?;
     // The session that holds the lock now, as the server sees it (the row's could be stale).
     if let Some(session) = holding_session(state, &client, lock_key(state.name())).await? {
