@@ -19,6 +19,8 @@ use super::pg_queue::PgQueue;
 use super::status::{ReplicaRole, ReplicaStatus};
 use crate::state::postgres::PgState;
 
+/// How often a follower reads the state again for its status pages.
+const FOLLOWER_REFRESH: Duration = Duration::from_secs(5);
 /// How often the leader looks for deliveries other replicas queued.
 pub const POLL_EVERY: Duration = Duration::from_millis(200);
 /// How long acknowledged deliveries are kept to recognise GitHub's redeliveries.
@@ -44,8 +46,13 @@ impl Candidate {
 pub(super) async fn start(hub: &Hub, pg: Arc<PgState>, addr: SocketAddr) -> Candidate {
     let me = me(hub, addr);
     let role = campaign(pg, me.clone()).await;
-    if let Role::Follower(leader) = &*role.borrow() {
-        publish(hub, &me, ReplicaRole::Follower, leader.clone());
+    let leader = match &*role.borrow() {
+        Role::Follower(leader) => Some(leader.clone()),
+        _ => None,
+    };
+    if let Some(leader) = leader {
+        publish(hub, &me, ReplicaRole::Follower, leader);
+        show_state(hub).await;
     }
     Candidate { me, role }
 }
@@ -87,14 +94,27 @@ pub(super) async fn follow_until_leader(
                 crate::support::rt::handle().spawn(fence(role));
                 return true;
             }
-            Role::Follower(leader) => publish(hub, &me, ReplicaRole::Follower, leader),
+            Role::Follower(leader) => {
+                publish(hub, &me, ReplicaRole::Follower, leader);
+                show_state(hub).await;
+            }
             // Lost before the worker started: nothing to give up but the process.
             Role::Deposed(why) => deposed(&why),
         }
         tokio::select! {
             changed = role.changed() => if changed.is_err() { deposed("the campaign ended") },
             _ = stop.changed() => return false,
+            () = tokio::time::sleep(FOLLOWER_REFRESH) => {}
         }
+    }
+}
+
+/// The last deploy and the changes it saw, as the leader recorded them in state.
+async fn show_state(hub: &Hub) {
+    match hub.backend.read_async().await {
+        Ok(Some(state)) => super::worker::show_state(hub, &state),
+        Ok(None) => {}
+        Err(e) => tracing::warn!("cannot read the state: {e}"),
     }
 }
 

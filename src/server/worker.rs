@@ -96,19 +96,7 @@ impl Worker {
             .filter(|run| run.result == crate::state::RunResult::Running)
             .map(|run| (run.id.clone(), run.cycle));
         if let Some(state) = &state {
-            let mut status = hub.status();
-            status.last = state.history.last().and_then(|run| {
-                Some(LastDeploy {
-                    cycle: run.cycle,
-                    result: DeployResult::Run(run.result),
-                    run_id: Some(run.id.clone()),
-                    started_at: run.started_at,
-                    finished_at: run.finished_at?,
-                    error: None,
-                    trigger: hub.triggers.get(&run.id),
-                })
-            });
-            status.changes = deployed_changes(state);
+            show_state(&hub, state);
         }
         let github = match GitHub::new(&hub.config, &crate::forge::default_cache_dir(&hub.config)) {
             // The worker awaits the bot's calls: never minutes behind a rate limit.
@@ -561,6 +549,23 @@ impl Worker {
             run.restarts = self.sched.restarts().unwrap_or(0);
         }
     }
+}
+
+/// What state says of the last deploy and the changes it saw, on the status pages.
+pub(super) fn show_state(hub: &Hub, state: &crate::state::State) {
+    let mut status = hub.status();
+    status.last = state.history.last().and_then(|run| {
+        Some(LastDeploy {
+            cycle: run.cycle,
+            result: DeployResult::Run(run.result),
+            run_id: Some(run.id.clone()),
+            started_at: run.started_at,
+            finished_at: run.finished_at?,
+            error: None,
+            trigger: hub.triggers.get(&run.id),
+        })
+    });
+    status.changes = deployed_changes(state);
 }
 
 /// When the last deploy ended and when the last full cycle did, by state.
