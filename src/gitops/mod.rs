@@ -3,6 +3,7 @@
 
 pub mod export;
 pub mod files;
+mod local_refs;
 pub mod memo;
 pub mod remote;
 pub mod scratch;
