@@ -75,6 +75,9 @@ for _ in $(seq 100); do grep -q listening "$WORK/serve.out" 2>/dev/null && break
 URL=$(awk '/listening/ {print $NF}' "$WORK/serve.out")
 # The first full cycle (nothing to deploy) is over before the load starts.
 for _ in $(seq 100); do curl -sf "$URL/status" | grep -q '"last": {' && break; sleep 0.1; done
+# Idle, after that cycle (issue #20: serve idle <= 30 MB).
+sleep 1
+awk '/^VmRSS/ {printf "serve idle RSS: %.1f MB\n", $2 / 1024}' "/proc/$SERVER/status"
 
 OUT=$(BODY_FILE=$BODY SIGNATURE=$SIGNATURE wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/webhook.lua "$URL/webhook")
 echo "$OUT"

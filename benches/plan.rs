@@ -5,7 +5,8 @@
 //! before (the merges remembered in the cache removed), and of the fetch, and the ratio
 //! against what the staging shell script does: merge each branch with the `git` CLI in a
 //! work tree (`git merge --no-ff`, as pending.py); then the re-plan after one new branch
-//! (a new commit each run) on top of those, with the merges of the others remembered. Run
+//! (a new commit each run) on top of those, with the merges of the others remembered; and the
+//! peak RSS of the `kcideploy plan` command with nothing remembered (once per size). Run
 //! with `cargo bench --bench plan`; `KCD_BENCH_RUNS` sets the runs (7).
 
 use std::path::Path;
@@ -133,6 +134,8 @@ struct Row {
     plan: Duration,
     git: Duration,
     replan: Duration,
+    /// Peak RSS of the `kcideploy plan` command with nothing remembered, in KB.
+    rss: Option<u64>,
 }
 
 /// A new branch `pr/<n>` on top of main, with a commit no run made before.
@@ -191,14 +194,39 @@ fn one(branches: usize, runs: usize) -> Result<Row> {
         let wt = dir.path().join(format!("wt{run}"));
         cli_times.push(git_merges(dir.path(), &wt, branches)?);
     }
+    let _ = std::fs::remove_file(cache.join("big.git").join(kcideploy::gitops::memo::FILE));
+    let rss = peak_rss(&plan_path, &cache)?;
     Ok(Row {
         branches,
         included,
+        rss,
         fetch: median(fetch_times),
         plan: median(plan_times),
         git: median(cli_times),
         replan: median(replan_times),
     })
+}
+
+/// Peak RSS (KB) of `kcideploy plan` on the bench's plan file: python3's `ru_maxrss` of its
+/// only child (`None` without python3).
+fn peak_rss(plan: &Path, cache: &Path) -> Result<Option<u64>> {
+    let script = "import resource, subprocess, sys\n\
+        r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)\n\
+        print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if r.returncode == 0 else -1)";
+    let Ok(out) = Command::new("python3")
+        .args(["-c", script, env!("CARGO_BIN_EXE_kcideploy"), "plan", "-f"])
+        .arg(plan)
+        .arg("--cache-dir")
+        .arg(cache)
+        .output()
+    else {
+        return Ok(None);
+    };
+    let kb: i64 = String::from_utf8_lossy(&out.stdout).trim().parse()?;
+    if kb < 0 {
+        return Err("kcideploy plan failed".into());
+    }
+    Ok(Some(kb as u64))
 }
 
 fn main() -> Result<()> {
@@ -220,12 +248,12 @@ fn main() -> Result<()> {
         "plan benchmark: pending branches over {FILES} files, medians of {runs} alternating runs"
     );
     println!(
-        "| branches (merged) | kcideploy plan | fetch, warm cache | `git merge --no-ff` each in a work tree | ratio plan / git | goal | re-plan after one more branch | goal |"
+        "| branches (merged) | kcideploy plan | fetch, warm cache | `git merge --no-ff` each in a work tree | ratio plan / git | goal | re-plan after one more branch | goal | peak RSS of `kcideploy plan` | goal |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} ({}) | {:.0} ms | {:.0} ms | {:.0} ms | {:.3} | ≤ 0.1 | {:.0} ms | ≤ 100 ms |",
+            "| {} ({}) | {:.0} ms | {:.0} ms | {:.0} ms | {:.3} | ≤ 0.1 | {:.0} ms | ≤ 100 ms | {} | ≤ 50 MB |",
             r.branches,
             r.included,
             ms(r.plan),
@@ -233,6 +261,9 @@ fn main() -> Result<()> {
             ms(r.git),
             ms(r.plan) / ms(r.git),
             ms(r.replan),
+            r.rss
+                .map(|kb| format!("{:.1} MB", kb as f64 / 1024.0))
+                .unwrap_or_else(|| "no python3".into()),
         );
     }
     Ok(())
