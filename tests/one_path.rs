@@ -69,11 +69,19 @@ fn run_fetches_a_git_forge_once() {
     assert_eq!(code, 2, "applied: {out}{err}");
     assert!(out.contains("+ restart (command)"), "{out}");
     assert_eq!(lines(&log), 1, "one fetch of the one repo");
-    // Nothing left to do: still one fetch for the run.
+    // A branch that is not a pending change: the remote moved, so there is something to
+    // fetch, and nothing to do; still one fetch for the run.
+    remote.branch("notes", ALICE, &[("notes.txt", Some("x\n"))]);
     let (code, out, err) = run(&plan, &bin);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("Nothing to do"), "{out}");
     assert_eq!(lines(&log), 2);
+    // The local remote did not move: its refs are compared in-process and `git fetch` is
+    // not started.
+    let (code, out, err) = run(&plan, &bin);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Nothing to do"), "{out}");
+    assert_eq!(lines(&log), 2, "no fetch from an unchanged local remote");
 }
 
 #[test]
