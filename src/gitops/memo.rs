@@ -82,6 +82,7 @@ impl Memo {
     pub fn merge(
         &mut self,
         repo: &Repository,
+        ancestry: &mut super::Ancestry,
         tip: Oid,
         head: Oid,
         message: &str,
@@ -101,7 +102,7 @@ impl Memo {
         if let Some(step) = known {
             return Ok(step);
         }
-        let step = super::merge_change(repo, tip, head, message)?;
+        let step = super::merge_change(repo, ancestry, tip, head, message)?;
         let value = match &step {
             MergeStep::Merged(id) => Value::Merged(id.to_string()),
             MergeStep::Conflict(paths) => Value::Conflict(paths.clone()),

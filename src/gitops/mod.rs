@@ -1,6 +1,7 @@
 //! Local git operations with git2: merge a change set into a staging revision, tree diffs.
 //! No work tree is touched; every object lands in the cache repository.
 
+pub mod ancestry;
 pub mod export;
 pub mod files;
 pub mod memo;
@@ -12,6 +13,7 @@ use std::collections::BTreeSet;
 
 use git2::{Oid, Repository, Signature, Time};
 
+pub use ancestry::{Ancestry, Relation};
 pub use export::export_tree;
 
 /// Identity of the merge commits kcideploy makes.
@@ -31,23 +33,48 @@ pub enum MergeStep {
     Unrelated,
 }
 
-/// Merge `head` onto `tip`. The merge commit is deterministic: fixed identity, time of the
-/// newer parent, so planning the same inputs twice gives the same staging SHA.
+/// Merge `head` onto `tip`, whose commits beyond the base `ancestry` knows. The merge commit
+/// is deterministic: fixed identity, time of the newer parent, so planning the same inputs
+/// twice gives the same staging SHA.
 pub fn merge_change(
     repo: &Repository,
+    ancestry: &mut Ancestry,
     tip: Oid,
     head: Oid,
     message: &str,
 ) -> Result<MergeStep, git2::Error> {
-    if tip == head || repo.graph_descendant_of(tip, head)? {
+    if tip == head {
         return Ok(MergeStep::Empty);
     }
     let ours = repo.find_commit(tip)?;
     let theirs = repo.find_commit(head)?;
-    if repo.merge_base(tip, head).is_err() {
-        return Ok(MergeStep::Unrelated);
-    }
-    let mut index = repo.merge_commits(&ours, &theirs, None)?;
+    let index = match ancestry.relation(repo, head)? {
+        Relation::Contained => return Ok(MergeStep::Empty),
+        Relation::Independent => match repo.merge_bases(ancestry.base(), head) {
+            Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(MergeStep::Unrelated),
+            Err(e) => return Err(e),
+            // One merge base, the base's with the head: what git would find from the tip.
+            Ok(bases) if bases.len() == 1 => {
+                let ancestor = repo.find_commit(bases[0])?.tree()?;
+                Some(repo.merge_trees(&ancestor, &ours.tree()?, &theirs.tree()?, None)?)
+            }
+            // Criss-cross: git's recursive merge below.
+            Ok(_) => None,
+        },
+        Relation::Entangled => None,
+    };
+    let mut index = match index {
+        Some(index) => index,
+        None => {
+            if repo.graph_descendant_of(tip, head)? {
+                return Ok(MergeStep::Empty);
+            }
+            if repo.merge_base(tip, head).is_err() {
+                return Ok(MergeStep::Unrelated);
+            }
+            repo.merge_commits(&ours, &theirs, None)?
+        }
+    };
     if index.has_conflicts() {
         let mut paths = BTreeSet::new();
         for conflict in index.conflicts()? {
