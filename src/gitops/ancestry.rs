@@ -7,8 +7,12 @@
 //! ancestors with the tip as with the base: its merge base is found against the base, and
 //! the tip's history is not walked. Only changes stacked on other pending changes (or on a
 //! staging commit) take git's walk.
+//!
+//! It also keeps the paths where the tip may differ from the base, so that a change touching
+//! none of them (nor any the base changed since the change forked) is merged by updating
+//! the tip's tree at its own paths ([`super::merge`]).
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use git2::{Oid, Repository};
 
@@ -31,6 +35,12 @@ pub struct Ancestry {
     /// Heads merged whose own commits are not in `beyond` yet: walked together when a
     /// relation is next asked, so a re-plan that reuses every merge walks nothing.
     unwalked: Vec<Oid>,
+    /// Paths where `known` may differ from the base (a superset).
+    touched: BTreeSet<String>,
+    /// The tip `touched` is about; a tip made since is diffed against it when next asked.
+    known: Oid,
+    /// Per fork point other than the base: the paths the base changed since.
+    forks: HashMap<Oid, BTreeSet<String>>,
 }
 
 impl Ancestry {
@@ -40,6 +50,9 @@ impl Ancestry {
             base,
             beyond: HashSet::new(),
             unwalked: Vec::new(),
+            touched: BTreeSet::new(),
+            known: base,
+            forks: HashMap::new(),
         }
     }
 
@@ -51,6 +64,35 @@ impl Ancestry {
     pub fn merged(&mut self, head: Oid, merge: Oid) {
         self.beyond.insert(merge);
         self.unwalked.push(head);
+    }
+
+    /// `tip` is the last tip with `paths` changed: no diff needed to know what it touched.
+    pub fn changed(&mut self, tip: Oid, paths: BTreeSet<String>) {
+        self.touched.extend(paths);
+        self.known = tip;
+    }
+
+    /// Whether none of `paths` (of a change forked from the base at `fork`), nor a directory
+    /// above one or a path below one, is a path the tip or the base changed since `fork`.
+    pub fn untouched(
+        &mut self,
+        repo: &Repository,
+        fork: Oid,
+        tip: Oid,
+        paths: &BTreeSet<String>,
+    ) -> Result<bool, git2::Error> {
+        if self.known != tip {
+            let since = super::diff_paths(repo, self.known, tip)?;
+            self.changed(tip, since);
+        }
+        if fork != self.base && !self.forks.contains_key(&fork) {
+            let moved = super::diff_paths(repo, fork, self.base)?;
+            self.forks.insert(fork, moved);
+        }
+        let moved = self.forks.get(&fork);
+        Ok(!paths
+            .iter()
+            .any(|p| overlaps(&self.touched, p) || moved.is_some_and(|m| overlaps(m, p))))
     }
 
     /// How `head` stands to the tip.
@@ -82,6 +124,26 @@ impl Ancestry {
         walk.hide(self.base)?;
         walk.collect()
     }
+}
+
+/// Whether `set` has `path`, a directory above it, or a path below it.
+fn overlaps(set: &BTreeSet<String>, path: &str) -> bool {
+    if set.contains(path) {
+        return true;
+    }
+    let below = format!("{path}/");
+    if set
+        .range::<str, _>((
+            std::ops::Bound::Included(below.as_str()),
+            std::ops::Bound::Unbounded,
+        ))
+        .next()
+        .is_some_and(|p| p.starts_with(&below))
+    {
+        return true;
+    }
+    path.match_indices('/')
+        .any(|(i, _)| set.contains(&path[..i]))
 }
 
 #[cfg(test)]
@@ -144,6 +206,39 @@ mod tests {
         (outcomes, repo.find_commit(tip).expect("tip").tree_id())
     }
 
+    /// What `stage` gives: each head's outcome and the staging commit.
+    fn staged(dir: &std::path::Path, base: Oid, heads: &[Oid]) -> (Vec<&'static str>, Oid) {
+        let base = base.to_string();
+        let staged = stage(&StageRequest {
+            cache: dir.to_path_buf(),
+            base: &base,
+            base_branch: "main",
+            changes: heads
+                .iter()
+                .enumerate()
+                .map(|(i, h)| ToMerge {
+                    id: format!("#{i}"),
+                    head: h.to_string(),
+                    title: String::new(),
+                    files: None,
+                })
+                .collect(),
+            deployed: None,
+        })
+        .expect("stage");
+        let outcomes = staged
+            .merges
+            .iter()
+            .map(|(_, m)| match m {
+                Merge::Merged { .. } => "merged",
+                Merge::Conflict { .. } => "conflict",
+                Merge::Empty => "empty",
+                Merge::Unrelated => "unrelated",
+            })
+            .collect();
+        (outcomes, Oid::from_str(&staged.staging).expect("sha"))
+    }
+
     #[test]
     fn stacked_criss_crossed_and_unrelated_changes_stage_as_git_merges_them() {
         let dir = tempfile::tempdir().expect("tmp");
@@ -182,36 +277,86 @@ mod tests {
                 "empty"
             ]
         );
-        let base_sha = base.to_string();
-        let staged = stage(&StageRequest {
-            cache: dir.path().to_path_buf(),
-            base: &base_sha,
-            base_branch: "main",
-            changes: heads
-                .iter()
-                .enumerate()
-                .map(|(i, h)| ToMerge {
-                    id: format!("#{i}"),
-                    head: h.to_string(),
-                    title: String::new(),
-                    files: None,
-                })
-                .collect(),
-            deployed: None,
-        })
-        .expect("stage");
-        let got: Vec<&str> = staged
-            .merges
-            .iter()
-            .map(|(_, m)| match m {
-                Merge::Merged { .. } => "merged",
-                Merge::Conflict { .. } => "conflict",
-                Merge::Empty => "empty",
-                Merge::Unrelated => "unrelated",
-            })
-            .collect();
+        let (got, staging) = staged(dir.path(), base, &heads);
         assert_eq!(got, outcomes);
-        let staging = Oid::from_str(&staged.staging).expect("sha");
         assert_eq!(repo.find_commit(staging).expect("staging").tree_id(), tree);
+    }
+
+    /// Changes merged by updating the tip's tree where they touch nothing merged before (nor
+    /// what the base changed since they forked), and by git's merge where they do: the same
+    /// trees and outcomes as git's merges of each.
+    #[test]
+    fn changes_on_paths_nothing_else_touched_merge_as_git_merges_them() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let repo = Repository::init_bare(dir.path()).expect("init");
+        let long: String = (0..40).map(|i| format!("line {i}\n")).collect();
+        let edits = [
+            ("a", Some("orig\n")),
+            ("d/x", Some("x\n")),
+            ("d/y", Some("y\n")),
+            ("e/z", Some("z\n")),
+            ("m", Some("m\n")),
+            ("run.sh", Some("true\n")),
+            ("r1", Some(long.as_str())),
+            ("k/x", Some("x\n")),
+        ];
+        let root = scratch::commit(&repo, None, &edits, WHO, 1000, "root").expect("root");
+        let base = commit(&repo, root, "a", "base\n");
+        let edit = |parent: Oid, edits: &[(&str, Option<&str>)]| {
+            scratch::commit(&repo, Some(parent), edits, WHO, 2000, "c").expect("commit")
+        };
+        let renamed = long.replace("line 0", "line zero");
+        let first = edit(base, &[("s", Some("s\n"))]);
+        let heads = [
+            // The last files of a directory deleted: the directory goes.
+            edit(base, &[("d/x", None), ("d/y", None)]),
+            edit(base, &[("d/x", Some("again\n"))]),
+            // Forked before the base changed `a`: conflicts with the base.
+            edit(root, &[("a", Some("old fork\n"))]),
+            // Forked before too, elsewhere.
+            edit(root, &[("e/z", Some("c4\n"))]),
+            edit(base, &[("e/z", Some("c8\n"))]),
+            edit(base, &[("f/g", Some("g\n"))]),
+            // A file where the tip has a directory, and a file becoming a directory.
+            edit(base, &[("f", Some("f\n"))]),
+            edit(base, &[("m", None), ("m/n", Some("n\n"))]),
+            edit(base, &[("run.sh", Some("false\n"))]),
+            // Renamed, then changed at its old name: git follows the rename.
+            edit(base, &[("r1", None), ("r2", Some(long.as_str()))]),
+            edit(base, &[("r1", Some(renamed.as_str()))]),
+            // A directory where the tip has a file; a directory becoming a file.
+            edit(base, &[("h", Some("h\n"))]),
+            edit(base, &[("h/i", Some("i\n"))]),
+            edit(base, &[("k/x", None), ("k", Some("k\n"))]),
+            // Stacked (git's merge), then a path the stacked change added.
+            first,
+            edit(first, &[("t", Some("t\n"))]),
+            edit(base, &[("t", Some("other\n"))]),
+        ];
+        let (outcomes, tree) = by_git(&repo, base, &heads);
+        assert_eq!(
+            outcomes,
+            [
+                "merged", "conflict", "conflict", "merged", "conflict", "merged", "conflict",
+                "merged", "merged", "merged", "merged", "merged", "conflict", "merged", "merged",
+                "merged", "conflict"
+            ]
+        );
+        let (got, staging) = staged(dir.path(), base, &heads);
+        assert_eq!(got, outcomes);
+        assert_eq!(repo.find_commit(staging).expect("staging").tree_id(), tree);
+        let file = |path: &str| {
+            let tree = repo
+                .find_commit(staging)
+                .and_then(|c| c.tree())
+                .expect("tree");
+            let blob = tree.get_path(std::path::Path::new(path)).ok()?.id();
+            let blob = repo.find_blob(blob).expect("blob");
+            Some(String::from_utf8_lossy(blob.content()).into_owned())
+        };
+        assert_eq!(file("r2").as_deref(), Some(renamed.as_str()));
+        assert_eq!(file("d/x"), None);
+        assert_eq!(file("m/n").as_deref(), Some("n\n"));
+        assert_eq!(file("k").as_deref(), Some("k\n"));
     }
 }

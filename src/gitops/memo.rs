@@ -102,7 +102,10 @@ impl Memo {
         if let Some(step) = known {
             return Ok(step);
         }
-        let step = super::merge_change(repo, ancestry, tip, head, message)?;
+        let base = ancestry.base();
+        let step = super::merge_change(repo, ancestry, tip, head, message, &mut |head| {
+            self.change_paths(repo, base, head)
+        })?;
         let value = match &step {
             MergeStep::Merged(id) => Value::Merged(id.to_string()),
             MergeStep::Conflict(paths) => Value::Conflict(paths.clone()),
@@ -260,13 +263,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let (base, changes) = repo(dir.path(), 6);
         let first = staged(dir.path(), base, &changes[..5]);
-        // 5 merges (one a conflict, with its check against the base), 4 path lists.
-        assert_eq!(lines(dir.path()), 5 + 1 + 4);
+        // 5 merges (one a conflict, with its check against the base), 5 path lists (the
+        // conflict's too: a merge reads the change's paths first).
+        assert_eq!(lines(dir.path()), 5 + 1 + 5);
         let again = staged(dir.path(), base, &changes[..5]);
         assert_eq!(again, first);
-        assert_eq!(lines(dir.path()), 10, "nothing new to remember");
+        assert_eq!(lines(dir.path()), 11, "nothing new to remember");
         let more = staged(dir.path(), base, &changes);
-        assert_eq!(lines(dir.path()), 12, "one merge and its paths");
+        assert_eq!(lines(dir.path()), 13, "one merge and its paths");
         assert_eq!(more.merges[..5], first.merges[..]);
         // The same as staging without anything remembered.
         std::fs::remove_file(dir.path().join(FILE)).expect("rm");

@@ -5,16 +5,18 @@ pub mod ancestry;
 pub mod export;
 pub mod files;
 pub mod memo;
+pub mod merge;
 pub mod remote;
 pub mod scratch;
 pub mod stage;
 
 use std::collections::BTreeSet;
 
-use git2::{Oid, Repository, Signature, Time};
+use git2::{Oid, Repository};
 
 pub use ancestry::{Ancestry, Relation};
 pub use export::export_tree;
+pub use merge::merge_change;
 
 /// Identity of the merge commits kcideploy makes.
 pub const MERGER_NAME: &str = "kcideploy";
@@ -31,72 +33,6 @@ pub enum MergeStep {
     Empty,
     /// The change shares no history with the base.
     Unrelated,
-}
-
-/// Merge `head` onto `tip`, whose commits beyond the base `ancestry` knows. The merge commit
-/// is deterministic: fixed identity, time of the newer parent, so planning the same inputs
-/// twice gives the same staging SHA.
-pub fn merge_change(
-    repo: &Repository,
-    ancestry: &mut Ancestry,
-    tip: Oid,
-    head: Oid,
-    message: &str,
-) -> Result<MergeStep, git2::Error> {
-    if tip == head {
-        return Ok(MergeStep::Empty);
-    }
-    let ours = repo.find_commit(tip)?;
-    let theirs = repo.find_commit(head)?;
-    let index = match ancestry.relation(repo, head)? {
-        Relation::Contained => return Ok(MergeStep::Empty),
-        Relation::Independent => match repo.merge_bases(ancestry.base(), head) {
-            Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(MergeStep::Unrelated),
-            Err(e) => return Err(e),
-            // One merge base, the base's with the head: what git would find from the tip.
-            Ok(bases) if bases.len() == 1 => {
-                let ancestor = repo.find_commit(bases[0])?.tree()?;
-                Some(repo.merge_trees(&ancestor, &ours.tree()?, &theirs.tree()?, None)?)
-            }
-            // Criss-cross: git's recursive merge below.
-            Ok(_) => None,
-        },
-        Relation::Entangled => None,
-    };
-    let mut index = match index {
-        Some(index) => index,
-        None => {
-            if repo.graph_descendant_of(tip, head)? {
-                return Ok(MergeStep::Empty);
-            }
-            if repo.merge_base(tip, head).is_err() {
-                return Ok(MergeStep::Unrelated);
-            }
-            repo.merge_commits(&ours, &theirs, None)?
-        }
-    };
-    if index.has_conflicts() {
-        let mut paths = BTreeSet::new();
-        for conflict in index.conflicts()? {
-            let conflict = conflict?;
-            for entry in [conflict.ancestor, conflict.our, conflict.their]
-                .into_iter()
-                .flatten()
-            {
-                paths.insert(String::from_utf8_lossy(&entry.path).into_owned());
-            }
-        }
-        return Ok(MergeStep::Conflict(paths.into_iter().collect()));
-    }
-    let tree_id = index.write_tree_to(repo)?;
-    if tree_id == ours.tree_id() {
-        return Ok(MergeStep::Empty);
-    }
-    let tree = repo.find_tree(tree_id)?;
-    let when = ours.time().seconds().max(theirs.time().seconds());
-    let sig = Signature::new(MERGER_NAME, MERGER_EMAIL, &Time::new(when, 0))?;
-    let commit = repo.commit(None, &sig, &sig, message, &tree, &[&ours, &theirs])?;
-    Ok(MergeStep::Merged(commit))
 }
 
 /// Turn off libgit2's checks, when writing an object, that every object it names exists
