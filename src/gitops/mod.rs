@@ -9,6 +9,7 @@ pub mod merge;
 pub mod remote;
 pub mod scratch;
 pub mod stage;
+pub mod treediff;
 
 use std::collections::BTreeSet;
 
@@ -49,15 +50,8 @@ pub fn skip_object_checks() {
 pub fn diff_paths(repo: &Repository, old: Oid, new: Oid) -> Result<BTreeSet<String>, git2::Error> {
     let old_tree = repo.find_commit(old)?.tree()?;
     let new_tree = repo.find_commit(new)?.tree()?;
-    let diff = repo.diff_tree_to_tree(Some(&old_tree), Some(&new_tree), None)?;
     let mut paths = BTreeSet::new();
-    for delta in diff.deltas() {
-        for file in [delta.old_file(), delta.new_file()] {
-            if let Some(p) = file.path() {
-                paths.insert(p.to_string_lossy().into_owned());
-            }
-        }
-    }
+    treediff::diff_trees(repo, Some(&old_tree), Some(&new_tree), "", &mut paths)?;
     Ok(paths)
 }
 
