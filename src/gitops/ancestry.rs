@@ -85,14 +85,28 @@ impl Ancestry {
             let since = super::diff_paths(repo, self.known, tip)?;
             self.changed(tip, since);
         }
-        if fork != self.base && !self.forks.contains_key(&fork) {
+        Ok(!paths.iter().any(|p| overlaps(&self.touched, p))
+            && self.untouched_by_base(repo, fork, paths)?)
+    }
+
+    /// Whether none of `paths` (of a change forked from the base at `fork`), nor a directory
+    /// above one or a path below one, is a path the base changed since `fork`: then the
+    /// change merges onto the base alone without conflicts.
+    pub fn untouched_by_base(
+        &mut self,
+        repo: &Repository,
+        fork: Oid,
+        paths: &BTreeSet<String>,
+    ) -> Result<bool, git2::Error> {
+        if fork == self.base {
+            return Ok(true);
+        }
+        if !self.forks.contains_key(&fork) {
             let moved = super::diff_paths(repo, fork, self.base)?;
             self.forks.insert(fork, moved);
         }
         let moved = self.forks.get(&fork);
-        Ok(!paths
-            .iter()
-            .any(|p| overlaps(&self.touched, p) || moved.is_some_and(|m| overlaps(m, p))))
+        Ok(!paths.iter().any(|p| moved.is_some_and(|m| overlaps(m, p))))
     }
 
     /// How `head` stands to the tip.
@@ -185,8 +199,17 @@ mod tests {
                 "unrelated"
             } else {
                 let mut index = repo.merge_commits(&ours, &theirs, None).expect("merge");
+                let onto_base = || {
+                    let base = repo.find_commit(base).expect("base");
+                    let index = repo.merge_commits(&base, &theirs, None).expect("merge");
+                    tip == base.id() || index.has_conflicts()
+                };
                 if index.has_conflicts() {
-                    "conflict"
+                    if onto_base() {
+                        "base conflict"
+                    } else {
+                        "conflict"
+                    }
                 } else {
                     let tree = index.write_tree_to(repo).expect("tree");
                     if tree == ours.tree_id() {
@@ -231,6 +254,9 @@ mod tests {
             .iter()
             .map(|(_, m)| match m {
                 Merge::Merged { .. } => "merged",
+                Merge::Conflict {
+                    with_base: true, ..
+                } => "base conflict",
                 Merge::Conflict { .. } => "conflict",
                 Merge::Empty => "empty",
                 Merge::Unrelated => "unrelated",
@@ -337,9 +363,23 @@ mod tests {
         assert_eq!(
             outcomes,
             [
-                "merged", "conflict", "conflict", "merged", "conflict", "merged", "conflict",
-                "merged", "merged", "merged", "merged", "merged", "conflict", "merged", "merged",
-                "merged", "conflict"
+                "merged",
+                "conflict",
+                "base conflict",
+                "merged",
+                "conflict",
+                "merged",
+                "conflict",
+                "merged",
+                "merged",
+                "merged",
+                "merged",
+                "merged",
+                "conflict",
+                "merged",
+                "merged",
+                "merged",
+                "conflict"
             ]
         );
         let (got, staging) = staged(dir.path(), base, &heads);

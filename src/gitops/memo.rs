@@ -132,20 +132,31 @@ impl Memo {
         Ok(paths)
     }
 
-    /// Whether `head` conflicts with `base` alone, remembered.
+    /// Whether `head` conflicts with `base` alone, remembered. Not when its paths overlap
+    /// none the base changed since it forked (with one merge base): no merge needed.
     pub fn conflicts(
         &mut self,
         repo: &Repository,
-        base: Oid,
+        ancestry: &mut super::Ancestry,
         head: Oid,
     ) -> Result<bool, git2::Error> {
+        let base = ancestry.base();
         let key = format!("base {base} {head}");
         if let Some(Value::ConflictsWithBase(c)) = self.get(&key) {
             return Ok(c);
         }
-        let ours = repo.find_commit(base)?;
-        let theirs = repo.find_commit(head)?;
-        let c = repo.merge_commits(&ours, &theirs, None)?.has_conflicts();
+        let clean = match repo.merge_bases(base, head) {
+            Ok(forks) if forks.len() == 1 => {
+                let paths = self.change_paths(repo, base, head)?;
+                ancestry.untouched_by_base(repo, forks[0], &paths)?
+            }
+            _ => false,
+        };
+        let c = !clean && {
+            let ours = repo.find_commit(base)?;
+            let theirs = repo.find_commit(head)?;
+            repo.merge_commits(&ours, &theirs, None)?.has_conflicts()
+        };
         self.put(key, Value::ConflictsWithBase(c));
         Ok(c)
     }

@@ -133,7 +133,7 @@ pub fn stage(req: &StageRequest<'_>) -> Result<StagedRepo, StageError> {
             MergeStep::Conflict(paths) => {
                 let with_base = tip != base
                     && memo
-                        .conflicts(&repo, base, head)
+                        .conflicts(&repo, &mut ancestry, head)
                         .map_err(ctx(format!("cannot merge {} onto the base", change.id)))?;
                 Merge::Conflict {
                     paths,
