@@ -4,7 +4,7 @@
 # `pull_request.opened` payload, signed, with a unique delivery id per request, over loopback.
 # Afterwards every delivery answered 202 must be in the durable queue.
 #
-#   bench/webhooks.sh [DURATION] [CONNECTIONS]     (default 10s, 16)
+#   bench/webhooks.sh [DURATION] [CONNECTIONS]     (default 10s, 16; KCD_BENCH_BIN=<a build>)
 #
 # With KCD_BENCH_BACKEND=postgres the queue is the PostgreSQL table that `serve` replicas
 # share (issue #18: >= 2,000 deliveries/s, p99 < 20 ms, none lost): a throwaway cluster
@@ -18,8 +18,8 @@ CONNECTIONS=${2:-16}
 if ! command -v wrk >/dev/null; then
     if [ "$(id -u)" = 0 ]; then apt-get install -y wrk >/dev/null; else sudo apt-get install -y wrk >/dev/null; fi
 fi
-cargo build --release -q
-BIN=$PWD/target/release/kcideploy
+# KCD_BENCH_BIN: another build to measure (an older commit's, for a before/after).
+if [ -n "${KCD_BENCH_BIN:-}" ]; then BIN=$KCD_BENCH_BIN; else cargo build --release -q; BIN=$PWD/target/release/kcideploy; fi
 WORK=$(mktemp -d)
 PG_CTL=
 stop_all() {

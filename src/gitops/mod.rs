@@ -4,6 +4,7 @@
 pub mod ancestry;
 pub mod export;
 pub mod files;
+mod local_refs;
 pub mod memo;
 pub mod merge;
 pub mod remote;

@@ -123,7 +123,8 @@ pub fn cause_of(stderr: &str) -> String {
 }
 
 /// `git fetch` `refspecs` of `url` into the bare repository `git_dir`, within
-/// `timeouts.git_fetch`.
+/// `timeouts.git_fetch`; not run for a repository on this machine whose refs the cache holds
+/// already ([`super::local_refs`]).
 pub fn fetch(
     git_dir: &Path,
     url: &str,
@@ -131,6 +132,11 @@ pub fn fetch(
     prune: bool,
     timeouts: &Timeouts,
 ) -> Result<(), RemoteError> {
+    if let Some(path) = super::local_refs::local_path(url)
+        && super::local_refs::up_to_date(git_dir, &path, refspecs, prune)
+    {
+        return Ok(());
+    }
     let mut cmd = Command::new("git");
     cmd.arg("--git-dir").arg(git_dir).arg("fetch");
     if prune {

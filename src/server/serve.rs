@@ -184,7 +184,11 @@ async fn run(hub: Arc<Hub>, secret: Vec<u8>, cron: Option<Cron>) -> Result<ExitS
         (None, None) => None,
     };
     if let Some(worker) = worker {
-        worker.run(entries, stop_rx).await;
+        // A task of the runtime, not the future this thread blocks on: a delivery handed to
+        // it wakes a runtime worker (often the one that queued it), not this thread too.
+        tokio::spawn(worker.run(entries, stop_rx))
+            .await
+            .map_err(|e| miette::miette!("the deploy worker failed: {e}"))?;
     }
     match server.await {
         Ok(Ok(())) => Ok(ExitStatus::Success),

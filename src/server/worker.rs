@@ -27,6 +27,9 @@ use crate::forge::github::GitHub;
 use crate::policy::scheduler::{Reaction, Scheduler};
 use crate::support::cron::Cron;
 
+/// Deliveries taken from the endpoint at once (then `/status` is refreshed once for all).
+const ARRIVED_MAX: usize = 256;
+
 /// The result of one deploy thread.
 pub(super) struct Outcome {
     pub(super) cycle: Cycle,
@@ -182,6 +185,7 @@ impl Worker {
                 .get_or_insert_with(|| format!("resuming run {id}, interrupted"));
             self.sched.request(Instant::now(), cycle);
         }
+        let (mut arrived, mut open) = (Vec::new(), true);
         loop {
             if self.running.is_none()
                 && *stop.borrow() == 0
@@ -204,13 +208,17 @@ impl Worker {
             };
             let far = Instant::now() + Duration::from_secs(365 * 86_400);
             tokio::select! {
-                Some(entry) = entries.recv() => {
-                    // The start-up scan may have handled (and acknowledged) it already.
-                    if !self.handled.contains(&entry.delivery)
-                        && self.hub.queue.is_pending(&entry.delivery).await
-                        && self.handled.insert(entry.delivery.clone())
-                    {
-                        self.handle(entry).await;
+                // What arrived together is handled together, and published once.
+                n = entries.recv_many(&mut arrived, ARRIVED_MAX), if open => {
+                    open = n > 0;
+                    for entry in arrived.drain(..) {
+                        // The start-up scan may have handled (and acknowledged) it already.
+                        if !self.handled.contains(&entry.delivery)
+                            && self.hub.queue.is_pending(&entry.delivery).await
+                            && self.handled.insert(entry.delivery.clone())
+                        {
+                            self.handle(entry).await;
+                        }
                     }
                 }
                 _ = tokio::time::sleep_until(due.unwrap_or(far)), if due.is_some() => {}

@@ -36,9 +36,12 @@ pub(super) struct Spool {
 /// Read `body` (at most `max` bytes), hashing it with `secret`.
 pub(super) async fn read(body: Body, secret: &[u8], max: usize) -> Result<Spool, ReadError> {
     let mac = HmacSha256::new_from_slice(secret).map_err(|e| ReadError::Broken(e.to_string()))?;
+    // Room for what the `Content-Length` announces (bounded), so that the body is not
+    // copied again and again as it grows.
+    let announced = axum::body::HttpBody::size_hint(&body).lower() as usize;
     let mut spool = Spool {
         mac,
-        memory: Vec::new(),
+        memory: Vec::with_capacity(announced.min(max).min(super::IN_MEMORY)),
         file: None,
     };
     let mut len = 0usize;
