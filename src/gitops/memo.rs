@@ -82,6 +82,7 @@ impl Memo {
     pub fn merge(
         &mut self,
         repo: &Repository,
+        ancestry: &mut super::Ancestry,
         tip: Oid,
         head: Oid,
         message: &str,
@@ -101,7 +102,10 @@ impl Memo {
         if let Some(step) = known {
             return Ok(step);
         }
-        let step = super::merge_change(repo, tip, head, message)?;
+        let base = ancestry.base();
+        let step = super::merge_change(repo, ancestry, tip, head, message, &mut |head| {
+            self.change_paths(repo, base, head)
+        })?;
         let value = match &step {
             MergeStep::Merged(id) => Value::Merged(id.to_string()),
             MergeStep::Conflict(paths) => Value::Conflict(paths.clone()),
@@ -128,20 +132,31 @@ impl Memo {
         Ok(paths)
     }
 
-    /// Whether `head` conflicts with `base` alone, remembered.
+    /// Whether `head` conflicts with `base` alone, remembered. Not when its paths overlap
+    /// none the base changed since it forked (with one merge base): no merge needed.
     pub fn conflicts(
         &mut self,
         repo: &Repository,
-        base: Oid,
+        ancestry: &mut super::Ancestry,
         head: Oid,
     ) -> Result<bool, git2::Error> {
+        let base = ancestry.base();
         let key = format!("base {base} {head}");
         if let Some(Value::ConflictsWithBase(c)) = self.get(&key) {
             return Ok(c);
         }
-        let ours = repo.find_commit(base)?;
-        let theirs = repo.find_commit(head)?;
-        let c = repo.merge_commits(&ours, &theirs, None)?.has_conflicts();
+        let clean = match repo.merge_bases(base, head) {
+            Ok(forks) if forks.len() == 1 => {
+                let paths = self.change_paths(repo, base, head)?;
+                ancestry.untouched_by_base(repo, forks[0], &paths)?
+            }
+            _ => false,
+        };
+        let c = !clean && {
+            let ours = repo.find_commit(base)?;
+            let theirs = repo.find_commit(head)?;
+            repo.merge_commits(&ours, &theirs, None)?.has_conflicts()
+        };
         self.put(key, Value::ConflictsWithBase(c));
         Ok(c)
     }
@@ -259,13 +274,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let (base, changes) = repo(dir.path(), 6);
         let first = staged(dir.path(), base, &changes[..5]);
-        // 5 merges (one a conflict, with its check against the base), 4 path lists.
-        assert_eq!(lines(dir.path()), 5 + 1 + 4);
+        // 5 merges (one a conflict, with its check against the base), 5 path lists (the
+        // conflict's too: a merge reads the change's paths first).
+        assert_eq!(lines(dir.path()), 5 + 1 + 5);
         let again = staged(dir.path(), base, &changes[..5]);
         assert_eq!(again, first);
-        assert_eq!(lines(dir.path()), 10, "nothing new to remember");
+        assert_eq!(lines(dir.path()), 11, "nothing new to remember");
         let more = staged(dir.path(), base, &changes);
-        assert_eq!(lines(dir.path()), 12, "one merge and its paths");
+        assert_eq!(lines(dir.path()), 13, "one merge and its paths");
         assert_eq!(more.merges[..5], first.merges[..]);
         // The same as staging without anything remembered.
         std::fs::remove_file(dir.path().join(FILE)).expect("rm");

@@ -10,7 +10,7 @@ use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
 
 use super::memo::Memo;
-use super::{MergeStep, diff_paths, has_commit};
+use super::{Ancestry, MergeStep, diff_paths, has_commit};
 
 /// One change to merge, in merge order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,11 +95,13 @@ fn ctx(context: impl Into<String>) -> impl FnOnce(git2::Error) -> StageError {
 /// are deterministic, so staging the same inputs twice gives the same SHA; the results are
 /// remembered in the cache ([`Memo`]), so staging them again reuses them.
 pub fn stage(req: &StageRequest<'_>) -> Result<StagedRepo, StageError> {
+    super::skip_object_checks();
     let repo = Repository::open_bare(&req.cache)
         .map_err(ctx(format!("cannot open cache {}", req.cache.display())))?;
     let mut memo = Memo::load(&req.cache);
     let base = Oid::from_str(req.base).map_err(ctx("bad base SHA"))?;
     let mut tip = base;
+    let mut ancestry = Ancestry::new(base);
     let mut merges = Vec::with_capacity(req.changes.len());
     for change in &req.changes {
         let head =
@@ -112,7 +114,7 @@ pub fn stage(req: &StageRequest<'_>) -> Result<StagedRepo, StageError> {
             change.title
         );
         let merge = match memo
-            .merge(&repo, tip, head, &message)
+            .merge(&repo, &mut ancestry, tip, head, &message)
             .map_err(ctx(format!("cannot merge {}", change.id)))?
         {
             MergeStep::Merged(commit) => {
@@ -123,6 +125,7 @@ pub fn stage(req: &StageRequest<'_>) -> Result<StagedRepo, StageError> {
                         .map_err(ctx(format!("cannot diff {}", change.id)))?,
                 };
                 tip = commit;
+                ancestry.merged(head, commit);
                 Merge::Merged {
                     paths: paths.into_iter().collect(),
                 }
@@ -130,7 +133,7 @@ pub fn stage(req: &StageRequest<'_>) -> Result<StagedRepo, StageError> {
             MergeStep::Conflict(paths) => {
                 let with_base = tip != base
                     && memo
-                        .conflicts(&repo, base, head)
+                        .conflicts(&repo, &mut ancestry, head)
                         .map_err(ctx(format!("cannot merge {} onto the base", change.id)))?;
                 Merge::Conflict {
                     paths,
