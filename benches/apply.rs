@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+mod shared;
+use shared::{Result, dag_plan, make_repo, median, parent};
 
 /// The kcideploy binaries measured: this build's, and `KCD_BENCH_BEFORE` (another build, e.g.
 /// of an older commit) run alternately with it, labelled "before".
@@ -44,11 +45,6 @@ fn run(cmd: &mut Command) -> Result<Duration> {
     Ok(start.elapsed())
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -65,51 +61,10 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
 
-fn git(dir: &Path, args: &[&str]) -> Result<()> {
-    let ok = Command::new("git")
-        .current_dir(dir)
-        .args(["-c", "user.name=b", "-c", "user.email=b@x"])
-        .args(args)
-        .stdout(Stdio::null())
-        .status()?
-        .success();
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("git {args:?} failed").into())
-    }
-}
-
-/// A local repo for the plan file to name (steps do not depend on it).
-fn make_repo(dir: &Path) -> Result<()> {
-    let work = dir.join("work");
-    std::fs::create_dir_all(&work)?;
-    git(&work, &["init", "-q", "-b", "main"])?;
-    std::fs::write(work.join("README"), "bench\n")?;
-    git(&work, &["add", "README"])?;
-    git(&work, &["commit", "-q", "-m", "init"])?;
-    git(dir, &["clone", "-q", "--bare", "work", "repo.git"])?;
-    Ok(())
-}
-
-fn parent(i: usize) -> Option<usize> {
-    (i > 0).then(|| (i - 1) / 2)
-}
-
 /// The plan file and the Terraform configuration of `n` steps.
 fn dag(n: usize) -> (String, String) {
-    // Full-cycle `always` steps, so a full cycle runs all and a partial none.
-    let mut plan = String::from(
-        "version: 1\nname: bench\nstate: { path: .kcideploy/bench.state.json }\nrepos:\n  r: { url: repo.git }\nsteps:\n",
-    );
     let mut tf = String::new();
     for i in 0..n {
-        let needs = parent(i)
-            .map(|p| format!(", needs: [s{p}]"))
-            .unwrap_or_default();
-        plan.push_str(&format!(
-            "  s{i}: {{ kind: command, cycle: full, always: true{needs}, with: {{ run: [\"true\"] }} }}\n"
-        ));
         let depends = parent(i)
             .map(|p| format!("  depends_on = [terraform_data.s{p}]\n"))
             .unwrap_or_default();
@@ -117,7 +72,7 @@ fn dag(n: usize) -> (String, String) {
             "resource \"terraform_data\" \"s{i}\" {{\n{depends}  provisioner \"local-exec\" {{\n    command = \"true\"\n  }}\n}}\n"
         ));
     }
-    (plan, tf)
+    (dag_plan(n), tf)
 }
 
 const STATE: &str = ".kcideploy/bench.state.json";

@@ -13,39 +13,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
-
-fn git(dir: &Path, args: &[&str]) -> Result<()> {
-    let ok = Command::new("git")
-        .current_dir(dir)
-        .args(["-c", "user.name=b", "-c", "user.email=b@x"])
-        .args(args)
-        .stdout(Stdio::null())
-        .status()?
-        .success();
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("git {args:?} failed").into())
-    }
-}
-
-fn plan(n: usize) -> String {
-    let mut plan = String::from(
-        "version: 1\nname: bench\nstate: { path: .kcideploy/bench.state.json }\nrepos:\n  r: { url: repo.git }\nsteps:\n",
-    );
-    for i in 0..n {
-        let needs = if i == 0 {
-            String::new()
-        } else {
-            format!(", needs: [s{}]", (i - 1) / 2)
-        };
-        plan.push_str(&format!(
-            "  s{i}: {{ kind: command, cycle: full, always: true{needs}, with: {{ run: [\"true\"] }} }}\n"
-        ));
-    }
-    plan
-}
+mod shared;
+use shared::{Result, dag_plan, make_repo, median};
 
 /// One apply from no state; `backend` is `-backend-config`'s value.
 fn apply(dir: &Path, backend: &str) -> Result<Duration> {
@@ -73,11 +42,6 @@ fn apply(dir: &Path, backend: &str) -> Result<Duration> {
     Ok(start.elapsed())
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 fn main() -> Result<()> {
     let n: usize = std::env::var("KCD_BENCH_STEPS")
         .ok()
@@ -89,14 +53,8 @@ fn main() -> Result<()> {
         .unwrap_or(5);
     let pg = postgres::Postgres::start_with(true);
     let dir = tempfile::tempdir()?;
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(&work)?;
-    git(&work, &["init", "-q", "-b", "main"])?;
-    std::fs::write(work.join("README"), "bench\n")?;
-    git(&work, &["add", "README"])?;
-    git(&work, &["commit", "-q", "-m", "init"])?;
-    git(dir.path(), &["clone", "-q", "--bare", "work", "repo.git"])?;
-    std::fs::write(dir.path().join("plan.yaml"), plan(n))?;
+    make_repo(dir.path())?;
+    std::fs::write(dir.path().join("plan.yaml"), dag_plan(n))?;
     let (mut local, mut remote) = (Vec::new(), Vec::new());
     // One unmeasured run of each first (the fetch cache, the schema).
     for i in 0..=runs {

@@ -20,6 +20,19 @@ pub struct LockInfo {
     pub created: Timestamp,
 }
 
+impl LockInfo {
+    /// This process, taking the lock now for `operation`, under a new id.
+    pub(crate) fn taken_now(operation: &str) -> LockInfo {
+        LockInfo {
+            id: crate::support::random_id(),
+            pid: std::process::id(),
+            host: hostname(),
+            operation: operation.to_string(),
+            created: Timestamp::now(),
+        }
+    }
+}
+
 impl std::fmt::Display for LockInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -142,13 +155,7 @@ impl FileLock {
                     if !same {
                         continue;
                     }
-                    let info = LockInfo {
-                        id: crate::support::random_id(),
-                        pid: std::process::id(),
-                        host: hostname(),
-                        operation: operation.to_string(),
-                        created: Timestamp::now(),
-                    };
+                    let info = LockInfo::taken_now(operation);
                     let json =
                         serde_json::to_vec(&info).map_err(|e| io(std::io::Error::other(e)))?;
                     file.set_len(0).map_err(io)?;

@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use tokio_postgres::Client;
 
 use super::{PgState, lock_key};
-use crate::state::lock::{LockError, LockInfo, hostname};
+use crate::state::lock::{LockError, LockInfo};
 
 /// The lock, held while this lives: its connection holds the advisory lock.
 pub struct PgLock {
@@ -112,13 +112,7 @@ pub async fn acquire(
         .await?
         .get(0);
         if took {
-            let info = LockInfo {
-                id: crate::support::random_id(),
-                pid: std::process::id(),
-                host: hostname(),
-                operation: operation.to_string(),
-                created: Timestamp::now(),
-            };
+            let info = LockInfo::taken_now(operation);
             timed(
                 state,
                 "cannot record the lock's holder",
